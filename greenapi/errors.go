@@ -1,0 +1,112 @@
+package greenapi
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Class is what the engine does about a failed call. Green API reports failures as HTTP
+// statuses, plain-text or JSON bodies and "reason" fields across editions; the client folds
+// them all into these few classes so that the engine never parses a body.
+type Class uint8
+
+const (
+	// ClassTransient is worth retrying with backoff: 5xx, 499, network errors, timeouts.
+	ClassTransient Class = iota + 1
+	// ClassAvatarTimeout is the reason "get avatar timeout limit exceeded": WhatsApp did not
+	// answer in time. Transient, but it spends one of the row's attempts.
+	ClassAvatarTimeout
+	// ClassStarting means the instance is starting or restarting ("instance in starting
+	// process try later", or the newer "instance is starting or not authorized", which
+	// GetStateInstance tells apart). Pause the instance; the row is not at fault.
+	ClassStarting
+	// ClassRateLimited is HTTP 429: slow down and retry; the row is not at fault.
+	ClassRateLimited
+	// ClassInvalid means the request is wrong for this row ("bad request data", "Validation
+	// failed", a JSON syntax error): record the reason and never retry it.
+	ClassInvalid
+	// ClassUnusable means nothing will succeed on this instance until a person acts: not
+	// authorized, expired, deleted, blocked, wrong token (401) or id (403), quota spent (466),
+	// wrong method (404).
+	ClassUnusable
+)
+
+// String names the class in logs and metrics.
+func (c Class) String() string {
+	switch c {
+	case ClassTransient:
+		return "transient"
+	case ClassAvatarTimeout:
+		return "avatar_timeout"
+	case ClassStarting:
+		return "starting"
+	case ClassRateLimited:
+		return "rate_limited"
+	case ClassInvalid:
+		return "invalid"
+	case ClassUnusable:
+		return "unusable"
+	}
+	return "unknown"
+}
+
+// Reasons the API sends in a 200 body's "reason" field or as a 400 body.
+const (
+	ReasonBadRequestData      = "bad request data"
+	ReasonAvatarTimeout       = "get avatar timeout limit exceeded"
+	ReasonStarting            = "instance in starting process try later"
+	ReasonStartingOrNotAuth   = "instance is starting or not authorized"
+	ReasonNotAuthorized       = "instance account not authorized"
+	ReasonCheckNumberTimeout  = "check phone number timeout limit exceeded"
+	ReasonValidationFailedPfx = "validation failed"
+)
+
+// Error is every failure the client returns for a call that was attempted. It never holds the
+// apiTokenInstance: URL is redacted ("waInstance1101000001/getAvatar/***") and Err has been
+// scrubbed of the real URL.
+type Error struct {
+	// Class is what to do about it.
+	Class Class
+	// Instance is the idInstance the call was made on, so a person knows which to fix.
+	Instance string
+	// Method is the API method, e.g. "getAvatar".
+	Method string
+	// Status is the HTTP status, or 0 when no response arrived.
+	Status int
+	// Reason is the API's own words (the reason field, or the 400 body's message), trimmed to
+	// a sane length; empty for network errors.
+	Reason string
+	// RetryAfter is the server's Retry-After on a 429, or 0 when it sent none.
+	RetryAfter time.Duration
+	// URL is the redacted request URL.
+	URL string
+	// Err is the underlying transport error, if any, with the real URL removed.
+	Err error
+}
+
+func (e *Error) Error() string {
+	msg := fmt.Sprintf("greenapi: %s %s", e.Method, e.URL)
+	if e.Status != 0 {
+		msg += fmt.Sprintf(": HTTP %d", e.Status)
+	}
+	if e.Reason != "" {
+		msg += fmt.Sprintf(": %s", e.Reason)
+	}
+	if e.Err != nil {
+		msg += ": " + e.Err.Error()
+	}
+	return msg + " (" + e.Class.String() + ")"
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// ClassOf returns the class of err, or 0 when err is not a *Error (a bug or a cancelled
+// context, never a row's fault).
+func ClassOf(err error) Class {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Class
+	}
+	return 0
+}

@@ -1,0 +1,1049 @@
+package simulator
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/enrich-dev/enrich/greenapi"
+)
+
+// testStart is the fixed start of every test simulator, so links and timestamps are exact.
+var testStart = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+
+const (
+	testID    = "1101000001"
+	testToken = "secret-token"
+)
+
+// fakeClock is a clock that moves only when told to.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+// Set moves the clock to start + d.
+func (c *fakeClock) Set(d time.Duration) {
+	c.mu.Lock()
+	c.t = testStart.Add(d)
+	c.mu.Unlock()
+}
+
+// sleepRecorder is an instant Sleep that remembers what it was asked to wait.
+type sleepRecorder struct {
+	mu    sync.Mutex
+	slept []time.Duration
+}
+
+func (r *sleepRecorder) Sleep(ctx context.Context, d time.Duration) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	r.slept = append(r.slept, d)
+	r.mu.Unlock()
+	return nil
+}
+
+// bundle is what a test needs around its simulator.
+type bundle struct {
+	sim    *Simulator
+	clock  *fakeClock
+	sleeps *sleepRecorder
+}
+
+// setup makes a simulator with a fake clock and sleep; when cfg names no instance it serves one
+// authorized testID/testToken instance without rate limits.
+func setup(t *testing.T, cfg Config) *bundle {
+	t.Helper()
+	b := &bundle{clock: &fakeClock{t: testStart}, sleeps: &sleepRecorder{}}
+	cfg.Now, cfg.Sleep, cfg.Start = b.clock.Now, b.sleeps.Sleep, testStart
+	if len(cfg.Instances) == 0 {
+		cfg.Instances = []Instance{{ID: testID, Token: testToken, RPS: -1, StateRPS: -1}}
+	}
+	sim, err := New(cfg)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	b.sim = sim
+	return b
+}
+
+// response is what one call got.
+type response struct {
+	status int
+	body   string
+	header http.Header
+}
+
+// do sends one raw request through the handler.
+func (b *bundle) do(t *testing.T, method, path, body string) response {
+	t.Helper()
+	req := httptest.NewRequest(method, path, strings.NewReader(body))
+	rec := httptest.NewRecorder()
+	b.sim.ServeHTTP(rec, req)
+	return response{status: rec.Code, body: rec.Body.String(), header: rec.Header()}
+}
+
+func (b *bundle) avatar(t *testing.T, body string) response {
+	t.Helper()
+	return b.do(t, "POST", "/waInstance"+testID+"/getAvatar/"+testToken, body)
+}
+
+func (b *bundle) check(t *testing.T, body string) response {
+	t.Helper()
+	return b.do(t, "POST", "/waInstance"+testID+"/checkWhatsapp/"+testToken, body)
+}
+
+func (b *bundle) state(t *testing.T) response {
+	t.Helper()
+	return b.do(t, "GET", "/waInstance"+testID+"/getStateInstance/"+testToken, "")
+}
+
+func chatBody(chat string) string { return `{"chatId":"` + chat + `"}` }
+
+// find returns the first phone number from 79000000000+from on whose truth is cat.
+func find(t *testing.T, sim *Simulator, cat Category, from int) string {
+	t.Helper()
+	for i := from; i < from+100000; i++ {
+		n := strconv.Itoa(79000000000 + i)
+		if sim.Truth(n).Category == cat {
+			return n
+		}
+	}
+	t.Fatalf("no number of category %v", cat)
+	return ""
+}
+
+// wantAvatarBody is the exact GetAvatar body for tr, written independently of the handler.
+func wantAvatarBody(tr Truth, edition string) string {
+	switch edition {
+	case EditionSeed, Edition2023:
+		return fmt.Sprintf(`{"existsWhatsapp":%t,"urlAvatar":%q,"reason":""}`, tr.ExistsWhatsapp, tr.URLAvatar)
+	case EditionCurrent:
+		return fmt.Sprintf(`{"urlAvatar":%q,"available":%t}`, tr.URLAvatar, tr.Available)
+	default:
+		return fmt.Sprintf(`{"urlAvatar":%q,"available":%t,"base64Avatar":%q}`, tr.URLAvatar, tr.Available, tr.Base64Avatar)
+	}
+}
+
+func TestRouting(t *testing.T) {
+	t.Parallel()
+	const ok = `{"chatId":"79001234567@c.us"}`
+	tests := []struct {
+		name, method, path, body string
+		status                   int
+		bodyHas                  string
+	}{
+		{"getAvatar", "POST", "/waInstance1101000001/getAvatar/secret-token", ok, 200, `"urlAvatar"`},
+		{"method case-insensitive", "POST", "/waInstance1101000001/GetAvatar/secret-token", ok, 200, `"urlAvatar"`},
+		{"method upper case", "POST", "/waInstance1101000001/GETAVATAR/secret-token", ok, 200, `"urlAvatar"`},
+		{"trailing slash", "POST", "/waInstance1101000001/getAvatar/secret-token/", ok, 200, `"urlAvatar"`},
+		{"checkWhatsapp", "POST", "/waInstance1101000001/checkWhatsapp/secret-token", `{"phoneNumber":79001234567}`, 200, `"existsWhatsapp"`},
+		{"getStateInstance", "GET", "/waInstance1101000001/getStateInstance/secret-token", "", 200, `{"stateInstance":"authorized"}`},
+		{"unknown instance", "POST", "/waInstance999/getAvatar/secret-token", ok, 403, ""},
+		{"wrong token", "POST", "/waInstance1101000001/getAvatar/wrong", ok, 401, ""},
+		{"wrong token before unknown method", "POST", "/waInstance1101000001/nope/wrong", ok, 401, ""},
+		{"unknown method", "POST", "/waInstance1101000001/sendMessage/secret-token", ok, 404, ""},
+		{"getAvatar by GET", "GET", "/waInstance1101000001/getAvatar/secret-token", "", 404, ""},
+		{"checkWhatsapp by PUT", "PUT", "/waInstance1101000001/checkWhatsapp/secret-token", ok, 404, ""},
+		{"getStateInstance by POST", "POST", "/waInstance1101000001/getStateInstance/secret-token", "", 404, ""},
+		{"not an API path", "POST", "/health", "", 404, ""},
+		{"no token", "POST", "/waInstance1101000001/getAvatar", ok, 404, ""},
+		{"extra segment", "POST", "/waInstance1101000001/getAvatar/secret-token/x", ok, 404, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, Config{Seed: 1})
+			got := b.do(t, tc.method, tc.path, tc.body)
+			if got.status != tc.status || !strings.Contains(got.body, tc.bodyHas) {
+				t.Fatalf("got %d %q, want %d containing %q", got.status, got.body, tc.status, tc.bodyHas)
+			}
+			if got.status == 200 && (got.header.Get("Content-Type") != "application/json" || !json.Valid([]byte(got.body))) {
+				t.Fatalf("200 answer is not JSON: %q %q", got.header.Get("Content-Type"), got.body)
+			}
+		})
+	}
+}
+
+func TestErrorBodyForms(t *testing.T) {
+	t.Parallel()
+	wantJSON := `{"statusCode":400,"timestamp":"2026-03-01T12:00:01.500Z","path":"/waInstance1101000001/getAvatar/***","message":"instance account not authorized"}`
+	tests := []struct {
+		form string
+		want []string // successive bodies
+	}{
+		{ErrorBodyText, []string{greenapi.ReasonNotAuthorized, greenapi.ReasonNotAuthorized}},
+		{ErrorBodyJSON, []string{wantJSON, wantJSON}},
+		{ErrorBodyMixed, []string{greenapi.ReasonNotAuthorized, wantJSON, greenapi.ReasonNotAuthorized, wantJSON}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.form, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, Config{ErrorBody: tc.form, Instances: []Instance{{ID: testID, Token: testToken, State: StateNotAuthorized, RPS: -1}}})
+			b.clock.Set(1500 * time.Millisecond)
+			for i, want := range tc.want {
+				got := b.avatar(t, chatBody("79001234567@c.us"))
+				if got.status != 400 || got.body != want {
+					t.Fatalf("call %d: got %d %q, want 400 %q", i, got.status, got.body, want)
+				}
+				wantCT := "text/plain; charset=utf-8"
+				if strings.HasPrefix(want, "{") {
+					wantCT = "application/json"
+				}
+				if ct := got.header.Get("Content-Type"); ct != wantCT {
+					t.Fatalf("call %d: Content-Type %q, want %q", i, ct, wantCT)
+				}
+			}
+		})
+	}
+}
+
+func TestBodyErrors(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name      string
+		check     bool // checkWhatsapp instead of getAvatar
+		body      string
+		wantMsg   string
+		wantJSONy bool // the message comes JSON-wrapped although ErrorBody is text
+	}{
+		{"malformed", false, `{"chatId": }`, "Unexpected token } in JSON at position 11", false},
+		{"garbage", false, `chatId=1`, "Unexpected token c in JSON at position 0", false},
+		{"truncated", false, `{"chatId":"7900`, "Unexpected end of JSON input", false},
+		{"empty object", false, `{}`, "Validation failed. Details: 'chatId' is required", true},
+		{"empty body", false, ``, "Validation failed. Details: 'chatId' is required", true},
+		{"null fields", false, `{"chatId":null,"phoneNumber":null}`, "Validation failed. Details: 'chatId' is required", true},
+		{"empty chatId", false, `{"chatId":""}`, "Validation failed. Details: 'chatId' is required", true},
+		{"phone as string", false, `{"phoneNumber":"79001234567"}`, "Validation failed. Details: 'phoneNumber' must be a number", true},
+		{"phone as float", false, `{"phoneNumber":7.9001234567e10}`, "Validation failed. Details: 'phoneNumber' must be an integer", true},
+		{"phone negative", false, `{"phoneNumber":-79001234567}`, "Validation failed. Details: 'phoneNumber' must be an integer", true},
+		{"chatId as number", false, `{"chatId":79001234567}`, "Validation failed. Details: 'chatId' must be a string", true},
+		{"array", false, `[1]`, msgBodyNotObject, true},
+		{"check without phone", true, `{"chatId":"79001234567@c.us"}`, "Validation failed. Details: 'phoneNumber' is required", true},
+		{"check phone as string", true, `{"phoneNumber":"79001234567"}`, "Validation failed. Details: 'phoneNumber' must be a number", true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, Config{Seed: 1, ErrorBody: ErrorBodyText})
+			var got response
+			if tc.check {
+				got = b.check(t, tc.body)
+			} else {
+				got = b.avatar(t, tc.body)
+			}
+			if got.status != 400 {
+				t.Fatalf("status %d, want 400 (%q)", got.status, got.body)
+			}
+			msg := got.body
+			if tc.wantJSONy {
+				var e struct {
+					StatusCode int    `json:"statusCode"`
+					Message    string `json:"message"`
+					Path       string `json:"path"`
+				}
+				if err := json.Unmarshal([]byte(got.body), &e); err != nil {
+					t.Fatalf("want a JSON error body, got %q", got.body)
+				}
+				if e.StatusCode != 400 || !strings.HasSuffix(e.Path, "/***") || strings.Contains(e.Path, testToken) {
+					t.Fatalf("bad JSON error body %q", got.body)
+				}
+				msg = e.Message
+			}
+			if msg != tc.wantMsg {
+				t.Fatalf("message %q, want %q", msg, tc.wantMsg)
+			}
+			if st := b.sim.Stats(); st.Invalid != 0 {
+				t.Fatalf("a malformed body counted as an invalid number: %+v", st)
+			}
+		})
+	}
+}
+
+func TestEditions(t *testing.T) {
+	t.Parallel()
+	for _, edition := range []string{EditionSeed, Edition2023, EditionCurrent, EditionCurrentBase64} {
+		t.Run(edition, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, Config{Seed: 7, Edition: edition})
+			for _, cat := range []Category{CategoryAvatar, CategoryNoPhoto, CategoryHidden, CategoryNoWhatsApp} {
+				n := find(t, b.sim, cat, 0)
+				tr := b.sim.Truth(n)
+				if tr.Edition != edition {
+					t.Fatalf("truth edition %q", tr.Edition)
+				}
+				want := wantAvatarBody(tr, edition)
+				for _, body := range []string{chatBody(n + "@c.us"), `{"phoneNumber":` + n + `}`, "{\n  \"phoneNumber\" : " + n + "\n}"} {
+					got := b.avatar(t, body)
+					if got.status != 200 || got.body != want {
+						t.Fatalf("%v %s: got %d %q, want 200 %q", cat, body, got.status, got.body, want)
+					}
+				}
+				if got, want := b.check(t, `{"phoneNumber":`+n+`}`), fmt.Sprintf(`{"existsWhatsapp":%t}`, tr.ExistsWhatsapp); got.body != want {
+					t.Fatalf("checkWhatsapp %v: got %q, want %q", cat, got.body, want)
+				}
+			}
+			// What each category's truth is, in every edition.
+			for cat, want := range map[Category][3]bool{ // exists, available, has URL
+				CategoryAvatar:     {true, true, true},
+				CategoryNoPhoto:    {true, true, false},
+				CategoryHidden:     {true, false, false},
+				CategoryNoWhatsApp: {false, false, false},
+			} {
+				tr := b.sim.Truth(find(t, b.sim, cat, 0))
+				if got := [3]bool{tr.ExistsWhatsapp, tr.Available, tr.URLAvatar != ""}; got != want || tr.BadRequest || (tr.Base64Avatar != "") != want[2] {
+					t.Fatalf("%v truth %+v", cat, tr)
+				}
+			}
+		})
+	}
+}
+
+func TestEditionMixed(t *testing.T) {
+	t.Parallel()
+	b := setup(t, Config{Seed: 3, Edition: EditionMixed})
+	seen := map[string]int{}
+	for i := 0; i < 400; i++ {
+		n := strconv.Itoa(79100000000 + i)
+		tr := b.sim.Truth(n)
+		seen[tr.Edition]++
+		if tr.BadRequest {
+			continue
+		}
+		got := b.avatar(t, chatBody(n+"@c.us"))
+		if want := wantAvatarBody(tr, tr.Edition); got.body != want {
+			t.Fatalf("%s (%s): got %q, want %q", n, tr.Edition, got.body, want)
+		}
+		if again := b.avatar(t, chatBody(n+"@c.us")); again.body != got.body {
+			t.Fatalf("%s answered %q then %q", n, got.body, again.body)
+		}
+	}
+	for _, e := range editionsMixed {
+		if seen[e] < 60 {
+			t.Fatalf("edition %s picked %d times of 400: %v", e, seen[e], seen)
+		}
+	}
+}
+
+func TestBadRequestData(t *testing.T) {
+	t.Parallel()
+	const bad200 = `{"existsWhatsapp":false,"urlAvatar":"","reason":"bad request data"}`
+	tests := []struct {
+		edition string
+		status  int
+		body    string
+	}{
+		{EditionSeed, 400, "bad request data"},
+		{Edition2023, 200, bad200},
+		{EditionCurrent, 400, "bad request data"},
+		{EditionCurrentBase64, 400, "bad request data"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.edition, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, Config{Seed: 5, Edition: tc.edition})
+			serverRejects := find(t, b.sim, CategoryBadRequest, 0)
+			inputs := []struct{ body, key string }{
+				{chatBody("7900123@c.us"), "7900123@c.us"},
+				{chatBody("7900123456"), "7900123456"}, // a chatId must carry its suffix
+				{chatBody("79001234567-15@g.us"), "79001234567-15@g.us"},
+				{`{"phoneNumber":790012345}`, "790012345"},
+				{`{"phoneNumber":7900123456789}`, "7900123456789"},
+				{chatBody(serverRejects + "@c.us"), serverRejects + "@c.us"},
+			}
+			for i, in := range inputs {
+				got := b.avatar(t, in.body)
+				if got.status != tc.status || got.body != tc.body {
+					t.Fatalf("%s: got %d %q, want %d %q", in.body, got.status, got.body, tc.status, tc.body)
+				}
+				if c := b.sim.Stats().Chats[in.key]; c.Calls != 1 || c.Answers != 1 {
+					t.Fatalf("%s: counters %+v", in.key, c)
+				}
+				if !b.sim.Truth(in.key).BadRequest {
+					t.Fatalf("%s: truth is not bad request", in.key)
+				}
+				wantInvalid := min(i+1, len(inputs)-1) // the last input is well-formed
+				if st := b.sim.Stats(); st.Invalid != wantInvalid {
+					t.Fatalf("after %s: Invalid %d, want %d", in.body, st.Invalid, wantInvalid)
+				}
+			}
+			check := b.check(t, `{"phoneNumber":12345}`)
+			wantCheck := map[bool]string{true: `{"existsWhatsapp":false,"reason":"bad request data"}`, false: "bad request data"}[tc.edition == Edition2023]
+			if check.status != tc.status || check.body != wantCheck {
+				t.Fatalf("checkWhatsapp: got %d %q", check.status, check.body)
+			}
+		})
+	}
+}
+
+func TestStates(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		state     string
+		newer     bool
+		avatarMsg string // "" means answered 200
+		stateCode int
+		stateBody string
+	}{
+		{StateAuthorized, false, "", 200, `{"stateInstance":"authorized"}`},
+		{StateSleepMode, false, "", 200, `{"stateInstance":"sleepMode"}`},
+		{StateYellowCard, false, "", 200, `{"stateInstance":"yellowCard"}`},
+		{StateNotAuthorized, false, "instance account not authorized", 200, `{"stateInstance":"notAuthorized"}`},
+		{StateNotAuthorized, true, "instance is starting or not authorized", 200, `{"stateInstance":"notAuthorized"}`},
+		{StateStarting, false, "instance in starting process try later", 200, `{"stateInstance":"starting"}`},
+		{StateStarting, true, "instance is starting or not authorized", 200, `{"stateInstance":"starting"}`},
+		{StateBlocked, false, "instance is starting or not authorized", 200, `{"stateInstance":"blocked"}`},
+		{StateExpired, false, "Instance account is expired", 400, "Instance account is expired"},
+		{StateDeleted, false, "Instance is deleted", 400, "Instance is deleted"},
+	}
+	for _, tc := range tests {
+		t.Run(fmt.Sprintf("%s/newer=%t", tc.state, tc.newer), func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, Config{Seed: 1, Instances: []Instance{{ID: testID, Token: testToken, State: tc.state, NewerWording: tc.newer, RPS: -1, StateRPS: -1}}})
+			for _, got := range []response{b.avatar(t, chatBody("79001234567@c.us")), b.check(t, `{"phoneNumber":79001234567}`)} {
+				if tc.avatarMsg == "" && got.status != 200 || tc.avatarMsg != "" && (got.status != 400 || got.body != tc.avatarMsg) {
+					t.Fatalf("got %d %q, want message %q", got.status, got.body, tc.avatarMsg)
+				}
+			}
+			if got := b.state(t); got.status != tc.stateCode || got.body != tc.stateBody {
+				t.Fatalf("getStateInstance: got %d %q, want %d %q", got.status, got.body, tc.stateCode, tc.stateBody)
+			}
+		})
+	}
+}
+
+func TestStartingWindows(t *testing.T) {
+	t.Parallel()
+	type step struct {
+		at       time.Duration
+		starting bool
+	}
+	tests := []struct {
+		name  string
+		inst  Instance
+		steps []step
+	}{
+		{"once", Instance{StartingAfter: 10 * time.Second, StartingFor: 5 * time.Second}, []step{
+			{0, false}, {9999 * time.Millisecond, false}, {10 * time.Second, true}, {14999 * time.Millisecond, true},
+			{15 * time.Second, false}, {70 * time.Second, false}, {time.Hour, false},
+		}},
+		{"at start", Instance{StartingFor: 3 * time.Second}, []step{{0, true}, {2 * time.Second, true}, {3 * time.Second, false}}},
+		{"recurring", Instance{StartingAfter: 10 * time.Second, StartingFor: 5 * time.Second, StartingEvery: time.Minute}, []step{
+			{0, false}, {10 * time.Second, true}, {15 * time.Second, false}, {69 * time.Second, false},
+			{70 * time.Second, true}, {74 * time.Second, true}, {75 * time.Second, false}, {130 * time.Second, true},
+			{10*time.Second + 100*time.Minute, true}, {16*time.Second + 100*time.Minute, false},
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			in := tc.inst
+			in.ID, in.Token, in.RPS, in.StateRPS = testID, testToken, -1, -1
+			b := setup(t, Config{Seed: 1, Instances: []Instance{in}})
+			for _, s := range tc.steps {
+				b.clock.Set(s.at)
+				got, state := b.avatar(t, chatBody("79001234567@c.us")), b.state(t)
+				if s.starting {
+					if got.status != 400 || got.body != greenapi.ReasonStarting || state.body != `{"stateInstance":"starting"}` {
+						t.Fatalf("at %v: want starting, got %d %q and %q", s.at, got.status, got.body, state.body)
+					}
+				} else if got.status != 200 || state.body != `{"stateInstance":"authorized"}` {
+					t.Fatalf("at %v: want answers, got %d %q and %q", s.at, got.status, got.body, state.body)
+				}
+			}
+		})
+	}
+}
+
+func TestRateLimiter(t *testing.T) {
+	t.Parallel()
+	ms := time.Millisecond
+	type call struct {
+		at     time.Duration
+		method string // "a" getAvatar, "c" checkWhatsapp, "s" getStateInstance
+		want   int
+	}
+	// paced is n getAvatar calls exactly every gap, all expecting want.
+	paced := func(n int, gap time.Duration, want int) []call {
+		var cs []call
+		for i := 0; i < n; i++ {
+			cs = append(cs, call{time.Duration(i) * gap, "a", want})
+		}
+		return cs
+	}
+	tests := []struct {
+		name  string
+		rps   float64
+		burst int
+		calls []call
+	}{
+		{"exact pacing, burst 2", 10, 2, paced(100, 100*ms, 200)},
+		{"exact pacing, burst 1", 10, 1, paced(100, 100*ms, 200)},
+		{"exact pacing at 4 rps, burst 1", 4, 1, paced(40, 250*ms, 200)},
+		{"burst 2 drains then refills", 10, 2, []call{
+			{0, "a", 200}, {0, "a", 200}, {0, "a", 429}, {50 * ms, "a", 429}, {100 * ms, "a", 200}, {150 * ms, "a", 429}, {200 * ms, "a", 200},
+		}},
+		{"burst 1 is a minimum gap", 10, 1, []call{
+			{0, "a", 200}, {0, "a", 429}, {99 * ms, "a", 429}, {100 * ms, "a", 200}, {150 * ms, "a", 429}, {200 * ms, "a", 200},
+		}},
+		{"burst 2 forgives one early arrival", 10, 2, []call{
+			{0, "a", 200}, {100 * ms, "a", 200}, {170 * ms, "a", 200}, {300 * ms, "a", 200}, {400 * ms, "a", 200}, {500 * ms, "a", 200},
+		}},
+		{"burst 1 does not", 10, 1, []call{
+			{0, "a", 200}, {100 * ms, "a", 200}, {170 * ms, "a", 429}, {300 * ms, "a", 200},
+		}},
+		{"twice too fast", 10, 2, []call{
+			{0, "a", 200}, {50 * ms, "a", 200}, {100 * ms, "a", 200}, {150 * ms, "a", 429}, {200 * ms, "a", 200}, {250 * ms, "a", 429}, {300 * ms, "a", 200},
+		}},
+		{"methods have their own buckets", 10, 1, []call{
+			{0, "a", 200}, {0, "c", 200}, {0, "s", 200}, {0, "a", 429}, {0, "c", 429}, {0, "s", 429},
+			{100 * ms, "a", 200}, {100 * ms, "c", 200}, {100 * ms, "s", 429}, {time.Second, "s", 200},
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, Config{Seed: 1, Instances: []Instance{{ID: testID, Token: testToken, RPS: tc.rps, Burst: tc.burst}}})
+			var want429 int
+			for i, c := range tc.calls {
+				b.clock.Set(c.at)
+				var got response
+				switch c.method {
+				case "a":
+					got = b.avatar(t, chatBody("79001234567@c.us"))
+				case "c":
+					got = b.check(t, `{"phoneNumber":79001234567}`)
+				case "s":
+					got = b.state(t)
+				}
+				if got.status != c.want {
+					t.Fatalf("call %d at %v (%s): status %d, want %d", i, c.at, c.method, got.status, c.want)
+				}
+				if got.status == 429 {
+					want429++
+					if got.body != "" || got.header.Get("Retry-After") != "" {
+						t.Fatalf("429 with body %q, Retry-After %q", got.body, got.header.Get("Retry-After"))
+					}
+				}
+			}
+			if st := b.sim.Stats().Instances[testID]; st.TooMany != want429 || st.Requests != len(tc.calls) {
+				t.Fatalf("stats %+v, want %d 429s of %d", st, want429, len(tc.calls))
+			}
+		})
+	}
+}
+
+func TestRetryAfter(t *testing.T) {
+	t.Parallel()
+	b := setup(t, Config{Seed: 1, RetryAfter: 1500 * time.Millisecond, Instances: []Instance{{ID: testID, Token: testToken, Burst: 1}}})
+	b.avatar(t, chatBody("79001234567@c.us"))
+	got := b.avatar(t, chatBody("79001234567@c.us"))
+	if got.status != 429 || got.header.Get("Retry-After") != "2" || got.body != "" {
+		t.Fatalf("got %d, Retry-After %q, body %q", got.status, got.header.Get("Retry-After"), got.body)
+	}
+}
+
+func TestQuota(t *testing.T) {
+	t.Parallel()
+	b := setup(t, Config{Seed: 1, Instances: []Instance{{ID: testID, Token: testToken, Quota: 3, Burst: 1}}})
+	want466 := `{"invokeStatus":{"method":"getAvatar","used":3,"total":3,"status":"QUOTE_EXCEEDED","description":"` + msgQuotaExceeded + `"}}`
+	steps := []struct {
+		at   time.Duration
+		want int
+	}{
+		{0, 200}, {0, 429}, {100 * time.Millisecond, 200}, {200 * time.Millisecond, 200}, {200 * time.Millisecond, 429},
+		{300 * time.Millisecond, 466}, {400 * time.Millisecond, 466},
+	}
+	for i, s := range steps {
+		b.clock.Set(s.at)
+		got := b.avatar(t, chatBody("79001234567@c.us"))
+		if got.status != s.want || s.want == 466 && got.body != want466 {
+			t.Fatalf("call %d: got %d %q, want %d", i, got.status, got.body, s.want)
+		}
+	}
+	// checkWhatsapp has no quota here.
+	b.clock.Set(time.Second)
+	if got := b.check(t, `{"phoneNumber":79001234567}`); got.status != 200 {
+		t.Fatalf("checkWhatsapp after quota: %d", got.status)
+	}
+	if st := b.sim.Stats().Instances[testID]; st.QuotaExceeded != 2 || st.TooMany != 2 {
+		t.Fatalf("stats %+v", st)
+	}
+	if c := b.sim.Chat("79001234567"); c.Calls != 7 || c.Answers != 3 {
+		t.Fatalf("chat %+v", c)
+	}
+}
+
+func TestTimeoutsFirst(t *testing.T) {
+	t.Parallel()
+	for _, edition := range []string{EditionSeed, EditionCurrent} {
+		t.Run(edition, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, Config{Seed: 9, Edition: edition, TimeoutRate: 1, TimeoutTimes: 3})
+			n := find(t, b.sim, CategoryAvatar, 0)
+			tr := b.sim.Truth(n)
+			if tr.TimeoutsFirst != 3 {
+				t.Fatalf("truth %+v", tr)
+			}
+			wantTimeout := `{"existsWhatsapp":false,"urlAvatar":"","reason":"get avatar timeout limit exceeded"}`
+			if edition == EditionCurrent {
+				wantTimeout = `{"urlAvatar":"","available":false,"reason":"get avatar timeout limit exceeded"}`
+			}
+			for i := 0; i < 5; i++ {
+				want := wantTimeout
+				if i >= 3 {
+					want = wantAvatarBody(tr, edition)
+				}
+				if got := b.avatar(t, `{"phoneNumber":`+n+`}`); got.status != 200 || got.body != want {
+					t.Fatalf("call %d: got %d %q, want %q", i, got.status, got.body, want)
+				}
+			}
+			for i, want := range []string{
+				`{"existsWhatsapp":false,"reason":"check phone number timeout limit exceeded"}`,
+				`{"existsWhatsapp":false,"reason":"check phone number timeout limit exceeded"}`,
+				`{"existsWhatsapp":false,"reason":"check phone number timeout limit exceeded"}`,
+				`{"existsWhatsapp":true}`,
+			} {
+				if got := b.check(t, `{"phoneNumber":`+n+`}`); got.body != want {
+					t.Fatalf("check %d: got %q, want %q", i, got.body, want)
+				}
+			}
+			want := ChatStats{Calls: 5, Answers: 2, Timeouts: 3, CheckCalls: 4, CheckAnswers: 1, CheckTimeouts: 3}
+			if got := b.sim.Chat(n + "@c.us"); got != want {
+				t.Fatalf("chat stats %+v, want %+v", got, want)
+			}
+			// Bad-request numbers are rejected before WhatsApp is asked, so they never time out.
+			if tr := b.sim.Truth(find(t, b.sim, CategoryBadRequest, 0)); tr.TimeoutsFirst != 0 {
+				t.Fatalf("bad request truth %+v", tr)
+			}
+		})
+	}
+}
+
+func TestTimeoutShare(t *testing.T) {
+	t.Parallel()
+	b := setup(t, Config{Seed: 11, TimeoutRate: 0.25, WeightAvatar: 1})
+	var n int
+	for i := 0; i < 10000; i++ {
+		tr := b.sim.Truth(strconv.Itoa(79200000000 + i))
+		if tr.TimeoutsFirst == TimeoutTimesDefault {
+			n++
+		} else if tr.TimeoutsFirst != 0 {
+			t.Fatalf("TimeoutsFirst %d", tr.TimeoutsFirst)
+		}
+	}
+	if n < 2300 || n > 2700 {
+		t.Fatalf("%d of 10000 numbers time out first, want about 2500", n)
+	}
+}
+
+func TestServerErrors(t *testing.T) {
+	t.Parallel()
+	run := func() []int {
+		b := setup(t, Config{Seed: 42, ServerErrorRate: 0.2})
+		var statuses []int
+		for i := 0; i < 2000; i++ {
+			statuses = append(statuses, b.avatar(t, chatBody("79001234567@c.us")).status)
+		}
+		if st := b.sim.Stats().Instances[testID]; st.ServerErrors != 2000-count(statuses, 200) {
+			t.Fatalf("ServerErrors %d", st.ServerErrors)
+		}
+		return statuses
+	}
+	first := run()
+	if !slices.Equal(first, run()) {
+		t.Fatal("the same seed gave different faults")
+	}
+	faults := len(first) - count(first, 200)
+	if faults < 340 || faults > 460 {
+		t.Fatalf("%d faults of 2000, want about 400", faults)
+	}
+	for _, code := range []int{500, 502, 503, 504} {
+		if count(first, code) < 50 {
+			t.Fatalf("status %d seen %d times", code, count(first, code))
+		}
+	}
+	// An injected Rand is used instead of the seed's.
+	b := setup(t, Config{Seed: 42, ServerErrorRate: 0.2, Rand: rand.NewPCG(1, 2)})
+	var other []int
+	for i := 0; i < 2000; i++ {
+		other = append(other, b.avatar(t, chatBody("79001234567@c.us")).status)
+	}
+	if slices.Equal(first, other) {
+		t.Fatal("Config.Rand was ignored")
+	}
+}
+
+func count(xs []int, x int) int {
+	n := 0
+	for _, v := range xs {
+		if v == x {
+			n++
+		}
+	}
+	return n
+}
+
+func TestLatency(t *testing.T) {
+	t.Parallel()
+	t.Run("log-normal", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, Config{Seed: 2, LatencyMedian: 200 * time.Millisecond, LatencyP99: 2 * time.Second})
+		for i := 0; i < 4000; i++ {
+			if got := b.avatar(t, chatBody("79001234567@c.us")); got.status != 200 {
+				t.Fatalf("status %d", got.status)
+			}
+		}
+		d := slices.Clone(b.sleeps.slept)
+		slices.Sort(d)
+		if len(d) != 4000 {
+			t.Fatalf("%d sleeps", len(d))
+		}
+		med, p99 := d[len(d)/2], d[len(d)*99/100]
+		if med < 180*time.Millisecond || med > 220*time.Millisecond || p99 < 1500*time.Millisecond || p99 > 2600*time.Millisecond {
+			t.Fatalf("median %v, p99 %v", med, p99)
+		}
+		if d[len(d)-1] > 20*time.Second {
+			t.Fatalf("max %v exceeds the cap", d[len(d)-1])
+		}
+	})
+	t.Run("constant", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, Config{Seed: 2, LatencyMedian: 300 * time.Millisecond})
+		b.avatar(t, chatBody("79001234567@c.us"))
+		b.state(t)
+		if !slices.Equal(b.sleeps.slept, []time.Duration{300 * time.Millisecond, 300 * time.Millisecond}) {
+			t.Fatalf("slept %v", b.sleeps.slept)
+		}
+	})
+	t.Run("not for 429s", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, Config{Seed: 2, LatencyMedian: time.Second, Instances: []Instance{{ID: testID, Token: testToken, Burst: 1}}})
+		b.avatar(t, chatBody("79001234567@c.us"))
+		if got := b.avatar(t, chatBody("79001234567@c.us")); got.status != 429 || len(b.sleeps.slept) != 1 {
+			t.Fatalf("got %d after %v", got.status, b.sleeps.slept)
+		}
+	})
+	t.Run("cancelled", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, Config{Seed: 2, LatencyMedian: time.Second})
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		req := httptest.NewRequest("POST", "/waInstance"+testID+"/getAvatar/"+testToken, strings.NewReader(chatBody("79001234567@c.us"))).WithContext(ctx)
+		rec := httptest.NewRecorder()
+		b.sim.ServeHTTP(rec, req)
+		if rec.Body.Len() != 0 || b.sim.Answers("79001234567") != 0 {
+			t.Fatalf("a cancelled request was answered %q", rec.Body.String())
+		}
+	})
+}
+
+func TestHang(t *testing.T) {
+	t.Parallel()
+	t.Run("handler", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, Config{Seed: 1, HangRate: 1})
+		ctx, cancel := context.WithCancel(context.Background())
+		req := httptest.NewRequest("POST", "/waInstance"+testID+"/getAvatar/"+testToken, strings.NewReader(chatBody("79001234567@c.us"))).WithContext(ctx)
+		rec := httptest.NewRecorder()
+		done := make(chan struct{})
+		go func() {
+			b.sim.ServeHTTP(rec, req)
+			close(done)
+		}()
+		waitFor(t, func() bool { return b.sim.Stats().Instances[testID].Hung == 1 })
+		select {
+		case <-done:
+			t.Fatal("a hanging request was answered")
+		default:
+		}
+		cancel()
+		<-done
+		if rec.Body.Len() != 0 || b.sim.Chat("79001234567").Calls != 1 || b.sim.Answers("79001234567") != 0 {
+			t.Fatalf("after hanging: body %q, chat %+v", rec.Body.String(), b.sim.Chat("79001234567"))
+		}
+	})
+	t.Run("over HTTP", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, Config{Seed: 1, HangRate: 1})
+		srv := httptest.NewServer(b.sim)
+		ctx, cancel := context.WithCancel(context.Background())
+		req, _ := http.NewRequestWithContext(ctx, "POST", srv.URL+"/waInstance"+testID+"/getAvatar/"+testToken, strings.NewReader(chatBody("79001234567@c.us")))
+		errc := make(chan error, 1)
+		go func() {
+			resp, err := srv.Client().Do(req)
+			if err == nil {
+				resp.Body.Close()
+			}
+			errc <- err
+		}()
+		waitFor(t, func() bool { return b.sim.Stats().Instances[testID].Hung == 1 })
+		cancel()
+		if err := <-errc; err == nil {
+			t.Fatal("a hanging request was answered")
+		}
+		srv.Close() // waits for the handler: it must have returned
+	})
+}
+
+// waitFor spins (yielding, never sleeping) until cond holds.
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition never held")
+		}
+		runtime.Gosched()
+	}
+}
+
+func TestTruth(t *testing.T) {
+	t.Parallel()
+	a, same, other := setup(t, Config{Seed: 100}), setup(t, Config{Seed: 100}), setup(t, Config{Seed: 101})
+	var differ int
+	for i := 0; i < 2000; i++ {
+		n := strconv.Itoa(79300000000 + i)
+		ta := a.sim.Truth(n)
+		if tb := same.sim.Truth(n); ta != tb {
+			t.Fatalf("%s: %+v vs %+v with the same seed", n, ta, tb)
+		}
+		if to := other.sim.Truth(n); ta != to {
+			differ++
+		}
+		if tc := a.sim.Truth(n + "@c.us"); tc != ta || ta.Key != n+"@c.us" {
+			t.Fatalf("%s and its chatId differ: %+v vs %+v", n, ta, tc)
+		}
+	}
+	if differ < 1000 {
+		t.Fatalf("only %d of 2000 truths differ with another seed", differ)
+	}
+	if got, want := a.sim.Truth("+7 (900) 123-45-67"), a.sim.Truth("79001234567@c.us"); got != want {
+		t.Fatalf("formatted phone %+v, chat %+v", got, want)
+	}
+	tr := a.sim.Truth(find(t, a.sim, CategoryAvatar, 0))
+	wantOE := "&oe=" + strings.ToUpper(strconv.FormatInt(testStart.Add(14*24*time.Hour).Unix(), 16)) + "&"
+	if !strings.HasPrefix(tr.URLAvatar, "https://pps.whatsapp.net/v/") || !strings.Contains(tr.URLAvatar, wantOE) {
+		t.Fatalf("link %q lacks %q", tr.URLAvatar, wantOE)
+	}
+	if inv := a.sim.Truth("12345"); inv.Category != CategoryInvalid || !inv.BadRequest || inv.Key != "12345" {
+		t.Fatalf("invalid truth %+v", inv)
+	}
+	// A chatId without its suffix is invalid on the wire, but as a target it is a phone number.
+	b := setup(t, Config{Seed: 100})
+	if got := b.avatar(t, chatBody("79001234567")); got.body != "bad request data" || b.sim.Stats().Chats["79001234567"].Calls != 1 || b.sim.Calls("79001234567") != 0 {
+		t.Fatalf("suffixless chatId: %q, %+v", got.body, b.sim.Stats().Chats)
+	}
+	groups := map[Category]int{}
+	for i := 0; i < 1000; i++ {
+		g := a.sim.Truth("120363" + strconv.Itoa(100000000000+i) + "@g.us")
+		groups[g.Category]++
+		if !g.ExistsWhatsapp || g.Key != "120363"+strconv.Itoa(100000000000+i)+"@g.us" {
+			t.Fatalf("group truth %+v", g)
+		}
+	}
+	if len(groups) != 2 || groups[CategoryAvatar] < 600 || groups[CategoryNoPhoto] < 150 {
+		t.Fatalf("group categories %v", groups)
+	}
+}
+
+func TestTruthShares(t *testing.T) {
+	t.Parallel()
+	weights := map[Category]float64{CategoryAvatar: 4, CategoryNoPhoto: 3, CategoryHidden: 1, CategoryNoWhatsApp: 1.5, CategoryBadRequest: 0.5}
+	b := setup(t, Config{Seed: 77, WeightAvatar: 4, WeightNoPhoto: 3, WeightHidden: 1, WeightNoWhatsApp: 1.5, WeightBadRequest: 0.5})
+	got := map[Category]int{}
+	const n = 10000
+	for i := 0; i < n; i++ {
+		got[b.sim.Truth(strconv.Itoa(380000000000+i*7919)).Category]++
+	}
+	for cat, w := range weights {
+		share := float64(got[cat]) / n
+		if want := w / 10; share < want-0.02 || share > want+0.02 {
+			t.Fatalf("%v: share %.3f, want %.3f (%v)", cat, share, want, got)
+		}
+	}
+	// Default weights.
+	d := setup(t, Config{Seed: 77})
+	bad := 0
+	for i := 0; i < n; i++ {
+		if d.sim.Truth(strconv.Itoa(79400000000+i)).Category == CategoryBadRequest {
+			bad++
+		}
+	}
+	if bad < 120 || bad > 280 {
+		t.Fatalf("default bad-request share %d/10000", bad)
+	}
+}
+
+func TestCountersScripted(t *testing.T) {
+	t.Parallel()
+	b := setup(t, Config{Seed: 1, Instances: []Instance{{ID: testID, Token: testToken, RPS: 10, Burst: 2}}})
+	a, c := find(t, b.sim, CategoryAvatar, 0), find(t, b.sim, CategoryHidden, 0)
+	ms := time.Millisecond
+	steps := []struct {
+		at     time.Duration
+		call   func() response
+		status int
+	}{
+		{0, func() response { return b.avatar(t, chatBody(a+"@c.us")) }, 200},
+		{0, func() response { return b.avatar(t, `{"phoneNumber":`+a+`}`) }, 200},
+		{0, func() response { return b.avatar(t, chatBody(c+"@c.us")) }, 429},
+		{100 * ms, func() response { return b.avatar(t, chatBody(c+"@c.us")) }, 200},
+		{200 * ms, func() response { return b.check(t, `{"phoneNumber":`+a+`}`) }, 200},
+		{300 * ms, func() response { return b.avatar(t, chatBody("123@c.us")) }, 400},
+		{400 * ms, func() response {
+			return b.do(t, "POST", "/waInstance"+testID+"/getAvatar/wrong", chatBody(a+"@c.us"))
+		}, 401},
+		{1100 * ms, func() response { return b.avatar(t, chatBody(a+"@c.us")) }, 200},
+		{1150 * ms, func() response { return b.avatar(t, chatBody(a+"@c.us")) }, 200},
+		{1160 * ms, func() response { return b.avatar(t, chatBody(a+"@c.us")) }, 429},
+	}
+	for i, s := range steps {
+		b.clock.Set(s.at)
+		if got := s.call(); got.status != s.status {
+			t.Fatalf("step %d: status %d %q, want %d", i, got.status, got.body, s.status)
+		}
+	}
+	st := b.sim.Stats()
+	wantInst := InstanceStats{
+		Requests: 9, Accepted: 7, TooMany: 2, Unauthorized: 1, MaxInAnySecond: 6,
+		Methods: map[string]MethodStats{
+			"getAvatar":     {Requests: 8, Accepted: 6, TooMany: 2},
+			"checkWhatsapp": {Requests: 1, Accepted: 1},
+		},
+	}
+	if got := st.Instances[testID]; fmt.Sprint(got) != fmt.Sprint(wantInst) {
+		t.Fatalf("instance stats\n got %+v\nwant %+v", got, wantInst)
+	}
+	if st.Requests != 10 || st.Invalid != 1 {
+		t.Fatalf("Requests %d, Invalid %d", st.Requests, st.Invalid)
+	}
+	wantChats := map[string]ChatStats{
+		a + "@c.us": {Calls: 5, Answers: 4, CheckCalls: 1, CheckAnswers: 1},
+		c + "@c.us": {Calls: 2, Answers: 1},
+		"123@c.us":  {Calls: 1, Answers: 1},
+	}
+	if fmt.Sprint(st.Chats) != fmt.Sprint(wantChats) {
+		t.Fatalf("chats\n got %+v\nwant %+v", st.Chats, wantChats)
+	}
+	if b.sim.Calls(a) != 5 || b.sim.Answers("+"+a) != 4 || b.sim.Calls("79999999999") != 0 {
+		t.Fatal("Calls/Answers helpers disagree with Stats")
+	}
+
+	b.sim.Reset()
+	if st := b.sim.Stats(); st.Requests != 0 || len(st.Chats) != 0 || st.Instances[testID].Requests != 0 {
+		t.Fatalf("after Reset: %+v", st)
+	}
+	if got := b.avatar(t, chatBody(a+"@c.us")); got.status != 200 {
+		t.Fatalf("after Reset the bucket is not full: %d", got.status)
+	}
+}
+
+func TestMaxInAnySecond(t *testing.T) {
+	t.Parallel()
+	b := setup(t, Config{Seed: 1})
+	// 10 per second for 5 s, then 15 within 0.5 s, then quiet.
+	for i := 0; i < 50; i++ {
+		b.clock.Set(time.Duration(i) * 100 * time.Millisecond)
+		b.avatar(t, chatBody("79001234567@c.us"))
+	}
+	if got := b.sim.Stats().Instances[testID].MaxInAnySecond; got != 10 {
+		t.Fatalf("paced at 10/s: MaxInAnySecond %d", got)
+	}
+	for i := 0; i < 15; i++ {
+		b.clock.Set(10*time.Second + time.Duration(i)*30*time.Millisecond)
+		b.avatar(t, chatBody("79001234567@c.us"))
+	}
+	if got := b.sim.Stats().Instances[testID].MaxInAnySecond; got != 15 {
+		t.Fatalf("after a burst: MaxInAnySecond %d", got)
+	}
+}
+
+func TestConfig(t *testing.T) {
+	t.Parallel()
+	bad := []Config{
+		{Edition: "2020"},
+		{ErrorBody: "xml"},
+		{WeightAvatar: -1},
+		{ServerErrorRate: 1.5},
+		{HangRate: -0.1},
+		{TimeoutTimes: -1},
+		{LatencyMedian: -time.Second},
+		{Instances: []Instance{{ID: ""}}},
+		{Instances: []Instance{{ID: "a/b"}}},
+		{Instances: []Instance{{ID: "1"}, {ID: "1"}}},
+		{Instances: []Instance{{ID: "1", State: "asleep"}}},
+		{Instances: []Instance{{ID: "1", Quota: -1}}},
+	}
+	for i, cfg := range bad {
+		if _, err := New(cfg); err == nil || !strings.HasPrefix(err.Error(), "simulator: ") {
+			t.Errorf("config %d (%+v): err %v", i, cfg, err)
+		}
+	}
+	sim, err := New(Config{TimeoutRate: 0.1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := sim.Config()
+	in := got.Instances[0]
+	if in.ID != InstanceIDDefault || in.Token != TokenDefault || in.State != StateAuthorized || in.RPS != RPSDefault ||
+		in.StateRPS != StateRPSDefault || in.Burst != BurstDefault || got.Edition != EditionDefault ||
+		got.ErrorBody != ErrorBodyDefault || got.TimeoutTimes != TimeoutTimesDefault || got.WeightAvatar != WeightAvatarDefault {
+		t.Fatalf("defaults not filled in: %+v", got)
+	}
+	if sim.Start().IsZero() {
+		t.Fatal("Start not set")
+	}
+}
+
+func TestOverHTTP(t *testing.T) {
+	t.Parallel()
+	b := setup(t, Config{Seed: 1, Edition: EditionSeed})
+	srv := httptest.NewServer(b.sim)
+	defer srv.Close()
+	n := find(t, b.sim, CategoryAvatar, 0)
+	resp, err := srv.Client().Post(srv.URL+"/waInstance"+testID+"/getAvatar/"+testToken, "application/json", strings.NewReader(`{"phoneNumber": `+n+`}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	var got struct {
+		ExistsWhatsapp bool   `json:"existsWhatsapp"`
+		URLAvatar      string `json:"urlAvatar"`
+		Reason         string `json:"reason"`
+	}
+	if err := json.Unmarshal(body, &got); err != nil || resp.StatusCode != 200 || !got.ExistsWhatsapp || got.URLAvatar != b.sim.Truth(n).URLAvatar {
+		t.Fatalf("got %d %s (%v)", resp.StatusCode, body, err)
+	}
+}
+
+func TestAppendJSONText(t *testing.T) {
+	t.Parallel()
+	for _, s := range []string{"", "plain", `quote " and \ backslash`, "ctl \x01\n\t end", "юникод ✓", `"`, "\x1f"} {
+		got := `"` + string(appendJSONText(nil, s)) + `"`
+		var back string
+		if err := json.Unmarshal([]byte(got), &back); err != nil || back != s {
+			t.Fatalf("%q encoded as %s, decoded %q (%v)", s, got, back, err)
+		}
+	}
+}

@@ -1,0 +1,196 @@
+package simulator
+
+import (
+	"encoding/base64"
+	"strconv"
+
+	"github.com/enrich-dev/enrich/greenapi"
+)
+
+// Category is what a number really is, as the simulator decides it from Seed and the number.
+type Category uint8
+
+const (
+	// CategoryInvalid is input that fails greenapi validation: the server answers "bad
+	// request data" and a correct client never sends it.
+	CategoryInvalid Category = iota
+	// CategoryAvatar has WhatsApp and a visible avatar.
+	CategoryAvatar
+	// CategoryNoPhoto has WhatsApp and no photo: available, but no link.
+	CategoryNoPhoto
+	// CategoryHidden has WhatsApp and hides its avatar by privacy settings.
+	CategoryHidden
+	// CategoryNoWhatsApp has no WhatsApp account.
+	CategoryNoWhatsApp
+	// CategoryBadRequest is well-formed yet rejected by the server as "bad request data".
+	CategoryBadRequest
+)
+
+// String names the category for test failures and reports.
+func (c Category) String() string {
+	switch c {
+	case CategoryInvalid:
+		return "invalid"
+	case CategoryAvatar:
+		return "avatar"
+	case CategoryNoPhoto:
+		return "no_photo"
+	case CategoryHidden:
+		return "hidden"
+	case CategoryNoWhatsApp:
+		return "no_whatsapp"
+	case CategoryBadRequest:
+		return "bad_request"
+	}
+	return "unknown"
+}
+
+// Truth is what the simulator answers for a number once any injected timeouts are spent, so a
+// test can check every row a client wrote down against it.
+type Truth struct {
+	// Key is the normalized chat: "<digits>@c.us" for a phone or personal chat, the group's
+	// chatId, or the input itself when it is invalid. Counters are kept per Key.
+	Key string
+	// Category is what the number is.
+	Category Category
+	// Edition is the edition this number answers GetAvatar in (Config.Edition, or the pick
+	// for this number when that is "mixed").
+	Edition string
+	// ExistsWhatsapp is the seed edition's existsWhatsapp (and checkWhatsapp's answer).
+	ExistsWhatsapp bool
+	// Available is the current edition's available: false when hidden or without WhatsApp.
+	Available bool
+	// URLAvatar is the exact link answered: empty unless Category is CategoryAvatar. Its oe
+	// is Config.Start plus LinkLifetime, so it is reproducible.
+	URLAvatar string
+	// Base64Avatar is what the current+base64 edition adds: a short fake image when there is
+	// an avatar, else empty.
+	Base64Avatar string
+	// BadRequest means the answer is "bad request data" (Category invalid or bad request).
+	BadRequest bool
+	// TimeoutsFirst is how many calls per method answer the timeout reason before the truth.
+	TimeoutsFirst int
+}
+
+// Salts keep the hash-derived choices independent of one another.
+const (
+	saltCategory uint64 = iota + 1
+	saltTimeout
+	saltEdition
+	saltLink1
+	saltLink2
+	saltLink3
+	saltLink4
+)
+
+// mix64 is splitmix64's finalizer: a cheap, well-spread bijection on uint64.
+func mix64(x uint64) uint64 {
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	x ^= x >> 31
+	return x
+}
+
+// keyHash is FNV-1a of the key, mixed with the seed; derive() splits it per choice.
+func (s *Simulator) keyHash(key string) uint64 {
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(key); i++ {
+		h ^= uint64(key[i])
+		h *= 1099511628211
+	}
+	return mix64(h ^ s.seedMix)
+}
+
+// derive is an independent 64-bit value for one choice about one key.
+func derive(h, salt uint64) uint64 { return mix64(h + salt*0x9e3779b97f4a7c15) }
+
+// unit maps a hash to [0, 1).
+func unit(h uint64) float64 { return float64(h>>11) / (1 << 53) }
+
+// editionsMixed are what EditionMixed picks from.
+var editionsMixed = [...]string{EditionSeed, Edition2023, EditionCurrent, EditionCurrentBase64}
+
+// Truth is the simulator's answer for target (a phone number or a chatId, in any form
+// greenapi.ParseTarget accepts; "79001234567" and "79001234567@c.us" are the same number).
+func (s *Simulator) Truth(target string) Truth {
+	t, err := greenapi.ParseTarget(target)
+	if err != nil {
+		return s.truthOf(target, 0, s.keyHash(target))
+	}
+	key := t.ChatID()
+	return s.truthOf(key, t.Kind(), s.keyHash(key))
+}
+
+// truthOf decides everything about a normalized key whose keyHash is h; kind 0 means the key
+// failed validation.
+func (s *Simulator) truthOf(key string, kind greenapi.Kind, h uint64) Truth {
+	tr := Truth{Key: key, Edition: s.cfg.Edition}
+	if tr.Edition == EditionMixed {
+		tr.Edition = editionsMixed[derive(h, saltEdition)%uint64(len(editionsMixed))]
+	}
+	u := unit(derive(h, saltCategory))
+	switch {
+	case kind == 0:
+		tr.Category = CategoryInvalid
+	case kind == greenapi.KindGroup:
+		tr.Category = CategoryNoPhoto
+		if u < s.groupAvatarShare {
+			tr.Category = CategoryAvatar
+		}
+	default:
+		tr.Category = CategoryBadRequest
+		for i, edge := range s.cumulative {
+			if u < edge {
+				tr.Category = Category(i + 1)
+				break
+			}
+		}
+	}
+	switch tr.Category {
+	case CategoryAvatar:
+		tr.ExistsWhatsapp, tr.Available = true, true
+		tr.URLAvatar = s.link(h)
+		tr.Base64Avatar = fakeImage(h)
+	case CategoryNoPhoto:
+		tr.ExistsWhatsapp, tr.Available = true, true
+	case CategoryHidden:
+		tr.ExistsWhatsapp = true
+	case CategoryInvalid, CategoryBadRequest:
+		tr.BadRequest = true
+	}
+	if !tr.BadRequest && s.cfg.TimeoutRate > 0 && unit(derive(h, saltTimeout)) < s.cfg.TimeoutRate {
+		tr.TimeoutsFirst = s.cfg.TimeoutTimes
+	}
+	return tr
+}
+
+// link builds a pps.whatsapp.net-like URL whose path and oh carry the number's hash and whose
+// oe is the fixed expiry, so it is exactly reproducible.
+func (s *Simulator) link(h uint64) string {
+	b := make([]byte, 0, 192)
+	b = append(b, "https://pps.whatsapp.net/v/t61.24694-24/"...)
+	b = strconv.AppendUint(b, derive(h, saltLink1)%1_000_000_000, 10)
+	b = append(b, '_')
+	b = strconv.AppendUint(b, derive(h, saltLink2)%1_000_000_000_000_000, 10)
+	b = append(b, '_')
+	b = strconv.AppendUint(b, derive(h, saltLink3)%10_000_000_000_000_000, 10)
+	b = append(b, "_n.jpg?ccb=11-4&oh=01_"...)
+	b = strconv.AppendUint(b, derive(h, saltLink4), 16)
+	b = append(b, "&oe="...)
+	b = append(b, s.oe...)
+	b = append(b, "&_nc_sid=e6ed6c&_nc_cat="...)
+	b = strconv.AppendUint(b, h%120+1, 10)
+	return string(b)
+}
+
+// fakeImage is a short base64 string starting like a JPEG, different per number.
+func fakeImage(h uint64) string {
+	var raw [16]byte
+	copy(raw[:4], []byte{0xff, 0xd8, 0xff, 0xe0})
+	for i := 0; i < 12; i++ {
+		raw[4+i] = byte(derive(h, uint64(100+i)))
+	}
+	return base64.StdEncoding.EncodeToString(raw[:])
+}
