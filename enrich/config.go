@@ -1,0 +1,199 @@
+package enrich
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/enrich-dev/enrich/greenapi"
+	"github.com/enrich-dev/enrich/store"
+	"github.com/rs/zerolog"
+)
+
+// Store is what a run needs of the database: *store.Store in production, so that the engine
+// can be read without the SQL and the SQL without the flow.
+type Store interface {
+	// Claim leases up to n due rows to owner for lease.
+	Claim(ctx context.Context, owner string, n int, lease time.Duration) ([]store.Claimed, error)
+	// Write applies a batch of results in one round trip, fenced on owner.
+	Write(ctx context.Context, owner string, b store.Batch) (store.Written, error)
+	// Due counts rows due now, for the progress line's ETA.
+	Due(ctx context.Context) (int64, error)
+}
+
+// API is one Green API instance: *greenapi.Client in production, anything in tests.
+type API interface {
+	// ID is the idInstance, named in logs (never the token).
+	ID() string
+	GetAvatar(ctx context.Context, t greenapi.Target) (greenapi.Avatar, error)
+	GetStateInstance(ctx context.Context) (string, error)
+}
+
+// Instance is an API with the request rate it may spend.
+type Instance struct {
+	API API
+	// RPS is the GetAvatar requests per second this run may send to the instance. Green API
+	// allows 10 per instance.
+	RPS float64
+}
+
+// Defaults of Config, named so that the CLI, the docs and the tests agree.
+const (
+	WorkersDefault          = 16
+	BatchSizeDefault        = 200
+	FlushIntervalDefault    = time.Second
+	LeaseDefault            = 10 * time.Minute
+	MaxAttemptsDefault      = 5
+	ShutdownGraceDefault    = 20 * time.Second
+	StartingTimeoutDefault  = 5 * time.Minute
+	RetryBaseDefault        = time.Second
+	RetryMaxDefault         = 5 * time.Minute
+	RetryInRunDefault       = 2
+	ProgressIntervalDefault = 10 * time.Second
+)
+
+// Config drives one run. Zero fields take the defaults above; NewRunner validates the rest.
+type Config struct {
+	// Owner names this run in locked_by, so its leases are fenced from every other run's.
+	// Required; unique per run (the CLI uses host:pid:random).
+	Owner string
+	// Instances are the Green API instances to spend. At least one.
+	Instances []Instance
+	// Workers is the number of concurrent calls per instance. Default 16.
+	Workers int
+	// BatchSize is the rows claimed per round trip and the results written per round trip.
+	// Default 200.
+	BatchSize int
+	// FlushInterval bounds how long a result waits in memory before it is written. Default 1s.
+	FlushInterval time.Duration
+	// Lease is how long claimed rows stay ours; a run killed with -9 gives them back when it
+	// expires. It must cover a batch at the configured rate. Default 10m.
+	Lease time.Duration
+	// MaxAttempts is how many attempts (rescheduled failures) a row gets before it is failed.
+	// Default 5.
+	MaxAttempts int
+	// MaxDuration stops claiming after this long, finishes calls in flight and returns
+	// normally (a CronJob window). 0 (default): run until no row is due.
+	MaxDuration time.Duration
+	// Limit stops claiming after this many rows. 0 (default): no limit.
+	Limit int
+	// ShutdownGrace is how long calls in flight may finish after a stop before they are cut.
+	// Default 20s.
+	ShutdownGrace time.Duration
+	// StartingTimeout bounds one "instance is starting" episode; after it the instance's rows
+	// are given back and the instance leaves the run. Default 5m.
+	StartingTimeout time.Duration
+	// StartingBackoff spaces the state probes of a starting instance. Default 1s up to 30s.
+	StartingBackoff Backoff
+	// Retry spaces transient retries in the run (full jitter) and reschedules (equal jitter).
+	// Default 1s up to 5m.
+	Retry Backoff
+	// RetryInRun is how many times a transient failure is retried before the row is
+	// rescheduled. Default 2; negative means none.
+	RetryInRun int
+	// ProgressInterval is how often a progress line is logged. Default 10s; negative: never.
+	ProgressInterval time.Duration
+	// Logger receives the run's logs. Default: a disabled logger.
+	Logger *zerolog.Logger
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+	// Sleep waits d or until ctx is done. Default: a timer.
+	Sleep func(ctx context.Context, d time.Duration) error
+	// Rand returns a number in [0, 1) for jitter; it must be safe for concurrent use.
+	// Default: math/rand/v2.
+	Rand func() float64
+}
+
+// withDefaults fills zero fields and reports the first invalid one by its config key.
+func (c Config) withDefaults() (Config, error) {
+	def := func(p *time.Duration, d time.Duration) {
+		if *p == 0 {
+			*p = d
+		}
+	}
+	if c.Owner == "" {
+		return c, errors.New("enrich: Config.Owner is required")
+	}
+	if len(c.Instances) == 0 {
+		return c, errors.New("enrich: at least one Green API instance is required ([[greenapi.instance]])")
+	}
+	for i, in := range c.Instances {
+		if in.API == nil {
+			return c, fmt.Errorf("enrich: instance %d has no API client", i)
+		}
+		if in.RPS <= 0 {
+			return c, fmt.Errorf("enrich: instance %s: rps must be > 0, got %g", in.API.ID(), in.RPS)
+		}
+	}
+	if c.Workers == 0 {
+		c.Workers = WorkersDefault
+	}
+	if c.BatchSize == 0 {
+		c.BatchSize = BatchSizeDefault
+	}
+	if c.MaxAttempts == 0 {
+		c.MaxAttempts = MaxAttemptsDefault
+	}
+	if c.RetryInRun == 0 {
+		c.RetryInRun = RetryInRunDefault
+	} else if c.RetryInRun < 0 {
+		c.RetryInRun = 0
+	}
+	def(&c.FlushInterval, FlushIntervalDefault)
+	def(&c.Lease, LeaseDefault)
+	def(&c.ShutdownGrace, ShutdownGraceDefault)
+	def(&c.StartingTimeout, StartingTimeoutDefault)
+	def(&c.StartingBackoff.Base, time.Second)
+	def(&c.StartingBackoff.Max, 30*time.Second)
+	def(&c.Retry.Base, RetryBaseDefault)
+	def(&c.Retry.Max, RetryMaxDefault)
+	def(&c.ProgressInterval, ProgressIntervalDefault)
+	for _, f := range []struct {
+		key string
+		bad bool
+	}{
+		{"run.workers", c.Workers < 0},
+		{"run.batch_size", c.BatchSize < 0},
+		{"run.max_attempts", c.MaxAttempts < 0},
+		{"run.limit", c.Limit < 0},
+		{"run.lease", c.Lease < 0},
+		{"run.max_duration", c.MaxDuration < 0},
+		{"run.shutdown_grace", c.ShutdownGrace < 0},
+		{"run.starting_timeout", c.StartingTimeout < 0},
+		{"retry.base", c.Retry.Base < 0},
+		{"retry.max", c.Retry.Max < c.Retry.Base},
+	} {
+		if f.bad {
+			return c, fmt.Errorf("enrich: %s is out of range", f.key)
+		}
+	}
+	if c.Logger == nil {
+		nop := zerolog.Nop()
+		c.Logger = &nop
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Sleep == nil {
+		c.Sleep = sleepCtx
+	}
+	if c.Rand == nil {
+		c.Rand = rand.Float64
+	}
+	return c, nil
+}
+
+// LockedRand makes a seeded, deterministic source safe for Config.Rand, for tests and
+// reproducible runs.
+func LockedRand(seed uint64) func() float64 {
+	var mu sync.Mutex
+	r := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	return func() float64 {
+		mu.Lock()
+		defer mu.Unlock()
+		return r.Float64()
+	}
+}

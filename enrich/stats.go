@@ -1,0 +1,145 @@
+package enrich
+
+import (
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/enrich-dev/enrich/greenapi"
+	"github.com/enrich-dev/enrich/store"
+	"github.com/rs/zerolog"
+)
+
+// Summary is what a run did, for the closing log line and for tests. Row counts are rows the
+// database actually changed: a result fenced off by a lost lease is counted in Lost instead.
+type Summary struct {
+	// Claimed rows, including rows claimed again after being given back.
+	Claimed int64
+	// Done rows got an answer; Failed rows are final (bad data or max_attempts spent).
+	Done, Failed int64
+	// Rescheduled rows spent an attempt and are due again later.
+	Rescheduled int64
+	// Released rows were given back untouched (stop, instance out, starting too long).
+	Released int64
+	// Lost results were not written because another run had taken the row over.
+	Lost int64
+	// InvalidLocal rows failed local validation and never reached the API.
+	InvalidLocal int64
+	// Calls counts API calls by method and outcome ("getAvatar ok", "getAvatar rate_limited").
+	Calls map[string]int64
+	// RateLimited is the number of 429 answers.
+	RateLimited int64
+	// Elapsed is the run's wall time.
+	Elapsed time.Duration
+	// Stop says why the run ended.
+	Stop string
+}
+
+// RowsPerSecond is the rate at which rows reached a final or rescheduled state.
+func (s Summary) RowsPerSecond() float64 {
+	if s.Elapsed <= 0 {
+		return 0
+	}
+	return float64(s.Done+s.Failed+s.Rescheduled) / s.Elapsed.Seconds()
+}
+
+// MarshalZerologObject writes the summary as fields of one log line.
+func (s Summary) MarshalZerologObject(e *zerolog.Event) {
+	e.Int64("done", s.Done).Int64("failed", s.Failed).Int64("rescheduled", s.Rescheduled).
+		Int64("released", s.Released).Int64("claimed", s.Claimed).Int64("invalid_local", s.InvalidLocal).
+		Int64("lost", s.Lost).Int64("rate_limited", s.RateLimited).
+		Dur("elapsed", s.Elapsed).Float64("rows_per_second", s.RowsPerSecond()).Str("stop", s.Stop)
+	keys := make([]string, 0, len(s.Calls))
+	for k := range s.Calls {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	d := zerolog.Dict()
+	for _, k := range keys {
+		d.Int64(k, s.Calls[k])
+	}
+	e.Dict("calls", d)
+}
+
+// stats are the run's counters, safe for every worker at once.
+type stats struct {
+	claimed, done, failed, rescheduled, released, lost, invalidLocal atomic.Int64
+
+	mu    sync.Mutex
+	calls map[string]int64
+}
+
+func newStats() *stats { return &stats{calls: make(map[string]int64)} }
+
+// call counts one API call by its outcome.
+func (s *stats) call(method string, err error) {
+	outcome := "ok"
+	if err != nil {
+		outcome = "canceled"
+		if c := greenapi.ClassOf(err); c != 0 {
+			outcome = c.String()
+		}
+	}
+	s.mu.Lock()
+	s.calls[method+" "+outcome]++
+	s.mu.Unlock()
+}
+
+// written counts what a write changed and what it lost to a fence.
+func (s *stats) written(b store.Batch, got store.Written) {
+	s.done.Add(got.Done)
+	s.failed.Add(got.Failed)
+	s.rescheduled.Add(got.Retried)
+	s.released.Add(got.Released)
+	sent := int64(len(b.Done) + len(b.Failed) + len(b.Retry) + len(b.Released))
+	s.lost.Add(sent - got.Done - got.Failed - got.Retried - got.Released)
+}
+
+func (s *stats) summary(elapsed time.Duration) Summary {
+	s.mu.Lock()
+	calls := make(map[string]int64, len(s.calls))
+	for k, v := range s.calls {
+		calls[k] = v
+	}
+	s.mu.Unlock()
+	return Summary{
+		Claimed: s.claimed.Load(), Done: s.done.Load(), Failed: s.failed.Load(),
+		Rescheduled: s.rescheduled.Load(), Released: s.released.Load(), Lost: s.lost.Load(),
+		InvalidLocal: s.invalidLocal.Load(), Calls: calls,
+		RateLimited: calls["getAvatar "+greenapi.ClassRateLimited.String()],
+		Elapsed:     elapsed,
+	}
+}
+
+// progress logs a line every ProgressInterval until the run's calls end: rows finished, the
+// rate, and an ETA from the rows that were due when the run began.
+func (r *Runner) progress(start time.Time) {
+	due, err := r.store.Due(r.calls)
+	if err != nil {
+		r.log.Debug().Err(err).Msg("counting due rows for the ETA failed")
+		due = -1
+	}
+	if r.cfg.Limit > 0 && (due < 0 || due > int64(r.cfg.Limit)) {
+		due = int64(r.cfg.Limit)
+	}
+	t := time.NewTicker(r.cfg.ProgressInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-r.calls.Done():
+			return
+		case <-t.C:
+		}
+		s := r.stats.summary(r.cfg.Now().Sub(start))
+		finished := s.Done + s.Failed + s.Rescheduled
+		ev := r.log.Info().Int64("done", s.Done).Int64("failed", s.Failed).
+			Int64("rescheduled", s.Rescheduled).Int64("rate_limited", s.RateLimited).
+			Float64("rows_per_second", s.RowsPerSecond())
+		if rate := s.RowsPerSecond(); due > 0 && rate > 0 {
+			left := max(due-finished, 0)
+			ev = ev.Int64("left", left).Dur("eta", time.Duration(float64(left)/rate*float64(time.Second)))
+		}
+		ev.Msg("progress")
+	}
+}
