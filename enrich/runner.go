@@ -26,7 +26,6 @@ var (
 	ErrInterrupted = errors.New("run interrupted")
 )
 
-
 var (
 	errDeadline = errors.New("max_duration reached")
 	errLimit    = errors.New("limit reached")
