@@ -1,0 +1,24 @@
+// Package migrations holds the SQL that creates and evolves the contacts table, embedded in the
+// binary so that `enrich migrate` needs no files beside it.
+//
+// The files are applied in name order by store.Migrate, each in its own transaction, and recorded
+// in enrich_schema_migrations. A file is named NNNN_what.sql; NNNN is its version and never
+// changes once released: add a new file instead of editing an old one.
+//
+// The table name is chosen by the user, so the SQL cannot name it. The files use placeholders
+// that store.Migrate replaces with quoted identifiers before running them:
+//
+//	{{table}}        the table, quoted and maybe schema-qualified: "crm"."contacts"
+//	{{name:SUFFIX}}  an index name derived from the bare table name: "contacts_SUFFIX"
+//	                 (unqualified: PostgreSQL puts an index in its table's schema)
+//
+// Any other {{...}} is an error, so a typo fails the migration instead of reaching PostgreSQL.
+package migrations
+
+import "embed"
+
+// FS holds every migration file. It is read by store.Migrate; tools may list it to show what a
+// database is missing.
+//
+//go:embed *.sql
+var FS embed.FS

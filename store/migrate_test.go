@@ -1,0 +1,178 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"hash/fnv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/enrich-dev/enrich/internal/pgtest"
+	"github.com/enrich-dev/enrich/store"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+func TestMigrate(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+
+	t.Run("ConcurrentThenIdempotent", func(t *testing.T) {
+		t.Parallel()
+		pool := pgtest.Connect(t, pgtest.NewEmptyDB(t))
+		var (
+			wg      sync.WaitGroup
+			applied [2][]string
+			errs    [2]error
+		)
+		for i := range 2 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				applied[i], errs[i] = store.Migrate(ctx, pool, "contacts")
+			}()
+		}
+		wg.Wait()
+		for i, err := range errs {
+			if err != nil {
+				t.Fatalf("migrate %d: %v", i, err)
+			}
+		}
+		all := append(append([]string{}, applied[0]...), applied[1]...)
+		if len(all) != 1 || all[0] != "0001_contacts.sql" {
+			t.Fatalf("applied %v and %v, want 0001_contacts.sql once in all", applied[0], applied[1])
+		}
+		var n int
+		if err := pool.QueryRow(ctx, `SELECT count(*) FROM enrich_schema_migrations WHERE table_name = 'contacts' AND version = 1`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n != 1 {
+			t.Fatalf("version 1 recorded %d times", n)
+		}
+		again, err := store.Migrate(ctx, pool, "contacts")
+		if err != nil || len(again) != 0 {
+			t.Fatalf("second migrate applied %v, %v; want nothing", again, err)
+		}
+		checkNoAdvisoryLocks(t, pool)
+	})
+
+	t.Run("WaitsForTheLock", func(t *testing.T) {
+		t.Parallel()
+		pool := pgtest.Connect(t, pgtest.NewEmptyDB(t))
+		// Another pod holds the lock: Migrate waits, here until its deadline. The key is part of
+		// the contract: pods of different versions must agree on it.
+		h := fnv.New64a()
+		h.Write([]byte("enrich.migrate"))
+		key := int64(h.Sum64())
+		holder, err := pool.Acquire(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer holder.Release()
+		if _, err := holder.Exec(ctx, `SELECT pg_advisory_lock($1)`, key); err != nil {
+			t.Fatal(err)
+		}
+		short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+		defer cancel()
+		if _, err := store.Migrate(short, pool, "contacts"); err == nil || !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("migrate while locked: %v, want a lock-wait error", err)
+		}
+		if _, err := holder.Exec(ctx, `SELECT pg_advisory_unlock($1)`, key); err != nil {
+			t.Fatal(err)
+		}
+		applied, err := store.Migrate(ctx, pool, "contacts")
+		if err != nil || len(applied) != 1 {
+			t.Fatalf("migrate after unlock: %v, %v", applied, err)
+		}
+	})
+
+	t.Run("SchemaQualified", func(t *testing.T) {
+		t.Parallel()
+		pool := pgtest.Connect(t, pgtest.NewEmptyDB(t))
+		if _, err := pool.Exec(ctx, `CREATE SCHEMA crm`); err != nil {
+			t.Fatal(err)
+		}
+		for _, table := range []string{"crm.contacts", "contacts"} {
+			applied, err := store.Migrate(ctx, pool, table)
+			if err != nil || len(applied) != 1 {
+				t.Fatalf("migrate %s: %v, %v", table, applied, err)
+			}
+		}
+		var recorded []string
+		rows, err := pool.Query(ctx, `SELECT 'crm:' || table_name FROM crm.enrich_schema_migrations
+			UNION ALL SELECT 'public:' || table_name FROM public.enrich_schema_migrations ORDER BY 1`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if recorded, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
+			t.Fatal(err)
+		}
+		if strings.Join(recorded, ",") != "crm:contacts,public:contacts" {
+			t.Fatalf("recorded %v", recorded)
+		}
+		checkIndexes(t, pool, "crm", "contacts")
+		checkIndexes(t, pool, "public", "contacts")
+	})
+
+	t.Run("NamesNeedingQuotes", func(t *testing.T) {
+		t.Parallel()
+		pool := pgtest.Connect(t, pgtest.NewEmptyDB(t))
+		long := strings.Repeat("x", 63)
+		for _, table := range []string{`My "odd" Table`, `with space`, long, long[:62] + "y"} {
+			if _, err := store.Migrate(ctx, pool, table); err != nil {
+				t.Fatalf("migrate %q: %v", table, err)
+			}
+			checkIndexes(t, pool, "public", table)
+		}
+	})
+
+	t.Run("InvalidName", func(t *testing.T) {
+		t.Parallel()
+		if _, err := store.Migrate(ctx, pgtest.NewPool(t), "a.b.c"); err == nil || !strings.Contains(err.Error(), `"a.b.c"`) {
+			t.Fatalf("migrate a.b.c: %v, want an error naming it", err)
+		}
+	})
+}
+
+// checkIndexes asserts the table has its three indexes, with distinct names within the limit.
+func checkIndexes(t *testing.T, pool *pgxpool.Pool, schema, table string) {
+	t.Helper()
+	rows, err := pool.Query(context.Background(), `
+		SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = $1 AND tablename = $2 ORDER BY 1`, schema, table)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type index struct{ Name, Def string }
+	idx, err := pgx.CollectRows(rows, pgx.RowToStructByPos[index])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var partial, unique int
+	for _, i := range idx {
+		if len(i.Name) > 63 {
+			t.Errorf("index name %q longer than 63 bytes", i.Name)
+		}
+		if strings.Contains(i.Def, "WHERE (status = 'pending'::text)") && strings.Contains(i.Def, "(next_attempt_at, id)") {
+			partial++
+		}
+		if strings.Contains(i.Def, "UNIQUE") && strings.Contains(i.Def, "IS NOT NULL") {
+			unique++
+		}
+	}
+	if len(idx) != 4 || partial != 1 || unique != 2 {
+		t.Errorf("%s.%s indexes: %+v; want pkey, two unique partial and the due index", schema, table, idx)
+	}
+}
+
+func checkNoAdvisoryLocks(t *testing.T, pool *pgxpool.Pool) {
+	t.Helper()
+	var n int
+	if err := pool.QueryRow(context.Background(), `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 0 {
+		t.Errorf("%d advisory locks still held after Migrate", n)
+	}
+}

@@ -1,0 +1,146 @@
+package store
+
+// The statements the Store runs. Each is a named constant shaped like a .sql file; New fills in
+// %[1]s, the quoted (maybe schema-qualified) table, once.
+//
+// Time: every statement takes the clock as a nullable timestamptz parameter and uses
+// coalesce($n::timestamptz, now()): production passes NULL, so PostgreSQL's clock is the only one
+// that matters across pods; tests pass a stub to move time without sleeping. updated_at is always
+// the database's real now(): it records when the row was written, for people, not for the queue.
+//
+// Durations travel as bigint microseconds and become intervals in SQL, so no interval encoding
+// question arises.
+
+// sqlClaim leases up to $2 due rows to owner $3 for $4 microseconds.
+//
+// The CTE walks the partial due index (next_attempt_at, id) WHERE status = 'pending' in order and
+// stops after $2 rows; SKIP LOCKED lets concurrent claimers pass each other's rows, and the
+// re-check PostgreSQL does on locking drops rows another claimer just took. The UPDATE moves
+// next_attempt_at to the end of the lease together with locked_until, so leased rows leave the
+// due prefix of the index (claims stay O(batch) however many rows are leased) and become due
+// again exactly when the lease expires. attempts is not changed: a claim is not an API call.
+const sqlClaim = `
+WITH due AS (
+    SELECT id
+    FROM %[1]s
+    WHERE status = 'pending'
+      AND next_attempt_at <= coalesce($1::timestamptz, now())
+      AND (locked_until IS NULL OR locked_until <= coalesce($1::timestamptz, now()))
+    ORDER BY next_attempt_at, id
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE %[1]s AS t
+SET locked_by       = $3,
+    locked_until    = coalesce($1::timestamptz, now()) + $4::bigint * interval '1 microsecond',
+    next_attempt_at = coalesce($1::timestamptz, now()) + $4::bigint * interval '1 microsecond',
+    updated_at      = now()
+FROM due
+WHERE t.id = due.id
+RETURNING t.id, t.phone_number, t.chat_id, t.attempts`
+
+// The four write-back statements share a shape: parallel arrays unnested into rows, joined on id,
+// and fenced on locked_by = owner so a run whose lease expired and whose rows were claimed by
+// another run changes nothing. Each unlocks the row.
+
+// sqlComplete marks rows done. $1 now, $2 owner, $3.. arrays. reason is emptied: the last
+// retry's reason no longer applies. attempts is left alone: it counts tries that did not succeed
+// (Retry, and Failure with Attempted), which is what the engine's max-attempts policy reads.
+const sqlComplete = `
+UPDATE %[1]s AS t
+SET status           = 'done',
+    exists_whatsapp  = u.exists_whatsapp,
+    avatar_available = u.avatar_available,
+    url_avatar       = u.url_avatar,
+    reason           = '',
+    checked_at       = coalesce($1::timestamptz, now()),
+    locked_by        = NULL,
+    locked_until     = NULL,
+    updated_at       = now()
+FROM unnest($3::bigint[], $4::boolean[], $5::boolean[], $6::text[])
+    AS u(id, exists_whatsapp, avatar_available, url_avatar)
+WHERE t.id = u.id
+  AND t.locked_by = $2`
+
+// sqlReschedule keeps rows pending and due again after their delay ($5, microseconds).
+const sqlReschedule = `
+UPDATE %[1]s AS t
+SET attempts        = t.attempts + 1,
+    next_attempt_at = coalesce($1::timestamptz, now()) + u.delay_us * interval '1 microsecond',
+    reason          = u.reason,
+    locked_by       = NULL,
+    locked_until    = NULL,
+    updated_at      = now()
+FROM unnest($3::bigint[], $4::text[], $5::bigint[]) AS u(id, reason, delay_us)
+WHERE t.id = u.id
+  AND t.locked_by = $2`
+
+// sqlFail marks rows failed for good; attempts grows only when an API call was spent ($5).
+const sqlFail = `
+UPDATE %[1]s AS t
+SET status       = 'failed',
+    reason       = u.reason,
+    attempts     = t.attempts + CASE WHEN u.attempted THEN 1 ELSE 0 END,
+    checked_at   = coalesce($1::timestamptz, now()),
+    locked_by    = NULL,
+    locked_until = NULL,
+    updated_at   = now()
+FROM unnest($3::bigint[], $4::text[], $5::boolean[]) AS u(id, reason, attempted)
+WHERE t.id = u.id
+  AND t.locked_by = $2`
+
+// sqlRelease gives rows back untouched (a stop before their call): unlocked and due now.
+const sqlRelease = `
+UPDATE %[1]s AS t
+SET next_attempt_at = coalesce($1::timestamptz, now()),
+    locked_by       = NULL,
+    locked_until    = NULL,
+    updated_at      = now()
+FROM unnest($3::bigint[]) AS u(id)
+WHERE t.id = u.id
+  AND t.locked_by = $2`
+
+// sqlEnqueue inserts new targets ("" means NULL), due now, skipping those already present (in the
+// table or earlier in the same input) through the unique partial indexes.
+const sqlEnqueue = `
+INSERT INTO %[1]s (phone_number, chat_id, next_attempt_at)
+SELECT nullif(u.phone_number, ''), nullif(u.chat_id, ''), coalesce($1::timestamptz, now())
+FROM unnest($2::text[], $3::text[]) AS u(phone_number, chat_id)
+ON CONFLICT DO NOTHING`
+
+// sqlDue counts claimable rows; it reads the due prefix of the partial index only.
+const sqlDue = `
+SELECT count(*)
+FROM %[1]s
+WHERE status = 'pending'
+  AND next_attempt_at <= coalesce($1::timestamptz, now())
+  AND (locked_until IS NULL OR locked_until <= coalesce($1::timestamptz, now()))`
+
+// sqlStatusCounts splits the table by status.
+const sqlStatusCounts = `
+SELECT status, count(*)
+FROM %[1]s
+GROUP BY status`
+
+// sqlStatusReasons lists the commonest non-empty reasons per status.
+const sqlStatusReasons = `
+SELECT status, reason, count(*) AS n
+FROM %[1]s
+WHERE reason <> ''
+GROUP BY status, reason
+ORDER BY n DESC, status, reason
+LIMIT $1`
+
+// sqlStatusQueue splits pending work by when it can run. One scan of the table: it is for a
+// person's status command, not for a loop.
+const sqlStatusQueue = `
+WITH c AS (SELECT coalesce($1::timestamptz, now()) AS now)
+SELECT
+    count(*) FILTER (WHERE t.status = 'pending' AND t.next_attempt_at <= c.now
+                       AND (t.locked_until IS NULL OR t.locked_until <= c.now)),
+    count(*) FILTER (WHERE t.locked_until > c.now),
+    count(*) FILTER (WHERE t.status = 'pending' AND t.next_attempt_at > c.now
+                       AND (t.locked_until IS NULL OR t.locked_until <= c.now)),
+    min(t.next_attempt_at) FILTER (WHERE t.status = 'pending' AND t.next_attempt_at <= c.now
+                       AND (t.locked_until IS NULL OR t.locked_until <= c.now))
+FROM %[1]s AS t, c`

@@ -1,0 +1,476 @@
+// Package store owns every SQL statement enrich runs against the contacts table: claiming due
+// rows under a lease, writing results back fenced on the lease holder, enqueueing targets, the
+// status report, and the schema (Migrate).
+//
+// Concurrency model: many runs (pods) share one table. A run claims rows with Claim, which leases
+// them to an owner string that must be unique per run (e.g. pod name + pid + random). Results are
+// written with Write (or its wrappers) and only land while the row is still leased to that owner,
+// so a run that lost its lease (it was too slow, or was presumed dead and its rows re-claimed)
+// can never overwrite newer work. A run killed with -9 leaves its rows leased; they become due
+// again when the lease expires, with nothing to clean up.
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Status values of the status column.
+const (
+	// StatusPending rows wait to be claimed (or are leased right now).
+	StatusPending = "pending"
+	// StatusDone rows were answered by the API.
+	StatusDone = "done"
+	// StatusFailed rows will not be tried again without a person resetting them.
+	StatusFailed = "failed"
+)
+
+// ChunkSize is how many rows one statement of Enqueue or Write carries at most, so a huge input
+// becomes several statements of bounded size (memory on both sides, statement time) instead of
+// one unbounded one.
+const ChunkSize = 5000
+
+// reasonsLimit is how many reasons Status reports.
+const reasonsLimit = 20
+
+// Config configures a Store. The zero value is the production configuration.
+type Config struct {
+	// Table is the contacts table. Default "contacts" (TableDefault). Schema-qualified names
+	// ("crm.contacts") are allowed; each part is always quoted as an identifier, so it is taken
+	// literally and is case-sensitive. See ParseTable.
+	Table string
+
+	// Now is the clock used for leases, schedules and checked_at. Default nil: the database's
+	// now(), one clock for all pods whatever their own clocks say. Tests set a stub to move time
+	// without sleeping.
+	Now func() time.Time
+}
+
+// Store runs enrich's statements against one contacts table. It is safe for concurrent use; it
+// holds no state besides its configuration and the prepared SQL text.
+type Store struct {
+	pool  *pgxpool.Pool
+	table pgx.Identifier
+	now   func() time.Time
+	q     queries
+}
+
+// queries is every statement with the table filled in, built once by New.
+type queries struct {
+	claim, complete, reschedule, fail, release string
+	enqueue, due                               string
+	statusCounts, statusReasons, statusQueue   string
+}
+
+// New returns a Store for cfg.Table on pool, validating the table name so that a bad
+// configuration fails at start-up rather than at the first query.
+func New(pool *pgxpool.Pool, cfg Config) (*Store, error) {
+	if pool == nil {
+		return nil, errors.New("store: nil pool")
+	}
+	if cfg.Table == "" {
+		cfg.Table = TableDefault
+	}
+	id, err := ParseTable(cfg.Table)
+	if err != nil {
+		return nil, err
+	}
+	t := id.Sanitize()
+	f := func(q string) string { return fmt.Sprintf(q, t) }
+	return &Store{
+		pool:  pool,
+		table: id,
+		now:   cfg.Now,
+		q: queries{
+			claim:         f(sqlClaim),
+			complete:      f(sqlComplete),
+			reschedule:    f(sqlReschedule),
+			fail:          f(sqlFail),
+			release:       f(sqlRelease),
+			enqueue:       f(sqlEnqueue),
+			due:           f(sqlDue),
+			statusCounts:  f(sqlStatusCounts),
+			statusReasons: f(sqlStatusReasons),
+			statusQueue:   f(sqlStatusQueue),
+		},
+	}, nil
+}
+
+// Table is the quoted table name the Store runs against, for logs and messages.
+func (s *Store) Table() string { return s.table.Sanitize() }
+
+// clock is the $now parameter: nil (SQL NULL, meaning the database's now()) unless Config.Now
+// is set.
+func (s *Store) clock() *time.Time {
+	if s.now == nil {
+		return nil
+	}
+	t := s.now()
+	return &t
+}
+
+// Claimed is a row leased to the caller by Claim: what the engine needs to make the call.
+type Claimed struct {
+	// ID is the row's primary key, to pass back in Done, Retry, Failure or Release.
+	ID int64
+	// PhoneNumber is the phone_number column; nil when the row names a chat instead.
+	PhoneNumber *string
+	// ChatID is the chat_id column; nil when the row names a phone number instead.
+	ChatID *string
+	// Attempts is how many earlier tries of the row did not succeed (each Retry, and each
+	// Failure with Attempted, adds one), for the engine's max-attempts policy.
+	Attempts int
+}
+
+// Claim leases up to n due rows to owner for lease and returns them, most overdue first in the
+// table's order but in no guaranteed order in the slice. It is one statement in its own
+// transaction, committed when it returns: the rows are then the caller's until the lease ends.
+//
+// A due row is pending, has next_attempt_at <= now, and is not leased (or its lease expired).
+// Leased rows get next_attempt_at = locked_until = now + lease, so a run that dies leaves rows
+// that become due again by themselves. Concurrent claimers never get the same row.
+func (s *Store) Claim(ctx context.Context, owner string, n int, lease time.Duration) ([]Claimed, error) {
+	if owner == "" {
+		return nil, errors.New("claim batch: empty owner: give each run a unique owner")
+	}
+	if n <= 0 {
+		return nil, nil
+	}
+	if lease <= 0 {
+		return nil, fmt.Errorf("claim batch: lease %v: must be positive", lease)
+	}
+	rows, err := s.pool.Query(ctx, s.q.claim, s.clock(), n, owner, lease.Microseconds())
+	if err != nil {
+		return nil, fmt.Errorf("claim batch: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Claimed, error) {
+		var c Claimed
+		err := r.Scan(&c.ID, &c.PhoneNumber, &c.ChatID, &c.Attempts)
+		return c, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("claim batch: %w", err)
+	}
+	return out, nil
+}
+
+// Done is a row the API answered. It becomes status 'done' with these values, an empty reason
+// and checked_at = now, and is unlocked; attempts is unchanged.
+type Done struct {
+	// ID is the claimed row.
+	ID int64
+	// ExistsWhatsapp is whether the number has WhatsApp; nil stores NULL (unknown), which is
+	// not the same as false.
+	ExistsWhatsapp *bool
+	// AvatarAvailable is whether an avatar can be fetched; nil stores NULL (unknown).
+	AvatarAvailable *bool
+	// URLAvatar is stored as given: "" means checked and no URL (NULL means never checked).
+	URLAvatar string
+}
+
+// Retry is a row whose call should be tried again later (a transient failure). It stays
+// pending with attempts+1, reason, next_attempt_at = now + Delay, and is unlocked.
+type Retry struct {
+	// ID is the claimed row.
+	ID int64
+	// Reason says why, for the status report; it replaces the previous reason.
+	Reason string
+	// Delay is how long until the row is due again; 0 means due at once.
+	Delay time.Duration
+}
+
+// Failure is a row that will not be tried again. It becomes status 'failed' with reason and
+// checked_at = now, and is unlocked.
+type Failure struct {
+	// ID is the claimed row.
+	ID int64
+	// Reason says why, for the status report and for people.
+	Reason string
+	// Attempted is true when an API call was spent on the row (attempts grows by one), false
+	// when it failed local validation before any call.
+	Attempted bool
+}
+
+// Batch is the results of one flush: every list may be empty.
+type Batch struct {
+	// Done rows the API answered.
+	Done []Done
+	// Retry rows to try again later.
+	Retry []Retry
+	// Failed rows to give up on.
+	Failed []Failure
+	// Released rows to give back untouched (claimed but not called, e.g. on stop): unlocked and
+	// due at once, attempts, status and reason unchanged.
+	Released []int64
+}
+
+// Len is the number of rows in b, so callers can decide when to flush.
+func (b Batch) Len() int { return len(b.Done) + len(b.Retry) + len(b.Failed) + len(b.Released) }
+
+// Written is how many rows Write actually changed per kind. A row counts only if it was still
+// leased to the owner, so a shortfall means lost leases (another run took the rows), not errors.
+type Written struct {
+	// Done, Retried, Failed and Released count the rows changed by each part of the Batch.
+	Done, Retried, Failed, Released int64
+}
+
+// Total is the sum of the counts.
+func (w Written) Total() int64 { return w.Done + w.Retried + w.Failed + w.Released }
+
+// Write stores b in one round trip and one transaction: a pgx.Batch of up to four UPDATE
+// statements (one per non-empty kind, split every ChunkSize rows), sent as one pipeline with a
+// single Sync, which PostgreSQL runs as one implicit transaction: all of them land or, on any
+// error, none do. Each statement is fenced on locked_by = owner: rows no longer leased to owner
+// are skipped and not counted. Statements run in the order Done, Retry, Failed, Released; an id
+// listed twice lands once (the first unlocks it, so the later fence fails).
+//
+// Write is safe to retry after an error: nothing was written, and the rows are still leased to
+// owner unless the lease expired meanwhile. A deadlock (SQLSTATE 40P01) is possible only when two
+// runs write the same rows, i.e. one of them has lost its lease; retrying is right then too.
+func (s *Store) Write(ctx context.Context, owner string, b Batch) (Written, error) {
+	var w Written
+	if owner == "" {
+		return w, errors.New("write batch: empty owner")
+	}
+	if b.Len() == 0 {
+		return w, nil
+	}
+	now := s.clock()
+	var pb pgx.Batch
+	// counters[i] is where the rows affected by the i-th queued statement are added.
+	var counters []*int64
+
+	for c := range chunks(len(b.Done)) {
+		part := b.Done[c.lo:c.hi]
+		ids := make([]int64, len(part))
+		exists := make([]*bool, len(part))
+		avatar := make([]*bool, len(part))
+		urls := make([]string, len(part))
+		for i, d := range part {
+			ids[i], exists[i], avatar[i], urls[i] = d.ID, d.ExistsWhatsapp, d.AvatarAvailable, d.URLAvatar
+		}
+		pb.Queue(s.q.complete, now, owner, ids, exists, avatar, urls)
+		counters = append(counters, &w.Done)
+	}
+	for c := range chunks(len(b.Retry)) {
+		part := b.Retry[c.lo:c.hi]
+		ids := make([]int64, len(part))
+		reasons := make([]string, len(part))
+		delays := make([]int64, len(part))
+		for i, r := range part {
+			if r.Delay < 0 {
+				return w, fmt.Errorf("write batch: retry of row %d: negative delay %v", r.ID, r.Delay)
+			}
+			ids[i], reasons[i], delays[i] = r.ID, r.Reason, r.Delay.Microseconds()
+		}
+		pb.Queue(s.q.reschedule, now, owner, ids, reasons, delays)
+		counters = append(counters, &w.Retried)
+	}
+	for c := range chunks(len(b.Failed)) {
+		part := b.Failed[c.lo:c.hi]
+		ids := make([]int64, len(part))
+		reasons := make([]string, len(part))
+		attempted := make([]bool, len(part))
+		for i, f := range part {
+			ids[i], reasons[i], attempted[i] = f.ID, f.Reason, f.Attempted
+		}
+		pb.Queue(s.q.fail, now, owner, ids, reasons, attempted)
+		counters = append(counters, &w.Failed)
+	}
+	for c := range chunks(len(b.Released)) {
+		pb.Queue(s.q.release, now, owner, b.Released[c.lo:c.hi])
+		counters = append(counters, &w.Released)
+	}
+
+	br := s.pool.SendBatch(ctx, &pb)
+	for _, n := range counters {
+		tag, err := br.Exec()
+		if err != nil {
+			_ = br.Close()
+			return Written{}, fmt.Errorf("write batch: %w", err)
+		}
+		*n += tag.RowsAffected()
+	}
+	if err := br.Close(); err != nil {
+		return Written{}, fmt.Errorf("write batch: %w", err)
+	}
+	return w, nil
+}
+
+// Complete writes done rows; see Write and Done. It returns how many rows changed.
+func (s *Store) Complete(ctx context.Context, owner string, ds []Done) (int64, error) {
+	w, err := s.Write(ctx, owner, Batch{Done: ds})
+	return w.Done, err
+}
+
+// Reschedule writes rows to retry later; see Write and Retry. It returns how many rows changed.
+func (s *Store) Reschedule(ctx context.Context, owner string, rs []Retry) (int64, error) {
+	w, err := s.Write(ctx, owner, Batch{Retry: rs})
+	return w.Retried, err
+}
+
+// Fail writes failed rows; see Write and Failure. It returns how many rows changed.
+func (s *Store) Fail(ctx context.Context, owner string, fs []Failure) (int64, error) {
+	w, err := s.Write(ctx, owner, Batch{Failed: fs})
+	return w.Failed, err
+}
+
+// Release gives claimed rows back untouched, due at once; see Write and Batch.Released. It
+// returns how many rows changed.
+func (s *Store) Release(ctx context.Context, owner string, ids []int64) (int64, error) {
+	w, err := s.Write(ctx, owner, Batch{Released: ids})
+	return w.Released, err
+}
+
+// NewContact is a target to enqueue. Exactly the non-empty fields are stored; "" means NULL.
+type NewContact struct {
+	// PhoneNumber is stored in phone_number.
+	PhoneNumber string
+	// ChatID is stored in chat_id.
+	ChatID string
+}
+
+// Enqueue inserts contacts as pending rows due now and returns how many were new. A contact whose
+// phone number or chat id is already in the table, or earlier in cs, is skipped. Every contact
+// needs a phone number or a chat id; cs is checked before anything is written.
+//
+// Each ChunkSize contacts are one statement committed on its own, so an error part-way leaves the
+// earlier chunks inserted; calling Enqueue again with the same input is safe and inserts the rest.
+func (s *Store) Enqueue(ctx context.Context, cs []NewContact) (inserted int64, err error) {
+	for i, c := range cs {
+		if c.PhoneNumber == "" && c.ChatID == "" {
+			return 0, fmt.Errorf("enqueue: contact %d has neither a phone number nor a chat id", i)
+		}
+		if strings.ContainsRune(c.PhoneNumber, 0) || strings.ContainsRune(c.ChatID, 0) {
+			return 0, fmt.Errorf("enqueue: contact %d contains a NUL byte", i)
+		}
+	}
+	for c := range chunks(len(cs)) {
+		part := cs[c.lo:c.hi]
+		phones := make([]string, len(part))
+		chats := make([]string, len(part))
+		for i, nc := range part {
+			phones[i], chats[i] = nc.PhoneNumber, nc.ChatID
+		}
+		tag, err := s.pool.Exec(ctx, s.q.enqueue, s.clock(), phones, chats)
+		if err != nil {
+			return inserted, fmt.Errorf("enqueue: rows %d-%d: %w", c.lo, c.hi-1, err)
+		}
+		inserted += tag.RowsAffected()
+	}
+	return inserted, nil
+}
+
+// ReasonCount is how many rows of a status carry a reason.
+type ReasonCount struct {
+	// Status is the rows' status: a pending row's reason is why it waits, a failed row's why
+	// it was given up.
+	Status string
+	// Reason is the reason column as written by Reschedule or Fail.
+	Reason string
+	// Count is how many rows have this status and reason.
+	Count int64
+}
+
+// Report is the state of the table for `enrich status`.
+type Report struct {
+	// ByStatus counts rows per status; pending, done and failed are always present.
+	ByStatus map[string]int64
+	// Reasons are the 20 commonest non-empty reasons, most frequent first.
+	Reasons []ReasonCount
+	// Due is pending rows a Claim would take now: next_attempt_at <= now, not leased.
+	Due int64
+	// Leased is rows whose lease has not expired (being worked on, or held by a dead run).
+	Leased int64
+	// Scheduled is pending rows waiting for a later next_attempt_at, not leased.
+	Scheduled int64
+	// OldestDue is the earliest next_attempt_at among due rows; nil when none is due.
+	OldestDue *time.Time
+}
+
+// Status reports the table's state from one consistent snapshot (a read-only repeatable-read
+// transaction). It scans the whole table: use Due for a cheap progress figure.
+func (s *Store) Status(ctx context.Context) (Report, error) {
+	r := Report{ByStatus: map[string]int64{StatusPending: 0, StatusDone: 0, StatusFailed: 0}}
+	now := s.clock()
+	err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, s.q.statusCounts)
+		if err != nil {
+			return fmt.Errorf("count by status: %w", err)
+		}
+		var status string
+		var n int64
+		if _, err := pgx.ForEachRow(rows, []any{&status, &n}, func() error {
+			r.ByStatus[status] = n
+			return nil
+		}); err != nil {
+			return fmt.Errorf("count by status: %w", err)
+		}
+
+		rows, err = tx.Query(ctx, s.q.statusReasons, reasonsLimit)
+		if err != nil {
+			return fmt.Errorf("count reasons: %w", err)
+		}
+		r.Reasons, err = pgx.CollectRows(rows, pgx.RowToStructByPos[ReasonCount])
+		if err != nil {
+			return fmt.Errorf("count reasons: %w", err)
+		}
+
+		if err := tx.QueryRow(ctx, s.q.statusQueue, now).Scan(&r.Due, &r.Leased, &r.Scheduled, &r.OldestDue); err != nil {
+			return fmt.Errorf("count queue: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return Report{}, fmt.Errorf("status: %w", err)
+	}
+	return r, nil
+}
+
+// Due counts rows a Claim would take now. It reads only the due part of the partial index, so
+// it is cheap enough to poll for a progress ETA.
+func (s *Store) Due(ctx context.Context) (int64, error) {
+	var n int64
+	if err := s.pool.QueryRow(ctx, s.q.due, s.clock()).Scan(&n); err != nil {
+		return 0, fmt.Errorf("count due: %w", err)
+	}
+	return n, nil
+}
+
+// ExplainClaim returns PostgreSQL's plan for a Claim of n rows, without running it (EXPLAIN
+// without ANALYZE executes nothing), so people and tests can check that claims walk the partial
+// due index instead of scanning the table.
+func (s *Store) ExplainClaim(ctx context.Context, n int) (string, error) {
+	if n <= 0 {
+		n = 1
+	}
+	rows, err := s.pool.Query(ctx, "EXPLAIN "+s.q.claim, s.clock(), n, "explain", time.Minute.Microseconds())
+	if err != nil {
+		return "", fmt.Errorf("explain claim: %w", err)
+	}
+	lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return "", fmt.Errorf("explain claim: %w", err)
+	}
+	return strings.Join(lines, "\n"), nil
+}
+
+// span is a half-open range [lo, hi) of a slice.
+type span struct{ lo, hi int }
+
+// chunks yields ranges of at most ChunkSize covering [0, n).
+func chunks(n int) func(yield func(span) bool) {
+	return func(yield func(span) bool) {
+		for lo := 0; lo < n; lo += ChunkSize {
+			if !yield(span{lo, min(lo+ChunkSize, n)}) {
+				return
+			}
+		}
+	}
+}
