@@ -1,6 +1,7 @@
 package enrich
 
 import (
+	"math"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -49,7 +50,8 @@ func (s Summary) MarshalZerologObject(e *zerolog.Event) {
 	e.Int64("done", s.Done).Int64("failed", s.Failed).Int64("rescheduled", s.Rescheduled).
 		Int64("released", s.Released).Int64("claimed", s.Claimed).Int64("invalid_local", s.InvalidLocal).
 		Int64("lost", s.Lost).Int64("rate_limited", s.RateLimited).
-		Dur("elapsed", s.Elapsed).Float64("rows_per_second", s.RowsPerSecond()).Str("stop", s.Stop)
+		Str("elapsed", s.Elapsed.Round(time.Millisecond).String()).
+		Float64("rows_per_second", math.Round(s.RowsPerSecond()*10)/10).Str("stop", s.Stop)
 	keys := make([]string, 0, len(s.Calls))
 	for k := range s.Calls {
 		keys = append(keys, k)
@@ -135,10 +137,11 @@ func (r *Runner) progress(start time.Time) {
 		finished := s.Done + s.Failed + s.Rescheduled
 		ev := r.log.Info().Int64("done", s.Done).Int64("failed", s.Failed).
 			Int64("rescheduled", s.Rescheduled).Int64("rate_limited", s.RateLimited).
-			Float64("rows_per_second", s.RowsPerSecond())
+			Float64("rows_per_second", math.Round(s.RowsPerSecond()*10)/10)
 		if rate := s.RowsPerSecond(); due > 0 && rate > 0 {
 			left := max(due-finished, 0)
-			ev = ev.Int64("left", left).Dur("eta", time.Duration(float64(left)/rate*float64(time.Second)))
+			eta := time.Duration(float64(left) / rate * float64(time.Second)).Round(time.Second)
+			ev = ev.Int64("left", left).Str("eta", eta.String())
 		}
 		ev.Msg("progress")
 	}

@@ -194,3 +194,19 @@ func fakeImage(h uint64) string {
 	}
 	return base64.StdEncoding.EncodeToString(raw[:])
 }
+
+// Avatar is what a client that parses this number's answer correctly records: the edition's
+// own fields only, so an edition that does not say existsWhatsapp leaves it nil. Tests and
+// the demo compare every row a run wrote against it. Meaningless when BadRequest is true.
+func (t Truth) Avatar() greenapi.Avatar {
+	a := greenapi.Avatar{URLAvatar: t.URLAvatar}
+	switch t.Edition {
+	case EditionSeed, Edition2023:
+		exists := t.ExistsWhatsapp
+		a.ExistsWhatsapp = &exists
+	default:
+		available := t.Available
+		a.Available = &available
+	}
+	return a
+}
