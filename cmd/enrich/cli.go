@@ -1,0 +1,242 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/enrich-dev/enrich/enrich"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/mattn/go-isatty"
+	"github.com/rs/zerolog"
+)
+
+// stdio is the process's outside world, injected so tests run the CLI in-process.
+type stdio struct {
+	in       io.Reader
+	out, err io.Writer
+	getenv   func(string) string
+}
+
+const usage = `enrich fills a PostgreSQL table of phone numbers with WhatsApp presence and avatar
+links from Green API's GetAvatar.
+
+Usage:
+  enrich COMMAND [flags]
+
+Commands:
+  migrate    create or upgrade the contacts table (safe to run from many pods at once)
+  enqueue    add phone numbers or chatIds, one per line, from FILE or - (stdin)
+  run        enrich due rows until none is left (the nightly job)
+  status     counts by status and reason, rows due now, the oldest due
+  simulate   serve the built-in Green API simulator (for trials and load tests)
+  demo       the whole job end to end against the simulator and a local PostgreSQL
+
+Every command takes --config FILE (or ENRICH_CONFIG) after its name; environment variables
+override the file and flags override both. "enrich COMMAND --help" lists a command's flags.
+
+Exit codes: 0 finished, 1 configuration or usage error, 2 no usable Green API instance,
+3 database error, 130/143 interrupted by SIGINT/SIGTERM.
+`
+
+// commands maps a command name to its implementation.
+var commands = map[string]func(ctx context.Context, a *app, args []string) error{
+	"migrate":  cmdMigrate,
+	"enqueue":  cmdEnqueue,
+	"run":      cmdRun,
+	"status":   cmdStatus,
+	"simulate": cmdSimulate,
+	"demo":     cmdDemo,
+}
+
+// app is what every command shares: the streams, the logger and the configuration.
+type app struct {
+	io  stdio
+	log zerolog.Logger
+	cfg Config
+}
+
+// run is the whole program: parse, wire, do, with the error logged once here.
+func run(ctx context.Context, args []string, sio stdio) (err error) {
+	a := &app{io: sio, log: zerolog.New(sio.err).With().Timestamp().Logger()}
+	defer func() {
+		if err != nil && !errors.Is(err, flag.ErrHelp) {
+			a.log.Error().Err(err).Msg("enrich failed")
+		}
+	}()
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Fprint(sio.out, usage)
+		if len(args) == 0 {
+			return configErrorf("no command given")
+		}
+		return nil
+	}
+	cmd, ok := commands[args[0]]
+	if !ok {
+		return configErrorf("unknown command %q: see enrich --help", args[0])
+	}
+	return cmd(ctx, a, args[1:])
+}
+
+// flags is a command's flag set: each flag overrides one config key, and only when given,
+// so that the file and the environment keep their say otherwise.
+type flags struct {
+	*flag.FlagSet
+	a         *app
+	setters   []func(fs *flag.FlagSet, c *Config)
+	config    string
+	logFormat string
+	logLevel  string
+}
+
+func newFlags(a *app, name, synopsis string) *flags {
+	f := &flags{FlagSet: flag.NewFlagSet(name, flag.ContinueOnError), a: a}
+	f.SetOutput(a.io.err)
+	f.Usage = func() {
+		fmt.Fprintf(f.Output(), "Usage: enrich %s\n\nFlags:\n", synopsis)
+		f.PrintDefaults()
+	}
+	f.StringVar(&f.config, "config", "", "TOML config file (env ENRICH_CONFIG); see config.example.toml")
+	f.StringVar(&f.logFormat, "log-format", "auto", "log format: json, console, or auto (console when stderr is a terminal)")
+	f.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	return f
+}
+
+// key adds a flag for a config key; its shown default is the key's default.
+func key[T any](f *flags, name, usage string, field func(*Config) *T) {
+	def := defaultConfig()
+	p := field(&def)
+	switch v := any(p).(type) {
+	case *int:
+		f.IntVar(v, name, *v, usage)
+	case *string:
+		f.StringVar(v, name, *v, usage)
+	case *Duration:
+		f.Var(v, name, usage)
+	default:
+		panic(fmt.Sprintf("flag %s: unsupported type %T", name, p))
+	}
+	f.setters = append(f.setters, func(fs *flag.FlagSet, c *Config) {
+		set := false
+		fs.Visit(func(fl *flag.Flag) { set = set || fl.Name == name })
+		if set {
+			*field(c) = *p
+		}
+	})
+}
+
+// parse reads the flags, sets up logging, loads the config (file, environment, flags) and
+// validates it; needAPI says whether the command calls Green API.
+func (f *flags) parse(args []string, needAPI bool) ([]string, error) {
+	if err := f.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, err
+		}
+		return nil, configErrorf("%v (see enrich %s --help)", err, f.Name())
+	}
+	if err := f.a.setupLog(f.logFormat, f.logLevel); err != nil {
+		return nil, err
+	}
+	path := f.config
+	if path == "" {
+		path = f.a.io.getenv("ENRICH_CONFIG")
+	}
+	cfg, err := loadConfig(path, f.a.io.getenv)
+	if err != nil {
+		return nil, err
+	}
+	for _, set := range f.setters {
+		set(f.FlagSet, &cfg)
+	}
+	if err := cfg.validate(needAPI); err != nil {
+		return nil, err
+	}
+	f.a.cfg = cfg
+	return f.Args(), nil
+}
+
+// setupLog picks JSON lines (for Kubernetes) or the console format (for people).
+func (a *app) setupLog(format, level string) error {
+	lvl, err := zerolog.ParseLevel(level)
+	if err != nil || level == "" {
+		return configErrorf("--log-level %q: use debug, info, warn or error", level)
+	}
+	w := a.io.err
+	switch format {
+	case "auto":
+		if f, ok := w.(*os.File); ok && isatty.IsTerminal(f.Fd()) {
+			w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.TimeOnly}
+		}
+	case "console":
+		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.TimeOnly, NoColor: true}
+	case "json":
+	default:
+		return configErrorf("--log-format %q: use json, console or auto", format)
+	}
+	a.log = zerolog.New(w).Level(lvl).With().Timestamp().Logger()
+	return nil
+}
+
+// connect opens the database pool and checks it answers, so a wrong URL fails here with
+// exit code 3 rather than in the middle of a run. Errors never carry the password.
+func (a *app) connect(ctx context.Context) (*pgxpool.Pool, error) {
+	pc, err := pgxpool.ParseConfig(a.cfg.Database.URL)
+	if err != nil {
+		return nil, configErrorf("database.url: %v", err)
+	}
+	pc.MaxConns = 4
+	pool, err := pgxpool.NewWithConfig(ctx, pc)
+	if err != nil {
+		return nil, fmt.Errorf("connect to database: %w: %w", enrich.ErrDatabase, err)
+	}
+	pctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	if err := pool.Ping(pctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("connect to database %s@%s/%s: %w: %w", pc.ConnConfig.User, pc.ConnConfig.Host,
+			pc.ConnConfig.Database, enrich.ErrDatabase, err)
+	}
+	return pool, nil
+}
+
+// dbErr marks err as the database's, for exit code 3.
+func dbErr(step string, err error) error {
+	if err == nil || errors.Is(err, enrich.ErrDatabase) {
+		return err
+	}
+	return fmt.Errorf("%s: %w: %w", step, enrich.ErrDatabase, err)
+}
+
+// runID names this process in locked_by: readable in the table, unique across pods.
+func runID() string {
+	host, err := os.Hostname()
+	if err != nil {
+		host = "unknown"
+	}
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return fmt.Sprintf("%s:%d:%s", host, os.Getpid(), hex.EncodeToString(b[:]))
+}
+
+// sortedKeys lists a map's keys in order, for stable output.
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// indent prefixes every line of s.
+func indent(s, prefix string) string {
+	return prefix + strings.ReplaceAll(strings.TrimRight(s, "\n"), "\n", "\n"+prefix) + "\n"
+}

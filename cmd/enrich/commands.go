@@ -1,0 +1,260 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/enrich-dev/enrich/enrich"
+	"github.com/enrich-dev/enrich/greenapi"
+	"github.com/enrich-dev/enrich/store"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// tableFlag is the --table flag every database command takes.
+func tableFlag(f *flags) {
+	key(f, "table", "contacts table, schema-qualified if needed (database.table)",
+		func(c *Config) *string { return &c.Database.Table })
+}
+
+// openStore parses the flags, connects, and opens the store: the start of every database
+// command.
+func openStore(ctx context.Context, f *flags, args []string, needAPI bool) (*pgxpool.Pool, *store.Store, []string, error) {
+	rest, err := f.parse(args, needAPI)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	pool, err := f.a.connect(ctx)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	st, err := store.New(pool, store.Config{Table: f.a.cfg.Database.Table})
+	if err != nil {
+		pool.Close()
+		return nil, nil, nil, configErrorf("database.table: %v", err)
+	}
+	return pool, st, rest, nil
+}
+
+func cmdMigrate(ctx context.Context, a *app, args []string) error {
+	f := newFlags(a, "migrate", "migrate [flags]")
+	tableFlag(f)
+	pool, st, _, err := openStore(ctx, f, args, false)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	applied, err := store.Migrate(ctx, pool, a.cfg.Database.Table)
+	if err != nil {
+		return dbErr("migrate", err)
+	}
+	if len(applied) == 0 {
+		fmt.Fprintf(a.io.out, "%s is up to date\n", st.Table())
+		return nil
+	}
+	for _, m := range applied {
+		fmt.Fprintf(a.io.out, "applied %s to %s\n", m, st.Table())
+	}
+	return nil
+}
+
+// enqueueReport is what enqueue prints.
+type enqueueReport struct {
+	Inserted, Duplicates, Rejected int64
+}
+
+func cmdEnqueue(ctx context.Context, a *app, args []string) error {
+	f := newFlags(a, "enqueue", "enqueue [flags] [FILE|-]\n\nReads one phone number or chatId per line "+
+		"(blank lines and lines starting with # are skipped). Phone numbers may carry +, spaces, dashes, dots "+
+		"and parentheses; they are stored as 11 or 12 digits. Rejected lines are reported with their line "+
+		"numbers and nothing else is lost. Numbers already in the table are skipped.")
+	tableFlag(f)
+	pool, st, rest, err := openStore(ctx, f, args, false)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	var in io.Reader = a.io.in
+	name := "stdin"
+	switch {
+	case len(rest) > 1:
+		return configErrorf("enqueue takes one FILE (or - for stdin), got %d", len(rest))
+	case len(rest) == 1 && rest[0] != "-":
+		fh, err := os.Open(rest[0])
+		if err != nil {
+			return configErrorf("enqueue: %v", err)
+		}
+		defer fh.Close()
+		in, name = fh, rest[0]
+	}
+	rep, err := enqueue(ctx, st, in, name, a.io.err)
+	fmt.Fprintf(a.io.out, "inserted %d, duplicates %d, rejected %d\n", rep.Inserted, rep.Duplicates, rep.Rejected)
+	return err
+}
+
+// enqueue streams lines into the table in chunks, so memory stays flat for any input size.
+func enqueue(ctx context.Context, st *store.Store, in io.Reader, name string, errw io.Writer) (enqueueReport, error) {
+	var rep enqueueReport
+	batch := make([]store.NewContact, 0, store.ChunkSize)
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		n, err := st.Enqueue(ctx, batch)
+		if err != nil {
+			return dbErr("enqueue", err)
+		}
+		rep.Inserted += n
+		rep.Duplicates += int64(len(batch)) - n
+		batch = batch[:0]
+		return nil
+	}
+	sc := bufio.NewScanner(in)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for line := 1; sc.Scan(); line++ {
+		text := strings.TrimSpace(sc.Text())
+		if text == "" || strings.HasPrefix(text, "#") {
+			continue
+		}
+		t, err := greenapi.ParseTarget(text)
+		if err != nil {
+			rep.Rejected++
+			fmt.Fprintf(errw, "%s:%d: rejected: %v\n", name, line, err)
+			continue
+		}
+		c := store.NewContact{PhoneNumber: t.String()}
+		if t.Kind() != greenapi.KindPhone {
+			c = store.NewContact{ChatID: t.String()}
+		}
+		if batch = append(batch, c); len(batch) == cap(batch) {
+			if err := flush(); err != nil {
+				return rep, err
+			}
+		}
+	}
+	if err := sc.Err(); err != nil {
+		if ferr := flush(); ferr != nil {
+			return rep, ferr
+		}
+		return rep, configErrorf("read %s: %v (lines before it were enqueued)", name, err)
+	}
+	return rep, flush()
+}
+
+func cmdStatus(ctx context.Context, a *app, args []string) error {
+	f := newFlags(a, "status", "status [flags]")
+	tableFlag(f)
+	explain := f.Bool("explain", false, "also print PostgreSQL's plan for the claim query (it should use the due index)")
+	pool, st, _, err := openStore(ctx, f, args, false)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	return printStatus(ctx, a.io.out, st, *explain)
+}
+
+// printStatus writes the status report people read after a run.
+func printStatus(ctx context.Context, w io.Writer, st *store.Store, explain bool) error {
+	rep, err := st.Status(ctx)
+	if err != nil {
+		return dbErr("status", err)
+	}
+	fmt.Fprintf(w, "table %s\n", st.Table())
+	for _, s := range sortedKeys(rep.ByStatus) {
+		fmt.Fprintf(w, "  %-10s %d\n", s, rep.ByStatus[s])
+	}
+	fmt.Fprintf(w, "due now      %d\n", rep.Due)
+	fmt.Fprintf(w, "leased       %d\n", rep.Leased)
+	fmt.Fprintf(w, "scheduled    %d\n", rep.Scheduled)
+	if rep.OldestDue != nil {
+		fmt.Fprintf(w, "oldest due   %s (%s ago)\n", rep.OldestDue.Format(time.RFC3339),
+			time.Since(*rep.OldestDue).Round(time.Second))
+	} else {
+		fmt.Fprintf(w, "oldest due   -\n")
+	}
+	if len(rep.Reasons) > 0 {
+		fmt.Fprintf(w, "reasons\n")
+		for _, r := range rep.Reasons {
+			fmt.Fprintf(w, "  %-8s %8d  %s\n", r.Status, r.Count, r.Reason)
+		}
+	}
+	if explain {
+		plan, err := st.ExplainClaim(ctx, store.ChunkSize)
+		if err != nil {
+			return dbErr("explain", err)
+		}
+		fmt.Fprintf(w, "claim plan\n%s", indent(plan, "  "))
+	}
+	return nil
+}
+
+func cmdRun(ctx context.Context, a *app, args []string) error {
+	f := newFlags(a, "run", "run [flags]")
+	tableFlag(f)
+	key(f, "api-url", "Green API host (greenapi.api_url, env GREENAPI_API_URL)", func(c *Config) *string { return &c.GreenAPI.APIURL })
+	key(f, "request-by", "send phone numbers as chatId or phoneNumber (greenapi.request_by)", func(c *Config) *string { return &c.GreenAPI.RequestBy })
+	key(f, "timeout", "per-request timeout (greenapi.timeout)", func(c *Config) *Duration { return &c.GreenAPI.Timeout })
+	key(f, "workers", "concurrent calls per instance (run.workers)", func(c *Config) *int { return &c.Run.Workers })
+	key(f, "batch-size", "rows claimed and results written per round trip (run.batch_size)", func(c *Config) *int { return &c.Run.BatchSize })
+	key(f, "lease", "how long claimed rows stay this run's (run.lease)", func(c *Config) *Duration { return &c.Run.Lease })
+	key(f, "max-attempts", "attempts before a row is failed (run.max_attempts)", func(c *Config) *int { return &c.Run.MaxAttempts })
+	key(f, "max-duration", "stop claiming after this long and exit 0; 0: until no row is due (run.max_duration)", func(c *Config) *Duration { return &c.Run.MaxDuration })
+	key(f, "limit", "stop after claiming this many rows; 0: no limit (run.limit)", func(c *Config) *int { return &c.Run.Limit })
+	key(f, "shutdown-grace", "time calls in flight get after SIGTERM (run.shutdown_grace)", func(c *Config) *Duration { return &c.Run.ShutdownGrace })
+	key(f, "starting-timeout", "how long an instance may stay starting (run.starting_timeout)", func(c *Config) *Duration { return &c.Run.StartingTimeout })
+	pool, st, _, err := openStore(ctx, f, args, true)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	sum, err := a.runOnce(ctx, st)
+	a.log.Info().Object("summary", sum).Msg("run finished")
+	return err
+}
+
+// runOnce wires the Green API clients and the engine from the configuration and runs once.
+func (a *app) runOnce(ctx context.Context, st *store.Store) (enrich.Summary, error) {
+	c := a.cfg
+	hc := greenapi.NewHTTPClient(c.Run.Workers * len(c.GreenAPI.Instances))
+	var instances []enrich.Instance
+	for _, in := range c.GreenAPI.Instances {
+		cl, err := greenapi.New(greenapi.Config{
+			APIURL: c.GreenAPI.APIURL, IDInstance: in.ID, Token: in.Token,
+			RequestBy: greenapi.RequestBy(c.GreenAPI.RequestBy), Timeout: c.GreenAPI.Timeout.Duration,
+			HTTPClient: hc,
+		})
+		if err != nil {
+			return enrich.Summary{}, configErrorf("greenapi.instance %s: %v", in.ID, err)
+		}
+		instances = append(instances, enrich.Instance{API: cl, RPS: *in.RPS})
+	}
+	inRun := c.Retry.InRun
+	if inRun == 0 {
+		inRun = -1 // the engine reads 0 as "default"; the file's 0 means none
+	}
+	owner := runID()
+	r, err := enrich.NewRunner(st, enrich.Config{
+		Owner: owner, Instances: instances,
+		Workers: c.Run.Workers, BatchSize: c.Run.BatchSize, Lease: c.Run.Lease.Duration,
+		MaxAttempts: c.Run.MaxAttempts, MaxDuration: c.Run.MaxDuration.Duration, Limit: c.Run.Limit,
+		ShutdownGrace: c.Run.ShutdownGrace.Duration, StartingTimeout: c.Run.StartingTimeout.Duration,
+		Retry:      enrich.Backoff{Base: c.Retry.Base.Duration, Max: c.Retry.Max.Duration},
+		RetryInRun: inRun,
+		Logger:     &a.log,
+	})
+	if err != nil {
+		return enrich.Summary{}, configErrorf("%v", err)
+	}
+	a.log.Info().Str("run", owner).Str("table", st.Table()).Int("instances", len(instances)).
+		Int("workers", c.Run.Workers).Msg("run starting")
+	sum, err := r.Run(ctx)
+	if errors.Is(err, enrich.ErrInterrupted) {
+		a.log.Warn().Msg("interrupted: answers received are written, unprocessed rows given back")
+	}
+	return sum, err
+}

@@ -1,0 +1,291 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/enrich-dev/enrich/enrich"
+	"github.com/enrich-dev/enrich/greenapi"
+	"github.com/enrich-dev/enrich/store"
+	"github.com/pelletier/go-toml/v2"
+)
+
+// Config is the TOML file, after environment variables and flags have been applied. Its key
+// names are a contract: users' manifests carry them. config.example.toml documents each one.
+type Config struct {
+	Database DatabaseConfig `toml:"database"`
+	GreenAPI GreenAPIConfig `toml:"greenapi"`
+	Run      RunConfig      `toml:"run"`
+	Retry    RetryConfig    `toml:"retry"`
+}
+
+// DatabaseConfig is [database].
+type DatabaseConfig struct {
+	// URL is a libpq URL or DSN. Env DATABASE_URL.
+	URL string `toml:"url"`
+	// Table is the contacts table, schema-qualified if needed.
+	Table string `toml:"table"`
+}
+
+// GreenAPIConfig is [greenapi].
+type GreenAPIConfig struct {
+	APIURL    string           `toml:"api_url"`
+	RequestBy string           `toml:"request_by"`
+	Timeout   Duration         `toml:"timeout"`
+	Instances []InstanceConfig `toml:"instance"`
+}
+
+// InstanceConfig is one [[greenapi.instance]].
+type InstanceConfig struct {
+	ID        string   `toml:"id"`
+	Token     string   `toml:"token"`
+	TokenFile string   `toml:"token_file"`
+	RPS       *float64 `toml:"rps"`
+}
+
+// RunConfig is [run].
+type RunConfig struct {
+	Workers         int      `toml:"workers"`
+	BatchSize       int      `toml:"batch_size"`
+	Lease           Duration `toml:"lease"`
+	MaxAttempts     int      `toml:"max_attempts"`
+	MaxDuration     Duration `toml:"max_duration"`
+	Limit           int      `toml:"limit"`
+	ShutdownGrace   Duration `toml:"shutdown_grace"`
+	StartingTimeout Duration `toml:"starting_timeout"`
+}
+
+// RetryConfig is [retry].
+type RetryConfig struct {
+	Base  Duration `toml:"base"`
+	Max   Duration `toml:"max"`
+	InRun int      `toml:"in_run"`
+}
+
+// Duration reads "90s", "10m", "1h30m" from TOML and from flags.
+type Duration struct{ time.Duration }
+
+// UnmarshalText parses a Go duration string.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("%q is not a duration: write it like \"90s\", \"10m\" or \"1h30m\"", string(b))
+	}
+	d.Duration = v
+	return nil
+}
+
+// MarshalText writes the duration back in Go's form.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
+// Set and String make Duration a flag.Value.
+func (d *Duration) Set(s string) error { return d.UnmarshalText([]byte(s)) }
+
+// Defaults of the keys that are not the engine's.
+const (
+	DatabaseURLDefault = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+	APIURLDefault      = "https://api.green-api.com"
+	TimeoutDefault     = 60 * time.Second
+	RPSDefault         = 10.0
+)
+
+// defaultConfig is every key at its default, so a file only says what it changes.
+func defaultConfig() Config {
+	return Config{
+		Database: DatabaseConfig{URL: DatabaseURLDefault, Table: store.TableDefault},
+		GreenAPI: GreenAPIConfig{
+			APIURL:    APIURLDefault,
+			RequestBy: string(greenapi.RequestByChatID),
+			Timeout:   Duration{TimeoutDefault},
+		},
+		Run: RunConfig{
+			Workers:         enrich.WorkersDefault,
+			BatchSize:       enrich.BatchSizeDefault,
+			Lease:           Duration{enrich.LeaseDefault},
+			MaxAttempts:     enrich.MaxAttemptsDefault,
+			ShutdownGrace:   Duration{enrich.ShutdownGraceDefault},
+			StartingTimeout: Duration{enrich.StartingTimeoutDefault},
+		},
+		Retry: RetryConfig{
+			Base:  Duration{enrich.RetryBaseDefault},
+			Max:   Duration{enrich.RetryMaxDefault},
+			InRun: enrich.RetryInRunDefault,
+		},
+	}
+}
+
+// configError is a bad configuration or command line: the CLI exits 1 before touching
+// anything.
+type configError struct{ msg string }
+
+func (e *configError) Error() string { return e.msg }
+
+func configErrorf(format string, args ...any) error {
+	return &configError{msg: fmt.Sprintf(format, args...)}
+}
+
+// loadConfig reads the file (path "" means none), then applies environment variables.
+// Flags are applied by the caller, then validate checks the result.
+func loadConfig(path string, getenv func(string) string) (Config, error) {
+	cfg := defaultConfig()
+	if path != "" {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return cfg, configErrorf("read config: %v", err)
+		}
+		dec := toml.NewDecoder(bytes.NewReader(data))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&cfg); err != nil {
+			return cfg, configErrorf("%s", describeTOMLError(path, err))
+		}
+	}
+	if v := getenv("DATABASE_URL"); v != "" {
+		cfg.Database.URL = v
+	}
+	if v := getenv("GREENAPI_API_URL"); v != "" {
+		cfg.GreenAPI.APIURL = v
+	}
+	id, token := getenv("GREENAPI_ID_INSTANCE"), getenv("GREENAPI_API_TOKEN_INSTANCE")
+	if id != "" || token != "" {
+		switch len(cfg.GreenAPI.Instances) {
+		case 0:
+			cfg.GreenAPI.Instances = []InstanceConfig{{}}
+		case 1:
+		default:
+			return cfg, configErrorf("GREENAPI_ID_INSTANCE and GREENAPI_API_TOKEN_INSTANCE describe one instance, " +
+				"but the config file has several [[greenapi.instance]]: set each instance's id and token_file in the file instead")
+		}
+		if id != "" {
+			cfg.GreenAPI.Instances[0].ID = id
+		}
+		if token != "" {
+			cfg.GreenAPI.Instances[0].Token, cfg.GreenAPI.Instances[0].TokenFile = token, ""
+		}
+	}
+	return cfg, nil
+}
+
+// describeTOMLError turns go-toml's errors into "file:line:col: key: what", without the
+// document excerpt go-toml offers: that excerpt could show a token.
+func describeTOMLError(path string, err error) string {
+	var strict *toml.StrictMissingError
+	if errors.As(err, &strict) {
+		var lines []string
+		for _, e := range strict.Errors {
+			row, col := e.Position()
+			lines = append(lines, fmt.Sprintf("%s:%d:%d: unknown key %q: remove it or check its spelling against config.example.toml",
+				path, row, col, strings.Join(e.Key(), ".")))
+		}
+		return strings.Join(lines, "\n")
+	}
+	var de *toml.DecodeError
+	if errors.As(err, &de) {
+		row, col := de.Position()
+		key := strings.Join(de.Key(), ".")
+		if key != "" {
+			key += ": "
+		}
+		return fmt.Sprintf("%s:%d:%d: %s%s", path, row, col, key, strings.TrimPrefix(de.Error(), "toml: "))
+	}
+	return fmt.Sprintf("%s: %v", path, err)
+}
+
+// validate checks every value before anything is touched, naming the key at fault.
+func (c *Config) validate(needAPI bool) error {
+	if c.Database.URL == "" {
+		return configErrorf("database.url is empty: set it in the config file or DATABASE_URL")
+	}
+	if _, err := store.ParseTable(c.Database.Table); err != nil {
+		return configErrorf("database.table: %v", err)
+	}
+	positive := []struct {
+		key string
+		v   int64
+	}{
+		{"run.workers", int64(c.Run.Workers)},
+		{"run.batch_size", int64(c.Run.BatchSize)},
+		{"run.max_attempts", int64(c.Run.MaxAttempts)},
+		{"run.lease", int64(c.Run.Lease.Duration)},
+		{"run.shutdown_grace", int64(c.Run.ShutdownGrace.Duration)},
+		{"run.starting_timeout", int64(c.Run.StartingTimeout.Duration)},
+		{"retry.base", int64(c.Retry.Base.Duration)},
+		{"retry.max", int64(c.Retry.Max.Duration)},
+		{"greenapi.timeout", int64(c.GreenAPI.Timeout.Duration)},
+	}
+	for _, p := range positive {
+		if p.v <= 0 {
+			return configErrorf("%s must be greater than 0", p.key)
+		}
+	}
+	for _, nn := range []struct {
+		key, zero string
+		v         int64
+	}{
+		{"run.limit", "no limit", int64(c.Run.Limit)},
+		{"run.max_duration", "until no row is due", int64(c.Run.MaxDuration.Duration)},
+		{"retry.in_run", "no retry within the run", int64(c.Retry.InRun)},
+	} {
+		if nn.v < 0 {
+			return configErrorf("%s must not be negative (0 means %s)", nn.key, nn.zero)
+		}
+	}
+	if c.Retry.Max.Duration < c.Retry.Base.Duration {
+		return configErrorf("retry.max (%s) must not be less than retry.base (%s)", c.Retry.Max, c.Retry.Base)
+	}
+	if !needAPI {
+		return nil
+	}
+	switch greenapi.RequestBy(c.GreenAPI.RequestBy) {
+	case greenapi.RequestByChatID, greenapi.RequestByPhoneNumber:
+	default:
+		return configErrorf("greenapi.request_by is %q: use %q or %q", c.GreenAPI.RequestBy,
+			greenapi.RequestByChatID, greenapi.RequestByPhoneNumber)
+	}
+	if !strings.HasPrefix(c.GreenAPI.APIURL, "http://") && !strings.HasPrefix(c.GreenAPI.APIURL, "https://") {
+		return configErrorf("greenapi.api_url is %q: it must start with https:// (or http:// for the simulator)", c.GreenAPI.APIURL)
+	}
+	if len(c.GreenAPI.Instances) == 0 {
+		return configErrorf("no Green API instance: add a [[greenapi.instance]] with id and token (or token_file), " +
+			"or set GREENAPI_ID_INSTANCE and GREENAPI_API_TOKEN_INSTANCE")
+	}
+	seen := map[string]bool{}
+	for i := range c.GreenAPI.Instances {
+		in := &c.GreenAPI.Instances[i]
+		key := fmt.Sprintf("greenapi.instance[%d]", i)
+		if in.ID == "" || strings.Trim(in.ID, "0123456789") != "" {
+			return configErrorf("%s.id is %q: it must be the idInstance digits from the Green API console", key, in.ID)
+		}
+		key += " (id " + in.ID + ")"
+		if seen[in.ID] {
+			return configErrorf("%s is listed twice: one budget per instance, list it once", key)
+		}
+		seen[in.ID] = true
+		if in.RPS == nil {
+			rps := RPSDefault
+			in.RPS = &rps
+		}
+		if *in.RPS <= 0 {
+			return configErrorf("%s.rps is %g: it must be greater than 0 (Green API allows 10)", key, *in.RPS)
+		}
+		switch {
+		case in.Token != "" && in.TokenFile != "":
+			return configErrorf("%s has both token and token_file: keep one", key)
+		case in.TokenFile != "":
+			b, err := os.ReadFile(in.TokenFile)
+			if err != nil {
+				return configErrorf("%s.token_file: %v", key, err)
+			}
+			in.Token = strings.TrimSpace(string(b))
+			if in.Token == "" {
+				return configErrorf("%s.token_file %s is empty", key, in.TokenFile)
+			}
+		case in.Token == "":
+			return configErrorf("%s has no token: set token or token_file (or GREENAPI_API_TOKEN_INSTANCE)", key)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,269 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/enrich-dev/enrich/enrich"
+	"github.com/enrich-dev/enrich/greenapi"
+	"github.com/enrich-dev/enrich/greenapi/simulator"
+	"github.com/enrich-dev/enrich/internal/pgcluster"
+	"github.com/enrich-dev/enrich/store"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// demoDatabase is the database the demo creates afresh on the server it finds: it never
+// touches a table of the user's.
+const demoDatabase = "enrich_demo"
+
+func cmdDemo(ctx context.Context, a *app, args []string) error {
+	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
+	fs.SetOutput(a.io.err)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: enrich demo [flags]\n\n"+
+			"Runs the real job end to end against the built-in Green API simulator (with restarts, timeouts,\n"+
+			"5xx answers and every response edition) and PostgreSQL: DATABASE_URL's server if set, else the\n"+
+			"local server on 127.0.0.1:5432, else a throw-away cluster started from the installed binaries.\n"+
+			"It (re)creates the database %q there, migrates, enqueues numbers, runs, prints the summary\n"+
+			"and `enrich status`, and checks every row against the simulator's truth.\n\nFlags:\n", demoDatabase)
+		fs.PrintDefaults()
+	}
+	rows := fs.Int("rows", 3000, "numbers to enqueue")
+	instances := fs.Int("instances", 3, "simulated Green API instances")
+	rps := fs.Float64("rps", 100, "requests per second per instance, in the simulator and in the run "+
+		"(real Green API allows 10; the demo goes faster)")
+	logFormat := fs.String("log-format", "console", "log format: json, console, or auto")
+	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return configErrorf("%v (see enrich demo --help)", err)
+	}
+	if *rows < 1 || *instances < 1 || *rps <= 0 {
+		return configErrorf("demo: --rows, --instances and --rps must be positive")
+	}
+	if err := a.setupLog(*logFormat, *logLevel); err != nil {
+		return err
+	}
+	out := a.io.out
+
+	server, stop, err := pgcluster.Find(ctx, a.io.getenv("DATABASE_URL"))
+	if err != nil {
+		return dbErr("demo: find PostgreSQL", err)
+	}
+	defer stop()
+	dbURL, err := recreateDatabase(ctx, server, demoDatabase)
+	if err != nil {
+		return dbErr("demo: create database "+demoDatabase, err)
+	}
+
+	// The simulator: one instance restarts for 2 s early on, 3% of numbers time out twice,
+	// 2% of answers are 5xx, and every edition and error body form is spoken.
+	simCfg := simulator.Config{Edition: simulator.EditionMixed, ErrorBody: simulator.ErrorBodyMixed, Seed: 7,
+		ServerErrorRate: 0.02, TimeoutRate: 0.03, TimeoutTimes: 2,
+		LatencyMedian: 20 * time.Millisecond, LatencyP99: 300 * time.Millisecond}
+	cfg := defaultConfig()
+	for i := range *instances {
+		id := fmt.Sprintf("11010000%02d", i+1)
+		token := fmt.Sprintf("demo-token-%d", i+1)
+		in := simulator.Instance{ID: id, Token: token, RPS: *rps, Burst: max(2, int(*rps/20))}
+		if i == 0 {
+			in.StartingAfter, in.StartingFor = 500*time.Millisecond, 2*time.Second
+		}
+		simCfg.Instances = append(simCfg.Instances, in)
+		r := *rps
+		cfg.GreenAPI.Instances = append(cfg.GreenAPI.Instances, InstanceConfig{ID: id, Token: token, RPS: &r})
+	}
+	sim, err := simulator.New(simCfg)
+	if err != nil {
+		return err
+	}
+	simCtx, stopSim := context.WithCancel(ctx)
+	defer stopSim()
+	addrc := make(chan net.Addr, 1)
+	simDone := make(chan error, 1)
+	go func() { simDone <- serveSimulator(simCtx, "127.0.0.1:0", sim, func(a net.Addr) { addrc <- a }) }()
+	var addr net.Addr
+	select {
+	case addr = <-addrc:
+	case err := <-simDone:
+		return err
+	}
+
+	cfg.Database.URL = dbURL
+	cfg.GreenAPI.APIURL = "http://" + addr.String()
+	cfg.Retry.Base = Duration{200 * time.Millisecond}
+	if err := cfg.validate(true); err != nil {
+		return err
+	}
+	a.cfg = cfg
+
+	pool, err := a.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	st, err := store.New(pool, store.Config{Table: cfg.Database.Table})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "== enrich demo: database %s, simulator at %s with %d instances at %g rps\n",
+		demoDatabase, cfg.GreenAPI.APIURL, *instances, *rps)
+	if _, err := store.Migrate(ctx, pool, cfg.Database.Table); err != nil {
+		return dbErr("migrate", err)
+	}
+	fmt.Fprintf(out, "== enrich migrate: table %s created\n", st.Table())
+	rep, err := enqueue(ctx, st, strings.NewReader(demoInput(*rows)), "demo-input", out)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "== enrich enqueue: inserted %d, duplicates %d, rejected %d\n", rep.Inserted, rep.Duplicates, rep.Rejected)
+
+	fmt.Fprintf(out, "== enrich run\n")
+	sum, err := a.runOnce(ctx, st)
+	if err != nil {
+		return err
+	}
+	printSummary(out, sum)
+	fmt.Fprintf(out, "== enrich status\n")
+	if err := printStatus(ctx, out, st, false); err != nil {
+		return err
+	}
+	checked, wrong, err := verifyAgainstTruth(ctx, pool, st.Table(), sim)
+	if err != nil {
+		return dbErr("demo: verify", err)
+	}
+	fmt.Fprintf(out, "== verified %d finished rows against the simulator's truth: %d wrong; simulator answered %d requests, %d of them 429\n",
+		checked, len(wrong), sim.Stats().Requests, tooMany(sim.Stats()))
+	for _, w := range wrong[:min(len(wrong), 10)] {
+		fmt.Fprintf(out, "   %s\n", w)
+	}
+	if len(wrong) > 0 {
+		return fmt.Errorf("demo: %d rows differ from the simulator's truth", len(wrong))
+	}
+	stopSim()
+	return <-simDone
+}
+
+// demoInput is what a user might feed `enrich enqueue`: numbers in several formats, group
+// chatIds, a duplicate and a few lines that are not numbers at all.
+func demoInput(n int) string {
+	var b strings.Builder
+	b.WriteString("# demo contacts\n")
+	for i := range n {
+		switch {
+		case i%50 == 0:
+			fmt.Fprintf(&b, "7900%07d-%d@g.us\n", i, 1581234048+i)
+		case i%7 == 0:
+			fmt.Fprintf(&b, "+7 (900) %03d-%02d-%02d\n", i/10000, (i/100)%100, i%100)
+		default:
+			fmt.Fprintf(&b, "7900%07d\n", i)
+		}
+	}
+	b.WriteString("79000000001\n")      // a duplicate
+	b.WriteString("12345\n")            // too short
+	b.WriteString("call me maybe\n")    // not a number
+	b.WriteString("7900123456@c.us \n") // a chatId one digit short
+	return b.String()
+}
+
+// recreateDatabase drops and creates name on the server at serverURL and returns its URL.
+func recreateDatabase(ctx context.Context, serverURL, name string) (string, error) {
+	conn, err := pgx.Connect(ctx, serverURL)
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	id := pgx.Identifier{name}.Sanitize()
+	if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+id+" WITH (FORCE)"); err != nil {
+		return "", err
+	}
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+id); err != nil {
+		return "", err
+	}
+	return pgcluster.WithDatabase(serverURL, name)
+}
+
+// verifyAgainstTruth compares every finished row with what the simulator says it answered.
+func verifyAgainstTruth(ctx context.Context, pool *pgxpool.Pool, table string, sim *simulator.Simulator) (int, []string, error) {
+	rows, err := pool.Query(ctx, `SELECT coalesce(chat_id, phone_number), status, exists_whatsapp, avatar_available,
+		url_avatar, reason FROM `+table+` WHERE status <> 'pending'`)
+	if err != nil {
+		return 0, nil, err
+	}
+	var (
+		target, status string
+		exists, avail  *bool
+		urlAvatar, rsn *string
+		checked        int
+		wrong          []string
+	)
+	_, err = pgx.ForEachRow(rows, []any{&target, &status, &exists, &avail, &urlAvatar, &rsn}, func() error {
+		checked++
+		if msg := mismatch(sim.Truth(target), status, exists, avail, urlAvatar, rsn); msg != "" {
+			wrong = append(wrong, target+": "+msg)
+		}
+		return nil
+	})
+	return checked, wrong, err
+}
+
+// mismatch says how a finished row differs from the truth, or "" when it does not.
+func mismatch(tr simulator.Truth, status string, exists, avail *bool, urlAvatar, reason *string) string {
+	str := func(p *string) string {
+		if p == nil {
+			return "<nil>"
+		}
+		return *p
+	}
+	if tr.BadRequest {
+		if status != store.StatusFailed || str(reason) != greenapi.ReasonBadRequestData {
+			return fmt.Sprintf("want failed/bad request data, got %s/%s", status, str(reason))
+		}
+		return ""
+	}
+	want := tr.Avatar()
+	if status != store.StatusDone || !sameBool(exists, want.ExistsWhatsapp) || !sameBool(avail, want.Available) ||
+		str(urlAvatar) != want.URLAvatar {
+		return fmt.Sprintf("want done exists=%v available=%v url=%q, got %s exists=%v available=%v url=%q reason=%q",
+			fmtBool(want.ExistsWhatsapp), fmtBool(want.Available), want.URLAvatar, status, fmtBool(exists), fmtBool(avail),
+			str(urlAvatar), str(reason))
+	}
+	return ""
+}
+
+func sameBool(a, b *bool) bool { return (a == nil) == (b == nil) && (a == nil || *a == *b) }
+
+func fmtBool(b *bool) string {
+	if b == nil {
+		return "NULL"
+	}
+	return fmt.Sprint(*b)
+}
+
+func tooMany(st simulator.Stats) int {
+	n := 0
+	for _, in := range st.Instances {
+		n += in.TooMany
+	}
+	return n
+}
+
+// printSummary writes a run's summary for people.
+func printSummary(w io.Writer, s enrich.Summary) {
+	fmt.Fprintf(w, "   done %d, failed %d, rescheduled %d, released %d in %s (%.0f rows/s); stop: %s\n",
+		s.Done, s.Failed, s.Rescheduled, s.Released, s.Elapsed.Round(time.Millisecond), s.RowsPerSecond(), s.Stop)
+	fmt.Fprintf(w, "   API calls:")
+	for _, k := range sortedKeys(s.Calls) {
+		fmt.Fprintf(w, " %s=%d", k, s.Calls[k])
+	}
+	fmt.Fprintf(w, "\n")
+}

@@ -1,0 +1,71 @@
+// Command enrich fills a PostgreSQL table of phone numbers with WhatsApp presence and avatar
+// links from Green API's GetAvatar. See README.md, or run `enrich --help`.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"os"
+	"os/signal"
+	"sync/atomic"
+	"syscall"
+
+	"github.com/enrich-dev/enrich/enrich"
+)
+
+// Exit codes, documented in README.md.
+const (
+	exitOK         = 0
+	exitConfig     = 1
+	exitNoInstance = 2
+	exitDatabase   = 3
+)
+
+func main() {
+	// The first SIGINT/SIGTERM asks the run to stop gracefully; the second exits at once
+	// (leases expire and the rows come back).
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	ctx, cancel := context.WithCancel(context.Background())
+	var got atomic.Value
+	go func() {
+		s := <-sigs
+		got.Store(s)
+		cancel()
+		s = <-sigs
+		os.Exit(signalExit(s))
+	}()
+	err := run(ctx, os.Args[1:], stdio{in: os.Stdin, out: os.Stdout, err: os.Stderr, getenv: os.Getenv})
+	sig, _ := got.Load().(os.Signal)
+	os.Exit(exitCode(err, sig))
+}
+
+// exitCode maps a run's error, and the signal that stopped it if any, to the exit code.
+func exitCode(err error, sig os.Signal) int {
+	var ce *configError
+	switch {
+	case sig != nil && (err == nil || errors.Is(err, enrich.ErrInterrupted) || errors.Is(err, context.Canceled)):
+		return signalExit(sig)
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		return exitOK
+	case errors.As(err, &ce):
+		return exitConfig
+	case errors.Is(err, enrich.ErrNoInstance):
+		return exitNoInstance
+	case errors.Is(err, enrich.ErrDatabase):
+		return exitDatabase
+	case errors.Is(err, enrich.ErrInterrupted):
+		return 128 + int(syscall.SIGTERM)
+	}
+	return exitConfig
+}
+
+// signalExit is the shell's convention: 128 + the signal number (130 for SIGINT, 143 for
+// SIGTERM).
+func signalExit(s os.Signal) int {
+	if n, ok := s.(syscall.Signal); ok {
+		return 128 + int(n)
+	}
+	return 1
+}

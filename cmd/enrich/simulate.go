@@ -1,0 +1,154 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/enrich-dev/enrich/greenapi/simulator"
+)
+
+// simFlags are the simulator's settings as flags, shared by simulate and demo.
+type simFlags struct {
+	instances multiFlag
+	state     string
+	rps       float64
+	burst     int
+	quota     int
+	startAt   time.Duration
+	startFor  time.Duration
+	startEvry time.Duration
+	newer     bool
+	cfg       simulator.Config
+}
+
+// multiFlag is a repeatable string flag.
+type multiFlag []string
+
+func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
+func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
+
+func addSimFlags(fs *flag.FlagSet, s *simFlags) {
+	fs.Var(&s.instances, "instance", "serve instance ID:TOKEN (repeatable); default "+
+		simulator.InstanceIDDefault+":"+simulator.TokenDefault)
+	fs.StringVar(&s.state, "state", simulator.StateAuthorized, "every instance's state: authorized, notAuthorized, blocked, expired, deleted, starting")
+	fs.Float64Var(&s.rps, "rps", simulator.RPSDefault, "getAvatar requests per second allowed per instance (429 above it); negative: unlimited")
+	fs.IntVar(&s.burst, "burst", simulator.BurstDefault, "token bucket size per instance (1: strict minimum gap of 1/rps)")
+	fs.IntVar(&s.quota, "quota", 0, "getAvatar calls per instance before 466 QUOTE_EXCEEDED; 0: unlimited")
+	fs.DurationVar(&s.startAt, "starting-after", 0, "open a starting window this long after start")
+	fs.DurationVar(&s.startFor, "starting-for", 0, "length of the starting window; 0: none")
+	fs.DurationVar(&s.startEvry, "starting-every", 0, "repeat the starting window with this period; 0: once")
+	fs.BoolVar(&s.newer, "newer-wording", false, `say "instance is starting or not authorized" instead of the older messages`)
+	c := &s.cfg
+	fs.StringVar(&c.Edition, "edition", simulator.EditionDefault, "answer edition: seed, 2023, current, current+base64, mixed")
+	fs.StringVar(&c.ErrorBody, "error-body", simulator.ErrorBodyDefault, "HTTP 400 body form: text, json, mixed")
+	fs.Uint64Var(&c.Seed, "seed", 0, "seed of every number's truth and of the faults")
+	fs.Float64Var(&c.WeightAvatar, "weight-avatar", simulator.WeightAvatarDefault, "share of numbers with WhatsApp and an avatar")
+	fs.Float64Var(&c.WeightNoPhoto, "weight-no-photo", simulator.WeightNoPhotoDefault, "share with WhatsApp and no photo")
+	fs.Float64Var(&c.WeightHidden, "weight-hidden", simulator.WeightHiddenDefault, "share hiding their avatar by privacy settings")
+	fs.Float64Var(&c.WeightNoWhatsApp, "weight-no-whatsapp", simulator.WeightNoWhatsAppDefault, "share without WhatsApp")
+	fs.Float64Var(&c.WeightBadRequest, "weight-bad-request", simulator.WeightBadRequestDefault, `share the server rejects as "bad request data"`)
+	fs.Float64Var(&c.ServerErrorRate, "server-error-rate", 0, "share of requests answered 500/502/503/504")
+	fs.Float64Var(&c.TimeoutRate, "timeout-rate", 0, `share of numbers that first answer "get avatar timeout limit exceeded"`)
+	fs.IntVar(&c.TimeoutTimes, "timeout-times", simulator.TimeoutTimesDefault, "how many times such a number times out first")
+	fs.Float64Var(&c.HangRate, "hang-rate", 0, "share of requests never answered (the client times out)")
+	fs.DurationVar(&c.LatencyMedian, "latency-median", 0, "median answer latency (log-normal)")
+	fs.DurationVar(&c.LatencyP99, "latency-p99", 0, "99th percentile answer latency (the long tail)")
+	fs.DurationVar(&c.RetryAfter, "retry-after", 0, "send Retry-After with every 429; 0: none, as Green API")
+}
+
+// config turns the flags into a simulator configuration.
+func (s *simFlags) config() (simulator.Config, error) {
+	cfg := s.cfg
+	ids := s.instances
+	if len(ids) == 0 {
+		ids = multiFlag{simulator.InstanceIDDefault + ":" + simulator.TokenDefault}
+	}
+	for _, v := range ids {
+		id, token, ok := strings.Cut(v, ":")
+		if !ok || id == "" || token == "" {
+			return cfg, configErrorf("--instance %q: write it as ID:TOKEN, e.g. 1101000001:secret", v)
+		}
+		cfg.Instances = append(cfg.Instances, simulator.Instance{
+			ID: id, Token: token, State: s.state, RPS: s.rps, Burst: s.burst, Quota: s.quota,
+			StartingAfter: s.startAt, StartingFor: s.startFor, StartingEvery: s.startEvry, NewerWording: s.newer,
+		})
+	}
+	return cfg, nil
+}
+
+// serveSimulator listens on addr and serves sim, with its counters at /stats, until ctx ends.
+// It returns the bound address through ready (addr may end in :0).
+func serveSimulator(ctx context.Context, addr string, sim *simulator.Simulator, ready func(net.Addr)) error {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(sim.Stats())
+	})
+	mux.Handle("/", sim)
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return configErrorf("simulate: listen on %s: %v", addr, err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	ready(ln.Addr())
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("simulate: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	_ = srv.Shutdown(sctx)
+	srv.Close() // hung requests end here
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("simulate: %w", err)
+	}
+	return nil
+}
+
+func cmdSimulate(ctx context.Context, a *app, args []string) error {
+	fs := flag.NewFlagSet("simulate", flag.ContinueOnError)
+	fs.SetOutput(a.io.err)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: enrich simulate [flags]\n\nServes a Green API stand-in that follows the wire contract, "+
+			"faults included; counters at GET /stats. Point greenapi.api_url at it.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	addr := fs.String("addr", "127.0.0.1:7780", "listen address")
+	logFormat := fs.String("log-format", "auto", "log format: json, console, or auto")
+	var sf simFlags
+	addSimFlags(fs, &sf)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return configErrorf("%v (see enrich simulate --help)", err)
+	}
+	if err := a.setupLog(*logFormat, "info"); err != nil {
+		return err
+	}
+	cfg, err := sf.config()
+	if err != nil {
+		return err
+	}
+	sim, err := simulator.New(cfg)
+	if err != nil {
+		return configErrorf("%v", err)
+	}
+	err = serveSimulator(ctx, *addr, sim, func(addr net.Addr) {
+		a.log.Info().Str("api_url", "http://"+addr.String()).Int("instances", len(cfg.Instances)).
+			Msg("simulator serving; set greenapi.api_url to api_url")
+	})
+	st := sim.Stats()
+	a.log.Info().Int("requests", st.Requests).Msg("simulator stopped")
+	return err
+}
