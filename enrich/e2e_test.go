@@ -44,13 +44,6 @@ func TestEndToEnd(t *testing.T) {
 		}
 		simCfg.Instances = append(simCfg.Instances, in)
 	}
-	sim, err := simulator.New(simCfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(sim)
-	t.Cleanup(srv.Close)
-
 	pool := pgtest.NewPool(t)
 	// The store's clock can be moved forward between runs, so rows rescheduled for later come
 	// due without the test waiting for them.
@@ -83,6 +76,14 @@ func TestEndToEnd(t *testing.T) {
 	}
 	insertTargets(t, pool, append(valid, invalid...))
 
+	// The simulator starts now, so its starting window falls inside the first run.
+	sim, err := simulator.New(simCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(sim)
+	t.Cleanup(srv.Close)
+
 	var clients []enrich.Instance
 	for _, in := range simCfg.Instances {
 		cl, err := greenapi.New(greenapi.Config{APIURL: srv.URL, IDInstance: in.ID, Token: in.Token,
@@ -93,6 +94,7 @@ func TestEndToEnd(t *testing.T) {
 		clients = append(clients, enrich.Instance{API: cl, RPS: rps})
 	}
 	var runs int
+	var starting int64
 	for runs = 1; runs <= 10; runs++ {
 		r, err := enrich.NewRunner(st, enrich.Config{
 			Owner: fmt.Sprintf("e2e-%d", runs), Instances: clients, Workers: 16, BatchSize: 100,
@@ -107,6 +109,7 @@ func TestEndToEnd(t *testing.T) {
 			t.Fatalf("run %d: %v (%+v)", runs, err, sum)
 		}
 		t.Logf("run %d: %+v", runs, sum)
+		starting += sum.Calls["getAvatar starting"]
 		rep, err := st.Status(ctx)
 		if err != nil {
 			t.Fatal(err)
@@ -115,6 +118,9 @@ func TestEndToEnd(t *testing.T) {
 			break
 		}
 		skew.Add(int64(2 * time.Hour)) // the next night
+	}
+	if starting == 0 {
+		t.Errorf("no call met the starting window: the test does not cover the pause")
 	}
 	if runs > 4 {
 		t.Errorf("took %d runs; rows time out at most twice, so 3 should do", runs)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -24,6 +25,11 @@ type instance struct {
 	api     API
 	id      string
 	limiter *rate.Limiter
+	// pacing lets one worker at a time wait on the limiter. Unserialized, every waiter holds a
+	// reservation spaced 1/rps apart in advance; a stall (GC, a busy node) then wakes them all
+	// at once and they leave in a burst. Serialized, a waiter reserves only when the one
+	// before it has left, so after any stall at most two requests leave close together.
+	pacing sync.Mutex
 	r       *Runner
 
 	mu sync.Mutex
@@ -77,6 +83,13 @@ func (in *instance) wait(ctx context.Context) error {
 			return ctx.Err()
 		}
 	}
+}
+
+// pace waits for this instance's next request slot.
+func (in *instance) pace(ctx context.Context) error {
+	in.pacing.Lock()
+	defer in.pacing.Unlock()
+	return in.limiter.Wait(ctx)
 }
 
 // answered ends a starting episode: the instance just gave a real answer.
@@ -200,8 +213,15 @@ func remedy(err error) string {
 			return "the account's plan quota is spent: upgrade the plan or wait for the quota to renew"
 		}
 	}
-	return "open the Green API console: authorize the instance by scanning the QR code with WhatsApp on the phone, " +
-		"or renew an expired or deleted instance"
+	switch msg := strings.ToLower(err.Error()); {
+	case strings.Contains(msg, "expired"):
+		return "the instance's paid period is over: renew it in the Green API console"
+	case strings.Contains(msg, "deleted"):
+		return "the instance was deleted: create a new one in the Green API console and configure its id and token"
+	case strings.Contains(msg, "blocked"):
+		return "WhatsApp blocked the account: see the Green API console; the instance cannot be used until it is unblocked"
+	}
+	return "open the Green API console and authorize the instance: scan its QR code with WhatsApp on the phone"
 }
 
 // logDown logs, once, why an instance left the run.

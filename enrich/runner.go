@@ -146,7 +146,7 @@ func (r *Runner) Run(ctx context.Context) (Summary, error) {
 		return sum, ErrInterrupted
 	case errors.Is(cause, ErrNoInstance):
 		sum.Stop = "no usable instance"
-		return sum, ErrNoInstance
+		return sum, cause
 	case errors.Is(cause, errDeadline):
 		sum.Stop = "max_duration reached"
 	case r.ended != nil:
@@ -227,7 +227,7 @@ func (r *Runner) claim(rows chan<- store.Claimed) error {
 		// A stop must not cut a claim half-way: the rows it took would stay leased.
 		batch, err := r.store.Claim(context.WithoutCancel(r.stop), r.cfg.Owner, n, r.cfg.Lease)
 		if err != nil {
-			err = fmt.Errorf("claim batch: %w: %w", ErrDatabase, err)
+			err = fmt.Errorf("%w: %w", ErrDatabase, err)
 			r.cancelStop(err)
 			return err
 		}
@@ -298,7 +298,7 @@ func (r *Runner) process(in *instance, row store.Claimed) {
 	}
 	transient, limited := 0, 0
 	for {
-		if in.wait(r.stop) != nil || in.limiter.Wait(r.stop) != nil {
+		if in.wait(r.stop) != nil || in.pace(r.stop) != nil {
 			r.giveBack(row.ID)
 			return
 		}

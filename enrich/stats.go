@@ -88,14 +88,15 @@ func (s *stats) call(method string, err error) {
 	s.mu.Unlock()
 }
 
-// written counts what a write changed and what it lost to a fence.
-func (s *stats) written(b store.Batch, got store.Written) {
+// written counts what a write changed, and returns how many results it lost to the fence.
+func (s *stats) written(b store.Batch, got store.Written) int64 {
 	s.done.Add(got.Done)
 	s.failed.Add(got.Failed)
 	s.rescheduled.Add(got.Retried)
 	s.released.Add(got.Released)
-	sent := int64(len(b.Done) + len(b.Failed) + len(b.Retry) + len(b.Released))
-	s.lost.Add(sent - got.Done - got.Failed - got.Retried - got.Released)
+	lost := int64(b.Len()) - got.Total()
+	s.lost.Add(lost)
+	return lost
 }
 
 func (s *stats) summary(elapsed time.Duration) Summary {

@@ -126,11 +126,14 @@ func (w *writer) flush() error {
 		w.pending = merge(b, w.pending)
 		w.n += n
 		w.mu.Unlock()
-		w.err = fmt.Errorf("write results: %w: %w", ErrDatabase, err)
+		w.err = fmt.Errorf("%w: %w", ErrDatabase, err)
 		return w.err
 	}
 	w.err = nil
-	w.r.stats.written(b, got)
+	if lost := w.r.stats.written(b, got); lost > 0 {
+		w.r.log.Warn().Int64("results", lost).
+			Msg("results not written: another run holds those rows now (this run's lease expired; raise run.lease)")
+	}
 	return nil
 }
 

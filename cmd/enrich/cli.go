@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/enrich-dev/enrich/enrich"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/mattn/go-isatty"
 	"github.com/rs/zerolog"
@@ -207,9 +208,16 @@ func (a *app) connect(ctx context.Context) (*pgxpool.Pool, error) {
 	return pool, nil
 }
 
-// dbErr marks err as the database's, for exit code 3.
+// dbErr marks err as the database's, for exit code 3, with a hint when the table is missing.
 func dbErr(step string, err error) error {
-	if err == nil || errors.Is(err, enrich.ErrDatabase) {
+	if err == nil {
+		return nil
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "42P01" /* undefined_table */ {
+		err = fmt.Errorf("%w (run `enrich migrate` first, with the same database.url and database.table)", err)
+	}
+	if errors.Is(err, enrich.ErrDatabase) {
 		return err
 	}
 	return fmt.Errorf("%s: %w: %w", step, enrich.ErrDatabase, err)

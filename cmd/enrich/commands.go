@@ -117,7 +117,11 @@ func enqueue(ctx context.Context, st *store.Store, in io.Reader, name string, er
 	sc := bufio.NewScanner(in)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for line := 1; sc.Scan(); line++ {
-		text := strings.TrimSpace(sc.Text())
+		text := sc.Text()
+		if line == 1 {
+			text = strings.TrimPrefix(text, "\ufeff") // the byte-order mark spreadsheets write
+		}
+		text = strings.TrimSpace(text)
 		if text == "" || strings.HasPrefix(text, "#") {
 			continue
 		}
@@ -214,6 +218,9 @@ func cmdRun(ctx context.Context, a *app, args []string) error {
 	defer pool.Close()
 	sum, err := a.runOnce(ctx, st)
 	a.log.Info().Object("summary", sum).Msg("run finished")
+	if errors.Is(err, enrich.ErrDatabase) {
+		err = dbErr("run", err)
+	}
 	return err
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"reflect"
 	"strings"
 	"time"
 
@@ -21,6 +22,10 @@ type Config struct {
 	GreenAPI GreenAPIConfig `toml:"greenapi"`
 	Run      RunConfig      `toml:"run"`
 	Retry    RetryConfig    `toml:"retry"`
+
+	// envErr is a conflict between the environment and the file that matters only to
+	// commands that call the API.
+	envErr error
 }
 
 // DatabaseConfig is [database].
@@ -140,7 +145,7 @@ func loadConfig(path string, getenv func(string) string) (Config, error) {
 		dec := toml.NewDecoder(bytes.NewReader(data))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&cfg); err != nil {
-			return cfg, configErrorf("%s", describeTOMLError(path, err))
+			return cfg, configErrorf("%s", describeTOMLError(path, data, err))
 		}
 	}
 	if v := getenv("DATABASE_URL"); v != "" {
@@ -156,8 +161,11 @@ func loadConfig(path string, getenv func(string) string) (Config, error) {
 			cfg.GreenAPI.Instances = []InstanceConfig{{}}
 		case 1:
 		default:
-			return cfg, configErrorf("GREENAPI_ID_INSTANCE and GREENAPI_API_TOKEN_INSTANCE describe one instance, " +
+			// Only an error for commands that call the API: status or migrate in the same pod
+			// must still work.
+			cfg.envErr = configErrorf("GREENAPI_ID_INSTANCE and GREENAPI_API_TOKEN_INSTANCE describe one instance, " +
 				"but the config file has several [[greenapi.instance]]: set each instance's id and token_file in the file instead")
+			return cfg, nil
 		}
 		if id != "" {
 			cfg.GreenAPI.Instances[0].ID = id
@@ -170,8 +178,8 @@ func loadConfig(path string, getenv func(string) string) (Config, error) {
 }
 
 // describeTOMLError turns go-toml's errors into "file:line:col: key: what", without the
-// document excerpt go-toml offers: that excerpt could show a token.
-func describeTOMLError(path string, err error) string {
+// document excerpt go-toml offers: that excerpt could show a token. data is the document.
+func describeTOMLError(path string, data []byte, err error) string {
 	var strict *toml.StrictMissingError
 	if errors.As(err, &strict) {
 		var lines []string
@@ -191,7 +199,54 @@ func describeTOMLError(path string, err error) string {
 		}
 		return fmt.Sprintf("%s:%d:%d: %s%s", path, row, col, key, strings.TrimPrefix(de.Error(), "toml: "))
 	}
+	// go-toml hands a number or a boolean meant for a Duration (timeout = 60) to UnmarshalText
+	// and returns its error bare, with neither position nor key: find the key.
+	if key := unquotedDuration(reflect.TypeFor[Config](), data); key != "" {
+		return fmt.Sprintf("%s: %s: %v", path, key, err)
+	}
 	return fmt.Sprintf("%s: %v", path, err)
+}
+
+// unquotedDuration returns the dotted key of the first Duration in the TOML document data
+// whose value is not a string, or "" if there is none (or data does not parse).
+func unquotedDuration(typ reflect.Type, data []byte) string {
+	var doc map[string]any
+	if toml.Unmarshal(data, &doc) != nil {
+		return ""
+	}
+	var find func(typ reflect.Type, doc map[string]any, prefix string) string
+	find = func(typ reflect.Type, doc map[string]any, prefix string) string {
+		for i := 0; i < typ.NumField(); i++ {
+			f := typ.Field(i)
+			name := f.Tag.Get("toml")
+			key := prefix + name
+			switch v := doc[name]; {
+			case v == nil:
+			case f.Type == reflect.TypeFor[Duration]():
+				if _, ok := v.(string); !ok {
+					return key
+				}
+			case f.Type.Kind() == reflect.Struct:
+				if m, ok := v.(map[string]any); ok {
+					if k := find(f.Type, m, key+"."); k != "" {
+						return k
+					}
+				}
+			case f.Type.Kind() == reflect.Slice && f.Type.Elem().Kind() == reflect.Struct:
+				if list, ok := v.([]any); ok {
+					for j, e := range list {
+						if m, ok := e.(map[string]any); ok {
+							if k := find(f.Type.Elem(), m, fmt.Sprintf("%s[%d].", key, j)); k != "" {
+								return k
+							}
+						}
+					}
+				}
+			}
+		}
+		return ""
+	}
+	return find(typ, doc, "")
 }
 
 // validate checks every value before anything is touched, naming the key at fault.
@@ -239,6 +294,9 @@ func (c *Config) validate(needAPI bool) error {
 	if !needAPI {
 		return nil
 	}
+	if c.envErr != nil {
+		return c.envErr
+	}
 	switch greenapi.RequestBy(c.GreenAPI.RequestBy) {
 	case greenapi.RequestByChatID, greenapi.RequestByPhoneNumber:
 	default:
@@ -279,10 +337,11 @@ func (c *Config) validate(needAPI bool) error {
 			if err != nil {
 				return configErrorf("%s.token_file: %v", key, err)
 			}
-			in.Token = strings.TrimSpace(string(b))
-			if in.Token == "" {
+			token := strings.TrimSpace(string(b))
+			if token == "" {
 				return configErrorf("%s.token_file %s is empty", key, in.TokenFile)
 			}
+			in.Token, in.TokenFile = token, ""
 		case in.Token == "":
 			return configErrorf("%s has no token: set token or token_file (or GREENAPI_API_TOKEN_INSTANCE)", key)
 		}

@@ -14,6 +14,8 @@ import (
 	"math/rand/v2"
 	"strings"
 	"time"
+
+	"github.com/enrich-dev/enrich/greenapi"
 )
 
 // Editions of the GetAvatar answer body (see the contract's "Successful response" table). A
@@ -49,12 +51,12 @@ const (
 // Instance states, as GetStateInstance reports them, plus "expired" and "deleted", which it
 // cannot report but which change what every other method answers.
 const (
-	StateAuthorized    = "authorized"
-	StateNotAuthorized = "notAuthorized"
-	StateBlocked       = "blocked"
-	StateSleepMode     = "sleepMode"
-	StateStarting      = "starting"
-	StateYellowCard    = "yellowCard"
+	StateAuthorized    = greenapi.StateAuthorized
+	StateNotAuthorized = greenapi.StateNotAuthorized
+	StateBlocked       = greenapi.StateBlocked
+	StateSleepMode     = greenapi.StateSleepMode
+	StateStarting      = greenapi.StateStarting
+	StateYellowCard    = greenapi.StateYellowCard
 	StateExpired       = "expired"
 	StateDeleted       = "deleted"
 )

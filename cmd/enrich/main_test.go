@@ -1,0 +1,10 @@
+package main
+
+import (
+	"testing"
+
+	"github.com/enrich-dev/enrich/internal/pgtest"
+)
+
+// TestMain runs the package's tests against a real PostgreSQL (see pgtest).
+func TestMain(m *testing.M) { pgtest.Main(m) }

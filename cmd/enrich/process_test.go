@@ -1,0 +1,221 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/enrich-dev/enrich/greenapi/simulator"
+	"github.com/enrich-dev/enrich/internal/pgtest"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// These tests run the real binary as a subprocess, as cron or Kubernetes would: signals and
+// exit codes are only honest there.
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// enrichBinary builds cmd/enrich once per test process.
+func enrichBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "enrich-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "enrich")
+		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+// procBundle is a database with rows, a simulator, and a config file pointing at both.
+type procBundle struct {
+	pool    *pgxpool.Pool
+	dbURL   string
+	sim     *simulator.Simulator
+	config  string
+	targets []string
+	// answered is closed once the simulator has answered `after` requests.
+	answered chan struct{}
+}
+
+func setupProc(t *testing.T, rows int, inst simulator.Instance, simCfg simulator.Config, runToml string, after int) procBundle {
+	t.Helper()
+	dbURL := pgtest.NewDB(t)
+	pool := pgtest.Connect(t, dbURL)
+	var targets []string
+	for i := range rows {
+		targets = append(targets, fmt.Sprintf("7901%07d", i))
+	}
+	if _, err := pool.Exec(context.Background(), `INSERT INTO contacts (phone_number) SELECT unnest($1::text[])`, targets); err != nil {
+		t.Fatal(err)
+	}
+	simCfg.Instances = []simulator.Instance{inst}
+	sim, err := simulator.New(simCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	answered := make(chan struct{})
+	var n atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sim.ServeHTTP(w, r)
+		if n.Add(1) == int64(after) {
+			close(answered)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	cfg := filepath.Join(t.TempDir(), "enrich.toml")
+	toml := fmt.Sprintf("[greenapi]\napi_url = %q\n\n[[greenapi.instance]]\nid = %q\ntoken = %q\nrps = %g\n\n%s\n",
+		srv.URL, inst.ID, inst.Token, inst.RPS, runToml)
+	if err := os.WriteFile(cfg, []byte(toml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return procBundle{pool: pool, dbURL: dbURL, sim: sim, config: cfg, targets: targets, answered: answered}
+}
+
+func (b procBundle) command(t *testing.T, args ...string) (*exec.Cmd, *bytes.Buffer) {
+	t.Helper()
+	cmd := exec.Command(enrichBinary(t), args...)
+	cmd.Env = append(os.Environ(), "DATABASE_URL="+b.dbURL, "ENRICH_CONFIG="+b.config)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	return cmd, &out
+}
+
+func (b procBundle) count(t *testing.T, where string) int {
+	t.Helper()
+	var n int
+	if err := b.pool.QueryRow(context.Background(), "SELECT count(*) FROM contacts WHERE "+where).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func exitStatus(err error) int {
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return ee.ExitCode()
+	}
+	if err == nil {
+		return 0
+	}
+	return -1
+}
+
+// TestSIGTERMMidBatch stops a run with SIGTERM while calls are in flight: it must exit 143
+// within shutdown_grace + 2 s, with every answer the simulator gave in the table and no row
+// left locked.
+func TestSIGTERMMidBatch(t *testing.T) {
+	t.Parallel()
+	const grace = 3 * time.Second
+	b := setupProc(t, 2000,
+		simulator.Instance{ID: "1101000001", Token: "tok-sigterm", RPS: 100, Burst: 10},
+		simulator.Config{Seed: 3, Edition: simulator.EditionMixed, LatencyMedian: 30 * time.Millisecond, LatencyP99: 400 * time.Millisecond},
+		fmt.Sprintf("[run]\nworkers = 16\nbatch_size = 100\nshutdown_grace = %q\n", grace), 150)
+	cmd, out := b.command(t, "run", "--log-format", "json")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-b.answered:
+	case <-time.After(60 * time.Second):
+		_ = cmd.Process.Kill()
+		t.Fatalf("the simulator saw too few requests in 60 s; output:\n%s", out)
+	}
+	sent := time.Now()
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	err := cmd.Wait()
+	elapsed := time.Since(sent)
+	if code := exitStatus(err); code != 143 {
+		t.Fatalf("exit code %d, want 143; output:\n%s", code, out)
+	}
+	if elapsed > grace+2*time.Second {
+		t.Fatalf("exited %s after SIGTERM, want within shutdown_grace + 2 s (%s)", elapsed, grace+2*time.Second)
+	}
+	if n := b.count(t, "locked_by IS NOT NULL"); n != 0 {
+		t.Fatalf("%d rows left locked", n)
+	}
+	answered, missing := 0, 0
+	rows, err := b.pool.Query(context.Background(), `SELECT phone_number, status FROM contacts`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var phone, status string
+	if _, err := pgx.ForEachRow(rows, []any{&phone, &status}, func() error {
+		if b.sim.Answers(phone) > 0 {
+			answered++
+			if status == "pending" {
+				missing++
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if answered == 0 || missing != 0 {
+		t.Fatalf("%d of %d answers the simulator gave are not in the table; output:\n%s", missing, answered, out)
+	}
+	if n := b.count(t, "status = 'pending' AND attempts <> 0"); n != 0 {
+		t.Fatalf("%d pending rows spent attempts", n)
+	}
+	if !strings.Contains(out.String(), `"stop":"interrupted"`) {
+		t.Fatalf("no summary line with stop=interrupted in:\n%s", out)
+	}
+	t.Logf("SIGTERM → exit 143 after %s; %d answers written, %d rows left pending", elapsed.Round(time.Millisecond),
+		answered, b.count(t, "status = 'pending'"))
+}
+
+// TestNotAuthorizedExits2 runs against an instance whose WhatsApp account is not linked: the
+// run exits 2 naming the instance and the remedy, and the rows are untouched.
+func TestNotAuthorizedExits2(t *testing.T) {
+	t.Parallel()
+	for _, newer := range []bool{false, true} {
+		t.Run(fmt.Sprintf("newer_wording=%v", newer), func(t *testing.T) {
+			t.Parallel()
+			b := setupProc(t, 50,
+				simulator.Instance{ID: "1101000077", Token: "tok-notauth", RPS: 10, State: simulator.StateNotAuthorized, NewerWording: newer},
+				simulator.Config{}, "", 1)
+			cmd, out := b.command(t, "run", "--log-format", "json")
+			err := cmd.Run()
+			if code := exitStatus(err); code != 2 {
+				t.Fatalf("exit code %d, want 2; output:\n%s", code, out)
+			}
+			if !strings.Contains(out.String(), "1101000077") || !strings.Contains(out.String(), "QR code") {
+				t.Fatalf("the error does not name the instance and the remedy:\n%s", out)
+			}
+			if strings.Contains(out.String(), "tok-notauth") {
+				t.Fatalf("the token appears in the output:\n%s", out)
+			}
+			if n := b.count(t, "status = 'pending' AND attempts = 0 AND locked_by IS NULL"); n != 50 {
+				t.Fatalf("untouched pending rows = %d, want 50", n)
+			}
+		})
+	}
+}
