@@ -30,7 +30,7 @@ type instance struct {
 	// at once and they leave in a burst. Serialized, a waiter reserves only when the one
 	// before it has left, so after any stall at most two requests leave close together.
 	pacing sync.Mutex
-	r       *Runner
+	r      *Runner
 
 	mu sync.Mutex
 	// open is closed while calls may go through; a paused gate holds a fresh, open channel.
