@@ -60,6 +60,11 @@ func cmdDemo(ctx context.Context, a *app, args []string) error {
 		return dbErr("demo: find PostgreSQL", err)
 	}
 	defer stop()
+	where := "the server at " + pgcluster.Redact(server)
+	if server != a.io.getenv("DATABASE_URL") && server != pgcluster.LocalURL {
+		where = "a throw-away cluster (no server answered at " + pgcluster.LocalURL + "); it is removed when the demo ends"
+	}
+	fmt.Fprintf(out, "== PostgreSQL: %s\n", where)
 	dbURL, err := recreateDatabase(ctx, server, demoDatabase)
 	if err != nil {
 		return dbErr("demo: create database "+demoDatabase, err)
