@@ -319,7 +319,9 @@ func (r *Runner) process(in *instance, row store.Claimed) {
 			in.pause(r.stop, err)
 			continue
 		case greenapi.ClassRateLimited:
-			wait = retryAfter(err)
+			// The server's Retry-After if it sent one (bounded, so a bad header cannot park
+			// the run), else the same 1 s to 30 s backoff as a starting instance.
+			wait = min(retryAfter(err), r.cfg.Retry.Max)
 			if wait <= 0 {
 				wait = r.cfg.StartingBackoff.Full(limited, r.cfg.Rand)
 			}
