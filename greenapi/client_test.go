@@ -90,7 +90,7 @@ func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { retu
 // newWithTransport makes a Client whose requests go to rt instead of a network.
 func newWithTransport(t *testing.T, rt http.RoundTripper, mods ...func(*Config)) *Client {
 	t.Helper()
-	cfg := Config{APIURL: "https://api.green-api.com", IDInstance: testID, Token: testToken,
+	cfg := Config{APIURL: "https://api.greenapi.test", IDInstance: testID, Token: testToken,
 		HTTPClient: &http.Client{Transport: rt}}
 	for _, m := range mods {
 		m(&cfg)
@@ -728,7 +728,7 @@ func TestCheckWhatsapp(t *testing.T) {
 
 func TestNew(t *testing.T) {
 	t.Parallel()
-	valid := Config{APIURL: "https://api.green-api.com", IDInstance: testID, Token: testToken}
+	valid := Config{APIURL: "https://api.greenapi.test", IDInstance: testID, Token: testToken}
 	t.Run("defaults", func(t *testing.T) {
 		t.Parallel()
 		c, err := New(valid)
@@ -738,7 +738,7 @@ func TestNew(t *testing.T) {
 		if c.ID() != testID || c.timeout != TimeoutDefault || c.requestBy != RequestByChatID || c.hc == nil || c.now == nil {
 			t.Errorf("defaults not applied: id %q timeout %v requestBy %q", c.ID(), c.timeout, c.requestBy)
 		}
-		if c.base != "https://api.green-api.com" {
+		if c.base != "https://api.greenapi.test" {
 			t.Errorf("base = %q", c.base)
 		}
 		tr := c.hc.Transport.(*http.Transport)
@@ -764,15 +764,15 @@ func TestNew(t *testing.T) {
 		wantField string
 	}{
 		{"no url", func(c *Config) { c.APIURL = "" }, "APIURL"},
-		{"no scheme", func(c *Config) { c.APIURL = "api.green-api.com" }, "APIURL"},
-		{"ftp", func(c *Config) { c.APIURL = "ftp://api.green-api.com" }, "APIURL"},
+		{"no scheme", func(c *Config) { c.APIURL = "api.greenapi.test" }, "APIURL"},
+		{"ftp", func(c *Config) { c.APIURL = "ftp://api.greenapi.test" }, "APIURL"},
 		{"no host", func(c *Config) { c.APIURL = "https://" }, "APIURL"},
-		{"query", func(c *Config) { c.APIURL = "https://api.green-api.com/?x=1" }, "APIURL"},
-		{"user info", func(c *Config) { c.APIURL = "https://user:" + testToken + "@api.green-api.com" }, "APIURL"},
+		{"query", func(c *Config) { c.APIURL = "https://api.greenapi.test/?x=1" }, "APIURL"},
+		{"user info", func(c *Config) { c.APIURL = "https://user:" + testToken + "@api.greenapi.test" }, "APIURL"},
 		{"full method url", func(c *Config) {
-			c.APIURL = "https://api.green-api.com/waInstance" + testID + "/getAvatar/" + testToken
+			c.APIURL = "https://api.greenapi.test/waInstance" + testID + "/getAvatar/" + testToken
 		}, "APIURL"},
-		{"bad url", func(c *Config) { c.APIURL = "https://api.green-api.com/%zz" + testToken }, "APIURL"},
+		{"bad url", func(c *Config) { c.APIURL = "https://api.greenapi.test/%zz" + testToken }, "APIURL"},
 		{"no id", func(c *Config) { c.IDInstance = "" }, "IDInstance"},
 		{"id letters", func(c *Config) { c.IDInstance = "110100000a" }, "IDInstance"},
 		{"token as id", func(c *Config) { c.IDInstance = testToken }, "IDInstance"},
@@ -906,7 +906,7 @@ func TestTokenNeverLeaks(t *testing.T) {
 		{APIURL: testToken, IDInstance: testID, Token: testToken},
 		{APIURL: "https://x", IDInstance: testToken, Token: testToken},
 		{APIURL: "https://x", IDInstance: testID, Token: testToken, RequestBy: RequestBy(testToken)},
-		{APIURL: "https://api.green-api.com/waInstance1/getAvatar/" + testToken, IDInstance: testID, Token: testToken},
+		{APIURL: "https://api.greenapi.test/waInstance1/getAvatar/" + testToken, IDInstance: testID, Token: testToken},
 	} {
 		_, err := New(cfg)
 		if err == nil {
