@@ -1,9 +1,6 @@
 package enrich
 
-import (
-	"context"
-	"time"
-)
+import "time"
 
 // Backoff spaces out retries exponentially from Base, never beyond Max. Two spreads are offered
 // because two jobs need them: retries inside a run want full jitter (many workers retrying a
@@ -39,19 +36,4 @@ func (b Backoff) Full(n int, rnd func() float64) time.Duration {
 func (b Backoff) Equal(n int, rnd func() float64) time.Duration {
 	c := b.ceiling(n)
 	return c/2 + time.Duration(rnd()*float64(c/2))
-}
-
-// sleepCtx waits for d or until ctx is done, whichever is first; it is the default Config.Sleep.
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }

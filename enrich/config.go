@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/enrich-dev/enrich/greenapi"
+	"github.com/enrich-dev/enrich/internal/clock"
 	"github.com/enrich-dev/enrich/store"
 	"github.com/rs/zerolog"
 )
@@ -178,7 +179,7 @@ func (c Config) withDefaults() (Config, error) {
 		c.Now = time.Now
 	}
 	if c.Sleep == nil {
-		c.Sleep = sleepCtx
+		c.Sleep = clock.Sleep
 	}
 	if c.Rand == nil {
 		c.Rand = rand.Float64

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/enrich-dev/enrich/greenapi"
+	"github.com/enrich-dev/enrich/internal/clock"
 )
 
 // Editions of the GetAvatar answer body (see the contract's "Successful response" table). A
@@ -193,21 +194,6 @@ type Config struct {
 	Rand rand.Source
 }
 
-// sleepDefault is Config.Sleep's default: a timer that a cancelled context interrupts.
-func sleepDefault(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
 // errConfig prefixes configuration errors with the package, as x/time/rate does.
 func errConfig(format string, args ...any) error {
 	return fmt.Errorf("simulator: "+format, args...)
@@ -219,7 +205,7 @@ func (cfg Config) withDefaults() (Config, error) {
 		cfg.Now = time.Now
 	}
 	if cfg.Sleep == nil {
-		cfg.Sleep = sleepDefault
+		cfg.Sleep = clock.Sleep
 	}
 	if cfg.Rand == nil {
 		cfg.Rand = rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15)
