@@ -29,6 +29,8 @@ var (
 var (
 	errDeadline = errors.New("max_duration reached")
 	errLimit    = errors.New("limit reached")
+	// errRunDone stops what is left of a run that has ended on its own.
+	errRunDone = errors.New("run done")
 )
 
 // Runner runs one batch run. It is single-use: make one with NewRunner, call Run once.
@@ -127,7 +129,7 @@ func (r *Runner) Run(ctx context.Context) (Summary, error) {
 	for range rows {
 	}
 	cause := context.Cause(stop)
-	cancelStop(nil) // ends any state prober still waiting
+	cancelStop(errRunDone) // ends any state prober still waiting
 	r.probes.Wait()
 	r.w.release(r.takeHeld()...)
 	if werr := r.w.close(); err == nil {
@@ -192,6 +194,14 @@ func (r *Runner) cutCallsAfterGrace(cancelCalls context.CancelFunc) {
 	case <-r.stop.Done():
 	case <-r.calls.Done():
 		return
+	}
+	if cause := context.Cause(r.stop); !errors.Is(cause, errRunDone) {
+		why := cause.Error()
+		if errors.Is(cause, context.Canceled) {
+			why = "interrupted"
+		}
+		r.log.Info().Str("why", why).Str("shutdown_grace", r.cfg.ShutdownGrace.String()).
+			Msg("stopping: no new claims; calls in flight may finish within shutdown_grace")
 	}
 	t := time.NewTimer(r.cfg.ShutdownGrace)
 	defer t.Stop()

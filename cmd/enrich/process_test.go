@@ -60,8 +60,9 @@ type procBundle struct {
 	sim     *simulator.Simulator
 	config  string
 	targets []string
-	// answered is closed once the simulator has answered `after` requests.
-	answered chan struct{}
+	// arrived is closed once `after` requests have reached the simulator, answered once it
+	// has answered that many.
+	arrived, answered chan struct{}
 }
 
 func setupProc(t *testing.T, rows int, inst simulator.Instance, simCfg simulator.Config, runToml string, after int) procBundle {
@@ -80,11 +81,14 @@ func setupProc(t *testing.T, rows int, inst simulator.Instance, simCfg simulator
 	if err != nil {
 		t.Fatal(err)
 	}
-	answered := make(chan struct{})
-	var n atomic.Int64
+	arrived, answered := make(chan struct{}), make(chan struct{})
+	var in, done atomic.Int64
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if in.Add(1) == int64(after) {
+			close(arrived)
+		}
 		sim.ServeHTTP(w, r)
-		if n.Add(1) == int64(after) {
+		if done.Add(1) == int64(after) {
 			close(answered)
 		}
 	}))
@@ -95,16 +99,59 @@ func setupProc(t *testing.T, rows int, inst simulator.Instance, simCfg simulator
 	if err := os.WriteFile(cfg, []byte(toml), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return procBundle{pool: pool, dbURL: dbURL, sim: sim, config: cfg, targets: targets, answered: answered}
+	return procBundle{pool: pool, dbURL: dbURL, sim: sim, config: cfg, targets: targets, arrived: arrived, answered: answered}
 }
 
-func (b procBundle) command(t *testing.T, args ...string) (*exec.Cmd, *bytes.Buffer) {
+func (b procBundle) command(t *testing.T, args ...string) (*exec.Cmd, *output) {
 	t.Helper()
 	cmd := exec.Command(enrichBinary(t), args...)
 	cmd.Env = append(os.Environ(), "DATABASE_URL="+b.dbURL, "ENRICH_CONFIG="+b.config)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	return cmd, &out
+	out := &output{}
+	cmd.Stdout, cmd.Stderr = out, out
+	return cmd, out
+}
+
+// output collects a subprocess's output and tells when a text shows up in it, so a test waits
+// on what the process says instead of sleeping.
+type output struct {
+	mu      sync.Mutex
+	buf     bytes.Buffer
+	watches map[string]chan struct{}
+}
+
+func (o *output) Write(p []byte) (int, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	n, err := o.buf.Write(p)
+	for text, ch := range o.watches {
+		if bytes.Contains(o.buf.Bytes(), []byte(text)) {
+			close(ch)
+			delete(o.watches, text)
+		}
+	}
+	return n, err
+}
+
+// seen is closed once text has been written.
+func (o *output) seen(text string) <-chan struct{} {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	ch := make(chan struct{})
+	if bytes.Contains(o.buf.Bytes(), []byte(text)) {
+		close(ch)
+		return ch
+	}
+	if o.watches == nil {
+		o.watches = map[string]chan struct{}{}
+	}
+	o.watches[text] = ch
+	return ch
+}
+
+func (o *output) String() string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.buf.String()
 }
 
 func (b procBundle) count(t *testing.T, where string) int {
@@ -145,6 +192,7 @@ func TestSIGTERMMidBatch(t *testing.T) {
 	case <-b.answered:
 	case <-time.After(60 * time.Second):
 		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
 		t.Fatalf("the simulator saw too few requests in 60 s; output:\n%s", out)
 	}
 	sent := time.Now()
@@ -217,5 +265,53 @@ func TestNotAuthorizedExits2(t *testing.T) {
 				t.Fatalf("untouched pending rows = %d, want 50", n)
 			}
 		})
+	}
+}
+
+// TestSecondSignalExitsAtOnce: the first SIGTERM waits up to shutdown_grace for calls in
+// flight; a second one does not wait. The rows it held come back when their lease expires.
+func TestSecondSignalExitsAtOnce(t *testing.T) {
+	t.Parallel()
+	b := setupProc(t, 100,
+		simulator.Instance{ID: "1101000001", Token: "tok-twice", RPS: 100, Burst: 10},
+		// Every request hangs until the client gives up (--timeout): calls stay in flight. The
+		// first is the pre-flight state check.
+		simulator.Config{HangRate: 1},
+		"[run]\nworkers = 4\nshutdown_grace = \"60s\"\nlease = \"1m\"\n", 5)
+	cmd, out := b.command(t, "run", "--log-format", "json", "--timeout", "30s")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-b.arrived: // four GetAvatar calls are in flight
+	case <-time.After(60 * time.Second):
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		t.Fatalf("no calls reached the simulator in 60 s; output:\n%s", out)
+	}
+	stopping := out.seen(`"why":"interrupted"`)
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-stopping: // the first signal was taken: the run waits for its calls
+	case <-time.After(30 * time.Second):
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		t.Fatalf("no stopping line after the first SIGTERM; output:\n%s", out)
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	sent := time.Now()
+	err := cmd.Wait()
+	if code := exitStatus(err); code != 143 {
+		t.Fatalf("exit code %d, want 143; output:\n%s", code, out)
+	}
+	if elapsed := time.Since(sent); elapsed > 5*time.Second {
+		t.Fatalf("the second SIGTERM took %s to end the process; shutdown_grace is 60 s", elapsed)
+	}
+	if n := b.count(t, "status <> 'pending' OR attempts <> 0"); n != 0 {
+		t.Fatalf("%d rows changed by a run that was stopped before any answer", n)
 	}
 }
