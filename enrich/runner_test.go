@@ -530,3 +530,88 @@ func TestRunLimitAndDeadline(t *testing.T) {
 		}
 	})
 }
+
+// TestRunTwiceAtOnce runs two runs on one table at the same moment, as two pods would: every
+// row is answered once, by one of them, and both finish cleanly.
+func TestRunTwiceAtOnce(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.insertPhones(t, phones(600)...)
+	api := newFake("1", func(greenapi.Target, int) (greenapi.Avatar, error) { return greenapi.Avatar{Available: yes()}, nil })
+	var wg sync.WaitGroup
+	sums := make([]enrich.Summary, 2)
+	for i := range sums {
+		wg.Go(func() {
+			cfg := config(api)
+			cfg.Owner = fmt.Sprintf("pod-%d", i)
+			sum, err := runOnce(t, context.Background(), b.store, cfg)
+			if err != nil {
+				t.Errorf("run %d: %v", i, err)
+			}
+			sums[i] = sum
+		})
+	}
+	wg.Wait()
+	if got := b.count(t, "status = 'done' AND locked_by IS NULL"); got != 600 {
+		t.Fatalf("done rows = %d, want 600", got)
+	}
+	if sums[0].Done+sums[1].Done != 600 {
+		t.Fatalf("runs wrote %d + %d rows, want 600 in all", sums[0].Done, sums[1].Done)
+	}
+	for _, p := range phones(600) {
+		if n := api.callsFor(p); n != 1 {
+			t.Fatalf("%s was called %d times, want once", p, n)
+		}
+	}
+}
+
+// flakyStore is the real store with writes that fail on demand, to see what a run does when
+// the database goes away under it.
+type flakyStore struct {
+	*store.Store
+	fail func(n int) bool // whether the n-th Write (from 0) fails
+	n    atomic.Int32
+}
+
+func (f *flakyStore) Write(ctx context.Context, owner string, b store.Batch) (store.Written, error) {
+	if f.fail(int(f.n.Add(1) - 1)) {
+		return store.Written{}, errors.New("connection reset by peer")
+	}
+	return f.Store.Write(ctx, owner, b)
+}
+
+func TestRunDatabaseFailures(t *testing.T) {
+	t.Parallel()
+	answer := func(greenapi.Target, int) (greenapi.Avatar, error) { return greenapi.Avatar{Available: yes()}, nil }
+	t.Run("a write that fails a few times is retried", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		b.insertPhones(t, phones(100)...)
+		st := &flakyStore{Store: b.store, fail: func(n int) bool { return n < 2 }}
+		sum, err := runOnce(t, context.Background(), st, config(newFake("1", answer)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := b.count(t, "status = 'done' AND locked_by IS NULL"); got != 100 || sum.Done != 100 {
+			t.Fatalf("done rows = %d (summary %d), want 100", got, sum.Done)
+		}
+	})
+	t.Run("a database that stays down stops the run and corrupts nothing", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		b.insertPhones(t, phones(100)...)
+		st := &flakyStore{Store: b.store, fail: func(int) bool { return true }}
+		_, err := runOnce(t, context.Background(), st, config(newFake("1", answer)))
+		if !errors.Is(err, enrich.ErrDatabase) {
+			t.Fatalf("err = %v, want ErrDatabase", err)
+		}
+		// Nothing was written: the claimed rows stay leased until the lease expires, and no
+		// row changed otherwise.
+		if got := b.count(t, "status = 'pending' AND attempts = 0"); got != 100 {
+			t.Fatalf("untouched pending rows = %d, want 100", got)
+		}
+		if got := b.count(t, "locked_by IS NOT NULL AND locked_until > now()"); got == 0 {
+			t.Fatalf("no row is leased: the run claimed nothing before the database failed?")
+		}
+	})
+}
