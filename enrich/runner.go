@@ -92,12 +92,16 @@ func NewRunner(st Store, cfg Config) (*Runner, error) {
 // received and gives back every row it did not finish. The summary is valid in all cases.
 func (r *Runner) Run(ctx context.Context) (Summary, error) {
 	start := r.cfg.Now()
-	stop, cancelStop := context.WithCancelCause(ctx)
+	// stop carries no deadline on purpose, not even ctx's: rate.Limiter.Wait fails at once
+	// when a wait would pass a context's deadline, so near a deadline every worker would give
+	// its row back at once and the claimer would claim the next batch, again and again.
+	stop, cancelStop := context.WithCancelCause(context.WithoutCancel(ctx))
 	defer cancelStop(nil)
+	unhook := context.AfterFunc(ctx, func() { cancelStop(context.Cause(ctx)) })
+	defer unhook()
 	if r.cfg.MaxDuration > 0 {
-		var cancel context.CancelFunc
-		stop, cancel = context.WithTimeoutCause(stop, r.cfg.MaxDuration, errDeadline)
-		defer cancel()
+		deadline := time.AfterFunc(r.cfg.MaxDuration, func() { cancelStop(errDeadline) })
+		defer deadline.Stop()
 	}
 	calls, cancelCalls := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelCalls()

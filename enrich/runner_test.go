@@ -615,3 +615,39 @@ func TestRunDatabaseFailures(t *testing.T) {
 		}
 	})
 }
+
+// TestRunClaimsAheadBoundedly checks that rows are claimed at most two batches ahead of the
+// workers, up to the end: a deadline, the run's own or the caller's, must not turn into a
+// storm of claims and give-backs (rate.Limiter.Wait fails at once on a wait that would pass a
+// context's deadline).
+func TestRunClaimsAheadBoundedly(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name     string
+		deadline bool // the caller's ctx has the deadline, not MaxDuration
+	}{{"max duration", false}, {"caller's deadline", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t)
+			b.insertPhones(t, phones(1000)...)
+			api := newFake("1", func(greenapi.Target, int) (greenapi.Avatar, error) { return greenapi.Avatar{Available: yes()}, nil })
+			cfg := config(api)
+			cfg.Instances[0].RPS = 20 // 50 ms a call: the run ends with workers waiting on the limiter
+			ctx := context.Background()
+			if tc.deadline {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, 500*time.Millisecond)
+				defer cancel()
+			} else {
+				cfg.MaxDuration = 500 * time.Millisecond
+			}
+			sum, _ := runOnce(t, ctx, b.store, cfg)
+			if limit := int64(2*cfg.BatchSize + cfg.Workers); sum.Claimed > limit {
+				t.Fatalf("claimed %d rows for %d answers; at most %d may be claimed ahead (%+v)", sum.Claimed, sum.Done, limit, sum)
+			}
+			if got := b.count(t, "locked_by IS NOT NULL"); got != 0 {
+				t.Fatalf("%d rows left locked", got)
+			}
+		})
+	}
+}
