@@ -112,6 +112,7 @@ func (r *Runner) Run(ctx context.Context) (Summary, error) {
 	if r.cfg.ProgressInterval > 0 {
 		bg.Go(func() { r.progress(start) })
 	}
+	r.warnShortLease()
 	r.preflight()
 	writeDone := make(chan error, 1)
 	go func() { writeDone <- r.w.loop() }()
@@ -161,6 +162,21 @@ func (r *Runner) Run(ctx context.Context) (Summary, error) {
 		sum.Stop = "no due rows left"
 	}
 	return sum, nil
+}
+
+// warnShortLease says so when rows claimed ahead may outlive their lease at the configured
+// rates: their results would then be fenced off and the rows done again by another run.
+func (r *Runner) warnShortLease() {
+	var rps float64
+	for _, in := range r.cfg.Instances {
+		rps += in.RPS
+	}
+	ahead := 2*r.cfg.BatchSize + r.cfg.Workers*len(r.cfg.Instances)
+	if need := time.Duration(float64(ahead) / rps * float64(time.Second)); need > r.cfg.Lease {
+		r.log.Warn().Str("lease", r.cfg.Lease.String()).Str("needed", need.Round(time.Second).String()).
+			Msg("run.lease is shorter than the time to work through the rows claimed ahead at this rate: " +
+				"raise run.lease or lower run.batch_size")
+	}
 }
 
 // preflightTimeout bounds the GetStateInstance check of every instance before a run.
