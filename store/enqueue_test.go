@@ -84,11 +84,13 @@ func TestEnqueue(t *testing.T) {
 	})
 }
 
+// TestTableName: a plain identifier, schema-qualified or not, works end to end (quoted, so
+// case-sensitive); anything else is refused, by name and with the fix, before it reaches SQL.
 func TestTableName(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 
-	for _, table := range []string{"crm.contacts", `crm.My "odd" table`, "Contacts Two"} {
+	for _, table := range []string{"crm.contacts", "crm.My_Odd_Table", "Contacts_2", "_x", strings.Repeat("x", 63)} {
 		t.Run(table, func(t *testing.T) {
 			t.Parallel()
 			pool := pgtest.Connect(t, pgtest.NewEmptyDB(t))
@@ -125,17 +127,44 @@ func TestTableName(t *testing.T) {
 	t.Run("Invalid", func(t *testing.T) {
 		t.Parallel()
 		pool := pgtest.NewPool(t)
-		for _, name := range []string{"a.b.c", ".contacts", "crm.", "con\x00tacts", strings.Repeat("x", 64)} {
-			_, err := store.New(pool, store.Config{Table: name})
+		for _, tt := range []struct{ name, want string }{
+			{"", "empty table name"},
+			{"a.b.c", "3 dot-separated parts"},
+			{"a..b", "3 dot-separated parts"},
+			{".contacts", "empty part"},
+			{"crm.", "empty part"},
+			{strings.Repeat("x", 64), "longer than PostgreSQL's 63 bytes"},
+			{"crm." + strings.Repeat("x", 64), "longer than PostgreSQL's 63 bytes"},
+			{"contacts; drop table x", "not a plain identifier"},
+			{"Robert'); DROP TABLE x;--", "not a plain identifier"},
+			{`My "odd" table`, "not a plain identifier"},
+			{`"contacts"`, "not a plain identifier"},
+			{"Contacts Two", "not a plain identifier"},
+			{"crm.contacts ", "not a plain identifier"},
+			{" contacts", "not a plain identifier"},
+			{"2contacts", "not a plain identifier"},
+			{"crm.2contacts", "not a plain identifier"},
+			{"con-tacts", "not a plain identifier"},
+			{"con\x00tacts", "not a plain identifier"},
+			{"kontakté", "not a plain identifier"},
+			{"contacts\n", "not a plain identifier"},
+		} {
+			_, err := store.ParseTable(tt.name)
 			if err == nil {
-				t.Errorf("New accepted table %q", name)
+				t.Errorf("ParseTable accepted %q", tt.name)
 				continue
 			}
-			if !strings.Contains(err.Error(), fmt.Sprintf("%q", name)) {
-				t.Errorf("error for %q does not name it: %v", name, err)
+			if msg := err.Error(); !strings.Contains(msg, tt.want) || tt.name != "" && !strings.Contains(msg, fmt.Sprintf("%q", tt.name)) {
+				t.Errorf("ParseTable(%q): %v; want it to name the input and say %q", tt.name, err, tt.want)
 			}
-			if _, perr := store.ParseTable(name); perr == nil {
-				t.Errorf("ParseTable accepted %q", name)
+			if msg := err.Error(); !strings.Contains(msg, ": use ") && !strings.Contains(msg, ": shorten it") {
+				t.Errorf("ParseTable(%q): %v; want the fix in the message", tt.name, err)
+			}
+			if tt.name == "" {
+				continue // New reads "" as the default table
+			}
+			if _, err := store.New(pool, store.Config{Table: tt.name}); err == nil {
+				t.Errorf("New accepted table %q", tt.name)
 			}
 		}
 	})
@@ -145,8 +174,8 @@ func TestTableName(t *testing.T) {
 		for _, tt := range []struct{ in, sanitized string }{
 			{"contacts", `"contacts"`},
 			{"crm.contacts", `"crm"."contacts"`},
-			{`My "odd" table`, `"My ""odd"" table"`},
-			{"Robert'); DROP TABLE x;--", `"Robert'); DROP TABLE x;--"`},
+			{"CRM.Contacts_2", `"CRM"."Contacts_2"`},
+			{"_", `"_"`},
 		} {
 			id, err := store.ParseTable(tt.in)
 			if err != nil {

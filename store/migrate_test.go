@@ -120,7 +120,7 @@ func TestMigrate(t *testing.T) {
 		t.Parallel()
 		pool := pgtest.Connect(t, pgtest.NewEmptyDB(t))
 		long := strings.Repeat("x", 63)
-		for _, table := range []string{`My "odd" Table`, `with space`, long, long[:62] + "y"} {
+		for _, table := range []string{"My_Odd_Table", "UPPER", long, long[:62] + "y"} {
 			if _, err := store.Migrate(ctx, pool, table); err != nil {
 				t.Fatalf("migrate %q: %v", table, err)
 			}

@@ -16,32 +16,47 @@ const TableDefault = "contacts"
 // truncated by the server, which would make the table we track differ from the one we create.
 const maxIdentifierBytes = 63
 
-// ParseTable turns a user's table name into a quoted-identifier-ready pgx.Identifier, because the
-// name comes from configuration and is pasted into SQL: it must never be able to inject SQL.
+// ParseTable turns a user's table name into a pgx.Identifier, because the name comes from
+// configuration and is pasted into SQL: it must never be able to inject SQL, and a name that
+// is not a plain identifier is far more likely a mistake (a pasted statement, a stray quote)
+// than a table anyone wants.
 //
-// The name is "table" or "schema.table", split on the one dot; each part is taken literally
-// (case-sensitive, quotes and spaces allowed: it is always quoted) and must be non-empty, at most
-// 63 bytes and free of NUL bytes. A table name containing a dot cannot be expressed.
+// The name is "table" or "schema.table"; each part must be a plain identifier,
+// [A-Za-z_][A-Za-z0-9_]*, of at most 63 bytes (PostgreSQL's limit). It is still always quoted,
+// so it is case-sensitive: "Contacts" and "contacts" are two tables.
 func ParseTable(name string) (pgx.Identifier, error) {
 	if name == "" {
 		return nil, errors.New(`store: empty table name: use "contacts" or "schema.contacts"`)
-	}
-	if strings.ContainsRune(name, 0) {
-		return nil, fmt.Errorf(`store: table name %q contains a NUL byte: remove it`, name)
 	}
 	parts := strings.Split(name, ".")
 	if len(parts) > 2 {
 		return nil, fmt.Errorf(`store: table name %q has %d dot-separated parts: use "table" or "schema.table"`, name, len(parts))
 	}
 	for _, p := range parts {
-		if p == "" {
+		switch {
+		case p == "":
 			return nil, fmt.Errorf(`store: table name %q has an empty part: use "table" or "schema.table"`, name)
-		}
-		if len(p) > maxIdentifierBytes {
+		case len(p) > maxIdentifierBytes:
 			return nil, fmt.Errorf("store: table name %q: part %q is longer than PostgreSQL's %d bytes: shorten it", name, p, maxIdentifierBytes)
+		case !isIdentifier(p):
+			return nil, fmt.Errorf("store: table name %q is not a plain identifier: use letters, digits and underscores, "+
+				`not starting with a digit, optionally schema-qualified ("contacts", "crm.contacts")`, name)
 		}
 	}
 	return pgx.Identifier(parts), nil
+}
+
+// isIdentifier reports whether s matches [A-Za-z_][A-Za-z0-9_]*.
+func isIdentifier(s string) bool {
+	for i := 0; i < len(s); i++ {
+		switch b := s[i]; {
+		case b == '_', 'a' <= b && b <= 'z', 'A' <= b && b <= 'Z':
+		case '0' <= b && b <= '9' && i > 0:
+		default:
+			return false
+		}
+	}
+	return s != ""
 }
 
 // bareName is the table name without its schema: the key migrations are recorded under and the
