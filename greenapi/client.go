@@ -238,6 +238,12 @@ func (c *Client) validate(cfg Config) error {
 // ID is the instance's idInstance, so callers can label logs and metrics without the token.
 func (c *Client) ID() string { return c.id }
 
+// RequestBy is the form phone numbers are sent in, Config.RequestBy with its default filled
+// in, so a caller that sees one locally valid number after another refused (an edition that
+// takes only chatId answers phoneNumber with "Validation failed. Details: 'chatId' is
+// required") can tell the user which setting to change.
+func (c *Client) RequestBy() RequestBy { return c.requestBy }
+
 // GetAvatar asks for the avatar of t. Errors are *Error, except an invalid (zero) target, which
 // is an *InvalidTargetError wrapping ErrInvalidTarget and costs no call, and a ctx that ended,
 // which wraps ctx.Err() and is nobody's fault.
@@ -245,11 +251,13 @@ func (c *Client) GetAvatar(ctx context.Context, t Target) (Avatar, error) {
 	if t.IsZero() {
 		return Avatar{}, &InvalidTargetError{Input: "", Why: "empty target; " + phoneHint}
 	}
-	status, body, header, err := c.do(ctx, methodGetAvatar, http.MethodPost, c.avatarBody(t))
+	reqBody := c.avatarBody(t)
+	status, body, header, err := c.do(ctx, methodGetAvatar, http.MethodPost, reqBody)
 	if err != nil {
-		return Avatar{}, err
+		return Avatar{}, c.withRequest(err, reqBody)
 	}
-	return c.parseAvatar(status, body, header)
+	av, err := c.parseAvatar(status, body, header)
+	return av, c.withRequest(err, reqBody)
 }
 
 // avatarBody is the request body for t: chatId by default and always for groups; an integer
@@ -271,13 +279,38 @@ func phoneBody(n int64) []byte {
 	return []byte(`{"phoneNumber":` + strconv.FormatInt(n, 10) + `}`)
 }
 
+// reasonNoDocumentedFields is the Reason of a GetAvatar 200 that is not an answer.
+const reasonNoDocumentedFields = "response carries none of the documented fields (existsWhatsapp, available, urlAvatar)"
+
 // parseAvatar turns a GetAvatar response of any edition into an Avatar or a classified *Error.
+// A 200 must carry at least one documented field, non-null: existsWhatsapp, available or
+// urlAvatar (even ""). One without any ({}, {"urlAvatar":null}, {"error":"..."}) says nothing
+// about the number, so it is a ClassTransient failure of the call, never an empty answer.
 func (c *Client) parseAvatar(status int, body []byte, header http.Header) (Avatar, error) {
 	w, err := c.decode(methodGetAvatar, status, body, header)
 	if err != nil {
 		return Avatar{}, err
 	}
-	return Avatar{ExistsWhatsapp: w.ExistsWhatsapp, Available: w.Available, URLAvatar: w.URLAvatar}, nil
+	if w.ExistsWhatsapp == nil && w.Available == nil && w.URLAvatar == nil {
+		return Avatar{}, c.newError(methodGetAvatar, ClassTransient, status,
+			withMessage(reasonNoDocumentedFields, jsonMessage(body)))
+	}
+	a := Avatar{ExistsWhatsapp: w.ExistsWhatsapp, Available: w.Available}
+	if w.URLAvatar != nil {
+		a.URLAvatar = *w.URLAvatar
+	}
+	return a, nil
+}
+
+// withRequest records in err, when it is an *Error, the request body that was sent, so a
+// caller can quote the form the API refused. The body holds only the target; it is redacted
+// all the same, so the token cannot reach an *Error by this road either.
+func (c *Client) withRequest(err error, body []byte) error {
+	var e *Error
+	if errors.As(err, &e) {
+		e.Request = redactToken(string(body), c.token)
+	}
+	return err
 }
 
 // CheckWhatsapp asks whether t (a phone number or personal chat) has a WhatsApp account, the
@@ -292,16 +325,17 @@ func (c *Client) CheckWhatsapp(ctx context.Context, t Target) (bool, error) {
 		}
 		return false, &InvalidTargetError{Input: t.String(), Why: why}
 	}
-	status, body, header, err := c.do(ctx, methodCheckWhatsapp, http.MethodPost, phoneBody(n))
+	reqBody := phoneBody(n)
+	status, body, header, err := c.do(ctx, methodCheckWhatsapp, http.MethodPost, reqBody)
 	if err != nil {
-		return false, err
+		return false, c.withRequest(err, reqBody)
 	}
 	w, err := c.decode(methodCheckWhatsapp, status, body, header)
 	if err != nil {
-		return false, err
+		return false, c.withRequest(err, reqBody)
 	}
 	if w.ExistsWhatsapp == nil {
-		return false, c.newError(methodCheckWhatsapp, ClassTransient, status, "response has no existsWhatsapp")
+		return false, c.withRequest(c.newError(methodCheckWhatsapp, ClassTransient, status, "response has no existsWhatsapp"), reqBody)
 	}
 	return *w.ExistsWhatsapp, nil
 }
@@ -325,13 +359,14 @@ func (c *Client) GetStateInstance(ctx context.Context) (string, error) {
 }
 
 // wireResponse is the union of the 200 bodies of every method and edition. Pointers keep
-// "absent" apart from false; unknown fields (base64Avatar, future ones) are ignored.
+// "absent" (or null) apart from false and ""; unknown fields (base64Avatar, future ones) are
+// ignored.
 type wireResponse struct {
-	ExistsWhatsapp *bool  `json:"existsWhatsapp"`
-	Available      *bool  `json:"available"`
-	URLAvatar      string `json:"urlAvatar"`
-	Reason         string `json:"reason"`
-	StateInstance  string `json:"stateInstance"`
+	ExistsWhatsapp *bool   `json:"existsWhatsapp"`
+	Available      *bool   `json:"available"`
+	URLAvatar      *string `json:"urlAvatar"`
+	Reason         string  `json:"reason"`
+	StateInstance  string  `json:"stateInstance"`
 }
 
 // decode turns a response into its 200 body or a classified *Error: a non-200 status, an
@@ -448,14 +483,8 @@ func bodyMessage(body []byte) string {
 	}
 	switch b[0] {
 	case '{':
-		var m map[string]json.RawMessage
-		if json.Unmarshal(b, &m) == nil {
-			for _, k := range []string{"message", "reason", "error", "description"} {
-				var s string
-				if raw, ok := m[k]; ok && json.Unmarshal(raw, &s) == nil && strings.TrimSpace(s) != "" {
-					return strings.TrimSpace(s)
-				}
-			}
+		if msg := jsonMessage(b); msg != "" {
+			return msg
 		}
 	case '"':
 		var s string
@@ -464,6 +493,22 @@ func bodyMessage(body []byte) string {
 		}
 	}
 	return string(b)
+}
+
+// jsonMessage is the trimmed text of a JSON object's "message", "reason", "error" or
+// "description" field (the first that is a non-blank string), or "" when it has none.
+func jsonMessage(body []byte) string {
+	var m map[string]json.RawMessage
+	if json.Unmarshal(bytes.TrimSpace(body), &m) != nil {
+		return ""
+	}
+	for _, k := range []string{"message", "reason", "error", "description"} {
+		var s string
+		if raw, ok := m[k]; ok && json.Unmarshal(raw, &s) == nil && strings.TrimSpace(s) != "" {
+			return strings.TrimSpace(s)
+		}
+	}
+	return ""
 }
 
 // quotaMessage describes a 466 body's invokeStatus, or "" when it has none.

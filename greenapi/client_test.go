@@ -1,6 +1,7 @@
 package greenapi
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -116,19 +117,25 @@ func mustTarget(t *testing.T, s string) Target {
 // and the *Error fields.
 func assertNoToken(t *testing.T, err error) {
 	t.Helper()
+	assertNoTokenIn(t, err, testToken)
+}
+
+// assertNoTokenIn is assertNoToken for a client made with another token.
+func assertNoTokenIn(t *testing.T, err error, token string) {
+	t.Helper()
 	if err == nil {
 		return
 	}
 	texts := []string{err.Error(), fmt.Sprintf("%v|%+v|%s|%q", err, err, err, err)}
 	var e *Error
 	if errors.As(err, &e) {
-		texts = append(texts, e.Reason, e.URL, e.Instance, e.Method)
+		texts = append(texts, e.Reason, e.URL, e.Instance, e.Method, e.Request)
 	}
 	for u := err; u != nil; u = errors.Unwrap(u) {
 		texts = append(texts, u.Error())
 	}
 	for _, s := range texts {
-		if strings.Contains(s, testToken) {
+		if strings.Contains(s, token) {
 			t.Fatalf("token leaked into error text %q", s)
 		}
 	}
@@ -276,8 +283,12 @@ func TestGetAvatarEditions(t *testing.T) {
 		{"base64Avatar", `{"urlAvatar":"` + link + `","available":true,"base64Avatar":"/9j/4AAQSkZJRgABAQAAAQABAAD"}`,
 			Avatar{Available: boolPtr(true), URLAvatar: link}},
 		{"unknown fields", `{"urlAvatar":"","available":false,"extra":{"a":[1,2]},"n":null,"existsWhatsapp":null}`, Avatar{Available: boolPtr(false)}},
-		{"empty object", `{}`, Avatar{}},
 		{"whitespace around", "\n {\"existsWhatsapp\":false}\n", Avatar{ExistsWhatsapp: boolPtr(false)}},
+		{"english: urlAvatar only", `{"urlAvatar":""}`, Avatar{}},
+		{"english: urlAvatar and empty reason", `{"urlAvatar":"x","reason":""}`, Avatar{URLAvatar: "x"}},
+		{"available only, false", `{"available":false}`, Avatar{Available: boolPtr(false)}},
+		{"null urlAvatar beside a field", `{"urlAvatar":null,"available":true}`, Avatar{Available: boolPtr(true)}},
+		{"null existsWhatsapp beside a field", `{"existsWhatsapp":null,"urlAvatar":""}`, Avatar{}},
 		{"huge base64Avatar", `{"urlAvatar":"x","available":true,"base64Avatar":"` + strings.Repeat("A", 300<<10) + `"}`,
 			Avatar{Available: boolPtr(true), URLAvatar: "x"}},
 	}
@@ -341,6 +352,199 @@ func TestGetAvatar200Errors(t *testing.T) {
 	}
 }
 
+// TestGetAvatarNoDocumentedFields checks that a 200 without existsWhatsapp, available or
+// urlAvatar (non-null) is a transient failure of the call, never an empty answer.
+func TestGetAvatarNoDocumentedFields(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name       string
+		body       string
+		wantReason string // the server's words appended, if any
+	}{
+		{"empty object", `{}`, ""},
+		{"empty object spaced", " { }\n", ""},
+		{"error field", `{"error":"temporarily unavailable"}`, ": temporarily unavailable"},
+		{"message field", `{"message":"try again"}`, ": try again"},
+		{"null urlAvatar", `{"urlAvatar":null}`, ""},
+		{"every field null", `{"existsWhatsapp":null,"available":null,"urlAvatar":null,"reason":null}`, ""},
+		{"empty reason", `{"reason":""}`, ""},
+		{"blank reason", `{"reason":"  "}`, ""},
+		{"unknown field", `{"foo":1}`, ""},
+		{"base64Avatar only", `{"base64Avatar":"/9j/4AAQ"}`, ""},
+		{"other method's field", `{"stateInstance":"authorized"}`, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, reply(200, tt.body, "Content-Type", "application/json"))
+			av, err := b.client.GetAvatar(context.Background(), mustTarget(t, "79001234567"))
+			e := asError(t, err, methodGetAvatar)
+			if e.Class != ClassTransient || e.Status != 200 {
+				t.Errorf("Class, Status = %v, %d; want transient, 200", e.Class, e.Status)
+			}
+			if want := reasonNoDocumentedFields + tt.wantReason; e.Reason != want {
+				t.Errorf("Reason = %q, want %q", e.Reason, want)
+			}
+			if e.Request != `{"chatId":"79001234567@c.us"}` {
+				t.Errorf("Request = %q", e.Request)
+			}
+			if IsSystemic(err) {
+				t.Error("a 200 without documented fields is systemic; it is about one call")
+			}
+			if av != (Avatar{}) {
+				t.Errorf("Avatar = %+v on error, want zero", av)
+			}
+		})
+	}
+}
+
+// TestErrorRequest checks that every *Error of GetAvatar and CheckWhatsapp carries the body
+// that was sent, in the configured form, and that GetStateInstance's carries none.
+func TestErrorRequest(t *testing.T) {
+	t.Parallel()
+	type call func(t *testing.T, c *Client) error
+	getAvatar := func(target string) call {
+		return func(t *testing.T, c *Client) error {
+			_, err := c.GetAvatar(context.Background(), mustTarget(t, target))
+			return err
+		}
+	}
+	check := func(t *testing.T, c *Client) error {
+		_, err := c.CheckWhatsapp(context.Background(), mustTarget(t, "79001234567"))
+		return err
+	}
+	state := func(_ *testing.T, c *Client) error { _, err := c.GetStateInstance(context.Background()); return err }
+	validation := `{"statusCode":400,"path":"/x","message":"Validation failed. Details: 'chatId' is required"}`
+	tests := []struct {
+		name      string
+		requestBy RequestBy
+		status    int
+		body      string
+		call      call
+		want      string
+	}{
+		{"phoneNumber refused", RequestByPhoneNumber, 400, validation, getAvatar("79001234567"), `{"phoneNumber":79001234567}`},
+		{"chatId default", "", 400, "bad request data", getAvatar("+7 900 123-45-67"), `{"chatId":"79001234567@c.us"}`},
+		{"group as chatId", RequestByPhoneNumber, 500, "", getAvatar("120363043968066561@g.us"), `{"chatId":"120363043968066561@g.us"}`},
+		{"200 reason", RequestByPhoneNumber, 200, `{"reason":"bad request data"}`, getAvatar("380123456789"), `{"phoneNumber":380123456789}`},
+		{"429", "", 429, "", getAvatar("79001234567"), `{"chatId":"79001234567@c.us"}`},
+		{"unparsable 200", "", 200, "{", getAvatar("79001234567"), `{"chatId":"79001234567@c.us"}`},
+		{"checkWhatsapp 400", "", 400, "bad phone number, valid 11 or 12 digits", check, `{"phoneNumber":79001234567}`},
+		{"checkWhatsapp no field", "", 200, `{}`, check, `{"phoneNumber":79001234567}`},
+		{"checkWhatsapp 200 reason", "", 200, `{"reason":"check phone number timeout limit exceeded"}`, check, `{"phoneNumber":79001234567}`},
+		{"getStateInstance", RequestByPhoneNumber, 400, "instance account not authorized", state, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, reply(tt.status, tt.body), func(c *Config) { c.RequestBy = tt.requestBy })
+			err := tt.call(t, b.client)
+			var e *Error
+			if !errors.As(err, &e) {
+				t.Fatalf("error %v (%T) is not a *Error", err, err)
+			}
+			if e.Request != tt.want {
+				t.Errorf("Request = %q, want %q", e.Request, tt.want)
+			}
+			if tt.want != "" && e.Request != b.requests()[0].body {
+				t.Errorf("Request = %q, but %q was sent", e.Request, b.requests()[0].body)
+			}
+			if e.Request != "" && strings.Contains(err.Error(), e.Request) {
+				t.Errorf("Error() %q quotes the request", err)
+			}
+		})
+	}
+	t.Run("transport error", func(t *testing.T) {
+		t.Parallel()
+		c := newWithTransport(t, roundTripFunc(func(*http.Request) (*http.Response, error) {
+			return nil, errors.New("connection refused")
+		}), func(c *Config) { c.RequestBy = RequestByPhoneNumber })
+		_, err := c.GetAvatar(context.Background(), mustTarget(t, "79001234567"))
+		if e := asError(t, err, methodGetAvatar); e.Request != `{"phoneNumber":79001234567}` {
+			t.Errorf("Request = %q", e.Request)
+		}
+	})
+}
+
+func TestIsSystemic(t *testing.T) {
+	t.Parallel()
+	transient := func(status int) *Error { return &Error{Class: ClassTransient, Status: status} }
+	tests := []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"nil", nil, false},
+		{"network error", &Error{Class: ClassTransient, Err: errors.New("connection refused")}, true},
+		{"timeout", &Error{Class: ClassTransient, Err: context.DeadlineExceeded}, true},
+		{"body cut short", &Error{Class: ClassTransient, Status: 200, Err: io.ErrUnexpectedEOF}, true},
+		{"wrapped", fmt.Errorf("step: %w", transient(502)), true},
+		{"499", transient(499), true},
+		{"500", transient(500), true},
+		{"502", transient(502), true},
+		{"503", transient(503), true},
+		{"504", transient(504), true},
+		{"599", transient(599), true},
+		{"caller cancelled", fmt.Errorf("greenapi: getAvatar: %w", context.Canceled), false},
+		{"caller deadline", context.DeadlineExceeded, false},
+		{"429", &Error{Class: ClassRateLimited, Status: 429}, false},
+		{"400 bad request data", &Error{Class: ClassInvalid, Status: 400, Reason: ReasonBadRequestData}, false},
+		{"400 starting", &Error{Class: ClassStarting, Status: 400}, false},
+		{"400 unknown words", transient(400), false},
+		{"200 avatar timeout", &Error{Class: ClassAvatarTimeout, Status: 200}, false},
+		{"200 no documented fields", &Error{Class: ClassTransient, Status: 200, Reason: reasonNoDocumentedFields}, false},
+		{"200 too large", &Error{Class: ClassTransient, Status: 200, Reason: "response body larger than 4194304 bytes"}, false},
+		{"302", transient(302), false},
+		{"409", transient(409), false},
+		{"401", &Error{Class: ClassUnusable, Status: 401}, false},
+		{"466", &Error{Class: ClassUnusable, Status: 466}, false},
+		{"cannot build request", &Error{Class: ClassUnusable, Err: errors.New("parse")}, false},
+		{"5xx of another class", &Error{Class: ClassUnusable, Status: 500}, false},
+		{"not an *Error", errors.New("boom"), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			if got := IsSystemic(tt.err); got != tt.want {
+				t.Errorf("IsSystemic(%v) = %v, want %v", tt.err, got, tt.want)
+			}
+		})
+	}
+	// And as the client makes them.
+	t.Run("from the client", func(t *testing.T) {
+		t.Parallel()
+		for _, c := range []struct {
+			status int
+			body   string
+			want   bool
+		}{{503, "", true}, {499, "", true}, {500, "instance account not authorized", true}, {429, "", false}, {400, "bad request data", false}, {200, "{}", false}} {
+			b := setup(t, reply(c.status, c.body))
+			_, err := b.client.GetAvatar(context.Background(), mustTarget(t, "79001234567"))
+			if got := IsSystemic(err); got != c.want {
+				t.Errorf("HTTP %d %q: IsSystemic = %v, want %v (%v)", c.status, c.body, got, c.want, err)
+			}
+		}
+		closed := httptest.NewServer(http.NotFoundHandler())
+		closed.Close()
+		cl, err := New(Config{APIURL: closed.URL, IDInstance: testID, Token: testToken})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := cl.GetAvatar(context.Background(), mustTarget(t, "79001234567")); !IsSystemic(err) {
+			t.Errorf("connection refused: IsSystemic false (%v)", err)
+		}
+		timeout := newWithTransport(t, blockUntilDone(nil), func(c *Config) { c.Timeout = time.Millisecond })
+		if _, err := timeout.GetAvatar(context.Background(), mustTarget(t, "79001234567")); !IsSystemic(err) {
+			t.Errorf("per-request timeout: IsSystemic false (%v)", err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		if _, err := timeout.GetAvatar(ctx, mustTarget(t, "79001234567")); IsSystemic(err) {
+			t.Errorf("caller's cancellation: IsSystemic true (%v)", err)
+		}
+	})
+}
+
 func TestRetryAfter(t *testing.T) {
 	t.Parallel()
 	now := time.Date(2024, 3, 27, 12, 0, 0, 0, time.UTC)
@@ -401,6 +605,9 @@ func TestRequestShape(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			b := setup(t, reply(200, `{"urlAvatar":"","available":true}`), func(c *Config) { c.RequestBy = tt.requestBy })
+			if want := cmp.Or(tt.requestBy, RequestByDefault); b.client.RequestBy() != want {
+				t.Errorf("RequestBy() = %q, want %q", b.client.RequestBy(), want)
+			}
 			if _, err := b.client.GetAvatar(context.Background(), mustTarget(t, tt.target)); err != nil {
 				t.Fatalf("GetAvatar: %v", err)
 			}
@@ -735,7 +942,7 @@ func TestNew(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if c.ID() != testID || c.timeout != TimeoutDefault || c.requestBy != RequestByChatID || c.hc == nil || c.now == nil {
+		if c.ID() != testID || c.timeout != TimeoutDefault || c.RequestBy() != RequestByChatID || c.hc == nil || c.now == nil {
 			t.Errorf("defaults not applied: id %q timeout %v requestBy %q", c.ID(), c.timeout, c.requestBy)
 		}
 		if c.base != "https://api.greenapi.test" {
@@ -859,6 +1066,9 @@ func TestTokenNeverLeaks(t *testing.T) {
 		`not json URL`,
 		`{"existsWhatsapp":"URL"}`,
 		`{"existsWhatsapp":true,` + testToken,
+		`{"error":"URL"}`,
+		`{"message":"` + testToken + `"}`,
+		`{"urlAvatar":null,"description":"` + strings.Repeat("z", 120) + testToken + `"}`,
 	} {
 		handlers = append(handlers, echo(200, body))
 	}
@@ -920,5 +1130,19 @@ func TestTokenNeverLeaks(t *testing.T) {
 			continue
 		}
 		assertNoToken(t, err)
+	}
+	// A token made of digits that the request body also holds: Request is redacted too.
+	const digitToken = "9001234567"
+	for _, requestBy := range []RequestBy{RequestByChatID, RequestByPhoneNumber} {
+		for _, h := range []http.HandlerFunc{echo(400, "URL"), echo(200, `{}`), echo(503, "")} {
+			b := setup(t, h, func(c *Config) { c.Token, c.RequestBy = digitToken, requestBy })
+			_, err := b.client.GetAvatar(context.Background(), mustTarget(t, "79001234567"))
+			assertNoTokenIn(t, err, digitToken)
+			_, err = b.client.CheckWhatsapp(context.Background(), mustTarget(t, "79001234567"))
+			assertNoTokenIn(t, err, digitToken)
+			if e := (*Error)(nil); !errors.As(err, &e) || e.Request != `{"phoneNumber":7***}` {
+				t.Errorf("CheckWhatsapp error %#v, want Request with the token redacted", err)
+			}
+		}
 	}
 }

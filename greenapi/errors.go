@@ -81,10 +81,19 @@ type Error struct {
 	RetryAfter time.Duration
 	// URL is the redacted request URL.
 	URL string
+	// Request is the request body as sent for GetAvatar and CheckWhatsapp, e.g.
+	// {"phoneNumber":79001234567} or {"chatId":"79001234567@c.us"}, so a caller can quote the
+	// form an API edition refused ("Validation failed. Details: 'chatId' is required" means
+	// phoneNumber is not accepted) and point at the setting to change. It holds the target,
+	// never the token (redacted all the same), and is empty for GetStateInstance. Error()
+	// leaves it out: the message stays one line about the call, not about the row.
+	Request string
 	// Err is the underlying transport error, if any, with the real URL removed.
 	Err error
 }
 
+// Error reads "greenapi: <method> <redacted URL>[: HTTP <status>][: <reason>][: <cause>]
+// (<class>)": enough for a log line, without the token or the request body.
 func (e *Error) Error() string {
 	msg := fmt.Sprintf("greenapi: %s %s", e.Method, e.URL)
 	if e.Status != 0 {
@@ -99,6 +108,7 @@ func (e *Error) Error() string {
 	return msg + " (" + e.Class.String() + ")"
 }
 
+// Unwrap is the transport error, so errors.Is sees context.DeadlineExceeded and the like.
 func (e *Error) Unwrap() error { return e.Err }
 
 // ClassOf returns the class of err, or 0 when err is not a *Error (a bug or a cancelled
@@ -109,4 +119,20 @@ func ClassOf(err error) Class {
 		return e.Class
 	}
 	return 0
+}
+
+// IsSystemic reports whether a failed call says nothing about the row it was for, so that the
+// engine can tell an instance outage (several systemic failures in a row, on different rows,
+// pause the instance) from a row's own failure. It is true for a ClassTransient *Error that
+// got no complete response (a network error or timeout: Status 0, or a body cut short, which
+// carries Err), and for HTTP 499 and 5xx. It is false for nil, for the caller's own
+// cancellation (not an *Error), for 429 (ClassRateLimited, handled by slowing down), for 400
+// reasons, for 200s that are not answers (such as one with none of the documented fields:
+// those are about one call), and for every other class.
+func IsSystemic(err error) bool {
+	var e *Error
+	if !errors.As(err, &e) || e.Class != ClassTransient {
+		return false
+	}
+	return e.Status == 0 || e.Err != nil || e.Status == 499 || e.Status >= 500 && e.Status <= 599
 }
