@@ -29,9 +29,11 @@ const (
 	// reason in the body.
 	Edition2023 = "2023"
 	// EditionCurrent is today's urlAvatar and available; "bad request data" is an HTTP 400.
+	// Like Green API today it takes only chatId: a getAvatar body with an integer phoneNumber
+	// and no chatId is answered 400 "Validation failed. Details: 'chatId' is required" (JSON).
 	EditionCurrent = "current"
 	// EditionCurrentBase64 is EditionCurrent plus a base64Avatar field, as seen in Green API's
-	// own code in 2026.
+	// own code in 2026; it refuses phoneNumber as EditionCurrent does.
 	EditionCurrentBase64 = "current+base64"
 	// EditionMixed picks one of the four editions above per number, by hash, so one run sees
 	// every form while each number always answers the same way.
@@ -83,6 +85,12 @@ const (
 	// TimeoutTimesDefault is how often a timeout-first number times out when TimeoutRate is
 	// set and TimeoutTimes is not.
 	TimeoutTimesDefault = 1
+	// EmptyTimesDefault is how many empty 200s an empty-first number answers when EmptyRate
+	// is set and EmptyTimes is not.
+	EmptyTimesDefault = 1
+	// MaxTooManyAt bounds InstanceStats.TooManyAt, so a client hammering a TooManyAll
+	// instance for hours cannot grow the simulator without end: 800 KB per instance at most.
+	MaxTooManyAt = 100_000
 	// LinkLifetime is how far after the simulator's start avatar links expire (their oe).
 	LinkLifetime = 14 * 24 * time.Hour
 )
@@ -115,10 +123,22 @@ type Instance struct {
 	// unlimited.
 	StateRPS float64
 	// Burst is the token bucket's size for every method. Default 2, which tolerates one early
-	// arrival such as network jitter makes; 1 is the strict "at least 1/rps between accepted
-	// requests" that Green API's support describes. A client pacing at exactly 1/rps gets no
-	// 429 with either.
+	// arrival such as network jitter makes; 1 comes close to the strict "at least 1/rps
+	// between accepted requests" that Green API's support describes (MinGap is that reading
+	// exactly). A client pacing at exactly 1/rps gets no 429 with either. Ignored when MinGap
+	// is set.
 	Burst int
+	// MinGap replaces the token bucket with the strictest reading of Green API's limit: a
+	// method's request is accepted only when at least 1/rps (RPS, or StateRPS for
+	// getStateInstance; truncated to whole nanoseconds) has passed since that method's last
+	// accepted request on the instance, measured in integer nanoseconds on the one clock
+	// reading the request was admitted at. Requests that arrive with jitter around an exact
+	// 1/rps pacing draw 429s, as they do from the real server. Default false.
+	MinGap bool
+	// TooManyAll answers every request to the instance 429 (every method, getStateInstance
+	// included; with Retry-After when Config.RetryAfter is set), counted in TooMany: an
+	// instance that is throttled whatever the client does. Default false.
+	TooManyAll bool
 	// Quota is how many getAvatar calls that passed the rate limiter are answered before
 	// every further one gets 466 QUOTE_EXCEEDED. 0 means unlimited.
 	Quota int
@@ -168,6 +188,17 @@ type Config struct {
 	// TimeoutTimes is how many calls, per number and method, such a number times out before
 	// it answers the truth. Default 1 when TimeoutRate is set.
 	TimeoutTimes int
+	// EmptyRate is the share of numbers (by hash, independent of TimeoutRate) whose first
+	// getAvatar calls are answered HTTP 200 with none of the documented fields: {}, then
+	// {"error":"temporarily unavailable"}, then {"urlAvatar":null}, and round again (each
+	// number starts at its own place in that rotation). Such a 200 is not an answer; a
+	// client must retry it. Numbers that are bad request data never do; checkWhatsapp is
+	// not affected. Default 0.
+	EmptyRate float64
+	// EmptyTimes is how many getAvatar calls per such number get an empty 200 before it
+	// answers (a timeout-first number then times out TimeoutTimes times, then answers the
+	// truth). Default EmptyTimesDefault (1) when EmptyRate is set.
+	EmptyTimes int
 	// LatencyMedian is the median delay before an admitted request is answered; 0 means none.
 	LatencyMedian time.Duration
 	// LatencyP99 is the 99th percentile of that log-normal delay; 0 or not above the median
@@ -239,7 +270,7 @@ func (cfg Config) withDefaults() (Config, error) {
 		cfg.WeightAvatar, cfg.WeightNoPhoto, cfg.WeightHidden = WeightAvatarDefault, WeightNoPhotoDefault, WeightHiddenDefault
 		cfg.WeightNoWhatsApp, cfg.WeightBadRequest = WeightNoWhatsAppDefault, WeightBadRequestDefault
 	}
-	for name, r := range map[string]float64{"server error rate": cfg.ServerErrorRate, "timeout rate": cfg.TimeoutRate, "hang rate": cfg.HangRate} {
+	for name, r := range map[string]float64{"server error rate": cfg.ServerErrorRate, "timeout rate": cfg.TimeoutRate, "empty rate": cfg.EmptyRate, "hang rate": cfg.HangRate} {
 		if !(r >= 0 && r <= 1) {
 			return cfg, errConfig("%s must be between 0 and 1, got %v", name, r)
 		}
@@ -249,6 +280,12 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	if cfg.TimeoutTimes == 0 && cfg.TimeoutRate > 0 {
 		cfg.TimeoutTimes = TimeoutTimesDefault
+	}
+	if cfg.EmptyTimes < 0 {
+		return cfg, errConfig("empty times must not be negative, got %d", cfg.EmptyTimes)
+	}
+	if cfg.EmptyTimes == 0 && cfg.EmptyRate > 0 {
+		cfg.EmptyTimes = EmptyTimesDefault
 	}
 	if cfg.LatencyMedian < 0 || cfg.LatencyP99 < 0 || cfg.RetryAfter < 0 {
 		return cfg, errConfig("latency and retry-after durations must not be negative")

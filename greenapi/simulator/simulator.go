@@ -28,6 +28,9 @@ const (
 	msgQuotaExceeded = "Monthly quota of getAvatar calls on this plan has been used up"
 	msgBodyNotObject = "Validation failed. Details: the request body must be a JSON object"
 	msgUnexpectedEnd = "Unexpected end of JSON input"
+	// msgChatIDRequired is the current editions' answer to a body without a chatId, and so
+	// to one naming the number as phoneNumber.
+	msgChatIDRequired = "Validation failed. Details: 'chatId' is required"
 )
 
 const (
@@ -69,11 +72,18 @@ type instance struct {
 	cfg   Instance
 	token []byte
 
+	// minGaps are 1/rps per method for MinGap; 0 means unlimited.
+	minGaps [numMethods]time.Duration
+
 	mu        sync.Mutex
 	limiters  [numMethods]*rate.Limiter
 	quotaUsed int
 	window    window
 	counters  instanceCounters
+	// lastAccepted is when (since start) each method last passed the limiter, when
+	// anyAccepted says it has; used only under MinGap.
+	lastAccepted [numMethods]time.Duration
+	anyAccepted  [numMethods]bool
 }
 
 // newLimiters makes full buckets for every method of in.
@@ -91,6 +101,22 @@ func newLimiters(in Instance) [numMethods]*rate.Limiter {
 	}
 }
 
+// newMinGaps is 1/rps for every method of in, truncated to whole nanoseconds so a client
+// pacing at a time.Duration of 1/rps is never refused; 0 for an unlimited method.
+func newMinGaps(in Instance) [numMethods]time.Duration {
+	gap := func(rps float64) time.Duration {
+		if rps < 0 {
+			return 0
+		}
+		return time.Duration(float64(time.Second) / rps)
+	}
+	return [numMethods]time.Duration{
+		mGetAvatar:        gap(in.RPS),
+		mCheckWhatsapp:    gap(in.RPS),
+		mGetStateInstance: gap(in.StateRPS),
+	}
+}
+
 // New validates cfg, fills in its defaults and returns a simulator serving it.
 func New(cfg Config) (*Simulator, error) {
 	cfg, err := cfg.withDefaults()
@@ -105,7 +131,7 @@ func New(cfg Config) (*Simulator, error) {
 		rng:     rand.New(cfg.Rand),
 	}
 	for _, ic := range cfg.Instances {
-		in := &instance{cfg: ic, token: []byte(ic.Token), limiters: newLimiters(ic)}
+		in := &instance{cfg: ic, token: []byte(ic.Token), limiters: newLimiters(ic), minGaps: newMinGaps(ic)}
 		s.instances = append(s.instances, in)
 		s.byID[ic.ID] = in
 	}
@@ -154,7 +180,8 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }
 
 // ServeHTTP answers one API call, checking in the order Green API does: path and credentials,
 // rate limit, quota, then (for admitted calls) latency and injected faults, the instance's
-// state, the body, and finally the number's truth.
+// state, the body (including whether the number's edition takes phoneNumber), and finally
+// the number's truth, after any empty 200s and timeouts it answers first.
 func (s *Simulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.requests.Add(1)
 	id, methodSeg, token, ok := splitPath(r.URL.Path)
@@ -282,17 +309,26 @@ func (s *Simulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.write400(w, bp, in, m, req.errMsg, req.errJSON)
 		return
 	}
+	if m == mGetAvatar && req.byPhone && refusesPhoneNumber(s.editionOf(req.hash)) {
+		s.write400(w, bp, in, m, msgChatIDRequired, true)
+		return
+	}
 
-	// Validation, timeouts first, then the truth.
+	// Validation, empty 200s and timeouts first, then the truth.
 	tr := s.truthOf(req.key, req.kind, req.hash)
 	sh := s.shard(req.hash)
 	sh.mu.Lock()
 	c := sh.chat(req.key)
-	timeout := false
+	timeout, empty := false, -1
 	if m == mGetAvatar {
-		if timeout = c.Timeouts < tr.TimeoutsFirst; timeout {
+		switch {
+		case c.Empties < tr.EmptiesFirst:
+			empty = c.Empties
+			c.Empties++
+		case c.Timeouts < tr.TimeoutsFirst:
+			timeout = true
 			c.Timeouts++
-		} else {
+		default:
 			c.Answers++
 		}
 	} else {
@@ -303,6 +339,15 @@ func (s *Simulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	sh.mu.Unlock()
+	if empty >= 0 {
+		in.mu.Lock()
+		in.counters.empty++
+		in.mu.Unlock()
+		b := append((*bp)[:0], emptyBody(req.hash, empty)...)
+		*bp = b
+		writeBody(w, http.StatusOK, ctJSON, b)
+		return
+	}
 
 	var reason string
 	switch {
@@ -334,8 +379,9 @@ const (
 	overQuota
 )
 
-// admit counts an arrival at since (the simulator's clock) and asks the method's limiter and,
-// for getAvatar, the quota. It returns the quota used so far and the verdict.
+// admit counts an arrival at since (the simulator's clock) and asks the method's limiter (or
+// TooManyAll, or MinGap's rule) and, for getAvatar, the quota. It returns the quota used so
+// far and the verdict. since and now are one clock reading, so a stub clock decides exactly.
 func (in *instance) admit(since time.Duration, now time.Time, m methodID) (int, int) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
@@ -344,9 +390,23 @@ func (in *instance) admit(since time.Duration, now time.Time, m methodID) (int, 
 	c.requests++
 	ms := &c.methods[m]
 	ms.Requests++
-	if !in.limiters[m].AllowN(now, 1) {
+	var ok bool
+	switch {
+	case in.cfg.TooManyAll:
+	case in.cfg.MinGap:
+		ok = !in.anyAccepted[m] || since-in.lastAccepted[m] >= in.minGaps[m]
+		if ok {
+			in.lastAccepted[m], in.anyAccepted[m] = since, true
+		}
+	default:
+		ok = in.limiters[m].AllowN(now, 1)
+	}
+	if !ok {
 		c.tooMany++
 		ms.TooMany++
+		if len(c.tooManyAt) < MaxTooManyAt {
+			c.tooManyAt = append(c.tooManyAt, since)
+		}
 		return 0, tooMany
 	}
 	c.accepted++
@@ -484,13 +544,18 @@ type request struct {
 	key  string
 	kind greenapi.Kind // 0 when key failed validation
 	hash uint64
+	// byPhone means the body named the number as phoneNumber, without a chatId: what the
+	// current editions refuse for getAvatar.
+	byPhone bool
 	// errMsg is the 400 message for a malformed body; errJSON forces the JSON form.
 	errMsg  string
 	errJSON bool
 }
 
 // parseRequest reads {"chatId": "..."} or {"phoneNumber": 79001234567} (checkWhatsapp: only
-// phoneNumber) as Green API's validator does.
+// phoneNumber) as Green API's validator does. A phoneNumber that is not an integer is refused
+// here in every edition; whether an integer one is accepted for getAvatar depends on the
+// number's edition, which ServeHTTP decides (see request.byPhone).
 func parseRequest(m methodID, body []byte) request {
 	f, ok := scanSimple(body)
 	if !ok {
@@ -523,14 +588,14 @@ func parseRequest(m methodID, body []byte) request {
 		digits := string(raw)
 		t, err := greenapi.ParsePhone(digits)
 		if err != nil {
-			return request{key: digits}
+			return request{key: digits, byPhone: true}
 		}
-		return request{key: t.ChatID(), kind: t.Kind()}
+		return request{key: t.ChatID(), kind: t.Kind(), byPhone: true}
 	}
 	if m == mCheckWhatsapp {
 		return request{errMsg: "Validation failed. Details: 'phoneNumber' is required", errJSON: true}
 	}
-	return request{errMsg: "Validation failed. Details: 'chatId' is required", errJSON: true}
+	return request{errMsg: msgChatIDRequired, errJSON: true}
 }
 
 // fields are the body's two fields of interest, decoded.

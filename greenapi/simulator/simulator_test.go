@@ -3,6 +3,7 @@ package simulator
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -142,6 +143,17 @@ func wantAvatarBody(tr Truth, edition string) string {
 	default:
 		return fmt.Sprintf(`{"urlAvatar":%q,"available":%t,"base64Avatar":%q}`, tr.URLAvatar, tr.Available, tr.Base64Avatar)
 	}
+}
+
+// isRefusal reports whether got is a current edition's refusal of phoneNumber: an HTTP 400
+// whose JSON message is "Validation failed. Details: 'chatId' is required".
+func isRefusal(got response) bool {
+	var e struct {
+		StatusCode int    `json:"statusCode"`
+		Message    string `json:"message"`
+	}
+	return got.status == 400 && got.header.Get("Content-Type") == "application/json" &&
+		json.Unmarshal([]byte(got.body), &e) == nil && e.StatusCode == 400 && e.Message == msgChatIDRequired
 }
 
 func TestRouting(t *testing.T) {
@@ -292,14 +304,31 @@ func TestEditions(t *testing.T) {
 					t.Fatalf("truth edition %q", tr.Edition)
 				}
 				want := wantAvatarBody(tr, edition)
-				for _, body := range []string{chatBody(n + "@c.us"), `{"phoneNumber":` + n + `}`, "{\n  \"phoneNumber\" : " + n + "\n}"} {
+				if got := b.avatar(t, chatBody(n+"@c.us")); got.status != 200 || got.body != want {
+					t.Fatalf("%v by chatId: got %d %q, want 200 %q", cat, got.status, got.body, want)
+				}
+				// phoneNumber, in any whitespace: answered by the seed and 2023 editions,
+				// refused by the current ones.
+				for _, body := range []string{`{"phoneNumber":` + n + `}`, "{\n  \"phoneNumber\" : " + n + "\n}"} {
 					got := b.avatar(t, body)
-					if got.status != 200 || got.body != want {
+					if refusesPhoneNumber(edition) {
+						if !isRefusal(got) {
+							t.Fatalf("%v %s: got %d %q, want the 'chatId' is required refusal", cat, body, got.status, got.body)
+						}
+					} else if got.status != 200 || got.body != want {
 						t.Fatalf("%v %s: got %d %q, want 200 %q", cat, body, got.status, got.body, want)
 					}
 				}
+				wantChat := ChatStats{Calls: 3, Answers: 3}
+				if refusesPhoneNumber(edition) {
+					wantChat.Answers = 1
+				}
 				if got, want := b.check(t, `{"phoneNumber":`+n+`}`), fmt.Sprintf(`{"existsWhatsapp":%t}`, tr.ExistsWhatsapp); got.body != want {
 					t.Fatalf("checkWhatsapp %v: got %q, want %q", cat, got.body, want)
+				}
+				wantChat.CheckCalls, wantChat.CheckAnswers = 1, 1
+				if got := b.sim.Chat(n); got != wantChat {
+					t.Fatalf("%v: chat %+v, want %+v", cat, got, wantChat)
 				}
 			}
 			// What each category's truth is, in every edition.
@@ -372,11 +401,22 @@ func TestBadRequestData(t *testing.T) {
 			}
 			for i, in := range inputs {
 				got := b.avatar(t, in.body)
-				if got.status != tc.status || got.body != tc.body {
+				// The current editions refuse phoneNumber before looking at the number.
+				refused := strings.Contains(in.body, "phoneNumber") && refusesPhoneNumber(tc.edition)
+				switch {
+				case refused:
+					if !isRefusal(got) {
+						t.Fatalf("%s: got %d %q, want the 'chatId' is required refusal", in.body, got.status, got.body)
+					}
+				case got.status != tc.status || got.body != tc.body:
 					t.Fatalf("%s: got %d %q, want %d %q", in.body, got.status, got.body, tc.status, tc.body)
 				}
-				if c := b.sim.Stats().Chats[in.key]; c.Calls != 1 || c.Answers != 1 {
-					t.Fatalf("%s: counters %+v", in.key, c)
+				wantAnswers := 1
+				if refused {
+					wantAnswers = 0
+				}
+				if c := b.sim.Stats().Chats[in.key]; c.Calls != 1 || c.Answers != wantAnswers {
+					t.Fatalf("%s: counters %+v, want 1 call, %d answers", in.key, c, wantAnswers)
 				}
 				if !b.sim.Truth(in.key).BadRequest {
 					t.Fatalf("%s: truth is not bad request", in.key)
@@ -491,39 +531,60 @@ func TestRateLimiter(t *testing.T) {
 		return cs
 	}
 	tests := []struct {
-		name  string
-		rps   float64
-		burst int
-		calls []call
+		name   string
+		rps    float64
+		burst  int
+		minGap bool
+		calls  []call
 	}{
-		{"exact pacing, burst 2", 10, 2, paced(100, 100*ms, 200)},
-		{"exact pacing, burst 1", 10, 1, paced(100, 100*ms, 200)},
-		{"exact pacing at 4 rps, burst 1", 4, 1, paced(40, 250*ms, 200)},
-		{"burst 2 drains then refills", 10, 2, []call{
+		{"exact pacing, burst 2", 10, 2, false, paced(100, 100*ms, 200)},
+		{"exact pacing, burst 1", 10, 1, false, paced(100, 100*ms, 200)},
+		{"exact pacing at 4 rps, burst 1", 4, 1, false, paced(40, 250*ms, 200)},
+		{"burst 2 drains then refills", 10, 2, false, []call{
 			{0, "a", 200}, {0, "a", 200}, {0, "a", 429}, {50 * ms, "a", 429}, {100 * ms, "a", 200}, {150 * ms, "a", 429}, {200 * ms, "a", 200},
 		}},
-		{"burst 1 is a minimum gap", 10, 1, []call{
+		{"burst 1 is a minimum gap", 10, 1, false, []call{
 			{0, "a", 200}, {0, "a", 429}, {99 * ms, "a", 429}, {100 * ms, "a", 200}, {150 * ms, "a", 429}, {200 * ms, "a", 200},
 		}},
-		{"burst 2 forgives one early arrival", 10, 2, []call{
+		{"burst 2 forgives one early arrival", 10, 2, false, []call{
 			{0, "a", 200}, {100 * ms, "a", 200}, {170 * ms, "a", 200}, {300 * ms, "a", 200}, {400 * ms, "a", 200}, {500 * ms, "a", 200},
 		}},
-		{"burst 1 does not", 10, 1, []call{
+		{"burst 1 does not", 10, 1, false, []call{
 			{0, "a", 200}, {100 * ms, "a", 200}, {170 * ms, "a", 429}, {300 * ms, "a", 200},
 		}},
-		{"twice too fast", 10, 2, []call{
+		{"twice too fast", 10, 2, false, []call{
 			{0, "a", 200}, {50 * ms, "a", 200}, {100 * ms, "a", 200}, {150 * ms, "a", 429}, {200 * ms, "a", 200}, {250 * ms, "a", 429}, {300 * ms, "a", 200},
 		}},
-		{"methods have their own buckets", 10, 1, []call{
+		{"methods have their own buckets", 10, 1, false, []call{
 			{0, "a", 200}, {0, "c", 200}, {0, "s", 200}, {0, "a", 429}, {0, "c", 429}, {0, "s", 429},
 			{100 * ms, "a", 200}, {100 * ms, "c", 200}, {100 * ms, "s", 429}, {time.Second, "s", 200},
 		}},
+		// MinGap: at least 1/rps since the method's last accepted request, exactly, whatever
+		// Burst says.
+		{"min gap: the strict reading", 10, 5, true, []call{
+			{0, "a", 200}, {100 * ms, "a", 200}, {199 * ms, "a", 429}, {200 * ms, "a", 200},
+			{299999 * time.Microsecond, "a", 429}, {300 * ms, "a", 200}, {300 * ms, "a", 429},
+			{399999999 * time.Nanosecond, "a", 429}, {400 * ms, "a", 200}, {2 * time.Second, "a", 200}, {2 * time.Second, "a", 429},
+		}},
+		{"min gap: refusals do not move the mark", 10, 2, true, []call{
+			{0, "a", 200}, {10 * ms, "a", 429}, {50 * ms, "a", 429}, {99 * ms, "a", 429}, {100 * ms, "a", 200},
+		}},
+		{"min gap: no early arrival forgiven", 10, 2, true, []call{
+			{0, "a", 200}, {100 * ms, "a", 200}, {170 * ms, "a", 429}, {300 * ms, "a", 200}, {400 * ms, "a", 200},
+		}},
+		{"min gap: exact pacing", 10, 1, true, paced(100, 100*ms, 200)},
+		{"min gap: exact pacing at 3 rps", 3, 1, true, paced(30, time.Second/3, 200)},
+		{"min gap: per method", 10, 1, true, []call{
+			{0, "a", 200}, {0, "c", 200}, {0, "s", 200}, {0, "a", 429}, {0, "c", 429}, {0, "s", 429},
+			{100 * ms, "a", 200}, {100 * ms, "c", 200}, {999 * ms, "s", 429}, {time.Second, "s", 200},
+		}},
+		{"min gap: unlimited", -1, 1, true, []call{{0, "a", 200}, {0, "a", 200}, {time.Nanosecond, "a", 200}}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			b := setup(t, Config{Seed: 1, Instances: []Instance{{ID: testID, Token: testToken, RPS: tc.rps, Burst: tc.burst}}})
-			var want429 int
+			b := setup(t, Config{Seed: 1, Instances: []Instance{{ID: testID, Token: testToken, RPS: tc.rps, Burst: tc.burst, MinGap: tc.minGap}}})
+			var at429 []time.Duration
 			for i, c := range tc.calls {
 				b.clock.Set(c.at)
 				var got response
@@ -539,16 +600,352 @@ func TestRateLimiter(t *testing.T) {
 					t.Fatalf("call %d at %v (%s): status %d, want %d", i, c.at, c.method, got.status, c.want)
 				}
 				if got.status == 429 {
-					want429++
+					at429 = append(at429, c.at)
 					if got.body != "" || got.header.Get("Retry-After") != "" {
 						t.Fatalf("429 with body %q, Retry-After %q", got.body, got.header.Get("Retry-After"))
 					}
 				}
 			}
-			if st := b.sim.Stats().Instances[testID]; st.TooMany != want429 || st.Requests != len(tc.calls) {
-				t.Fatalf("stats %+v, want %d 429s of %d", st, want429, len(tc.calls))
+			st := b.sim.Stats().Instances[testID]
+			if st.TooMany != len(at429) || st.Requests != len(tc.calls) {
+				t.Fatalf("stats %+v, want %d 429s of %d", st, len(at429), len(tc.calls))
+			}
+			if !slices.Equal(st.TooManyAt, at429) {
+				t.Fatalf("TooManyAt %v, want %v", st.TooManyAt, at429)
 			}
 		})
+	}
+}
+
+func TestMinGapReset(t *testing.T) {
+	t.Parallel()
+	b := setup(t, Config{Seed: 1, Instances: []Instance{{ID: testID, Token: testToken, MinGap: true}}})
+	b.clock.Set(time.Second)
+	if got := b.avatar(t, chatBody("79001234567@c.us")); got.status != 200 {
+		t.Fatalf("first call: %d", got.status)
+	}
+	b.sim.Reset()
+	b.clock.Set(time.Second + time.Millisecond)
+	if got := b.avatar(t, chatBody("79001234567@c.us")); got.status != 200 {
+		t.Fatalf("after Reset the last accepted request is remembered: %d", got.status)
+	}
+	if got := b.avatar(t, chatBody("79001234567@c.us")); got.status != 429 {
+		t.Fatalf("second call 0s later: %d", got.status)
+	}
+	if st := b.sim.Stats().Instances[testID]; !slices.Equal(st.TooManyAt, []time.Duration{time.Second + time.Millisecond}) {
+		t.Fatalf("TooManyAt %v", st.TooManyAt)
+	}
+}
+
+func TestTooManyAll(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name           string
+		retryAfter     time.Duration
+		wantRetryAfter string
+	}{
+		{"no Retry-After", 0, ""},
+		{"Retry-After", 3 * time.Second, "3"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, Config{Seed: 1, RetryAfter: tc.retryAfter,
+				Instances: []Instance{{ID: testID, Token: testToken, RPS: -1, StateRPS: -1, TooManyAll: true}}})
+			calls := []func() response{
+				func() response { return b.avatar(t, chatBody("79001234567@c.us")) },
+				func() response { return b.check(t, `{"phoneNumber":79001234567}`) },
+				func() response { return b.state(t) },
+				func() response { return b.avatar(t, `{"chatId":`) }, // even a malformed body
+			}
+			var want []time.Duration
+			for i, call := range calls {
+				at := time.Duration(i) * time.Hour
+				b.clock.Set(at)
+				want = append(want, at)
+				if got := call(); got.status != 429 || got.body != "" || got.header.Get("Retry-After") != tc.wantRetryAfter {
+					t.Fatalf("call %d: got %d %q, Retry-After %q", i, got.status, got.body, got.header.Get("Retry-After"))
+				}
+			}
+			if got := b.do(t, "POST", "/waInstance"+testID+"/getAvatar/wrong", chatBody("79001234567@c.us")); got.status != 401 {
+				t.Fatalf("wrong token: %d, want 401 before the limit", got.status)
+			}
+			st := b.sim.Stats()
+			in := st.Instances[testID]
+			if in.Requests != 4 || in.TooMany != 4 || in.Accepted != 0 || in.Unauthorized != 1 || !slices.Equal(in.TooManyAt, want) {
+				t.Fatalf("instance stats %+v", in)
+			}
+			for _, m := range []string{"getAvatar", "checkWhatsapp", "getStateInstance"} {
+				if ms := in.Methods[m]; ms.TooMany != ms.Requests || ms.Accepted != 0 {
+					t.Fatalf("%s: %+v", m, ms)
+				}
+			}
+			if c := st.Chats["79001234567@c.us"]; c != (ChatStats{Calls: 1, CheckCalls: 1}) {
+				t.Fatalf("chat %+v", c)
+			}
+		})
+	}
+}
+
+func TestTooManyAtBounded(t *testing.T) {
+	t.Parallel()
+	b := setup(t, Config{Seed: 1, Instances: []Instance{{ID: testID, Token: testToken, TooManyAll: true}}})
+	in := b.sim.byID[testID]
+	for i := range MaxTooManyAt + 10 {
+		since := time.Duration(i) * time.Millisecond
+		if _, verdict := in.admit(since, testStart.Add(since), mGetAvatar); verdict != tooMany {
+			t.Fatalf("arrival %d admitted", i)
+		}
+	}
+	st := b.sim.Stats().Instances[testID]
+	if st.TooMany != MaxTooManyAt+10 || len(st.TooManyAt) != MaxTooManyAt {
+		t.Fatalf("TooMany %d, len(TooManyAt) %d; want %d, %d", st.TooMany, len(st.TooManyAt), MaxTooManyAt+10, MaxTooManyAt)
+	}
+	if last := st.TooManyAt[MaxTooManyAt-1]; last != time.Duration(MaxTooManyAt-1)*time.Millisecond {
+		t.Fatalf("kept up to %v, want the first %d", last, MaxTooManyAt)
+	}
+	// Reset starts afresh; a caller appending to what Stats handed out cannot write into the
+	// simulator's record, and later 429s do not change it.
+	b.sim.Reset()
+	for _, at := range []time.Duration{1, 2, 3} { // three: an appended slice then has room
+		b.clock.Set(at)
+		b.avatar(t, chatBody("79001234567@c.us"))
+	}
+	first := b.sim.Stats().Instances[testID].TooManyAt
+	if cap(first) != len(first) {
+		t.Fatalf("TooManyAt has room to append into: len %d, cap %d", len(first), cap(first))
+	}
+	b.clock.Set(4)
+	b.avatar(t, chatBody("79001234567@c.us"))
+	if got := b.sim.Stats().Instances[testID].TooManyAt; !slices.Equal(got, []time.Duration{1, 2, 3, 4}) || !slices.Equal(first, []time.Duration{1, 2, 3}) {
+		t.Fatalf("after Reset: %v, earlier copy %v", got, first)
+	}
+}
+
+func TestPhoneNumberRefused(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		edition string
+		refuses bool
+	}{
+		{EditionSeed, false},
+		{Edition2023, false},
+		{EditionCurrent, true},
+		{EditionCurrentBase64, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.edition, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, Config{Seed: 4, Edition: tc.edition, ErrorBody: ErrorBodyText})
+			n := find(t, b.sim, CategoryAvatar, 0)
+			tr := b.sim.Truth(n)
+			got := b.avatar(t, `{"phoneNumber":`+n+`}`)
+			if isRefusal(got) != tc.refuses || !tc.refuses && got.body != wantAvatarBody(tr, tc.edition) {
+				t.Fatalf("phoneNumber: got %d %q, refusal wanted %t", got.status, got.body, tc.refuses)
+			}
+			// A chatId beside it is what the server reads.
+			if got := b.avatar(t, `{"chatId":"`+n+`@c.us","phoneNumber":`+n+`}`); got.status != 200 || got.body != wantAvatarBody(tr, tc.edition) {
+				t.Fatalf("chatId and phoneNumber: got %d %q", got.status, got.body)
+			}
+			// checkWhatsapp takes phoneNumber in every edition.
+			if got := b.check(t, `{"phoneNumber":`+n+`}`); got.status != 200 || got.body != `{"existsWhatsapp":true}` {
+				t.Fatalf("checkWhatsapp: got %d %q", got.status, got.body)
+			}
+			want := ChatStats{Calls: 2, Answers: 2, CheckCalls: 1, CheckAnswers: 1}
+			if tc.refuses {
+				want.Answers = 1
+			}
+			if c := b.sim.Chat(n); c != want {
+				t.Fatalf("chat %+v, want %+v", c, want)
+			}
+			if st := b.sim.Stats(); st.Invalid != 0 || st.Instances[testID].Accepted != 3 {
+				t.Fatalf("stats %+v", st)
+			}
+		})
+	}
+	t.Run("mixed, per number", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, Config{Seed: 4, Edition: EditionMixed})
+		refused := map[string]int{}
+		for i := 0; i < 200; i++ {
+			n := strconv.Itoa(79500000000 + i)
+			tr := b.sim.Truth(n)
+			if tr.BadRequest {
+				continue
+			}
+			got := b.avatar(t, `{"phoneNumber":`+n+`}`)
+			switch {
+			case refusesPhoneNumber(tr.Edition):
+				if !isRefusal(got) {
+					t.Fatalf("%s (%s): got %d %q, want the refusal", n, tr.Edition, got.status, got.body)
+				}
+				refused[tr.Edition]++
+			case got.status != 200 || got.body != wantAvatarBody(tr, tr.Edition):
+				t.Fatalf("%s (%s): got %d %q", n, tr.Edition, got.status, got.body)
+			}
+		}
+		if refused[EditionCurrent] == 0 || refused[EditionCurrentBase64] == 0 {
+			t.Fatalf("refusals by edition: %v", refused)
+		}
+	})
+	t.Run("after the instance's state", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, Config{Seed: 4, Instances: []Instance{{ID: testID, Token: testToken, State: StateStarting, RPS: -1}}})
+		if got := b.avatar(t, `{"phoneNumber":79001234567}`); got.status != 400 || got.body != greenapi.ReasonStarting {
+			t.Fatalf("got %d %q, want the starting message first", got.status, got.body)
+		}
+	})
+}
+
+func TestEmpties(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name     string
+		edition  string
+		timeouts bool // TimeoutRate 1 as well: empties come first, then timeouts
+	}{
+		{"current", EditionCurrent, false},
+		{"seed", EditionSeed, false},
+		{"with timeouts", EditionCurrent, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			cfg := Config{Seed: 6, Edition: tc.edition, EmptyRate: 1, EmptyTimes: 4}
+			if tc.timeouts {
+				cfg.TimeoutRate, cfg.TimeoutTimes = 1, 2
+			}
+			b := setup(t, cfg)
+			n := find(t, b.sim, CategoryAvatar, 0)
+			tr := b.sim.Truth(n)
+			if tr.EmptiesFirst != 4 {
+				t.Fatalf("truth %+v", tr)
+			}
+			var empties []string
+			for i := 0; i < 4; i++ {
+				got := b.avatar(t, chatBody(n+"@c.us"))
+				if got.status != 200 || got.header.Get("Content-Type") != "application/json" || !slices.Contains(emptyBodies[:], got.body) {
+					t.Fatalf("call %d: got %d %q, want an empty 200", i, got.status, got.body)
+				}
+				empties = append(empties, got.body)
+			}
+			if empties[3] != empties[0] || len(slices.Compact(slices.Sorted(slices.Values(empties[:3])))) != 3 {
+				t.Fatalf("empty bodies do not rotate: %q", empties)
+			}
+			want := ChatStats{Calls: 4, Empties: 4}
+			if tc.timeouts {
+				for i := 0; i < 2; i++ {
+					if got := b.avatar(t, chatBody(n+"@c.us")); !strings.Contains(got.body, greenapi.ReasonAvatarTimeout) {
+						t.Fatalf("timeout %d: got %q", i, got.body)
+					}
+				}
+				want.Calls, want.Timeouts = 6, 2
+			}
+			if got := b.avatar(t, chatBody(n+"@c.us")); got.status != 200 || got.body != wantAvatarBody(tr, tc.edition) {
+				t.Fatalf("after the empties: got %d %q", got.status, got.body)
+			}
+			want.Calls++
+			want.Answers++
+			// checkWhatsapp never answers empty.
+			wantCheck := `{"existsWhatsapp":true}`
+			if tc.timeouts {
+				wantCheck = `{"existsWhatsapp":false,"reason":"check phone number timeout limit exceeded"}`
+			}
+			if got := b.check(t, `{"phoneNumber":`+n+`}`); got.body != wantCheck {
+				t.Fatalf("checkWhatsapp: %q", got.body)
+			}
+			want.CheckCalls, want.CheckAnswers, want.CheckTimeouts = 1, 1, 0
+			if tc.timeouts {
+				want.CheckAnswers, want.CheckTimeouts = 0, 1
+			}
+			if c := b.sim.Chat(n); c != want {
+				t.Fatalf("chat %+v, want %+v", c, want)
+			}
+			if st := b.sim.Stats().Instances[testID]; st.Empty != 4 {
+				t.Fatalf("instance Empty %d, want 4", st.Empty)
+			}
+			// Bad-request numbers answer at once.
+			bad := find(t, b.sim, CategoryBadRequest, 0)
+			if tr := b.sim.Truth(bad); tr.EmptiesFirst != 0 || tr.TimeoutsFirst != 0 {
+				t.Fatalf("bad request truth %+v", tr)
+			}
+			if got := b.avatar(t, chatBody(bad+"@c.us")); !strings.Contains(got.body, greenapi.ReasonBadRequestData) {
+				t.Fatalf("bad request number: %d %q", got.status, got.body)
+			}
+		})
+	}
+}
+
+func TestEmptyShare(t *testing.T) {
+	t.Parallel()
+	b := setup(t, Config{Seed: 12, EmptyRate: 0.3, WeightAvatar: 1, WeightBadRequest: 1})
+	var empty, bad int
+	forms := map[string]int{}
+	for i := 0; i < 10000; i++ {
+		n := strconv.Itoa(79600000000 + i)
+		tr := b.sim.Truth(n)
+		switch {
+		case tr.BadRequest:
+			bad++
+			if tr.EmptiesFirst != 0 {
+				t.Fatalf("bad request %s answers empty first", n)
+			}
+		case tr.EmptiesFirst == EmptyTimesDefault:
+			empty++
+			if i < 900 {
+				forms[b.avatar(t, chatBody(n+"@c.us")).body]++
+			}
+		case tr.EmptiesFirst != 0:
+			t.Fatalf("EmptiesFirst %d", tr.EmptiesFirst)
+		}
+	}
+	if share := float64(empty) / float64(10000-bad); share < 0.27 || share > 0.33 {
+		t.Fatalf("%d of %d numbers answer empty first, want about 30%%", empty, 10000-bad)
+	}
+	for _, f := range emptyBodies {
+		if forms[f] < 20 {
+			t.Fatalf("one empty answer per number: forms %v", forms)
+		}
+	}
+}
+
+// TestEmptiesThroughClient checks that the client and the simulator agree: an empty 200 is a
+// transient failure of the call, and a current edition's refusal of phoneNumber is an invalid
+// request whose Request the client reports.
+func TestEmptiesThroughClient(t *testing.T) {
+	t.Parallel()
+	b := setup(t, Config{Seed: 6, EmptyRate: 1, EmptyTimes: 3})
+	srv := httptest.NewServer(b.sim)
+	t.Cleanup(srv.Close)
+	newClient := func(by greenapi.RequestBy) *greenapi.Client {
+		c, err := greenapi.New(greenapi.Config{APIURL: srv.URL, IDInstance: testID, Token: testToken, RequestBy: by, HTTPClient: srv.Client()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	n := find(t, b.sim, CategoryAvatar, 0)
+	target, err := greenapi.ParseTarget(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newClient(greenapi.RequestByChatID)
+	for i := 0; i < 3; i++ {
+		_, err := c.GetAvatar(context.Background(), target)
+		var e *greenapi.Error
+		if !errors.As(err, &e) || e.Class != greenapi.ClassTransient || e.Status != 200 || !strings.Contains(e.Reason, "none of the documented fields") || greenapi.IsSystemic(err) {
+			t.Fatalf("empty %d: %v", i, err)
+		}
+	}
+	av, err := c.GetAvatar(context.Background(), target)
+	want := b.sim.Truth(n).Avatar()
+	if err != nil || av.ExistsWhatsapp != nil || av.Available == nil || *av.Available != *want.Available || av.URLAvatar != want.URLAvatar {
+		t.Fatalf("after the empties: %+v, %v; want %+v", av, err, want)
+	}
+	_, err = newClient(greenapi.RequestByPhoneNumber).GetAvatar(context.Background(), target)
+	var e *greenapi.Error
+	if !errors.As(err, &e) || e.Class != greenapi.ClassInvalid || e.Status != 400 || e.Request != `{"phoneNumber":`+n+`}` || !strings.Contains(e.Reason, "'chatId' is required") {
+		t.Fatalf("phoneNumber to the current edition: %#v", err)
 	}
 }
 
@@ -608,12 +1005,16 @@ func TestTimeoutsFirst(t *testing.T) {
 			if edition == EditionCurrent {
 				wantTimeout = `{"urlAvatar":"","available":false,"reason":"get avatar timeout limit exceeded"}`
 			}
+			body := `{"phoneNumber":` + n + `}` // the same chat as its chatId
+			if refusesPhoneNumber(edition) {
+				body = chatBody(n + "@c.us")
+			}
 			for i := 0; i < 5; i++ {
 				want := wantTimeout
 				if i >= 3 {
 					want = wantAvatarBody(tr, edition)
 				}
-				if got := b.avatar(t, `{"phoneNumber":`+n+`}`); got.status != 200 || got.body != want {
+				if got := b.avatar(t, body); got.status != 200 || got.body != want {
 					t.Fatalf("call %d: got %d %q, want %q", i, got.status, got.body, want)
 				}
 			}
@@ -896,7 +1297,8 @@ func TestTruthShares(t *testing.T) {
 
 func TestCountersScripted(t *testing.T) {
 	t.Parallel()
-	b := setup(t, Config{Seed: 1, Instances: []Instance{{ID: testID, Token: testToken, RPS: 10, Burst: 2}}})
+	// The seed edition, which takes phoneNumber: step 1 names a chat both ways.
+	b := setup(t, Config{Seed: 1, Edition: EditionSeed, Instances: []Instance{{ID: testID, Token: testToken, RPS: 10, Burst: 2}}})
 	a, c := find(t, b.sim, CategoryAvatar, 0), find(t, b.sim, CategoryHidden, 0)
 	ms := time.Millisecond
 	steps := []struct {
@@ -925,7 +1327,7 @@ func TestCountersScripted(t *testing.T) {
 	}
 	st := b.sim.Stats()
 	wantInst := InstanceStats{
-		Requests: 9, Accepted: 7, TooMany: 2, Unauthorized: 1, MaxInAnySecond: 6,
+		Requests: 9, Accepted: 7, TooMany: 2, TooManyAt: []time.Duration{0, 1160 * ms}, Unauthorized: 1, MaxInAnySecond: 6,
 		Methods: map[string]MethodStats{
 			"getAvatar":     {Requests: 8, Accepted: 6, TooMany: 2},
 			"checkWhatsapp": {Requests: 1, Accepted: 1},
@@ -987,6 +1389,9 @@ func TestConfig(t *testing.T) {
 		{ServerErrorRate: 1.5},
 		{HangRate: -0.1},
 		{TimeoutTimes: -1},
+		{EmptyRate: 1.5},
+		{EmptyRate: -0.1},
+		{EmptyTimes: -1},
 		{LatencyMedian: -time.Second},
 		{Instances: []Instance{{ID: ""}}},
 		{Instances: []Instance{{ID: "a/b"}}},
@@ -999,7 +1404,7 @@ func TestConfig(t *testing.T) {
 			t.Errorf("config %d (%+v): err %v", i, cfg, err)
 		}
 	}
-	sim, err := New(Config{TimeoutRate: 0.1})
+	sim, err := New(Config{TimeoutRate: 0.1, EmptyRate: 0.1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1007,7 +1412,8 @@ func TestConfig(t *testing.T) {
 	in := got.Instances[0]
 	if in.ID != InstanceIDDefault || in.Token != TokenDefault || in.State != StateAuthorized || in.RPS != RPSDefault ||
 		in.StateRPS != StateRPSDefault || in.Burst != BurstDefault || got.Edition != EditionDefault ||
-		got.ErrorBody != ErrorBodyDefault || got.TimeoutTimes != TimeoutTimesDefault || got.WeightAvatar != WeightAvatarDefault {
+		got.ErrorBody != ErrorBodyDefault || got.TimeoutTimes != TimeoutTimesDefault || got.EmptyTimes != EmptyTimesDefault ||
+		got.WeightAvatar != WeightAvatarDefault || in.MinGap || in.TooManyAll {
 		t.Fatalf("defaults not filled in: %+v", got)
 	}
 	if sim.Start().IsZero() {

@@ -28,8 +28,12 @@ type InstanceStats struct {
 	Requests int
 	// Accepted passed the rate limiter.
 	Accepted int
-	// TooMany were answered 429.
+	// TooMany were answered 429 (by the limiter, or all of them under TooManyAll).
 	TooMany int
+	// TooManyAt is when each of those 429s arrived, measured from the simulator's start, in
+	// arrival order; only the first MaxTooManyAt are kept. Tests that measure how a client
+	// paces itself after a 429 read it. The slice is shared, not copied: do not modify it.
+	TooManyAt []time.Duration
 	// Unauthorized were answered 401 (wrong token); not part of Requests.
 	Unauthorized int
 	// QuotaExceeded were answered 466 (they are part of Accepted).
@@ -38,6 +42,9 @@ type InstanceStats struct {
 	ServerErrors int
 	// Hung were never answered (HangRate).
 	Hung int
+	// Empty were getAvatar calls answered a 200 with none of the documented fields
+	// (EmptyRate).
+	Empty int
 	// MaxInAnySecond is the most Requests (429s included) that arrived within any sliding
 	// one-second window: a client that keeps to N rps keeps this at or near N.
 	MaxInAnySecond int
@@ -60,13 +67,16 @@ type MethodStats struct {
 // and answered as often as it should.
 type ChatStats struct {
 	// Calls is every getAvatar request with the right credentials naming the chat, whatever
-	// the answer (429, 466, 5xx and hangs included).
+	// the answer (429, 466, 5xx, hangs, empty 200s and a current edition's refusal of
+	// phoneNumber included).
 	Calls int
 	// Answers is getAvatar answers that told the number's truth: a 200 with it, or, for a
 	// bad-request number, its "bad request data" in whichever form the edition sends.
 	Answers int
 	// Timeouts is getAvatar answers of "get avatar timeout limit exceeded".
 	Timeouts int
+	// Empties is getAvatar answers of a 200 with none of the documented fields (EmptyRate).
+	Empties int
 	// CheckCalls, CheckAnswers and CheckTimeouts are the same for checkWhatsapp.
 	CheckCalls    int
 	CheckAnswers  int
@@ -97,9 +107,12 @@ var methods = [numMethods]methodInfo{
 
 // instanceCounters are guarded by instance.mu.
 type instanceCounters struct {
-	requests, accepted, tooMany, unauthorized, quotaExceeded, serverErrors, hung int
-	maxInAnySecond                                                               int
-	methods                                                                      [numMethods]MethodStats
+	requests, accepted, tooMany, unauthorized, quotaExceeded, serverErrors, hung, empty int
+	maxInAnySecond                                                                      int
+	methods                                                                             [numMethods]MethodStats
+	// tooManyAt is only ever appended to (Reset replaces it), so Stats can hand out its
+	// prefix without a copy.
+	tooManyAt []time.Duration
 }
 
 // window is the arrival times (since start) of the last second's requests, oldest first.
@@ -157,8 +170,9 @@ func (s *Simulator) Stats() Stats {
 		in.mu.Unlock()
 		is := InstanceStats{
 			Requests: c.requests, Accepted: c.accepted, TooMany: c.tooMany, Unauthorized: c.unauthorized,
-			QuotaExceeded: c.quotaExceeded, ServerErrors: c.serverErrors, Hung: c.hung,
+			QuotaExceeded: c.quotaExceeded, ServerErrors: c.serverErrors, Hung: c.hung, Empty: c.empty,
 			MaxInAnySecond: c.maxInAnySecond, Methods: make(map[string]MethodStats),
+			TooManyAt: c.tooManyAt[:len(c.tooManyAt):len(c.tooManyAt)],
 		}
 		for m, ms := range c.methods {
 			if ms.Requests > 0 {
@@ -206,8 +220,9 @@ func normalize(target string) string {
 	return t.ChatID()
 }
 
-// Reset zeroes every counter and refills every rate-limit bucket, quota and timeout-first
-// allowance, as if the simulator had just been made; Start, and so the truth, stay.
+// Reset zeroes every counter, refills every rate-limit bucket, quota and timeout-first and
+// empty-first allowance, and forgets MinGap's last accepted requests, as if the simulator had
+// just been made; Start, and so the truth, stay.
 func (s *Simulator) Reset() {
 	s.requests.Store(0)
 	s.invalid.Store(0)
@@ -217,6 +232,8 @@ func (s *Simulator) Reset() {
 		in.window = window{}
 		in.quotaUsed = 0
 		in.limiters = newLimiters(in.cfg)
+		in.lastAccepted = [numMethods]time.Duration{}
+		in.anyAccepted = [numMethods]bool{}
 		in.mu.Unlock()
 	}
 	for i := range s.shards {

@@ -70,6 +70,9 @@ type Truth struct {
 	BadRequest bool
 	// TimeoutsFirst is how many calls per method answer the timeout reason before the truth.
 	TimeoutsFirst int
+	// EmptiesFirst is how many getAvatar calls answer a 200 with none of the documented
+	// fields before anything else (Config.EmptyRate); 0 for bad request data.
+	EmptiesFirst int
 }
 
 // Salts keep the hash-derived choices independent of one another.
@@ -81,6 +84,8 @@ const (
 	saltLink2
 	saltLink3
 	saltLink4
+	saltEmpty
+	saltEmptyForm
 )
 
 // mix64 is splitmix64's finalizer: a cheap, well-spread bijection on uint64.
@@ -126,10 +131,7 @@ func (s *Simulator) Truth(target string) Truth {
 // truthOf decides everything about a normalized key whose keyHash is h; kind 0 means the key
 // failed validation.
 func (s *Simulator) truthOf(key string, kind greenapi.Kind, h uint64) Truth {
-	tr := Truth{Key: key, Edition: s.cfg.Edition}
-	if tr.Edition == EditionMixed {
-		tr.Edition = editionsMixed[derive(h, saltEdition)%uint64(len(editionsMixed))]
-	}
+	tr := Truth{Key: key, Edition: s.editionOf(h)}
 	u := unit(derive(h, saltCategory))
 	switch {
 	case kind == 0:
@@ -163,7 +165,36 @@ func (s *Simulator) truthOf(key string, kind greenapi.Kind, h uint64) Truth {
 	if !tr.BadRequest && s.cfg.TimeoutRate > 0 && unit(derive(h, saltTimeout)) < s.cfg.TimeoutRate {
 		tr.TimeoutsFirst = s.cfg.TimeoutTimes
 	}
+	if !tr.BadRequest && s.cfg.EmptyRate > 0 && unit(derive(h, saltEmpty)) < s.cfg.EmptyRate {
+		tr.EmptiesFirst = s.cfg.EmptyTimes
+	}
 	return tr
+}
+
+// editionOf is the edition the key whose keyHash is h answers in: Config.Edition, or its pick
+// when that is "mixed".
+func (s *Simulator) editionOf(h uint64) string {
+	if s.cfg.Edition == EditionMixed {
+		return editionsMixed[derive(h, saltEdition)%uint64(len(editionsMixed))]
+	}
+	return s.cfg.Edition
+}
+
+// refusesPhoneNumber reports whether edition takes only chatId for getAvatar, as Green API's
+// current editions do.
+func refusesPhoneNumber(edition string) bool {
+	return edition == EditionCurrent || edition == EditionCurrentBase64
+}
+
+// emptyBodies are the 200s without a documented field that EmptyRate numbers answer first,
+// in rotation.
+var emptyBodies = [...]string{`{}`, `{"error":"temporarily unavailable"}`, `{"urlAvatar":null}`}
+
+// emptyBody is the i-th (from 0) empty 200 of the key whose keyHash is h: each key starts the
+// rotation at its own place, so one empty answer per number still shows every form.
+func emptyBody(h uint64, i int) string {
+	n := uint64(len(emptyBodies))
+	return emptyBodies[(derive(h, saltEmptyForm)%n+uint64(i)%n)%n]
 }
 
 // link builds a pps.whatsapp.net-like URL whose path and oh carry the number's hash and whose
