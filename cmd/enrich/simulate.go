@@ -25,6 +25,8 @@ type simFlags struct {
 	startFor  time.Duration
 	startEvry time.Duration
 	newer     bool
+	tooMany   bool
+	minGap    bool
 	cfg       simulator.Config
 }
 
@@ -39,7 +41,9 @@ func addSimFlags(fs *flag.FlagSet, s *simFlags) {
 		simulator.InstanceIDDefault+":"+simulator.TokenDefault)
 	fs.StringVar(&s.state, "state", simulator.StateAuthorized, "every instance's state: authorized, notAuthorized, blocked, expired, deleted, starting")
 	fs.Float64Var(&s.rps, "rps", simulator.RPSDefault, "getAvatar requests per second allowed per instance (429 above it); negative: unlimited")
-	fs.IntVar(&s.burst, "burst", simulator.BurstDefault, "token bucket size per instance (1: strict minimum gap of 1/rps)")
+	fs.IntVar(&s.burst, "burst", simulator.BurstDefault, "token bucket size per instance (1: close to a minimum gap of 1/rps; see --min-gap)")
+	fs.BoolVar(&s.minGap, "min-gap", false, "accept a method's request only 1/rps or more after its last accepted one (the strictest limit; --burst is ignored)")
+	fs.BoolVar(&s.tooMany, "too-many-all", false, "answer every request 429, getStateInstance included")
 	fs.IntVar(&s.quota, "quota", 0, "getAvatar calls per instance before 466 QUOTE_EXCEEDED; 0: unlimited")
 	fs.DurationVar(&s.startAt, "starting-after", 0, "open a starting window this long after start")
 	fs.DurationVar(&s.startFor, "starting-for", 0, "length of the starting window; 0: none")
@@ -57,6 +61,8 @@ func addSimFlags(fs *flag.FlagSet, s *simFlags) {
 	fs.Float64Var(&c.ServerErrorRate, "server-error-rate", 0, "share of requests answered 500/502/503/504")
 	fs.Float64Var(&c.TimeoutRate, "timeout-rate", 0, `share of numbers that first answer "get avatar timeout limit exceeded"`)
 	fs.IntVar(&c.TimeoutTimes, "timeout-times", simulator.TimeoutTimesDefault, "how many times such a number times out first")
+	fs.Float64Var(&c.EmptyRate, "empty-rate", 0, "share of numbers whose first getAvatar calls get a 200 with none of the documented fields")
+	fs.IntVar(&c.EmptyTimes, "empty-times", simulator.EmptyTimesDefault, "how many such empty 200s each of those numbers gets first")
 	fs.Float64Var(&c.HangRate, "hang-rate", 0, "share of requests never answered (the client times out)")
 	fs.DurationVar(&c.LatencyMedian, "latency-median", 0, "median answer latency (log-normal)")
 	fs.DurationVar(&c.LatencyP99, "latency-p99", 0, "99th percentile answer latency (the long tail)")
@@ -78,6 +84,7 @@ func (s *simFlags) config() (simulator.Config, error) {
 		cfg.Instances = append(cfg.Instances, simulator.Instance{
 			ID: id, Token: token, State: s.state, RPS: s.rps, Burst: s.burst, Quota: s.quota,
 			StartingAfter: s.startAt, StartingFor: s.startFor, StartingEvery: s.startEvry, NewerWording: s.newer,
+			TooManyAll: s.tooMany, MinGap: s.minGap,
 		})
 	}
 	return cfg, nil
