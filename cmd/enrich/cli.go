@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"sort"
 	"strings"
@@ -87,6 +88,25 @@ func run(ctx context.Context, args []string, sio stdio) (err error) {
 	return cmd(ctx, a, args[1:])
 }
 
+// noArgs refuses positional arguments, for the commands that take none: `enrich run extra`
+// must not quietly process the whole table.
+func noArgs(fs *flag.FlagSet) error {
+	if fs.NArg() == 0 {
+		return nil
+	}
+	return configErrorf("unexpected argument %q: enrich %s takes no arguments (flags go right after the command; see enrich %s --help)",
+		fs.Arg(0), fs.Name(), fs.Name())
+}
+
+// warnPlainHTTP says so when greenapi.api_url is http://: every request carries the
+// apiTokenInstance in its URL path, in clear text on the wire.
+func (a *app) warnPlainHTTP() {
+	if u, err := url.Parse(a.cfg.GreenAPI.APIURL); err == nil && u.Scheme == "http" {
+		a.log.Warn().Str("api_url", a.cfg.GreenAPI.APIURL).Msg("greenapi.api_url is http://: the apiTokenInstance travels " +
+			"unencrypted in the URL path of every request; use https:// unless this is a simulator on a trusted network")
+	}
+}
+
 // flags is a command's flag set: each flag overrides one config key, and only when given,
 // so that the file and the environment keep their say otherwise.
 type flags struct {
@@ -96,6 +116,8 @@ type flags struct {
 	config    string
 	logFormat string
 	logLevel  string
+	// file says the command takes one FILE argument (enqueue); every other takes none.
+	file bool
 }
 
 func newFlags(a *app, name, synopsis string) *flags {
@@ -142,6 +164,14 @@ func (f *flags) parse(args []string, needAPI bool) ([]string, error) {
 			return nil, err
 		}
 		return nil, configErrorf("%v (see enrich %s --help)", err, f.Name())
+	}
+	switch {
+	case !f.file:
+		if err := noArgs(f.FlagSet); err != nil {
+			return nil, err
+		}
+	case f.NArg() > 1:
+		return nil, configErrorf("enrich %s takes one FILE (or - for stdin), got %d arguments: %q", f.Name(), f.NArg(), f.Args())
 	}
 	if err := f.a.setupLog(f.logFormat, f.logLevel); err != nil {
 		return nil, err

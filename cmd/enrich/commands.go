@@ -23,22 +23,28 @@ func tableFlag(f *flags) {
 }
 
 // openStore parses the flags, connects, and opens the store: the start of every database
-// command.
+// command that needs nothing between the two.
 func openStore(ctx context.Context, f *flags, args []string, needAPI bool) (*pgxpool.Pool, *store.Store, []string, error) {
 	rest, err := f.parse(args, needAPI)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	pool, err := f.a.connect(ctx)
+	pool, st, err := f.a.connectStore(ctx)
+	return pool, st, rest, err
+}
+
+// connectStore connects and opens the store, once the configuration is parsed and valid.
+func (a *app) connectStore(ctx context.Context) (*pgxpool.Pool, *store.Store, error) {
+	pool, err := a.connect(ctx)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
-	st, err := store.New(pool, store.Config{Table: f.a.cfg.Database.Table})
+	st, err := store.New(pool, store.Config{Table: a.cfg.Database.Table})
 	if err != nil {
 		pool.Close()
-		return nil, nil, nil, configErrorf("database.table: %v", err)
+		return nil, nil, configErrorf("database.table: %v", err)
 	}
-	return pool, st, rest, nil
+	return pool, st, nil
 }
 
 func cmdMigrate(ctx context.Context, a *app, args []string) error {
@@ -74,17 +80,16 @@ func cmdEnqueue(ctx context.Context, a *app, args []string) error {
 		"and parentheses; they are stored as 11 or 12 digits. Rejected lines are reported with their line "+
 		"numbers and nothing else is lost. Numbers already in the table are skipped.")
 	tableFlag(f)
-	pool, st, rest, err := openStore(ctx, f, args, false)
+	f.file = true
+	rest, err := f.parse(args, false)
 	if err != nil {
 		return err
 	}
-	defer pool.Close()
+	// The file is opened before connecting: a wrong path is a usage error, found without the
+	// database.
 	var in io.Reader = a.io.in
 	name := "stdin"
-	switch {
-	case len(rest) > 1:
-		return configErrorf("enqueue takes one FILE (or - for stdin), got %d", len(rest))
-	case len(rest) == 1 && rest[0] != "-":
+	if len(rest) == 1 && rest[0] != "-" {
 		fh, err := os.Open(rest[0])
 		if err != nil {
 			return configErrorf("enqueue: %v", err)
@@ -92,6 +97,11 @@ func cmdEnqueue(ctx context.Context, a *app, args []string) error {
 		defer fh.Close()
 		in, name = fh, rest[0]
 	}
+	pool, st, err := a.connectStore(ctx)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
 	rep, err := enqueue(ctx, st, in, name, a.io.err)
 	fmt.Fprintf(a.io.out, "inserted %d, duplicates %d, rejected %d\n", rep.Inserted, rep.Duplicates, rep.Rejected)
 	return err
@@ -203,15 +213,19 @@ func cmdRun(ctx context.Context, a *app, args []string) error {
 	key(f, "api-url", "Green API host (greenapi.api_url, env GREENAPI_API_URL)", func(c *Config) *string { return &c.GreenAPI.APIURL })
 	key(f, "request-by", "send phone numbers as chatId or phoneNumber (greenapi.request_by)", func(c *Config) *string { return &c.GreenAPI.RequestBy })
 	key(f, "timeout", "per-request timeout (greenapi.timeout)", func(c *Config) *Duration { return &c.GreenAPI.Timeout })
-	key(f, "workers", "concurrent calls per instance (run.workers)", func(c *Config) *int { return &c.Run.Workers })
-	key(f, "batch-size", "rows claimed and results written per round trip (run.batch_size)", func(c *Config) *int { return &c.Run.BatchSize })
+	key(f, "workers", fmt.Sprintf("concurrent calls per instance, at most %d (run.workers)", WorkersMax), func(c *Config) *int { return &c.Run.Workers })
+	key(f, "batch-size", fmt.Sprintf("rows claimed and results written per round trip, at most %d (run.batch_size)", BatchSizeMax), func(c *Config) *int { return &c.Run.BatchSize })
 	key(f, "lease", "how long claimed rows stay this run's (run.lease)", func(c *Config) *Duration { return &c.Run.Lease })
-	key(f, "max-attempts", "attempts before a row is failed (run.max_attempts)", func(c *Config) *int { return &c.Run.MaxAttempts })
+	key(f, "max-attempts", fmt.Sprintf("attempts before a row is failed, at most %d (run.max_attempts)", MaxAttemptsMax), func(c *Config) *int { return &c.Run.MaxAttempts })
 	key(f, "max-duration", "stop claiming after this long and exit 0; 0: until no row is due (run.max_duration)", func(c *Config) *Duration { return &c.Run.MaxDuration })
 	key(f, "limit", "stop after claiming this many rows; 0: no limit (run.limit)", func(c *Config) *int { return &c.Run.Limit })
 	key(f, "shutdown-grace", "time calls in flight get after SIGTERM (run.shutdown_grace)", func(c *Config) *Duration { return &c.Run.ShutdownGrace })
 	key(f, "starting-timeout", "how long an instance may stay starting (run.starting_timeout)", func(c *Config) *Duration { return &c.Run.StartingTimeout })
-	pool, st, _, err := openStore(ctx, f, args, true)
+	if _, err := f.parse(args, true); err != nil {
+		return err
+	}
+	a.warnPlainHTTP()
+	pool, st, err := a.connectStore(ctx)
 	if err != nil {
 		return err
 	}

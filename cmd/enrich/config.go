@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"reflect"
 	"strings"
@@ -96,6 +97,21 @@ const (
 	APIURLDefault      = "https://api.green-api.com"
 	TimeoutDefault     = 60 * time.Second
 	RPSDefault         = 10.0
+)
+
+// Upper bounds of [run], so that a typo (workers = 100000000) is refused at once instead of
+// costing minutes and gigabytes before something else fails. config.example.toml says why.
+const (
+	// WorkersMax bounds run.workers: each worker is one concurrent call to its instance, and an
+	// instance takes 10 requests/s, so rps × latency workers keep it busy; a thousand covers a
+	// 100 s tail at 10 rps.
+	WorkersMax = 1000
+	// BatchSizeMax bounds run.batch_size: store.ChunkSize, the most rows one statement
+	// claims or writes.
+	BatchSizeMax = store.ChunkSize
+	// MaxAttemptsMax bounds run.max_attempts: a row that failed that often will not succeed,
+	// and with retry.max between attempts a thousand already spans days.
+	MaxAttemptsMax = 1000
 )
 
 // defaultConfig is every key at its default, so a file only says what it changes.
@@ -257,23 +273,26 @@ func (c *Config) validate(needAPI bool) error {
 	if _, err := store.ParseTable(c.Database.Table); err != nil {
 		return configErrorf("database.table: %v", err)
 	}
-	positive := []struct {
-		key string
-		v   int64
+	for _, p := range []struct {
+		key, why string
+		v, max   int64 // max 0: no upper bound
 	}{
-		{"run.workers", int64(c.Run.Workers)},
-		{"run.batch_size", int64(c.Run.BatchSize)},
-		{"run.max_attempts", int64(c.Run.MaxAttempts)},
-		{"run.lease", int64(c.Run.Lease.Duration)},
-		{"run.shutdown_grace", int64(c.Run.ShutdownGrace.Duration)},
-		{"run.starting_timeout", int64(c.Run.StartingTimeout.Duration)},
-		{"retry.base", int64(c.Retry.Base.Duration)},
-		{"retry.max", int64(c.Retry.Max.Duration)},
-		{"greenapi.timeout", int64(c.GreenAPI.Timeout.Duration)},
-	}
-	for _, p := range positive {
+		{"run.workers", "per instance: each worker is one concurrent call, and Green API allows 10 requests/s, " +
+			"so rps × latency in seconds is enough", int64(c.Run.Workers), WorkersMax},
+		{"run.batch_size", "the most rows one statement claims or writes", int64(c.Run.BatchSize), BatchSizeMax},
+		{"run.max_attempts", "a row that failed that often will not succeed", int64(c.Run.MaxAttempts), MaxAttemptsMax},
+		{"run.lease", "", int64(c.Run.Lease.Duration), 0},
+		{"run.shutdown_grace", "", int64(c.Run.ShutdownGrace.Duration), 0},
+		{"run.starting_timeout", "", int64(c.Run.StartingTimeout.Duration), 0},
+		{"retry.base", "", int64(c.Retry.Base.Duration), 0},
+		{"retry.max", "", int64(c.Retry.Max.Duration), 0},
+		{"greenapi.timeout", "", int64(c.GreenAPI.Timeout.Duration), 0},
+	} {
 		if p.v <= 0 {
 			return configErrorf("%s must be greater than 0", p.key)
+		}
+		if p.max > 0 && p.v > p.max {
+			return configErrorf("%s is %d: it must be at most %d (%s)", p.key, p.v, p.max, p.why)
 		}
 	}
 	for _, nn := range []struct {
@@ -303,9 +322,6 @@ func (c *Config) validate(needAPI bool) error {
 		return configErrorf("greenapi.request_by is %q: use %q or %q", c.GreenAPI.RequestBy,
 			greenapi.RequestByChatID, greenapi.RequestByPhoneNumber)
 	}
-	if !strings.HasPrefix(c.GreenAPI.APIURL, "http://") && !strings.HasPrefix(c.GreenAPI.APIURL, "https://") {
-		return configErrorf("greenapi.api_url is %q: it must start with https:// (or http:// for the simulator)", c.GreenAPI.APIURL)
-	}
 	if len(c.GreenAPI.Instances) == 0 {
 		return configErrorf("no Green API instance: add a [[greenapi.instance]] with id and token (or token_file), " +
 			"or set GREENAPI_ID_INSTANCE and GREENAPI_API_TOKEN_INSTANCE")
@@ -326,8 +342,8 @@ func (c *Config) validate(needAPI bool) error {
 			rps := RPSDefault
 			in.RPS = &rps
 		}
-		if *in.RPS <= 0 {
-			return configErrorf("%s.rps is %g: it must be greater than 0 (Green API allows 10)", key, *in.RPS)
+		if rps := *in.RPS; math.IsNaN(rps) || math.IsInf(rps, 0) || rps <= 0 {
+			return configErrorf("%s.rps is %g: it must be a finite number greater than 0 (Green API allows 10)", key, rps)
 		}
 		switch {
 		case in.Token != "" && in.TokenFile != "":
@@ -345,6 +361,23 @@ func (c *Config) validate(needAPI bool) error {
 		case in.Token == "":
 			return configErrorf("%s has no token: set token or token_file (or GREENAPI_API_TOKEN_INSTANCE)", key)
 		}
+		// greenapi.New checks what the client will send (a token that cannot travel in a URL
+		// path, say). Against the default URL, what fails is the instance's. Nothing is sent.
+		if _, err := greenapi.New(greenapi.Config{APIURL: APIURLDefault, IDInstance: in.ID, Token: in.Token}); err != nil {
+			return configErrorf("%s: %v", key, err)
+		}
+	}
+	// The URL rules are greenapi's too. With an instance that passed above, what fails now is
+	// the URL's; greenapi redacts that instance's token from the message, and the others' are
+	// redacted here, in case one was pasted into the URL.
+	first := c.GreenAPI.Instances[0]
+	if _, err := greenapi.New(greenapi.Config{APIURL: c.GreenAPI.APIURL, IDInstance: first.ID, Token: first.Token,
+		RequestBy: greenapi.RequestBy(c.GreenAPI.RequestBy), Timeout: c.GreenAPI.Timeout.Duration}); err != nil {
+		msg := err.Error()
+		for _, in := range c.GreenAPI.Instances {
+			msg = strings.ReplaceAll(msg, in.Token, "***")
+		}
+		return configErrorf("greenapi.api_url: %s", msg)
 	}
 	return nil
 }

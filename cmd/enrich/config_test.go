@@ -2,12 +2,15 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding"
 	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"regexp"
@@ -224,6 +227,16 @@ func TestConfigBadValues(t *testing.T) {
 			want: []string{"greenapi.instance[0] (id 1101000001).rps is -1"}},
 		{name: "zero rps", file: validInstance + "rps = 0\n",
 			want: []string{"greenapi.instance[0] (id 1101000001).rps is 0"}},
+		{name: "rps nan", file: validInstance + "rps = nan\n",
+			want: []string{"greenapi.instance[0] (id 1101000001).rps is NaN", "finite"}},
+		{name: "rps +nan", file: validInstance + "rps = +nan\n",
+			want: []string{"greenapi.instance[0] (id 1101000001).rps is NaN"}},
+		{name: "rps inf", file: validInstance + "rps = inf\n",
+			want: []string{"greenapi.instance[0] (id 1101000001).rps is +Inf", "finite"}},
+		{name: "rps -inf", file: validInstance + "rps = -inf\n",
+			want: []string{"greenapi.instance[0] (id 1101000001).rps is -Inf"}},
+		{name: "second instance rps inf", file: validInstance + "[[greenapi.instance]]\nid = \"1101000002\"\ntoken = \"t\"\nrps = inf\n",
+			want: []string{"greenapi.instance[1] (id 1101000002).rps is +Inf"}},
 		{name: "rps not a number", file: validInstance + "rps = \"fast\"\n",
 			want: []string{":4:", "greenapi.instance.rps"}},
 		{name: "unparsable duration", file: "[run]\nlease = \"10x\"\n",
@@ -244,6 +257,36 @@ func TestConfigBadValues(t *testing.T) {
 			want: []string{"greenapi.request_by", `"phone"`}},
 		{name: "api_url without scheme", file: "[greenapi]\napi_url = \"api.green-api.com\"\n" + validInstance,
 			want: []string{"greenapi.api_url"}},
+		{name: "api_url https:// alone", file: "[greenapi]\napi_url = \"https://\"\n" + validInstance,
+			want: []string{"greenapi.api_url", `"https://"`, "has no host"}},
+		{name: "api_url http:// alone", file: "[greenapi]\napi_url = \"http://\"\n" + validInstance,
+			want: []string{"greenapi.api_url", "has no host"}},
+		{name: "api_url ftp", file: "[greenapi]\napi_url = \"ftp://api.green-api.com\"\n" + validInstance,
+			want: []string{"greenapi.api_url", "https://"}},
+		{name: "api_url with a query", file: "[greenapi]\napi_url = \"https://api.green-api.com/?x=1\"\n" + validInstance,
+			want: []string{"greenapi.api_url", "query"}},
+		{name: "api_url with the method path", file: "[greenapi]\napi_url = \"https://api.green-api.com/waInstance1101000001\"\n" + validInstance,
+			want: []string{"greenapi.api_url", "waInstance"}},
+		{name: "GREENAPI_API_URL https://", file: validInstance, env: map[string]string{"GREENAPI_API_URL": "https://"},
+			want: []string{"greenapi.api_url", "has no host"}},
+		{name: "flag api-url https://", file: validInstance, args: []string{"--api-url", "https://"},
+			want: []string{"greenapi.api_url", "has no host"}},
+		{name: "token not fit for a URL path", file: "[[greenapi.instance]]\nid = \"1101000001\"\ntoken = \"a/b\"\n",
+			want: []string{"greenapi.instance[0] (id 1101000001)", "Token contains a character"}},
+		{name: "instance id too long", file: "[[greenapi.instance]]\nid = \"123456789012345678901\"\ntoken = \"t0ken\"\n",
+			want: []string{"greenapi.instance[0] (id 123456789012345678901)", "IDInstance"}},
+		{name: "run extra", file: validInstance, args: []string{"extra"},
+			want: []string{`unexpected argument "extra"`, "enrich run takes no arguments"}},
+		{name: "run extra before a flag", file: validInstance, args: []string{"extra", "--workers", "2"},
+			want: []string{`unexpected argument "extra"`}},
+		{name: "migrate extra", cmd: "migrate", args: []string{"contacts"},
+			want: []string{`unexpected argument "contacts"`, "enrich migrate takes no arguments"}},
+		{name: "status extra", cmd: "status", args: []string{"now"},
+			want: []string{`unexpected argument "now"`, "enrich status takes no arguments"}},
+		{name: "enqueue two files", cmd: "enqueue", args: []string{"{dir}/token", "{dir}/blank"},
+			want: []string{"enrich enqueue takes one FILE (or - for stdin), got 2 arguments"}},
+		{name: "enqueue a missing file", cmd: "enqueue", args: []string{"{dir}/nothing.txt"},
+			want: []string{"nothing.txt", "no such file"}},
 		{name: "missing token", file: "[[greenapi.instance]]\nid = \"1101000001\"\n",
 			want: []string{"greenapi.instance[0] (id 1101000001) has no token"}},
 		{name: "token and token_file", file: validInstance + "token_file = '{dir}/token'\n",
@@ -272,6 +315,16 @@ func TestConfigBadValues(t *testing.T) {
 			want: []string{"run.limit must not be negative"}},
 		{name: "negative max_duration", cmd: "status", file: "[run]\nmax_duration = \"-1s\"\n",
 			want: []string{"run.max_duration must not be negative"}},
+		{name: "workers 100000000", file: validInstance + "[run]\nworkers = 100000000\n",
+			want: []string{"run.workers is 100000000: it must be at most 1000", "per instance", "concurrent call", "10 requests/s"}},
+		{name: "workers 1001, status too", cmd: "status", file: "[run]\nworkers = 1001\n",
+			want: []string{"run.workers is 1001: it must be at most 1000"}},
+		{name: "flag workers 1001", file: validInstance, args: []string{"--workers", "1001"},
+			want: []string{"run.workers is 1001"}},
+		{name: "batch_size 5001", file: validInstance + "[run]\nbatch_size = 5001\n",
+			want: []string{"run.batch_size is 5001: it must be at most 5000"}},
+		{name: "max_attempts 1001", file: validInstance + "[run]\nmax_attempts = 1001\n",
+			want: []string{"run.max_attempts is 1001: it must be at most 1000"}},
 		{name: "zero workers", cmd: "status", file: "[run]\nworkers = 0\n",
 			want: []string{"run.workers must be greater than 0"}},
 		{name: "zero batch_size", cmd: "status", file: "[run]\nbatch_size = 0\n",
@@ -280,6 +333,14 @@ func TestConfigBadValues(t *testing.T) {
 			want: []string{"greenapi.timeout must be greater than 0"}},
 		{name: "table with three parts", cmd: "status", file: "[database]\ntable = \"a.b.c\"\n",
 			want: []string{"database.table", "a.b.c"}},
+		{name: "table not an identifier", file: validInstance + "[database]\ntable = \"contacts; drop table x\"\n",
+			want: []string{"database.table", `"contacts; drop table x"`, "not a plain identifier", "letters, digits and underscores"}},
+		{name: "table quoted", cmd: "migrate", file: "[database]\ntable = '\"contacts\"'\n",
+			want: []string{"database.table", "not a plain identifier"}},
+		{name: "table with a space", cmd: "enqueue", file: "[database]\ntable = \"crm.my contacts\"\n",
+			want: []string{"database.table", "not a plain identifier"}},
+		{name: "flag table injection", cmd: "status", args: []string{"--table", "x;drop table y"},
+			want: []string{"database.table", "not a plain identifier"}},
 		{name: "empty table", cmd: "migrate", file: "[database]\ntable = \"\"\n",
 			want: []string{"database.table"}},
 		{name: "empty database url", cmd: "status", file: "[database]\nurl = \"\"\n", env: map[string]string{"DATABASE_URL": ""},
@@ -418,6 +479,15 @@ func TestConfigPrecedence(t *testing.T) {
 			check: func(t *testing.T, c Config) {
 				if c.Run.Workers != enrich.WorkersDefault {
 					t.Errorf("workers %d, want %d", c.Run.Workers, enrich.WorkersDefault)
+				}
+			},
+		},
+		{
+			name: "upper bounds and an http:// api_url accepted",
+			file: validInstance + "rps = 0.5\n[greenapi]\napi_url = \"http://127.0.0.1:7780/\"\n[run]\nworkers = 1000\nbatch_size = 5000\nmax_attempts = 1000\n",
+			check: func(t *testing.T, c Config) {
+				if c.Run.Workers != WorkersMax || c.Run.BatchSize != BatchSizeMax || c.Run.MaxAttempts != MaxAttemptsMax {
+					t.Errorf("workers %d batch_size %d max_attempts %d, want the bounds", c.Run.Workers, c.Run.BatchSize, c.Run.MaxAttempts)
 				}
 			},
 		},
@@ -599,6 +669,10 @@ func TestSecretsStayOut(t *testing.T) {
 		{name: "garbage after the token", file: "[[greenapi.instance]]\nid = \"1\"\ntoken = '" + token + "' x\n", code: exitConfig},
 		{name: "token twice", file: tok + "token = \"" + token + "\"\n", code: exitConfig},
 		{name: "token a number", file: "[[greenapi.instance]]\nid = \"1\"\ntoken = 123" + token[len(token)-3:] + "\n", code: exitConfig},
+		{name: "token with a slash", file: "[[greenapi.instance]]\nid = \"1101000001\"\ntoken = \"" + token + "/x\"\n", code: exitConfig},
+		{name: "token pasted into api_url", file: tok + "[greenapi]\napi_url = \"https://api.green-api.com/?" + token + "\"\n", code: exitConfig},
+		{name: "second token pasted into api_url", file: validInstance + "[[greenapi.instance]]\nid = \"1101000002\"\ntoken = \"" + token +
+			"\"\n[greenapi]\napi_url = \"https://api.green-api.com/?" + token + "\"\n", code: exitConfig},
 		{name: "token_file with a bad instance", file: "[[greenapi.instance]]\nid = \"1\"\ntoken_file = '{dir}/token'\nrps = 0\n", code: exitConfig},
 		{name: "env token with several instances", file: validInstance + "[[greenapi.instance]]\nid = \"2\"\ntoken = \"t\"\n",
 			env: map[string]string{"GREENAPI_API_TOKEN_INSTANCE": token}, code: exitConfig},
@@ -749,5 +823,136 @@ func TestExitCode(t *testing.T) {
 				t.Errorf("exitCode(%v, %v) = %d, want %d", tt.err, tt.sig, got, tt.want)
 			}
 		})
+	}
+}
+
+// acceptCounter is a TCP listener that accepts connections and closes them at once, as a
+// DATABASE_URL that tells whether a command tried to connect.
+type acceptCounter struct {
+	ln       net.Listener
+	accepted chan string // the remote address of each connection accepted, in order
+}
+
+func newAcceptCounter(t *testing.T) *acceptCounter {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &acceptCounter{ln: ln, accepted: make(chan string, 1000)}
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.accepted <- conn.RemoteAddr().String()
+			conn.Close()
+		}
+	}()
+	t.Cleanup(func() { ln.Close() })
+	return c
+}
+
+// url is a DATABASE_URL pointing at the listener.
+func (c *acceptCounter) url() string {
+	return "postgres://enrich@" + c.ln.Addr().String() + "/enrich?sslmode=disable&connect_timeout=5"
+}
+
+// count returns how many connections were accepted before now. It connects once itself and
+// counts those accepted before its own: the listener accepts in arrival order, so no
+// connection made before the call is missed, without waiting on a clock.
+func (c *acceptCounter) count(t *testing.T) int {
+	t.Helper()
+	conn, err := net.Dial("tcp", c.ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	mine := conn.LocalAddr().String()
+	n := 0
+	for addr := range c.accepted {
+		if addr == mine {
+			return n
+		}
+		n++
+	}
+	return n
+}
+
+// TestBadConfigNoConnection: each configuration the issue lists as wrongly accepted exits 1
+// before any connection to the database, in-process and as the built binary. An http://
+// api_url is accepted with a warning and gets as far as connecting.
+func TestBadConfigNoConnection(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name     string
+		cmd      string // default "run"
+		file     string // "" means no --config
+		args     []string
+		code     int    // default exitConfig
+		wantErr  string // a substring of the error (in-process) or of stderr (binary)
+		connects bool
+	}{
+		{name: "rps nan", file: validInstance + "rps = nan\n", wantErr: ".rps is NaN"},
+		{name: "rps inf", file: validInstance + "rps = inf\n", wantErr: ".rps is +Inf"},
+		{name: "workers 100000000", file: validInstance + "[run]\nworkers = 100000000\n", wantErr: "run.workers is 100000000"},
+		{name: "run extra", file: validInstance, args: []string{"extra"}, wantErr: `unexpected argument \"extra\"`},
+		{name: "migrate extra", cmd: "migrate", args: []string{"extra"}, wantErr: `unexpected argument \"extra\"`},
+		{name: "status extra", cmd: "status", args: []string{"extra"}, wantErr: `unexpected argument \"extra\"`},
+		{name: "enqueue two files", cmd: "enqueue", args: []string{"-", "-"}, wantErr: "takes one FILE"},
+		{name: "table not an identifier", file: validInstance + "[database]\ntable = \"contacts; drop table x\"\n",
+			wantErr: "database.table"},
+		{name: "migrate table not an identifier", cmd: "migrate", args: []string{"--table", "contacts; drop table x"},
+			wantErr: "database.table"},
+		{name: "api_url https://", file: "[greenapi]\napi_url = \"https://\"\n" + validInstance, wantErr: "greenapi.api_url"},
+		{name: "api_url http:// warns and goes on", file: "[greenapi]\napi_url = \"http://127.0.0.1:7780\"\n" + validInstance,
+			code: exitDatabase, wantErr: "the apiTokenInstance travels unencrypted", connects: true},
+	}
+	for _, tt := range tests {
+		for _, binary := range []bool{false, true} {
+			name := tt.name + "/in-process"
+			if binary {
+				name = tt.name + "/binary"
+			}
+			t.Run(name, func(t *testing.T) {
+				t.Parallel()
+				db := newAcceptCounter(t)
+				cmd := cmp.Or(tt.cmd, "run")
+				args := []string{cmd}
+				if tt.file != "" {
+					args = append(args, "--config", writeFile(t, t.TempDir(), "cfg.toml", tt.file))
+				}
+				args = append(args, tt.args...)
+				wantCode := cmp.Or(tt.code, exitConfig)
+
+				var code int
+				var stderr string
+				if binary {
+					c := exec.Command(enrichBinary(t), append(args, "--log-format", "json")...)
+					c.Env = []string{"DATABASE_URL=" + db.url()}
+					var errb bytes.Buffer
+					c.Stderr = &errb
+					code, stderr = exitStatus(c.Run()), errb.String()
+				} else {
+					var err error
+					_, stderr, err = runCLI(t, map[string]string{"DATABASE_URL": db.url()}, args...)
+					code = exitCode(err, nil)
+					var ce *configError
+					if wantCode == exitConfig && !errors.As(err, &ce) {
+						t.Errorf("error %v (%T), want a *configError", err, err)
+					}
+				}
+				if code != wantCode {
+					t.Errorf("enrich %s: exit code %d, want %d; stderr:\n%s", strings.Join(args, " "), code, wantCode, stderr)
+				}
+				if !strings.Contains(stderr, tt.wantErr) {
+					t.Errorf("stderr does not contain %q:\n%s", tt.wantErr, stderr)
+				}
+				if n := db.count(t); (n > 0) != tt.connects {
+					t.Errorf("%d connections to the database, want any: %v", n, tt.connects)
+				}
+			})
+		}
 	}
 }
