@@ -12,6 +12,7 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/enrich-dev/enrich/enrich"
@@ -66,14 +67,10 @@ type app struct {
 	cfg Config
 }
 
-// run is the whole program: parse, wire, do, with the error logged once here.
+// run is the whole program: parse, wire, do, with the outcome logged once here.
 func run(ctx context.Context, args []string, sio stdio) (err error) {
 	a := &app{io: sio, log: zerolog.New(sio.err).With().Timestamp().Logger()}
-	defer func() {
-		if err != nil && !errors.Is(err, flag.ErrHelp) {
-			a.log.Error().Err(err).Msg("enrich failed")
-		}
-	}()
+	defer func() { a.logOutcome(ctx, err) }()
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		fmt.Fprint(sio.out, usage)
 		if len(args) == 0 {
@@ -86,6 +83,44 @@ func run(ctx context.Context, args []string, sio stdio) (err error) {
 		return configErrorf("unknown command %q: see enrich --help", args[0])
 	}
 	return cmd(ctx, a, args[1:])
+}
+
+// signalStop is the cause main gives the context it cancels on SIGINT or SIGTERM, so that the
+// log can say which signal stopped the command. It is a context.Canceled all the same.
+type signalStop struct{ sig os.Signal }
+
+func (s signalStop) Unwrap() error { return context.Canceled }
+
+func (s signalStop) Error() string {
+	switch s.sig {
+	case syscall.SIGTERM:
+		return "SIGTERM"
+	case syscall.SIGINT:
+		return "SIGINT"
+	}
+	return s.sig.String()
+}
+
+// logOutcome logs how a command ended, once. A stop by signal is how a CronJob or a person
+// ends a run, not a failure: it is logged at info. Everything else that failed is an error.
+func (a *app) logOutcome(ctx context.Context, err error) {
+	stopped := errors.Is(err, enrich.ErrInterrupted) || (ctx.Err() != nil && errors.Is(err, context.Canceled))
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+	case stopped:
+		msg := "stopped"
+		var s signalStop
+		if errors.As(context.Cause(ctx), &s) {
+			msg += " by " + s.Error()
+		}
+		if errors.Is(err, enrich.ErrInterrupted) {
+			a.log.Info().Msg(msg + ": answers received are written, the rest given back")
+			return
+		}
+		a.log.Info().Err(err).Msg(msg)
+	default:
+		a.log.Error().Err(err).Msg("enrich failed")
+	}
 }
 
 // noArgs refuses positional arguments, for the commands that take none: `enrich run extra`

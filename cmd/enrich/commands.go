@@ -273,9 +273,6 @@ func (a *app) runOnce(ctx context.Context, st *store.Store) (enrich.Summary, err
 	}
 	a.log.Info().Str("run", owner).Str("table", st.Table()).Int("instances", len(instances)).
 		Int("workers", c.Run.Workers).Msg("run starting")
-	sum, err := r.Run(ctx)
-	if errors.Is(err, enrich.ErrInterrupted) {
-		a.log.Warn().Msg("interrupted: answers received are written, unprocessed rows given back")
-	}
-	return sum, err
+	// A stop by signal (ErrInterrupted) is logged once, at the top (run).
+	return r.Run(ctx)
 }

@@ -826,6 +826,63 @@ func TestExitCode(t *testing.T) {
 	}
 }
 
+// TestLogOutcome: how a command ended is logged once; a stop by signal is a normal stop,
+// logged at info, never as "enrich failed".
+func TestLogOutcome(t *testing.T) {
+	t.Parallel()
+	const written = ": answers received are written, the rest given back"
+	interrupted := fmt.Errorf("run: %w", enrich.ErrInterrupted)
+	tests := []struct {
+		name      string
+		err       error
+		cause     error // the context is cancelled with it when not nil
+		wantLevel string
+		wantMsg   string // "" with wantLevel "": nothing is logged
+	}{
+		{name: "success", err: nil},
+		{name: "help", err: flag.ErrHelp},
+		{name: "config error", err: configErrorf("bad"), wantLevel: "error", wantMsg: "enrich failed"},
+		{name: "run stopped by SIGTERM", err: interrupted, cause: signalStop{syscall.SIGTERM},
+			wantLevel: "info", wantMsg: "stopped by SIGTERM" + written},
+		{name: "run stopped by SIGINT", err: interrupted, cause: signalStop{syscall.SIGINT},
+			wantLevel: "info", wantMsg: "stopped by SIGINT" + written},
+		{name: "run interrupted, no signal known", err: interrupted, wantLevel: "info", wantMsg: "stopped" + written},
+		{name: "enqueue cancelled by SIGTERM", err: dbErr("enqueue", context.Canceled), cause: signalStop{syscall.SIGTERM},
+			wantLevel: "info", wantMsg: "stopped by SIGTERM"},
+		{name: "cancelled without being asked", err: dbErr("enqueue", context.Canceled), wantLevel: "error", wantMsg: "enrich failed"},
+		{name: "database error during a stop", err: dbErr("write", errors.New("boom")), cause: signalStop{syscall.SIGTERM},
+			wantLevel: "error", wantMsg: "enrich failed"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := context.WithCancelCause(context.Background())
+			defer cancel(nil)
+			if tt.cause != nil {
+				cancel(tt.cause)
+			}
+			var buf bytes.Buffer
+			a := &app{log: zerolog.New(&buf)}
+			a.logOutcome(ctx, tt.err)
+			lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+			if tt.wantLevel == "" {
+				if buf.Len() != 0 {
+					t.Fatalf("logged %q, want nothing", buf.String())
+				}
+				return
+			}
+			if len(lines) != 1 {
+				t.Fatalf("logged %d lines, want 1:\n%s", len(lines), buf.String())
+			}
+			for _, w := range []string{`"level":"` + tt.wantLevel + `"`, `"message":"` + tt.wantMsg + `"`} {
+				if !strings.Contains(lines[0], w) {
+					t.Errorf("log line %s does not contain %s", lines[0], w)
+				}
+			}
+		})
+	}
+}
+
 // acceptCounter is a TCP listener that accepts connections and closes them at once, as a
 // DATABASE_URL that tells whether a command tried to connect.
 type acceptCounter struct {

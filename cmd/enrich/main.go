@@ -27,12 +27,12 @@ func main() {
 	// (leases expire and the rows come back).
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancelCause(context.Background())
 	var got atomic.Value
 	go func() {
 		s := <-sigs
 		got.Store(s)
-		cancel()
+		cancel(signalStop{s})
 		s = <-sigs
 		os.Exit(signalExit(s))
 	}()

@@ -236,6 +236,20 @@ func TestSIGTERMMidBatch(t *testing.T) {
 	if !strings.Contains(out.String(), `"stop":"interrupted"`) {
 		t.Fatalf("no summary line with stop=interrupted in:\n%s", out)
 	}
+	// A signal is a normal stop: said once, at info, and nothing is logged as an error.
+	if strings.Contains(out.String(), `"level":"error"`) {
+		t.Fatalf("a stop by SIGTERM logged an error line:\n%s", out)
+	}
+	stopped := 0
+	for _, line := range strings.Split(out.String(), "\n") {
+		if strings.Contains(line, `"message":"stopped by SIGTERM: answers received are written, the rest given back"`) &&
+			strings.Contains(line, `"level":"info"`) {
+			stopped++
+		}
+	}
+	if stopped != 1 {
+		t.Fatalf("%d info lines saying SIGTERM stopped the run, want 1:\n%s", stopped, out)
+	}
 	t.Logf("SIGTERM → exit 143 after %s; %d answers written, %d rows left pending", elapsed.Round(time.Millisecond),
 		answered, b.count(t, "status = 'pending'"))
 }
