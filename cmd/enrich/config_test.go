@@ -957,6 +957,7 @@ func TestBadConfigNoConnection(t *testing.T) {
 		{name: "run extra", file: validInstance, args: []string{"extra"}, wantErr: `unexpected argument \"extra\"`},
 		{name: "migrate extra", cmd: "migrate", args: []string{"extra"}, wantErr: `unexpected argument \"extra\"`},
 		{name: "status extra", cmd: "status", args: []string{"extra"}, wantErr: `unexpected argument \"extra\"`},
+		{name: "demo extra", cmd: "demo", args: []string{"extra"}, wantErr: `unexpected argument \"extra\"`},
 		{name: "enqueue two files", cmd: "enqueue", args: []string{"-", "-"}, wantErr: "takes one FILE"},
 		{name: "table not an identifier", file: validInstance + "[database]\ntable = \"contacts; drop table x\"\n",
 			wantErr: "database.table"},

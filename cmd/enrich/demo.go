@@ -2,10 +2,13 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"strings"
 	"time"
@@ -19,11 +22,22 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-// demoDatabase is the database the demo creates afresh on the server it finds: it never
-// touches a table of the user's.
-const demoDatabase = "enrich_demo"
+// demoDatabasePrefix starts the name of the database the demo creates on the server it finds,
+// followed by random hex, so that it never touches a database of the user's, nor one of another
+// demo running at the same time.
+const demoDatabasePrefix = "enrich_demo_"
 
-func cmdDemo(ctx context.Context, a *app, args []string) error {
+// Bounds of the demo's flags: enough for a load trial, not so much that a typo runs for hours.
+const (
+	demoRowsMax      = 1_000_000
+	demoInstancesMax = 100
+	demoRPSMax       = 100_000
+)
+
+// dropTimeout bounds dropping the demo's database at the end, also after an interrupt.
+const dropTimeout = 30 * time.Second
+
+func cmdDemo(ctx context.Context, a *app, args []string) (err error) {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	fs.SetOutput(a.io.err)
 	fs.Usage = func() {
@@ -31,8 +45,9 @@ func cmdDemo(ctx context.Context, a *app, args []string) error {
 			"Runs the real job end to end against the built-in Green API simulator (with restarts, timeouts,\n"+
 			"5xx answers and every response edition) and PostgreSQL: DATABASE_URL's server if set, else the\n"+
 			"local server on 127.0.0.1:5432, else a throw-away cluster started from the installed binaries.\n"+
-			"It (re)creates the database %q there, migrates, enqueues numbers, runs, prints the summary\n"+
-			"and `enrich status`, and checks every row against the simulator's truth.\n\nFlags:\n", demoDatabase)
+			"It creates a new database there, named %s<random hex>, migrates, enqueues numbers, runs, prints\n"+
+			"the summary and `enrich status`, checks every row against the simulator's truth, and drops the\n"+
+			"database again (also when it fails or is interrupted; --keep keeps it).\n\nFlags:\n", demoDatabasePrefix)
 		fs.PrintDefaults()
 	}
 	rows := fs.Int("rows", 3000, "numbers to enqueue")
@@ -41,14 +56,23 @@ func cmdDemo(ctx context.Context, a *app, args []string) error {
 		"(real Green API allows 10; the demo goes faster)")
 	logFormat := fs.String("log-format", "console", "log format: json, console, or auto")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	keep := fs.Bool("keep", false, "keep the demo's database at the end and print its URL, to look at it with psql")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
 		}
 		return configErrorf("%v (see enrich demo --help)", err)
 	}
-	if *rows < 1 || *instances < 1 || *rps <= 0 {
-		return configErrorf("demo: --rows, --instances and --rps must be positive")
+	if err := noArgs(fs); err != nil {
+		return err
+	}
+	switch {
+	case *rows < 1 || *rows > demoRowsMax:
+		return configErrorf("demo: --rows is %d: use 1 to %d", *rows, demoRowsMax)
+	case *instances < 1 || *instances > demoInstancesMax:
+		return configErrorf("demo: --instances is %d: use 1 to %d", *instances, demoInstancesMax)
+	case math.IsNaN(*rps) || *rps <= 0 || *rps > demoRPSMax:
+		return configErrorf("demo: --rps is %g: it must be a number greater than 0 and at most %d", *rps, demoRPSMax)
 	}
 	if err := a.setupLog(*logFormat, *logLevel); err != nil {
 		return err
@@ -60,15 +84,42 @@ func cmdDemo(ctx context.Context, a *app, args []string) error {
 		return dbErr("demo: find PostgreSQL", err)
 	}
 	defer stop()
+	throwaway := server != a.io.getenv("DATABASE_URL") && server != pgcluster.LocalURL
 	where := "the server at " + pgcluster.Redact(server)
-	if server != a.io.getenv("DATABASE_URL") && server != pgcluster.LocalURL {
+	if throwaway {
 		where = "a throw-away cluster (no server answered at " + pgcluster.LocalURL + "); it is removed when the demo ends"
 	}
 	fmt.Fprintf(out, "== PostgreSQL: %s\n", where)
-	dbURL, err := recreateDatabase(ctx, server, demoDatabase)
+	database, err := demoDatabaseName()
 	if err != nil {
-		return dbErr("demo: create database "+demoDatabase, err)
+		return err
 	}
+	dbURL, drop, err := createDatabase(ctx, server, database)
+	if err != nil {
+		return dbErr("demo: create database "+database, err)
+	}
+	// Runs once the pool and the simulator are closed, whatever ended the demo: success,
+	// failure or a signal.
+	defer func() {
+		switch {
+		case *keep && throwaway:
+			fmt.Fprintf(out, "== --keep: database %s lives in the throw-away cluster, which is removed now; "+
+				"set DATABASE_URL to a server of yours to keep it\n", database)
+		case *keep:
+			fmt.Fprintf(out, "== kept database %s: %s (psql it; drop it with DROP DATABASE %s)\n",
+				database, pgcluster.Redact(dbURL), database)
+		default:
+			if derr := drop(); derr != nil {
+				fmt.Fprintf(out, "== could not drop database %s on %s: %v; drop it yourself with DROP DATABASE %s\n",
+					database, pgcluster.Redact(server), derr, database)
+				if err == nil {
+					err = dbErr("demo: drop database "+database, derr)
+				}
+				return
+			}
+			fmt.Fprintf(out, "== dropped database %s\n", database)
+		}
+	}()
 
 	// The simulator: one instance restarts for 2 s early on, 3% of numbers time out twice,
 	// 2% of answers are 5xx, and every edition and error body form is spoken.
@@ -121,7 +172,7 @@ func cmdDemo(ctx context.Context, a *app, args []string) error {
 		return err
 	}
 	fmt.Fprintf(out, "== enrich demo: database %s, simulator at %s with %d instances at %g rps\n",
-		demoDatabase, cfg.GreenAPI.APIURL, *instances, *rps)
+		database, cfg.GreenAPI.APIURL, *instances, *rps)
 	if _, err := store.Migrate(ctx, pool, cfg.Database.Table); err != nil {
 		return dbErr("migrate", err)
 	}
@@ -180,21 +231,45 @@ func demoInput(n int) string {
 	return b.String()
 }
 
-// recreateDatabase drops and creates name on the server at serverURL and returns its URL.
-func recreateDatabase(ctx context.Context, serverURL, name string) (string, error) {
+// demoDatabaseName is a fresh database name: the prefix and 12 random hex digits.
+func demoDatabaseName() (string, error) {
+	var b [6]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("demo: name the database: %w", err)
+	}
+	return demoDatabasePrefix + hex.EncodeToString(b[:]), nil
+}
+
+// createDatabase creates the database name on the server at serverURL and returns its URL and
+// a function that drops it. It never drops anything it did not create: when CREATE DATABASE
+// fails (the name taken, say), there is nothing to drop.
+func createDatabase(ctx context.Context, serverURL, name string) (dbURL string, drop func() error, err error) {
+	dbURL, err = pgcluster.WithDatabase(serverURL, name)
+	if err != nil {
+		return "", nil, err
+	}
 	conn, err := pgx.Connect(ctx, serverURL)
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 	id := pgx.Identifier{name}.Sanitize()
-	if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+id+" WITH (FORCE)"); err != nil {
-		return "", err
-	}
 	if _, err := conn.Exec(ctx, "CREATE DATABASE "+id); err != nil {
-		return "", err
+		return "", nil, err
 	}
-	return pgcluster.WithDatabase(serverURL, name)
+	drop = func() error {
+		// Also after a signal: the drop must not inherit the cancellation.
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), dropTimeout)
+		defer cancel()
+		conn, err := pgx.Connect(dctx, serverURL)
+		if err != nil {
+			return err
+		}
+		defer conn.Close(dctx)
+		_, err = conn.Exec(dctx, "DROP DATABASE IF EXISTS "+id+" WITH (FORCE)")
+		return err
+	}
+	return dbURL, drop, nil
 }
 
 // verifyAgainstTruth compares every finished row with what the simulator says it answered.
