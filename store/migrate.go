@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"hash/fnv"
 	"io/fs"
@@ -10,27 +9,22 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/enrich-dev/enrich/migrations"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-// migrateLockName names the session advisory lock Migrate holds; its 64-bit FNV-1a hash is the
-// lock key, the same in every pod and every version.
+// migrateLockName names the transaction-level advisory lock each migration transaction takes
+// first; its 64-bit FNV-1a hash is the lock key, the same in every pod and every version (older
+// versions held it as a session lock, which conflicts with it just the same).
 const migrateLockName = "enrich.migrate"
-
-// migrateUnlockTimeout bounds the unlock that runs after Migrate, on a context the caller cannot
-// cancel: a migration interrupted by a stop must still release the lock.
-const migrateUnlockTimeout = 10 * time.Second
 
 // migrationsTable records which migration versions were applied to which table.
 const migrationsTable = "enrich_schema_migrations"
 
 const (
-	sqlMigrateLock   = `SELECT pg_advisory_lock($1)`
-	sqlMigrateUnlock = `SELECT pg_advisory_unlock($1)`
+	sqlMigrateLock = `SELECT pg_advisory_xact_lock($1::bigint)`
 
 	// %[1]s is the quoted, maybe schema-qualified enrich_schema_migrations.
 	sqlMigrationsCreate = `
@@ -41,8 +35,8 @@ CREATE TABLE IF NOT EXISTS %[1]s (
     applied_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (table_name, version)
 )`
-	sqlMigrationsApplied = `SELECT version FROM %[1]s WHERE table_name = $1`
-	sqlMigrationsRecord  = `INSERT INTO %[1]s (table_name, version, name) VALUES ($1, $2, $3)`
+	sqlMigrationsApplied = `SELECT EXISTS (SELECT FROM %[1]s WHERE table_name = $1::text AND version = $2::int)`
+	sqlMigrationsRecord  = `INSERT INTO %[1]s (table_name, version, name) VALUES ($1::text, $2::int, $3::text)`
 )
 
 // migrateLockKey is the advisory lock key for migrateLockName. It is computed rather than
@@ -63,12 +57,19 @@ type migration struct {
 // Migrate brings table (default "contacts"; "schema.table" allowed) up to the newest migration
 // in package migrations and returns the names of the files it applied, none when it was current.
 //
-// It is safe to run from many pods at once: it holds a session advisory lock on a dedicated
-// connection, so the others wait and then find nothing to do. Each file runs in its own
-// transaction together with its record in enrich_schema_migrations, which lives in the table's
-// schema when the name is qualified and in the search_path's first schema otherwise; versions are
-// recorded under the bare table name. The lock is released even when the caller's context is
-// cancelled, and the connection is closed rather than returned if the unlock fails.
+// It is safe to run from many pods at once, directly or through a connection pooler in session
+// or transaction mode (see PoolOptions.Pooler): each file runs in its own read-committed
+// transaction, which first takes a transaction-level advisory lock (pg_advisory_xact_lock, so
+// no lock outlives the transaction, whatever server connection a pooler lends), then creates
+// enrich_schema_migrations if missing, checks again whether the file's version is recorded
+// (another pod may have applied it while this one waited), and if not applies the file and
+// records it, and commits. So each file is applied exactly once, and the others wait for it and
+// then find nothing to do. enrich_schema_migrations lives in the table's schema when the name is
+// qualified and in the search_path's first schema otherwise; versions are recorded under the
+// bare table name.
+//
+// An error or a cancelled ctx rolls back the file being applied; the files applied before it
+// stay applied and are returned with the error.
 func Migrate(ctx context.Context, pool *pgxpool.Pool, table string) (applied []string, err error) {
 	if table == "" {
 		table = TableDefault
@@ -82,81 +83,72 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool, table string) (applied []s
 		return nil, fmt.Errorf("migrate: load files: %w", err)
 	}
 
-	conn, err := pool.Acquire(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("migrate: acquire connection: %w", err)
-	}
-	defer conn.Release()
-
-	key := migrateLockKey()
-	if _, err := conn.Exec(ctx, sqlMigrateLock, key); err != nil {
-		// Interrupted while waiting: the lock may have been granted just as we gave up, so end
-		// the session rather than pool a connection that might hold it.
-		_ = conn.Conn().Close(context.WithoutCancel(ctx))
-		return nil, fmt.Errorf("migrate: take advisory lock %q: %w", migrateLockName, err)
-	}
-	defer func() {
-		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), migrateUnlockTimeout)
-		defer cancel()
-		var released bool
-		uerr := conn.QueryRow(uctx, sqlMigrateUnlock, key).Scan(&released)
-		if uerr == nil && !released {
-			uerr = errors.New("lock was not held")
-		}
-		if uerr != nil {
-			// Ending the session is the only other way to free the lock; do not hand a
-			// connection that may still hold it back to the pool.
-			_ = conn.Conn().Close(uctx)
-			err = errors.Join(err, fmt.Errorf("migrate: release advisory lock %q: %w", migrateLockName, uerr))
-		}
-	}()
-
 	tracking := pgx.Identifier{migrationsTable}
 	if len(id) == 2 {
 		tracking = pgx.Identifier{id[0], migrationsTable}
 	}
 	trackingSQL := tracking.Sanitize()
-	if _, err := conn.Exec(ctx, fmt.Sprintf(sqlMigrationsCreate, trackingSQL)); err != nil {
-		return nil, fmt.Errorf("migrate: create %s: %w", trackingSQL, err)
+	q := migrateQueries{
+		create:  fmt.Sprintf(sqlMigrationsCreate, trackingSQL),
+		applied: fmt.Sprintf(sqlMigrationsApplied, trackingSQL),
+		record:  fmt.Sprintf(sqlMigrationsRecord, trackingSQL),
 	}
-
-	rows, err := conn.Query(ctx, fmt.Sprintf(sqlMigrationsApplied, trackingSQL), bareName(id))
-	if err != nil {
-		return nil, fmt.Errorf("migrate: read applied versions: %w", err)
-	}
-	versions, err := pgx.CollectRows(rows, pgx.RowTo[int])
-	if err != nil {
-		return nil, fmt.Errorf("migrate: read applied versions: %w", err)
-	}
-	done := make(map[int]bool, len(versions))
-	for _, v := range versions {
-		done[v] = true
-	}
-
-	record := fmt.Sprintf(sqlMigrationsRecord, trackingSQL)
 	for _, m := range files {
-		if done[m.version] {
-			continue
-		}
 		body, err := renderMigration(m.sql, id)
 		if err != nil {
 			return applied, fmt.Errorf("migrate: render %s: %w", m.name, err)
 		}
-		err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
-			// No arguments: pgx sends it by the simple protocol, so a file may hold many
-			// statements.
-			if _, err := tx.Exec(ctx, body); err != nil {
-				return err
-			}
-			_, err := tx.Exec(ctx, record, bareName(id), m.version, m.name)
-			return err
-		})
+		did, err := migrateOne(ctx, pool, q, bareName(id), m, body)
 		if err != nil {
-			return applied, fmt.Errorf("migrate: apply %s to %s: %w", m.name, id.Sanitize(), err)
+			return applied, fmt.Errorf("migrate: %s to %s: %w", m.name, id.Sanitize(), err)
 		}
-		applied = append(applied, m.name)
+		if did {
+			applied = append(applied, m.name)
+		}
 	}
 	return applied, nil
+}
+
+// migrateQueries are the tracking-table statements with its name filled in.
+type migrateQueries struct{ create, applied, record string }
+
+// migrateOne applies migration m (rendered as body) to the table recorded as name unless it is
+// recorded already, all in one transaction under the advisory lock, and reports whether it did.
+//
+// Read committed matters: each statement sees what was committed before it started, so the
+// check after the lock sees what the previous holder committed. Under repeatable read (a
+// server's default_transaction_isolation may say so) the snapshot would date from the lock
+// statement, taken before the wait, and the file would be applied twice.
+func migrateOne(ctx context.Context, pool *pgxpool.Pool, q migrateQueries, name string, m migration, body string) (did bool, err error) {
+	err = pgx.BeginTxFunc(ctx, pool, pgx.TxOptions{IsoLevel: pgx.ReadCommitted}, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, sqlMigrateLock, migrateLockKey()); err != nil {
+			return fmt.Errorf("take advisory lock %q: %w", migrateLockName, err)
+		}
+		if _, err := tx.Exec(ctx, q.create); err != nil {
+			return fmt.Errorf("create %s: %w", migrationsTable, err)
+		}
+		var done bool
+		if err := tx.QueryRow(ctx, q.applied, name, m.version).Scan(&done); err != nil {
+			return fmt.Errorf("read applied versions: %w", err)
+		}
+		if done {
+			return nil
+		}
+		// No arguments: pgx sends it by the simple protocol, so a file may hold many
+		// statements.
+		if _, err := tx.Exec(ctx, body); err != nil {
+			return fmt.Errorf("apply: %w", err)
+		}
+		if _, err := tx.Exec(ctx, q.record, name, m.version, m.name); err != nil {
+			return fmt.Errorf("record: %w", err)
+		}
+		did = true
+		return nil
+	})
+	if err != nil {
+		return false, err
+	}
+	return did, nil
 }
 
 // migrationFileName is NNNN_what.sql.

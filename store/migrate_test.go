@@ -4,14 +4,18 @@ import (
 	"context"
 	"errors"
 	"hash/fnv"
+	"io/fs"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/enrich-dev/enrich/internal/pgbouncer"
 	"github.com/enrich-dev/enrich/internal/pgtest"
+	"github.com/enrich-dev/enrich/migrations"
 	"github.com/enrich-dev/enrich/store"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -56,6 +60,41 @@ func TestMigrate(t *testing.T) {
 			t.Fatalf("second migrate applied %v, %v; want nothing", again, err)
 		}
 		checkNoAdvisoryLocks(t, pool)
+	})
+
+	t.Run("ManyProcesses", func(t *testing.T) {
+		t.Parallel()
+		// Sixteen pods start at once on a database enrich has never seen, each with its own
+		// pool, as separate processes would.
+		dbURL := pgtest.NewEmptyDB(t)
+		pools := make([]*pgxpool.Pool, 16)
+		for i := range pools {
+			pools[i] = newPool(t, dbURL, store.PoolOptions{MaxConns: 1})
+		}
+		start := time.Now()
+		concurrentMigrate(t, pools)
+		t.Logf("%d concurrent Migrate calls, one pool each, in %v", len(pools), time.Since(start))
+		checkNoAdvisoryLocks(t, pgtest.Connect(t, dbURL))
+	})
+
+	t.Run("ServerDefaultsToRepeatableRead", func(t *testing.T) {
+		t.Parallel()
+		// Migrate's transactions must read what the previous lock holder committed, whatever
+		// the server's default isolation.
+		dbURL := pgtest.NewEmptyDB(t)
+		cfg, err := pgx.ParseConfig(dbURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := pgtest.Connect(t, pgtest.AdminURL()).Exec(ctx, "ALTER DATABASE "+pgx.Identifier{cfg.Database}.Sanitize()+
+			" SET default_transaction_isolation = 'repeatable read'"); err != nil {
+			t.Fatal(err)
+		}
+		pools := make([]*pgxpool.Pool, 8)
+		for i := range pools {
+			pools[i] = newPool(t, dbURL, store.PoolOptions{MaxConns: 1})
+		}
+		concurrentMigrate(t, pools)
 	})
 
 	t.Run("WaitsForTheLock", func(t *testing.T) {
@@ -134,6 +173,127 @@ func TestMigrate(t *testing.T) {
 			t.Fatalf("migrate a.b.c: %v, want an error naming it", err)
 		}
 	})
+}
+
+// TestMigrateThroughPgBouncer runs concurrent Migrate calls through a real PgBouncer in
+// transaction mode, where a server connection serves many clients one transaction at a time.
+func TestMigrateThroughPgBouncer(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	const clients = 8
+
+	t.Run("PoolerTransaction", func(t *testing.T) {
+		t.Parallel()
+		dbURL := pgtest.NewEmptyDB(t)
+		// Three server connections for eight clients: the migrations contend for the advisory
+		// lock on different server connections, and every client's statements also run on
+		// server connections that other clients used before.
+		bouncer := pgbouncer.Start(t, dbURL, pgbouncer.Options{PoolSize: 3})
+		pools := make([]*pgxpool.Pool, clients)
+		for i := range pools {
+			pools[i] = newPool(t, bouncer, store.PoolOptions{Pooler: store.PoolerTransaction, MaxConns: 1})
+		}
+		start := time.Now()
+		concurrentMigrate(t, pools)
+		t.Logf("%d concurrent Migrate calls through pgbouncer (pool_mode = transaction, 3 server connections) in %v",
+			clients, time.Since(start))
+		checkNoAdvisoryLocks(t, pgtest.Connect(t, dbURL))
+		checkNoPreparedStatements(t, bouncer, 3)
+	})
+
+	// The control: pgx's default exec mode through the same PgBouncer fails as the issue
+	// reports. With one server connection it fails deterministically: the first client to get
+	// it prepares its statements there under pgx's stmtcache_ names, and every later client,
+	// whose own cache is empty, prepares the same names on the same server connection.
+	t.Run("DefaultExecModeFails", func(t *testing.T) {
+		t.Parallel()
+		dbURL := pgtest.NewEmptyDB(t)
+		bouncer := pgbouncer.Start(t, dbURL, pgbouncer.Options{PoolSize: 1})
+		var (
+			wg   sync.WaitGroup
+			errs = make([]error, clients)
+		)
+		for i := range clients {
+			pool := newPool(t, bouncer, store.PoolOptions{MaxConns: 1})
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_, errs[i] = store.Migrate(ctx, pool, "contacts")
+			}()
+		}
+		wg.Wait()
+		var failed int
+		for _, err := range errs {
+			var pgErr *pgconn.PgError
+			switch {
+			case err == nil:
+			case errors.As(err, &pgErr) && pgErr.Code == "42P05" && strings.Contains(pgErr.Message, `"stmtcache_`):
+				failed++
+			default:
+				t.Errorf("migrate: %v; want success or duplicate_prepared_statement (42P05)", err)
+			}
+		}
+		t.Logf("default exec mode through pgbouncer: %d of %d Migrate calls failed with 42P05, e.g. %v", failed, clients, firstError(errs))
+		if failed != clients-1 {
+			t.Errorf("%d of %d Migrate calls failed; want all but the first", failed, clients)
+		}
+	})
+}
+
+// concurrentMigrate runs Migrate on every pool at once, all on the same database, and checks
+// that all succeed and that each migration file was applied once in all and recorded once.
+func concurrentMigrate(t *testing.T, pools []*pgxpool.Pool) {
+	t.Helper()
+	ctx := context.Background()
+	var (
+		wg      sync.WaitGroup
+		applied = make([][]string, len(pools))
+		errs    = make([]error, len(pools))
+	)
+	for i, pool := range pools {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			applied[i], errs[i] = store.Migrate(ctx, pool, "contacts")
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("migrate %d: %v", i, err)
+		}
+	}
+	files, err := fs.Glob(migrations.FS, "*.sql")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("migration files: %v, %v", files, err)
+	}
+	count := map[string]int{}
+	for _, names := range applied {
+		for _, name := range names {
+			count[name]++
+		}
+	}
+	for _, f := range files {
+		if count[f] != 1 {
+			t.Errorf("%s applied %d times by %d concurrent Migrate calls, want once", f, count[f], len(pools))
+		}
+	}
+	var recorded int
+	if err := pools[0].QueryRow(ctx, `SELECT count(*) FROM enrich_schema_migrations WHERE table_name = 'contacts'`).Scan(&recorded); err != nil {
+		t.Fatal(err)
+	}
+	if recorded != len(files) {
+		t.Errorf("%d versions recorded, want %d", recorded, len(files))
+	}
+}
+
+func firstError(errs []error) error {
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // checkIndexes asserts the table has its three indexes, with distinct names within the limit.

@@ -25,7 +25,8 @@ import (
 // per major version; they are not on PATH there.
 const clusterBinGlob = "/usr/lib/postgresql/*/bin"
 
-// clusterOSUser runs the cluster when the tests run as root: PostgreSQL refuses root.
+// clusterOSUser runs the cluster (and a test's PgBouncer) when the tests run as root: PostgreSQL
+// and PgBouncer refuse root.
 const clusterOSUser = "postgres"
 
 // clusterStartTimeout bounds pg_ctl start -w.
@@ -52,7 +53,7 @@ func Start(ctx context.Context) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	cred, err := clusterCredential()
+	cred, err := ServerCredential()
 	if err != nil {
 		return nil, err
 	}
@@ -147,15 +148,16 @@ func isExecutable(path string) bool {
 	return err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0
 }
 
-// clusterCredential is nil when the tests may run PostgreSQL themselves, and the postgres
-// user's uid/gid when they run as root.
-func clusterCredential() (*syscall.Credential, error) {
+// ServerCredential is the identity a server the tests start (PostgreSQL, PgBouncer) must run
+// under: nil when the tests may run it themselves, and the postgres OS user's uid/gid when they
+// run as root, since both servers refuse to run as root.
+func ServerCredential() (*syscall.Credential, error) {
 	if os.Geteuid() != 0 {
 		return nil, nil
 	}
 	u, err := user.Lookup(clusterOSUser)
 	if err != nil {
-		return nil, fmt.Errorf("running as root, PostgreSQL must run as another user, and the %q OS user was not found (%v): "+
+		return nil, fmt.Errorf("running as root, PostgreSQL and PgBouncer must run as another user, and the %q OS user was not found (%v): "+
 			"create it (useradd %s) or run the tests as a non-root user", clusterOSUser, err, clusterOSUser)
 	}
 	uid, err := strconv.ParseUint(u.Uid, 10, 32)
