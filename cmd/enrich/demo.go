@@ -45,9 +45,9 @@ func cmdDemo(ctx context.Context, a *app, args []string) (err error) {
 			"Runs the real job end to end against the built-in Green API simulator (with restarts, timeouts,\n"+
 			"5xx answers and every response edition) and PostgreSQL: DATABASE_URL's server if set, else the\n"+
 			"local server on 127.0.0.1:5432, else a throw-away cluster started from the installed binaries.\n"+
-			"It creates a new database there, named %s<random hex>, migrates, enqueues numbers, runs, prints\n"+
-			"the summary and `enrich status`, checks every row against the simulator's truth, and drops the\n"+
-			"database again (also when it fails or is interrupted; --keep keeps it).\n\nFlags:\n", demoDatabasePrefix)
+			"It creates a new database there, %s<random hex>, migrates, enqueues numbers, runs,\n"+
+			"prints the summary and `enrich status`, checks every row against the simulator's truth, and\n"+
+			"drops the database again (also when it fails or is interrupted; --keep keeps it).\n\nFlags:\n", demoDatabasePrefix)
 		fs.PrintDefaults()
 	}
 	rows := fs.Int("rows", 3000, "numbers to enqueue")
