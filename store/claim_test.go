@@ -28,8 +28,8 @@ func TestClaim(t *testing.T) {
 			t.Fatalf("claimed %d rows, want 3", len(got))
 		}
 		sort.Slice(got, func(i, j int) bool { return got[i].ID < got[j].ID })
-		wantClaimed := store.Claimed{ID: ids[1], PhoneNumber: ptr("79000000001"), ChatID: nil, Attempts: 2}
-		if g := got[1]; g.ID != wantClaimed.ID || *g.PhoneNumber != *wantClaimed.PhoneNumber || g.ChatID != nil || g.Attempts != 2 {
+		wantClaimed := store.Claimed{Lease: b.lease(ids[1]), PhoneNumber: ptr("79000000001"), ChatID: nil, Attempts: 2}
+		if g := got[1]; g.Lease != wantClaimed.Lease || *g.PhoneNumber != *wantClaimed.PhoneNumber || g.ChatID != nil || g.Attempts != 2 {
 			t.Errorf("claimed %+v, want %+v", g, wantClaimed)
 		}
 
@@ -40,6 +40,7 @@ func TestClaim(t *testing.T) {
 		want := before
 		want.LockedBy = ptr("run-a")
 		want.LockedUntil = ptr(now.Add(time.Minute))
+		want.LeaseToken = ptr(b.lease(ids[1]).Token)
 		want.NextAttemptAt = now.Add(time.Minute)
 		want.UpdatedAt = after.UpdatedAt
 		checkRow(t, after, want)
@@ -89,7 +90,7 @@ func TestClaim(t *testing.T) {
 		if len(got) != 1 || got[0].ID != ids[3] {
 			t.Fatalf("claimed %+v, want only row %d", got, ids[3])
 		}
-		if n, err := b.store.Complete(b.ctx, "run-a", []store.Done{{ID: ids[3]}}); err != nil || n != 1 {
+		if n, err := b.store.Complete(b.ctx, "run-a", []store.Done{{Lease: b.lease(ids[3])}}); err != nil || n != 1 {
 			t.Fatalf("complete: %d, %v", n, err)
 		}
 		// Done and failed rows stay out whatever the clock says; the scheduled row comes due.
@@ -141,7 +142,7 @@ func TestClaim(t *testing.T) {
 		if _, err := pool.Exec(ctx, `INSERT INTO contacts (chat_id) VALUES ('79000000001@c.us')`); err != nil {
 			t.Fatal(err)
 		}
-		got, err := s.Claim(ctx, "run-a", 10, time.Minute)
+		got, err := s.Claim(ctx, "run-a", 1, 10, time.Minute)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -161,13 +162,13 @@ func TestClaim(t *testing.T) {
 		t.Parallel()
 		b := setup(t)
 		b.enqueuePhones(t, 1)
-		if _, err := b.store.Claim(b.ctx, "", 1, time.Minute); err == nil {
+		if _, err := b.store.Claim(b.ctx, "", 1, 1, time.Minute); err == nil {
 			t.Error("empty owner accepted")
 		}
-		if _, err := b.store.Claim(b.ctx, "run-a", 1, 0); err == nil {
+		if _, err := b.store.Claim(b.ctx, "run-a", 1, 1, 0); err == nil {
 			t.Error("zero lease accepted")
 		}
-		if got, err := b.store.Claim(b.ctx, "run-a", 0, time.Minute); err != nil || len(got) != 0 {
+		if got, err := b.store.Claim(b.ctx, "run-a", 1, 0, time.Minute); err != nil || len(got) != 0 {
 			t.Errorf("n=0: got %v, %v; want nothing", got, err)
 		}
 	})
@@ -192,8 +193,8 @@ func TestClaimConcurrent(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for {
-				got, err := b.store.Claim(b.ctx, owner, batch, time.Hour)
+			for token := int64(1); ; token++ {
+				got, err := b.store.Claim(b.ctx, owner, token, batch, time.Hour)
 				if err != nil {
 					errs <- err
 					return

@@ -107,11 +107,11 @@ func TestTableName(t *testing.T) {
 			if n, err := s.Enqueue(ctx, []store.NewContact{{PhoneNumber: "79000000001"}, {ChatID: "79000000002@c.us"}}); err != nil || n != 2 {
 				t.Fatalf("enqueue: %d, %v", n, err)
 			}
-			got, err := s.Claim(ctx, "run-a", 10, time.Minute)
+			got, err := s.Claim(ctx, "run-a", 1, 10, time.Minute)
 			if err != nil || len(got) != 2 {
 				t.Fatalf("claim: %v, %v", got, err)
 			}
-			if n, err := s.Complete(ctx, "run-a", []store.Done{{ID: got[0].ID}, {ID: got[1].ID}}); err != nil || n != 2 {
+			if n, err := s.Complete(ctx, "run-a", []store.Done{{Lease: got[0].Lease}, {Lease: got[1].Lease}}); err != nil || n != 2 {
 				t.Fatalf("complete: %d, %v", n, err)
 			}
 			r, err := s.Status(ctx)

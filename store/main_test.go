@@ -48,6 +48,10 @@ type bundle struct {
 	store *store.Store
 	clock *stubClock
 	table string // quoted table, for direct SQL
+	// tokens is the lease token of each row's latest claim by the claim helper; token is the
+	// last token it used.
+	tokens map[int64]int64
+	token  int64
 }
 
 func setup(t *testing.T) *bundle {
@@ -58,7 +62,7 @@ func setup(t *testing.T) *bundle {
 	if err != nil {
 		t.Fatalf("new store: %v", err)
 	}
-	return &bundle{ctx: context.Background(), pool: pool, store: s, clock: clock, table: s.Table()}
+	return &bundle{ctx: context.Background(), pool: pool, store: s, clock: clock, table: s.Table(), tokens: map[int64]int64{}}
 }
 
 // contact is a whole row, read back to check writes field by field.
@@ -76,6 +80,7 @@ type contact struct {
 	CheckedAt       *time.Time `db:"checked_at"`
 	LockedBy        *string    `db:"locked_by"`
 	LockedUntil     *time.Time `db:"locked_until"`
+	LeaseToken      *int64     `db:"lease_token"`
 	CreatedAt       time.Time  `db:"created_at"`
 	UpdatedAt       time.Time  `db:"updated_at"`
 }
@@ -160,15 +165,26 @@ func (b *bundle) enqueuePhones(t *testing.T, n int) []int64 {
 	return ids
 }
 
-// claim is Claim that fails the test on error.
+// claim is Claim with a fresh token that fails the test on error; it remembers each row's token
+// for lease.
 func (b *bundle) claim(t *testing.T, owner string, n int, lease time.Duration) []store.Claimed {
 	t.Helper()
-	got, err := b.store.Claim(b.ctx, owner, n, lease)
+	b.token++
+	got, err := b.store.Claim(b.ctx, owner, b.token, n, lease)
 	if err != nil {
 		t.Fatalf("claim: %v", err)
 	}
+	for _, c := range got {
+		if c.Token != b.token {
+			t.Fatalf("claimed row %d with token %d, want %d", c.ID, c.Token, b.token)
+		}
+		b.tokens[c.ID] = c.Token
+	}
 	return got
 }
+
+// lease is the Lease of row id's latest claim by the claim helper.
+func (b *bundle) lease(id int64) store.Lease { return store.Lease{ID: id, Token: b.tokens[id]} }
 
 func (b *bundle) exec(t *testing.T, sql string, args ...any) {
 	t.Helper()

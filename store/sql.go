@@ -11,7 +11,7 @@ package store
 // Durations travel as bigint microseconds and become intervals in SQL, so no interval encoding
 // question arises.
 
-// sqlClaim leases up to $2 due rows to owner $3 for $4 microseconds.
+// sqlClaim leases up to $2 due rows to owner $3 for $4 microseconds under claim token $5.
 //
 // The CTE walks the partial due index (next_attempt_at, id) WHERE status = 'pending' in order and
 // stops after $2 rows; SKIP LOCKED lets concurrent claimers pass each other's rows, and the
@@ -32,6 +32,7 @@ WITH due AS (
 )
 UPDATE %[1]s AS t
 SET locked_by       = $3,
+    lease_token     = $5::bigint,
     locked_until    = coalesce($1::timestamptz, now()) + $4::bigint * interval '1 microsecond',
     next_attempt_at = coalesce($1::timestamptz, now()) + $4::bigint * interval '1 microsecond',
     updated_at      = now()
@@ -39,9 +40,23 @@ FROM due
 WHERE t.id = due.id
 RETURNING t.id, t.phone_number, t.chat_id, t.attempts`
 
+// sqlRenew extends owner $2's leases named by ($3 ids, $4 tokens) by $5 microseconds from now and
+// returns the ids it renewed. next_attempt_at moves with locked_until, as in sqlClaim. updated_at is
+// left alone: a renewal changes nothing a person reads.
+const sqlRenew = `
+UPDATE %[1]s AS t
+SET locked_until    = coalesce($1::timestamptz, now()) + $5::bigint * interval '1 microsecond',
+    next_attempt_at = coalesce($1::timestamptz, now()) + $5::bigint * interval '1 microsecond'
+FROM unnest($3::bigint[], $4::bigint[]) AS u(id, token)
+WHERE t.id = u.id
+  AND t.locked_by = $2
+  AND t.lease_token = u.token
+RETURNING t.id`
+
 // The four write-back statements share a shape: parallel arrays unnested into rows, joined on id,
-// and fenced on locked_by = owner so a run whose lease expired and whose rows were claimed by
-// another run changes nothing. Each unlocks the row.
+// and fenced on the claim (locked_by = owner and lease_token = the claim's token), so a run whose
+// lease expired and whose rows were claimed again, by another run or by itself, changes nothing
+// through the old claim. Each unlocks the row.
 
 // sqlComplete marks rows done. $1 now, $2 owner, $3.. arrays. reason is emptied: the last
 // retry's reason no longer applies. attempts is left alone: it counts tries that did not succeed
@@ -56,13 +71,15 @@ SET status           = 'done',
     checked_at       = coalesce($1::timestamptz, now()),
     locked_by        = NULL,
     locked_until     = NULL,
+    lease_token      = NULL,
     updated_at       = now()
-FROM unnest($3::bigint[], $4::boolean[], $5::boolean[], $6::text[])
-    AS u(id, exists_whatsapp, avatar_available, url_avatar)
+FROM unnest($3::bigint[], $4::bigint[], $5::boolean[], $6::boolean[], $7::text[])
+    AS u(id, token, exists_whatsapp, avatar_available, url_avatar)
 WHERE t.id = u.id
-  AND t.locked_by = $2`
+  AND t.locked_by = $2
+  AND t.lease_token = u.token`
 
-// sqlReschedule keeps rows pending and due again after their delay ($5, microseconds).
+// sqlReschedule keeps rows pending and due again after their delay ($6, microseconds).
 const sqlReschedule = `
 UPDATE %[1]s AS t
 SET attempts        = t.attempts + 1,
@@ -70,12 +87,14 @@ SET attempts        = t.attempts + 1,
     reason          = u.reason,
     locked_by       = NULL,
     locked_until    = NULL,
+    lease_token     = NULL,
     updated_at      = now()
-FROM unnest($3::bigint[], $4::text[], $5::bigint[]) AS u(id, reason, delay_us)
+FROM unnest($3::bigint[], $4::bigint[], $5::text[], $6::bigint[]) AS u(id, token, reason, delay_us)
 WHERE t.id = u.id
-  AND t.locked_by = $2`
+  AND t.locked_by = $2
+  AND t.lease_token = u.token`
 
-// sqlFail marks rows failed for good; attempts grows only when an API call was spent ($5).
+// sqlFail marks rows failed for good; attempts grows only when an API call was spent ($6).
 const sqlFail = `
 UPDATE %[1]s AS t
 SET status       = 'failed',
@@ -84,10 +103,12 @@ SET status       = 'failed',
     checked_at   = coalesce($1::timestamptz, now()),
     locked_by    = NULL,
     locked_until = NULL,
+    lease_token  = NULL,
     updated_at   = now()
-FROM unnest($3::bigint[], $4::text[], $5::boolean[]) AS u(id, reason, attempted)
+FROM unnest($3::bigint[], $4::bigint[], $5::text[], $6::boolean[]) AS u(id, token, reason, attempted)
 WHERE t.id = u.id
-  AND t.locked_by = $2`
+  AND t.locked_by = $2
+  AND t.lease_token = u.token`
 
 // sqlRelease gives rows back untouched (a stop before their call): unlocked and due now.
 const sqlRelease = `
@@ -95,10 +116,12 @@ UPDATE %[1]s AS t
 SET next_attempt_at = coalesce($1::timestamptz, now()),
     locked_by       = NULL,
     locked_until    = NULL,
+    lease_token     = NULL,
     updated_at      = now()
-FROM unnest($3::bigint[]) AS u(id)
+FROM unnest($3::bigint[], $4::bigint[]) AS u(id, token)
 WHERE t.id = u.id
-  AND t.locked_by = $2`
+  AND t.locked_by = $2
+  AND t.lease_token = u.token`
 
 // sqlEnqueue inserts new targets ("" means NULL), due now, skipping those already present (in the
 // table or earlier in the same input) through the unique partial indexes.
@@ -107,6 +130,14 @@ INSERT INTO %[1]s (phone_number, chat_id, next_attempt_at)
 SELECT nullif(u.phone_number, ''), nullif(u.chat_id, ''), coalesce($1::timestamptz, now())
 FROM unnest($2::text[], $3::text[]) AS u(phone_number, chat_id)
 ON CONFLICT DO NOTHING`
+
+// sqlCheck reads no row but names every column enrich uses, so a missing table or a table from an
+// older migration fails it with 42P01 or 42703.
+const sqlCheck = `
+SELECT id, phone_number, chat_id, status, exists_whatsapp, avatar_available, url_avatar, reason,
+       attempts, next_attempt_at, checked_at, locked_by, locked_until, lease_token, created_at, updated_at
+FROM %[1]s
+LIMIT 0`
 
 // sqlDue counts claimable rows; it reads the due prefix of the partial index only.
 const sqlDue = `

@@ -29,9 +29,9 @@ func TestStatus(t *testing.T) {
 	}
 	claimed := []int64{ids[0], ids[1], ids[2]}
 	w, err := b.store.Write(b.ctx, "run-a", store.Batch{
-		Done:   []store.Done{{ID: claimed[0]}},
-		Failed: []store.Failure{{ID: claimed[1], Reason: "http 400"}},
-		Retry:  []store.Retry{{ID: claimed[2], Reason: "timeout", Delay: time.Hour}},
+		Done:   []store.Done{{Lease: b.lease(claimed[0])}},
+		Failed: []store.Failure{{Lease: b.lease(claimed[1]), Reason: "http 400"}},
+		Retry:  []store.Retry{{Lease: b.lease(claimed[2]), Reason: "timeout", Delay: time.Hour}},
 	})
 	if err != nil || w.Total() != 3 {
 		t.Fatalf("write: %+v, %v", w, err)

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -63,9 +64,9 @@ type Store struct {
 
 // queries is every statement with the table filled in, built once by New.
 type queries struct {
-	claim, complete, reschedule, fail, release string
-	enqueue, due                               string
-	statusCounts, statusReasons, statusQueue   string
+	claim, renew, complete, reschedule, fail, release string
+	enqueue, due, check                               string
+	statusCounts, statusReasons, statusQueue          string
 }
 
 // New returns a Store for cfg.Table on pool, validating the table name so that a bad
@@ -89,6 +90,8 @@ func New(pool *pgxpool.Pool, cfg Config) (*Store, error) {
 		now:   cfg.Now,
 		q: queries{
 			claim:         f(sqlClaim),
+			renew:         f(sqlRenew),
+			check:         f(sqlCheck),
 			complete:      f(sqlComplete),
 			reschedule:    f(sqlReschedule),
 			fail:          f(sqlFail),
@@ -115,10 +118,22 @@ func (s *Store) clock() *time.Time {
 	return &t
 }
 
+// Lease names one claim of one row: the row's id and the token of the claim that took it. Every
+// write-back, renewal and release names the Lease it acts for and lands only while that claim is
+// the row's current one, so a run that lost a row and claimed it again cannot write through the
+// older claim.
+type Lease struct {
+	// ID is the row's primary key.
+	ID int64
+	// Token is the claim's token, as passed to Claim.
+	Token int64
+}
+
 // Claimed is a row leased to the caller by Claim: what the engine needs to make the call.
 type Claimed struct {
-	// ID is the row's primary key, to pass back in Done, Retry, Failure or Release.
-	ID int64
+	// Lease is the row's id and the claim's token, to pass back in Done, Retry, Failure,
+	// Release or Renew.
+	Lease
 	// PhoneNumber is the phone_number column; nil when the row names a chat instead.
 	PhoneNumber *string
 	// ChatID is the chat_id column; nil when the row names a phone number instead.
@@ -128,14 +143,20 @@ type Claimed struct {
 	Attempts int
 }
 
-// Claim leases up to n due rows to owner for lease and returns them, most overdue first in the
-// table's order but in no guaranteed order in the slice. It is one statement in its own
-// transaction, committed when it returns: the rows are then the caller's until the lease ends.
+// Claim leases up to n due rows to owner for lease under the claim token token and returns them,
+// most overdue first in the table's order but in no guaranteed order in the slice. It is one
+// statement in its own transaction, committed when it returns: the rows are then the caller's
+// until the lease ends (see Renew to extend it).
 //
 // A due row is pending, has next_attempt_at <= now, and is not leased (or its lease expired).
 // Leased rows get next_attempt_at = locked_until = now + lease, so a run that dies leaves rows
 // that become due again by themselves. Concurrent claimers never get the same row.
-func (s *Store) Claim(ctx context.Context, owner string, n int, lease time.Duration) ([]Claimed, error) {
+//
+// token tells this claim from the owner's others: the owner must use a new token for every
+// claim (a counter is enough, since owner is unique per run). If ctx ends while the statement
+// runs, the pool's cancel request (see NewPoolConfig) makes PostgreSQL abandon it; should the
+// claim have committed anyway, its rows come back when the lease expires.
+func (s *Store) Claim(ctx context.Context, owner string, token int64, n int, lease time.Duration) ([]Claimed, error) {
 	if owner == "" {
 		return nil, errors.New("claim batch: empty owner: give each run a unique owner")
 	}
@@ -145,12 +166,12 @@ func (s *Store) Claim(ctx context.Context, owner string, n int, lease time.Durat
 	if lease <= 0 {
 		return nil, fmt.Errorf("claim batch: lease %v: must be positive", lease)
 	}
-	rows, err := s.pool.Query(ctx, s.q.claim, s.clock(), n, owner, lease.Microseconds())
+	rows, err := s.pool.Query(ctx, s.q.claim, s.clock(), n, owner, lease.Microseconds(), token)
 	if err != nil {
 		return nil, fmt.Errorf("claim batch: %w", err)
 	}
 	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Claimed, error) {
-		var c Claimed
+		c := Claimed{Lease: Lease{Token: token}}
 		err := r.Scan(&c.ID, &c.PhoneNumber, &c.ChatID, &c.Attempts)
 		return c, err
 	})
@@ -160,11 +181,47 @@ func (s *Store) Claim(ctx context.Context, owner string, n int, lease time.Durat
 	return out, nil
 }
 
+// Renew extends the lease of rows the owner still holds to now + lease and returns the ids it
+// renewed. A row missing from the result is no longer the caller's under that Lease (it was
+// written back, or its lease expired and another claim took it): the caller must not call the
+// API for it. Renewing costs one statement of at most ChunkSize rows per chunk.
+func (s *Store) Renew(ctx context.Context, owner string, leases []Lease, lease time.Duration) ([]int64, error) {
+	if owner == "" {
+		return nil, errors.New("renew leases: empty owner")
+	}
+	if lease <= 0 {
+		return nil, fmt.Errorf("renew leases: lease %v: must be positive", lease)
+	}
+	renewed := make([]int64, 0, len(leases))
+	for c := range chunks(len(leases)) {
+		ids, tokens := leaseArrays(leases[c.lo:c.hi])
+		rows, err := s.pool.Query(ctx, s.q.renew, s.clock(), owner, ids, tokens, lease.Microseconds())
+		if err != nil {
+			return renewed, fmt.Errorf("renew leases: %w", err)
+		}
+		got, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+		if err != nil {
+			return renewed, fmt.Errorf("renew leases: %w", err)
+		}
+		renewed = append(renewed, got...)
+	}
+	return renewed, nil
+}
+
+// leaseArrays splits leases into parallel id and token arrays for unnest.
+func leaseArrays(ls []Lease) (ids, tokens []int64) {
+	ids, tokens = make([]int64, len(ls)), make([]int64, len(ls))
+	for i, l := range ls {
+		ids[i], tokens[i] = l.ID, l.Token
+	}
+	return ids, tokens
+}
+
 // Done is a row the API answered. It becomes status 'done' with these values, an empty reason
 // and checked_at = now, and is unlocked; attempts is unchanged.
 type Done struct {
-	// ID is the claimed row.
-	ID int64
+	// Lease is the claim of the row, as Claim returned it.
+	Lease
 	// ExistsWhatsapp is whether the number has WhatsApp; nil stores NULL (unknown), which is
 	// not the same as false.
 	ExistsWhatsapp *bool
@@ -177,8 +234,8 @@ type Done struct {
 // Retry is a row whose call should be tried again later (a transient failure). It stays
 // pending with attempts+1, reason, next_attempt_at = now + Delay, and is unlocked.
 type Retry struct {
-	// ID is the claimed row.
-	ID int64
+	// Lease is the claim of the row, as Claim returned it.
+	Lease
 	// Reason says why, for the status report; it replaces the previous reason.
 	Reason string
 	// Delay is how long until the row is due again; 0 means due at once.
@@ -188,8 +245,8 @@ type Retry struct {
 // Failure is a row that will not be tried again. It becomes status 'failed' with reason and
 // checked_at = now, and is unlocked.
 type Failure struct {
-	// ID is the claimed row.
-	ID int64
+	// Lease is the claim of the row, as Claim returned it.
+	Lease
 	// Reason says why, for the status report and for people.
 	Reason string
 	// Attempted is true when an API call was spent on the row (attempts grows by one), false
@@ -207,14 +264,15 @@ type Batch struct {
 	Failed []Failure
 	// Released rows to give back untouched (claimed but not called, e.g. on stop): unlocked and
 	// due at once, attempts, status and reason unchanged.
-	Released []int64
+	Released []Lease
 }
 
 // Len is the number of rows in b, so callers can decide when to flush.
 func (b Batch) Len() int { return len(b.Done) + len(b.Retry) + len(b.Failed) + len(b.Released) }
 
 // Written is how many rows Write actually changed per kind. A row counts only if it was still
-// leased to the owner, so a shortfall means lost leases (another run took the rows), not errors.
+// leased to the owner under the given Lease, so a shortfall means lost leases (another claim took
+// the rows), not errors.
 type Written struct {
 	// Done, Retried, Failed and Released count the rows changed by each part of the Batch.
 	Done, Retried, Failed, Released int64
@@ -226,12 +284,13 @@ func (w Written) Total() int64 { return w.Done + w.Retried + w.Failed + w.Releas
 // Write stores b in one round trip and one transaction: a pgx.Batch of up to four UPDATE
 // statements (one per non-empty kind, split every ChunkSize rows), sent as one pipeline with a
 // single Sync, which PostgreSQL runs as one implicit transaction: all of them land or, on any
-// error, none do. Each statement is fenced on locked_by = owner: rows no longer leased to owner
-// are skipped and not counted. Statements run in the order Done, Retry, Failed, Released; an id
+// error, none do. Each statement is fenced on locked_by = owner and lease_token = the Lease's
+// token: rows no longer leased to owner under that claim are skipped and not counted. Statements run in the order Done, Retry, Failed, Released; an id
 // listed twice lands once (the first unlocks it, so the later fence fails).
 //
 // Write is safe to retry after an error: nothing was written, and the rows are still leased to
-// owner unless the lease expired meanwhile. A deadlock (SQLSTATE 40P01) is possible only when two
+// owner unless the lease expired meanwhile. (When the connection broke after the commit, the
+// retry finds the rows already written and counts them as lost; the rows themselves are right.) A deadlock (SQLSTATE 40P01) is possible only when two
 // runs write the same rows, i.e. one of them has lost its lease; retrying is right then too.
 func (s *Store) Write(ctx context.Context, owner string, b Batch) (Written, error) {
 	var w Written
@@ -248,43 +307,44 @@ func (s *Store) Write(ctx context.Context, owner string, b Batch) (Written, erro
 
 	for c := range chunks(len(b.Done)) {
 		part := b.Done[c.lo:c.hi]
-		ids := make([]int64, len(part))
+		ids, tokens := make([]int64, len(part)), make([]int64, len(part))
 		exists := make([]*bool, len(part))
 		avatar := make([]*bool, len(part))
 		urls := make([]string, len(part))
 		for i, d := range part {
-			ids[i], exists[i], avatar[i], urls[i] = d.ID, d.ExistsWhatsapp, d.AvatarAvailable, d.URLAvatar
+			ids[i], tokens[i], exists[i], avatar[i], urls[i] = d.ID, d.Token, d.ExistsWhatsapp, d.AvatarAvailable, d.URLAvatar
 		}
-		pb.Queue(s.q.complete, now, owner, ids, exists, avatar, urls)
+		pb.Queue(s.q.complete, now, owner, ids, tokens, exists, avatar, urls)
 		counters = append(counters, &w.Done)
 	}
 	for c := range chunks(len(b.Retry)) {
 		part := b.Retry[c.lo:c.hi]
-		ids := make([]int64, len(part))
+		ids, tokens := make([]int64, len(part)), make([]int64, len(part))
 		reasons := make([]string, len(part))
 		delays := make([]int64, len(part))
 		for i, r := range part {
 			if r.Delay < 0 {
 				return w, fmt.Errorf("write batch: retry of row %d: negative delay %v", r.ID, r.Delay)
 			}
-			ids[i], reasons[i], delays[i] = r.ID, r.Reason, r.Delay.Microseconds()
+			ids[i], tokens[i], reasons[i], delays[i] = r.ID, r.Token, r.Reason, r.Delay.Microseconds()
 		}
-		pb.Queue(s.q.reschedule, now, owner, ids, reasons, delays)
+		pb.Queue(s.q.reschedule, now, owner, ids, tokens, reasons, delays)
 		counters = append(counters, &w.Retried)
 	}
 	for c := range chunks(len(b.Failed)) {
 		part := b.Failed[c.lo:c.hi]
-		ids := make([]int64, len(part))
+		ids, tokens := make([]int64, len(part)), make([]int64, len(part))
 		reasons := make([]string, len(part))
 		attempted := make([]bool, len(part))
 		for i, f := range part {
-			ids[i], reasons[i], attempted[i] = f.ID, f.Reason, f.Attempted
+			ids[i], tokens[i], reasons[i], attempted[i] = f.ID, f.Token, f.Reason, f.Attempted
 		}
-		pb.Queue(s.q.fail, now, owner, ids, reasons, attempted)
+		pb.Queue(s.q.fail, now, owner, ids, tokens, reasons, attempted)
 		counters = append(counters, &w.Failed)
 	}
 	for c := range chunks(len(b.Released)) {
-		pb.Queue(s.q.release, now, owner, b.Released[c.lo:c.hi])
+		ids, tokens := leaseArrays(b.Released[c.lo:c.hi])
+		pb.Queue(s.q.release, now, owner, ids, tokens)
 		counters = append(counters, &w.Released)
 	}
 
@@ -323,8 +383,8 @@ func (s *Store) Fail(ctx context.Context, owner string, fs []Failure) (int64, er
 
 // Release gives claimed rows back untouched, due at once; see Write and Batch.Released. It
 // returns how many rows changed.
-func (s *Store) Release(ctx context.Context, owner string, ids []int64) (int64, error) {
-	w, err := s.Write(ctx, owner, Batch{Released: ids})
+func (s *Store) Release(ctx context.Context, owner string, leases []Lease) (int64, error) {
+	w, err := s.Write(ctx, owner, Batch{Released: leases})
 	return w.Released, err
 }
 
@@ -365,6 +425,28 @@ func (s *Store) Enqueue(ctx context.Context, cs []NewContact) (inserted int64, e
 		inserted += tag.RowsAffected()
 	}
 	return inserted, nil
+}
+
+// Check makes sure the table exists and has every column this version of enrich uses, so that a
+// run stops with a clear remedy before it spends a single API call on rows it could not write.
+func (s *Store) Check(ctx context.Context) error {
+	rows, err := s.pool.Query(ctx, s.q.check)
+	if err == nil {
+		rows.Close()
+		err = rows.Err()
+	}
+	var pgErr *pgconn.PgError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &pgErr) && pgErr.Code == "42P01": // undefined_table
+		return fmt.Errorf("check table %s: it does not exist: run `enrich migrate` with the same database.url and database.table: %w",
+			s.Table(), err)
+	case errors.As(err, &pgErr) && pgErr.Code == "42703": // undefined_column
+		return fmt.Errorf("check table %s: it lacks columns this version of enrich needs: run `enrich migrate` to upgrade it: %w",
+			s.Table(), err)
+	}
+	return fmt.Errorf("check table %s: %w", s.Table(), err)
 }
 
 // ReasonCount is how many rows of a status carry a reason.
@@ -450,7 +532,7 @@ func (s *Store) ExplainClaim(ctx context.Context, n int) (string, error) {
 	if n <= 0 {
 		n = 1
 	}
-	rows, err := s.pool.Query(ctx, "EXPLAIN "+s.q.claim, s.clock(), n, "explain", time.Minute.Microseconds())
+	rows, err := s.pool.Query(ctx, "EXPLAIN "+s.q.claim, s.clock(), n, "explain", time.Minute.Microseconds(), int64(0))
 	if err != nil {
 		return "", fmt.Errorf("explain claim: %w", err)
 	}

@@ -14,15 +14,15 @@ func TestWrite(t *testing.T) {
 	const lease = 5 * time.Minute
 	tests := []struct {
 		name  string
-		batch func(id int64) store.Batch
+		batch func(l store.Lease) store.Batch
 		// want edits the claimed row into the expected one; now is the clock at the write.
 		want    func(c *contact, now time.Time)
 		written store.Written
 	}{
 		{
 			name: "DoneTrue",
-			batch: func(id int64) store.Batch {
-				return store.Batch{Done: []store.Done{{ID: id, ExistsWhatsapp: ptr(true), AvatarAvailable: ptr(true), URLAvatar: "https://pps.whatsapp.net/a.jpg"}}}
+			batch: func(l store.Lease) store.Batch {
+				return store.Batch{Done: []store.Done{{Lease: l, ExistsWhatsapp: ptr(true), AvatarAvailable: ptr(true), URLAvatar: "https://pps.whatsapp.net/a.jpg"}}}
 			},
 			want: func(c *contact, now time.Time) {
 				c.Status, c.ExistsWhatsapp, c.AvatarAvailable = "done", ptr(true), ptr(true)
@@ -32,8 +32,8 @@ func TestWrite(t *testing.T) {
 		},
 		{
 			name: "DoneFalseIsNotNull",
-			batch: func(id int64) store.Batch {
-				return store.Batch{Done: []store.Done{{ID: id, ExistsWhatsapp: ptr(false), AvatarAvailable: ptr(false)}}}
+			batch: func(l store.Lease) store.Batch {
+				return store.Batch{Done: []store.Done{{Lease: l, ExistsWhatsapp: ptr(false), AvatarAvailable: ptr(false)}}}
 			},
 			want: func(c *contact, now time.Time) {
 				c.Status, c.ExistsWhatsapp, c.AvatarAvailable = "done", ptr(false), ptr(false)
@@ -43,8 +43,8 @@ func TestWrite(t *testing.T) {
 		},
 		{
 			name: "DoneUnknownIsNull",
-			batch: func(id int64) store.Batch {
-				return store.Batch{Done: []store.Done{{ID: id, ExistsWhatsapp: ptr(true), AvatarAvailable: nil}}}
+			batch: func(l store.Lease) store.Batch {
+				return store.Batch{Done: []store.Done{{Lease: l, ExistsWhatsapp: ptr(true), AvatarAvailable: nil}}}
 			},
 			want: func(c *contact, now time.Time) {
 				c.Status, c.ExistsWhatsapp, c.AvatarAvailable = "done", ptr(true), nil
@@ -54,8 +54,8 @@ func TestWrite(t *testing.T) {
 		},
 		{
 			name: "Retry",
-			batch: func(id int64) store.Batch {
-				return store.Batch{Retry: []store.Retry{{ID: id, Reason: "http 429", Delay: 90 * time.Second}}}
+			batch: func(l store.Lease) store.Batch {
+				return store.Batch{Retry: []store.Retry{{Lease: l, Reason: "http 429", Delay: 90 * time.Second}}}
 			},
 			want: func(c *contact, now time.Time) {
 				c.Reason, c.Attempts, c.NextAttemptAt = ptr("http 429"), c.Attempts+1, now.Add(90*time.Second)
@@ -64,8 +64,8 @@ func TestWrite(t *testing.T) {
 		},
 		{
 			name: "FailedAfterACall",
-			batch: func(id int64) store.Batch {
-				return store.Batch{Failed: []store.Failure{{ID: id, Reason: "http 400", Attempted: true}}}
+			batch: func(l store.Lease) store.Batch {
+				return store.Batch{Failed: []store.Failure{{Lease: l, Reason: "http 400", Attempted: true}}}
 			},
 			want: func(c *contact, now time.Time) {
 				c.Status, c.Reason, c.Attempts, c.CheckedAt = "failed", ptr("http 400"), c.Attempts+1, ptr(now)
@@ -74,8 +74,8 @@ func TestWrite(t *testing.T) {
 		},
 		{
 			name: "FailedValidation",
-			batch: func(id int64) store.Batch {
-				return store.Batch{Failed: []store.Failure{{ID: id, Reason: "invalid phone number", Attempted: false}}}
+			batch: func(l store.Lease) store.Batch {
+				return store.Batch{Failed: []store.Failure{{Lease: l, Reason: "invalid phone number", Attempted: false}}}
 			},
 			want: func(c *contact, now time.Time) {
 				c.Status, c.Reason, c.CheckedAt = "failed", ptr("invalid phone number"), ptr(now)
@@ -84,7 +84,7 @@ func TestWrite(t *testing.T) {
 		},
 		{
 			name:  "Released",
-			batch: func(id int64) store.Batch { return store.Batch{Released: []int64{id}} },
+			batch: func(l store.Lease) store.Batch { return store.Batch{Released: []store.Lease{l}} },
 			want: func(c *contact, now time.Time) {
 				c.NextAttemptAt = now // due again, nothing else changes
 			},
@@ -106,7 +106,7 @@ func TestWrite(t *testing.T) {
 			other := b.row(t, ids[1])
 			now := b.clock.Advance(time.Minute)
 
-			w, err := b.store.Write(b.ctx, "run-a", tt.batch(id))
+			w, err := b.store.Write(b.ctx, "run-a", tt.batch(b.lease(id)))
 			if err != nil {
 				t.Fatalf("write: %v", err)
 			}
@@ -116,7 +116,7 @@ func TestWrite(t *testing.T) {
 
 			got := b.row(t, id)
 			want := claimed
-			want.LockedBy, want.LockedUntil = nil, nil // every write-back unlocks
+			want.LockedBy, want.LockedUntil, want.LeaseToken = nil, nil, nil // every write-back unlocks
 			tt.want(&want, now)
 			if got.UpdatedAt.Before(claimed.UpdatedAt) {
 				t.Errorf("updated_at went back: %v -> %v", claimed.UpdatedAt, got.UpdatedAt)
@@ -126,7 +126,7 @@ func TestWrite(t *testing.T) {
 			checkRow(t, b.row(t, ids[1]), other) // the neighbour is untouched
 
 			// The row is no longer ours: writing it again changes nothing.
-			again, err := b.store.Write(b.ctx, "run-a", tt.batch(id))
+			again, err := b.store.Write(b.ctx, "run-a", tt.batch(b.lease(id)))
 			if err != nil {
 				t.Fatalf("second write: %v", err)
 			}
@@ -147,10 +147,10 @@ func TestWriteBatch(t *testing.T) {
 		ids := b.enqueuePhones(t, 6)
 		b.claim(t, "run-a", 6, time.Minute)
 		w, err := b.store.Write(b.ctx, "run-a", store.Batch{
-			Done:     []store.Done{{ID: ids[0]}, {ID: ids[1]}},
-			Retry:    []store.Retry{{ID: ids[2], Reason: "timeout"}},
-			Failed:   []store.Failure{{ID: ids[3], Reason: "bad", Attempted: true}},
-			Released: []int64{ids[4], ids[5], 999999}, // unknown ids are not counted
+			Done:     []store.Done{{Lease: b.lease(ids[0])}, {Lease: b.lease(ids[1])}},
+			Retry:    []store.Retry{{Lease: b.lease(ids[2]), Reason: "timeout"}},
+			Failed:   []store.Failure{{Lease: b.lease(ids[3]), Reason: "bad", Attempted: true}},
+			Released: []store.Lease{b.lease(ids[4]), b.lease(ids[5]), {ID: 999999, Token: 1}}, // unknown ids are not counted
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -173,8 +173,8 @@ func TestWriteBatch(t *testing.T) {
 		// PostgreSQL rejects a NUL byte in text: the second statement fails, so the first,
 		// already executed, must be rolled back with it.
 		_, err := b.store.Write(b.ctx, "run-a", store.Batch{
-			Done:   []store.Done{{ID: ids[0], ExistsWhatsapp: ptr(true)}},
-			Failed: []store.Failure{{ID: ids[1], Reason: "bad\x00byte"}},
+			Done:   []store.Done{{Lease: b.lease(ids[0]), ExistsWhatsapp: ptr(true)}},
+			Failed: []store.Failure{{Lease: b.lease(ids[1]), Reason: "bad\x00byte"}},
 		})
 		if err == nil {
 			t.Fatal("write with a NUL byte succeeded")
@@ -182,7 +182,7 @@ func TestWriteBatch(t *testing.T) {
 		t.Logf("expected error: %v", err)
 		checkRow(t, b.row(t, ids[0]), before)
 		// And the connection is fine afterwards.
-		if n, err := b.store.Complete(b.ctx, "run-a", []store.Done{{ID: ids[0]}}); err != nil || n != 1 {
+		if n, err := b.store.Complete(b.ctx, "run-a", []store.Done{{Lease: b.lease(ids[0])}}); err != nil || n != 1 {
 			t.Fatalf("complete after failed batch: %d, %v", n, err)
 		}
 	})
@@ -198,18 +198,18 @@ func TestWriteBatch(t *testing.T) {
 				t.Errorf("%s = %d, %v; want 1, nil", name, n, err)
 			}
 		}
-		n, err := b.store.Complete(b.ctx, "run-a", []store.Done{{ID: ids[0]}})
+		n, err := b.store.Complete(b.ctx, "run-a", []store.Done{{Lease: b.lease(ids[0])}})
 		check("Complete", n, err)
-		n, err = b.store.Reschedule(b.ctx, "run-a", []store.Retry{{ID: ids[1], Delay: time.Hour}})
+		n, err = b.store.Reschedule(b.ctx, "run-a", []store.Retry{{Lease: b.lease(ids[1]), Delay: time.Hour}})
 		check("Reschedule", n, err)
-		n, err = b.store.Fail(b.ctx, "run-a", []store.Failure{{ID: ids[2]}})
+		n, err = b.store.Fail(b.ctx, "run-a", []store.Failure{{Lease: b.lease(ids[2])}})
 		check("Fail", n, err)
-		n, err = b.store.Release(b.ctx, "run-a", []int64{ids[3]})
+		n, err = b.store.Release(b.ctx, "run-a", []store.Lease{b.lease(ids[3])})
 		check("Release", n, err)
 		if n, err := b.store.Release(b.ctx, "run-a", nil); err != nil || n != 0 {
 			t.Errorf("empty release = %d, %v", n, err)
 		}
-		if _, err := b.store.Write(b.ctx, "", store.Batch{Released: ids}); err == nil {
+		if _, err := b.store.Write(b.ctx, "", store.Batch{Released: []store.Lease{b.lease(ids[0])}}); err == nil {
 			t.Error("empty owner accepted")
 		}
 	})
@@ -224,7 +224,7 @@ func TestWriteBatch(t *testing.T) {
 		}
 		done := make([]store.Done, n)
 		for i, id := range ids {
-			done[i] = store.Done{ID: id, ExistsWhatsapp: ptr(i%2 == 0)}
+			done[i] = store.Done{Lease: b.lease(id), ExistsWhatsapp: ptr(i%2 == 0)}
 		}
 		if got, err := b.store.Complete(b.ctx, "run-a", done); err != nil || got != n {
 			t.Fatalf("complete = %d, %v; want %d", got, err, n)
@@ -241,21 +241,22 @@ func TestLeaseLost(t *testing.T) {
 	if got := b.claim(t, "slow", 2, time.Minute); len(got) != 2 {
 		t.Fatalf("claimed %d, want 2", len(got))
 	}
+	old := []store.Lease{b.lease(ids[0]), b.lease(ids[1])}
 	b.clock.Advance(2 * time.Minute)
 	if got := b.claim(t, "fresh", 2, time.Minute); len(got) != 2 {
 		t.Fatalf("after expiry claimed %d, want 2", len(got))
 	}
 	// The new holder finishes one row, the other is still in flight.
-	if n, err := b.store.Complete(b.ctx, "fresh", []store.Done{{ID: ids[0], ExistsWhatsapp: ptr(true), URLAvatar: "new"}}); err != nil || n != 1 {
+	if n, err := b.store.Complete(b.ctx, "fresh", []store.Done{{Lease: b.lease(ids[0]), ExistsWhatsapp: ptr(true), URLAvatar: "new"}}); err != nil || n != 1 {
 		t.Fatalf("fresh complete = %d, %v", n, err)
 	}
 	doneRow, inFlight := b.row(t, ids[0]), b.row(t, ids[1])
 
 	w, err := b.store.Write(b.ctx, "slow", store.Batch{
-		Done:     []store.Done{{ID: ids[0], ExistsWhatsapp: ptr(false), URLAvatar: "old"}},
-		Retry:    []store.Retry{{ID: ids[1], Reason: "old"}},
-		Failed:   []store.Failure{{ID: ids[1], Reason: "old", Attempted: true}},
-		Released: ids,
+		Done:     []store.Done{{Lease: old[0], ExistsWhatsapp: ptr(false), URLAvatar: "old"}},
+		Retry:    []store.Retry{{Lease: old[1], Reason: "old"}},
+		Failed:   []store.Failure{{Lease: old[1], Reason: "old", Attempted: true}},
+		Released: old,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -266,7 +267,7 @@ func TestLeaseLost(t *testing.T) {
 	checkRow(t, b.row(t, ids[0]), doneRow)
 	checkRow(t, b.row(t, ids[1]), inFlight)
 
-	if n, err := b.store.Fail(b.ctx, "fresh", []store.Failure{{ID: ids[1], Reason: "new", Attempted: true}}); err != nil || n != 1 {
+	if n, err := b.store.Fail(b.ctx, "fresh", []store.Failure{{Lease: b.lease(ids[1]), Reason: "new", Attempted: true}}); err != nil || n != 1 {
 		t.Fatalf("fresh fail = %d, %v", n, err)
 	}
 	if r := b.row(t, ids[1]); r.Status != "failed" || *r.Reason != "new" || r.Attempts != 1 {
