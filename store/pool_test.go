@@ -145,7 +145,7 @@ func TestCancel(t *testing.T) {
 		// A first claim on the empty table: with pgx's statement cache the blocked claim is
 		// then not a Prepare (which would wait for the lock in its own round trip, before its
 		// execution is even sent) but a prepared statement's execution, as in a long run.
-		if _, err := s.Claim(ctx, "warm-up", 1, time.Hour); err != nil {
+		if _, err := s.Claim(ctx, "warm-up", 1, 1, time.Hour); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := s.Enqueue(ctx, []store.NewContact{{PhoneNumber: "79000000001"}, {PhoneNumber: "79000000002"}}); err != nil {
@@ -164,7 +164,7 @@ func TestCancel(t *testing.T) {
 		defer cancel()
 		done := make(chan error, 1)
 		go func() {
-			_, err := s.Claim(claimCtx, "ghost", 10, time.Hour)
+			_, err := s.Claim(claimCtx, "ghost", 1, 10, time.Hour)
 			done <- err
 		}()
 		waitFor(t, func() bool { return lockWaiters(t, direct) == 1 }, "the claim to wait for the table lock")
@@ -385,8 +385,8 @@ func TestThroughPgBouncer(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			s, owner := open(), fmt.Sprintf("worker-%d", w)
-			for {
-				got, err := s.Claim(ctx, owner, batch, time.Minute)
+			for token := int64(1); ; token++ {
+				got, err := s.Claim(ctx, owner, token, batch, time.Minute)
 				if err != nil {
 					errs <- fmt.Errorf("%s: claim: %w", owner, err)
 					return
@@ -400,17 +400,17 @@ func TestThroughPgBouncer(t *testing.T) {
 					claimed[c.ID]++
 					switch c.ID % 4 {
 					case 0:
-						b.Done = append(b.Done, store.Done{ID: c.ID, ExistsWhatsapp: ptr(true), URLAvatar: "https://a/" + *c.PhoneNumber})
+						b.Done = append(b.Done, store.Done{Lease: c.Lease, ExistsWhatsapp: ptr(true), URLAvatar: "https://a/" + *c.PhoneNumber})
 					case 1:
-						b.Retry = append(b.Retry, store.Retry{ID: c.ID, Reason: "busy", Delay: time.Hour})
+						b.Retry = append(b.Retry, store.Retry{Lease: c.Lease, Reason: "busy", Delay: time.Hour})
 					case 2:
-						b.Failed = append(b.Failed, store.Failure{ID: c.ID, Reason: "invalid", Attempted: true})
+						b.Failed = append(b.Failed, store.Failure{Lease: c.Lease, Reason: "invalid", Attempted: true})
 					case 3:
 						if released[c.ID] {
-							b.Done = append(b.Done, store.Done{ID: c.ID, AvatarAvailable: ptr(false)})
+							b.Done = append(b.Done, store.Done{Lease: c.Lease, AvatarAvailable: ptr(false)})
 						} else {
 							released[c.ID] = true
-							b.Released = append(b.Released, c.ID)
+							b.Released = append(b.Released, c.Lease)
 						}
 					}
 				}
