@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"sync"
 	"time"
@@ -17,9 +18,11 @@ import (
 // Store is what a run needs of the database: *store.Store in production, so that the engine
 // can be read without the SQL and the SQL without the flow.
 type Store interface {
-	// Claim leases up to n due rows to owner for lease.
-	Claim(ctx context.Context, owner string, n int, lease time.Duration) ([]store.Claimed, error)
-	// Write applies a batch of results in one round trip, fenced on owner.
+	// Claim leases up to n due rows to owner for lease under claim token token.
+	Claim(ctx context.Context, owner string, token int64, n int, lease time.Duration) ([]store.Claimed, error)
+	// Renew extends the leases still held and returns the ids it renewed.
+	Renew(ctx context.Context, owner string, leases []store.Lease, lease time.Duration) ([]int64, error)
+	// Write applies a batch of results in one round trip, fenced on each row's claim.
 	Write(ctx context.Context, owner string, b store.Batch) (store.Written, error)
 	// Due counts rows due now, for the progress line's ETA.
 	Due(ctx context.Context) (int64, error)
@@ -54,6 +57,11 @@ const (
 	RetryMaxDefault         = 5 * time.Minute
 	RetryInRunDefault       = 2
 	ProgressIntervalDefault = 10 * time.Second
+	RetryForDefault         = time.Minute
+	DatabaseTimeoutDefault  = 10 * time.Second
+	// WorkersMax bounds Workers: each worker is one concurrent call on one instance, and an
+	// instance takes 10 requests per second, so more than this is a typo, not a plan.
+	WorkersMax = 1000
 )
 
 // Config drives one run. Zero fields take the defaults above; NewRunner validates the rest.
@@ -70,8 +78,9 @@ type Config struct {
 	BatchSize int
 	// FlushInterval bounds how long a result waits in memory before it is written. Default 1s.
 	FlushInterval time.Duration
-	// Lease is how long claimed rows stay ours; a run killed with -9 gives them back when it
-	// expires. It must cover a batch at the configured rate. Default 10m.
+	// Lease is how long claimed rows stay ours without a renewal: rows held in memory are
+	// renewed every Lease/3, and a run killed with -9 gives its rows back when it expires. The
+	// run claims no more rows than it can start within Lease/2 at its current rate. Default 10m.
 	Lease time.Duration
 	// MaxAttempts is how many attempts (rescheduled failures) a row gets before it is failed.
 	// Default 5.
@@ -84,8 +93,10 @@ type Config struct {
 	// ShutdownGrace is how long calls in flight may finish after a stop before they are cut.
 	// Default 20s.
 	ShutdownGrace time.Duration
-	// StartingTimeout bounds one "instance is starting" episode; after it the instance's rows
-	// are given back and the instance leaves the run. Default 5m.
+	// StartingTimeout bounds one episode of an instance's own trouble: starting, unreachable
+	// (network errors or 5xx on calls for different rows), or nothing but 429. Past it the
+	// instance leaves the run and its rows go to the other instances or back to the table,
+	// untouched. Default 5m.
 	StartingTimeout time.Duration
 	// StartingBackoff spaces the state probes of a starting instance. Default 1s up to 30s.
 	StartingBackoff Backoff
@@ -97,6 +108,12 @@ type Config struct {
 	RetryInRun int
 	// ProgressInterval is how often a progress line is logged. Default 10s; negative: never.
 	ProgressInterval time.Duration
+	// RetryFor is how long claims and writes retry a database that fails with a retryable
+	// error (connection lost, failover, serialization) before the run gives up with
+	// ErrDatabase. Answers received meanwhile are kept and written when it is back. Default 1m.
+	RetryFor time.Duration
+	// DatabaseTimeout bounds each database call (a claim, a write, a renewal). Default 10s.
+	DatabaseTimeout time.Duration
 	// Logger receives the run's logs. Default: a disabled logger.
 	Logger *zerolog.Logger
 	// Now is the clock. Default time.Now.
@@ -125,8 +142,8 @@ func (c Config) withDefaults() (Config, error) {
 		if in.API == nil {
 			return c, fmt.Errorf("enrich: instance %d has no API client", i)
 		}
-		if in.RPS <= 0 {
-			return c, fmt.Errorf("enrich: instance %s: rps must be > 0, got %g", in.API.ID(), in.RPS)
+		if !(in.RPS > 0) || math.IsInf(in.RPS, 0) {
+			return c, fmt.Errorf("enrich: instance %s: rps must be finite and > 0, got %g", in.API.ID(), in.RPS)
 		}
 	}
 	if c.Workers == 0 {
@@ -152,11 +169,13 @@ func (c Config) withDefaults() (Config, error) {
 	def(&c.Retry.Base, RetryBaseDefault)
 	def(&c.Retry.Max, RetryMaxDefault)
 	def(&c.ProgressInterval, ProgressIntervalDefault)
+	def(&c.RetryFor, RetryForDefault)
+	def(&c.DatabaseTimeout, DatabaseTimeoutDefault)
 	for _, f := range []struct {
 		key string
 		bad bool
 	}{
-		{"run.workers", c.Workers < 0},
+		{"run.workers", c.Workers < 0 || c.Workers > WorkersMax},
 		{"run.batch_size", c.BatchSize < 0},
 		{"run.max_attempts", c.MaxAttempts < 0},
 		{"run.limit", c.Limit < 0},
@@ -166,6 +185,8 @@ func (c Config) withDefaults() (Config, error) {
 		{"run.starting_timeout", c.StartingTimeout < 0},
 		{"retry.base", c.Retry.Base < 0},
 		{"retry.max", c.Retry.Max < c.Retry.Base},
+		{"database.retry_for", c.RetryFor < 0},
+		{"database.timeout", c.DatabaseTimeout < 0},
 	} {
 		if f.bad {
 			return c, fmt.Errorf("enrich: %s is out of range", f.key)

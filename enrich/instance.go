@@ -9,188 +9,489 @@ import (
 	"time"
 
 	"github.com/enrich-dev/enrich/greenapi"
-	"github.com/rs/zerolog"
 	"golang.org/x/time/rate"
 )
 
-// errInstanceDown is what a worker gets from its instance once the instance is out of the run;
-// the worker then gives its row back untouched.
-var errInstanceDown = errors.New("instance out of the run")
+var (
+	// errInstanceDown is what a worker gets from its instance once the instance is out of the
+	// run; the worker then gives its row back untouched.
+	errInstanceDown = errors.New("instance out of the run")
+	// errPaused tells a worker that took a row that its instance stopped sending meanwhile: the
+	// row goes back to the queue, for another instance.
+	errPaused = errors.New("instance paused")
+)
 
-// instance is one Green API instance during a run: its rate limiter, and the gate every worker
-// on it passes before a call. The gate closes for everyone at once when the instance says it is
-// starting (one shared pause, one prober, not N workers hammering a restarting server), and
-// closes for good when the instance is unusable.
-type instance struct {
-	api     API
-	id      string
-	limiter *rate.Limiter
-	// pacing lets one worker at a time wait on the limiter. Unserialized, every waiter holds a
-	// reservation spaced 1/rps apart in advance; a stall (GC, a busy node) then wakes them all
-	// at once and they leave in a burst. Serialized, a waiter reserves only when the one
-	// before it has left, so after any stall at most two requests leave close together.
-	pacing sync.Mutex
-	r      *Runner
+// Thresholds of the instance's own fault detectors.
+const (
+	// outageRows is how many different rows must fail one after another with a failure that
+	// says nothing about the row (network errors, 5xx, 499) before the instance, not the rows, is
+	// taken to be at fault.
+	outageRows = 3
+	// configFaultRows is how many different, locally valid rows answered "bad request data" or
+	// "Validation failed" one after another make it the request's form, not the rows.
+	configFaultRows = 5
+)
 
-	mu sync.Mutex
-	// open is closed while calls may go through; a paused gate holds a fresh, open channel.
+// instState is where an instance is in its life during a run.
+type instState uint8
+
+const (
+	running instState = iota
+	paused
+	down
+)
+
+// trouble is why an instance is paused or slowed: it says which message ends the episode.
+type trouble uint8
+
+const (
+	troubleStarting trouble = iota + 1
+	troubleOutage
+	troubleRateLimited
+)
+
+// controller is one Green API instance during a run: every worker on the instance asks it before
+// a call and tells it the outcome. It owns the instance's pacing (one adaptive rate, a
+// Retry-After pause), its gate (closed for everyone while the instance is starting or
+// unreachable, with one prober asking GetStateInstance), its circuit breaker (consecutive
+// failures on different rows that say nothing about the rows), and the detector of a request
+// form the API refuses for every row.
+type controller struct {
+	r   *Runner
+	api API
+	id  string
+
+	// turn has room for one: the worker holding it is the next to send, and only it waits for
+	// the pacer's slot. Others wait for the turn, not for a slot reserved in advance, so a stall
+	// cannot release a burst.
+	turn chan struct{}
+	// stateLimit is GetStateInstance's 1 request per second, shared by the pre-flight check and
+	// every probe.
+	stateLimit *rate.Limiter
+
+	mu    sync.Mutex
+	pace  pacer
+	state instState
+	// open is closed while the instance runs; a paused instance holds a fresh, open channel.
 	open chan struct{}
-	// down is non-nil once the instance is out of the run, with why; gone is closed then.
-	down error
-	gone chan struct{}
-	// startedAt is when the current starting episode began: it survives a probe that says
-	// "authorized" while GetAvatar still says "starting", so starting_timeout bounds the whole
+	// changed is closed and replaced at every change of state or pace, to wake waiting workers.
+	changed chan struct{}
+	// gone is closed when the instance leaves the run; downErr says why.
+	gone    chan struct{}
+	downErr error
+	// since is when the current episode of trouble began (zero when none), what the last
+	// trouble was, and its last cause. Only a real answer ends an episode: a probe saying
+	// "authorized" while GetAvatar still fails does not, so StartingTimeout bounds the whole
 	// episode, not each pause.
-	startedAt time.Time
-	paused    bool
+	since     time.Time
+	kind      trouble
+	lastCause error
+	// failing are the rows whose calls failed in a way that says nothing about them, since the
+	// last answer.
+	failing map[int64]struct{}
+	// suspects are rows answered "bad request" one after another since the last other answer,
+	// with those answers: a lone one is the row's fault, a run of them the request form's.
+	suspects []suspect
 }
 
-func newInstance(r *Runner, inst Instance) *instance {
+// suspect is a row held back with its "bad request" answer until it is clear whose fault it is.
+type suspect struct {
+	h   *held
+	err error
+}
+
+func newController(r *Runner, inst Instance) *controller {
 	open := make(chan struct{})
 	close(open)
-	return &instance{
-		api:     inst.API,
-		id:      inst.API.ID(),
-		limiter: rate.NewLimiter(rate.Limit(inst.RPS), 1),
-		r:       r,
-		open:    open,
-		gone:    make(chan struct{}),
+	return &controller{
+		r:          r,
+		api:        inst.API,
+		id:         inst.API.ID(),
+		turn:       make(chan struct{}, 1),
+		stateLimit: rate.NewLimiter(1, 1),
+		pace:       newPacer(inst.RPS),
+		open:       open,
+		changed:    make(chan struct{}),
+		gone:       make(chan struct{}),
+		failing:    make(map[int64]struct{}),
 	}
 }
 
-// wait blocks until calls may go through; it returns errInstanceDown once the instance is out
-// of the run, or ctx's error when the run stops first.
-func (in *instance) wait(ctx context.Context) error {
+// changedLocked wakes everyone waiting on the instance. c.mu must be held.
+func (c *controller) changedLocked() {
+	close(c.changed)
+	c.changed = make(chan struct{})
+}
+
+// running reports whether the instance can send now, and its current rate.
+func (c *controller) running() (bool, float64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.state == running, c.pace.rate()
+}
+
+// acquire takes the instance's turn and waits for its next send slot, through any pause. It
+// returns errInstanceDown once the instance is out, or ctx's error. On success the caller holds
+// the turn until send or release, and only then takes a row: so no row waits behind a paused or
+// slow instance.
+func (c *controller) acquire(ctx context.Context) error {
 	for {
-		in.mu.Lock()
-		open, down := in.open, in.down
-		in.mu.Unlock()
-		if down != nil {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		c.mu.Lock()
+		state, open, changed := c.state, c.open, c.changed
+		c.mu.Unlock()
+		switch state {
+		case down:
 			return errInstanceDown
+		case paused:
+			select {
+			case <-open:
+			case <-c.gone:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			continue
 		}
 		select {
-		case <-open:
-			in.mu.Lock()
-			down, paused := in.down, in.paused
-			in.mu.Unlock()
-			if down != nil {
-				return errInstanceDown
-			}
-			if !paused {
-				return nil
-			}
+		case c.turn <- struct{}{}:
+		case <-changed:
+			continue
 		case <-ctx.Done():
 			return ctx.Err()
 		}
+		err := c.waitSlot(ctx)
+		if err == nil {
+			return nil
+		}
+		c.release()
+		if !errors.Is(err, errPaused) {
+			return err
+		}
 	}
 }
 
-// pace waits for this instance's next request slot.
-func (in *instance) pace(ctx context.Context) error {
-	in.pacing.Lock()
-	defer in.pacing.Unlock()
-	return in.limiter.Wait(ctx)
+// waitSlot waits, holding the turn, until the pacer lets a request leave. It returns errPaused
+// or errInstanceDown when the instance stops sending meanwhile.
+func (c *controller) waitSlot(ctx context.Context) error {
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		c.mu.Lock()
+		switch c.state {
+		case down:
+			c.mu.Unlock()
+			return errInstanceDown
+		case paused:
+			c.mu.Unlock()
+			return errPaused
+		}
+		now := c.r.cfg.Now()
+		at := c.pace.next(now)
+		changed := c.changed
+		c.mu.Unlock()
+		wait := at.Sub(now)
+		if wait <= 0 {
+			return nil
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-changed:
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		}
+		t.Stop()
+	}
 }
 
-// answered ends a starting episode: the instance just gave a real answer.
-func (in *instance) answered() {
-	in.mu.Lock()
-	in.startedAt = time.Time{}
-	in.mu.Unlock()
+// send records that the turn's holder sends now and passes the turn on. It waits again if the
+// rate was cut since acquire, and fails (passing the turn on) if the instance stopped sending.
+func (c *controller) send(ctx context.Context) (time.Time, error) {
+	defer c.release()
+	if err := c.waitSlot(ctx); err != nil {
+		return time.Time{}, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state != running {
+		return time.Time{}, errPaused
+	}
+	now := c.r.cfg.Now()
+	c.pace.sent(now)
+	return now, nil
 }
 
-// pause closes the gate because a call said the instance is starting. The first caller starts
-// the one prober; later callers just wait with everyone else.
-func (in *instance) pause(ctx context.Context, cause error) {
-	in.mu.Lock()
-	defer in.mu.Unlock()
-	if in.paused || in.down != nil {
+// release passes the turn on without sending.
+func (c *controller) release() { <-c.turn }
+
+// abort is closed when the instance's state or pace changes, for a worker waiting for a row.
+func (c *controller) abort() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.changed
+}
+
+// answered records a real answer (one that says something about the row): the episode of
+// trouble is over and the breaker is reset. It returns the rows held back as suspects, which
+// are now each its own failure.
+func (c *controller) answered() []suspect {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.since, c.kind, c.lastCause = time.Time{}, 0, nil
+	clear(c.failing)
+	s := c.suspects
+	c.suspects = nil
+	return s
+}
+
+// troubleLocked starts or continues an episode of trouble at now. c.mu must be held.
+func (c *controller) troubleLocked(kind trouble, cause error, now time.Time) {
+	if c.since.IsZero() {
+		c.since = now
+	}
+	c.kind, c.lastCause = kind, cause
+}
+
+// throttled records a 429 for a request that left at sentAt. It returns the reason to take the
+// instance out of the run when nothing but 429 has come for StartingTimeout.
+func (c *controller) throttled(sentAt time.Time, err error) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := c.r.cfg.Now()
+	c.troubleLocked(troubleRateLimited, err, now)
+	c.pace.throttled(sentAt, now, min(retryAfter(err), c.r.cfg.StartingTimeout))
+	c.changedLocked()
+	if now.Sub(c.since) >= c.r.cfg.StartingTimeout {
+		return c.timeoutErrorLocked()
+	}
+	return nil
+}
+
+// systemic records a failure on row id that says nothing about the row. It reports whether the
+// instance is now taken to be unreachable: outageRows different rows failed so, one after another.
+func (c *controller) systemic(id int64) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.failing[id] = struct{}{}
+	return len(c.failing) >= outageRows
+}
+
+// othersFailing reports whether rows other than id are failing on the instance too, so that a
+// row that spent its retries in the run is not charged for what looks like the instance's fault.
+func (c *controller) othersFailing(id int64) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for other := range c.failing {
+		if other != id {
+			return true
+		}
+	}
+	return false
+}
+
+// invalid records a "bad request" answer for h. It holds h back as a suspect and returns, once
+// configFaultRows different rows have been answered so in a row, the error that stops the run and
+// every suspect, to give back untouched.
+func (c *controller) invalid(h *held, err error) (error, []suspect) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.since, c.kind, c.lastCause = time.Time{}, 0, nil // the instance works: it answered
+	clear(c.failing)
+	c.suspects = append(c.suspects, suspect{h: h, err: err})
+	if len(c.suspects) < configFaultRows {
+		return nil, nil
+	}
+	s := c.suspects
+	c.suspects = nil
+	return configFaultError(c.id, len(s), err), s
+}
+
+// takeSuspects hands over the rows held back as suspects: at the end of the run, or when the
+// instance leaves it, each is its own failure.
+func (c *controller) takeSuspects() []suspect {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := c.suspects
+	c.suspects = nil
+	return s
+}
+
+// pause closes the gate for every worker on the instance: it is starting, or it is unreachable.
+// The first caller starts the one prober; later callers just wait with everyone else.
+func (c *controller) pause(kind trouble, cause error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := c.r.cfg.Now()
+	c.troubleLocked(kind, cause, now)
+	if c.state != running {
 		return
 	}
-	in.paused = true
-	in.open = make(chan struct{})
-	now := in.r.cfg.Now()
-	if in.startedAt.IsZero() {
-		in.startedAt = now
+	c.state = paused
+	c.open = make(chan struct{})
+	c.changedLocked()
+	what := "instance is starting: pausing every call on it and probing its state"
+	if kind == troubleOutage {
+		what = "instance is unreachable (calls for different rows failed one after another): " +
+			"pausing every call on it and probing its state; no row is charged for it"
 	}
-	in.r.log.Warn().Str("instance", in.id).Err(cause).
-		Msg("instance is starting: pausing every call on it and probing its state")
-	deadline := in.startedAt.Add(in.r.cfg.StartingTimeout)
-	in.r.probes.Go(func() { in.probe(ctx, deadline) })
+	c.r.log.Warn().Str("instance", c.id).Err(cause).Msg(what)
+	deadline := c.since.Add(c.r.cfg.StartingTimeout)
+	c.r.probes.Go(func() { c.probe(deadline) })
+	c.r.wakeClaimer()
 }
 
 // resume opens the gate again.
-func (in *instance) resume() {
-	in.mu.Lock()
-	defer in.mu.Unlock()
-	if !in.paused {
+func (c *controller) resume() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state != paused {
 		return
 	}
-	in.paused = false
-	close(in.open)
-	in.r.log.Info().Str("instance", in.id).Msg("instance is ready again: resuming calls")
+	c.state = running
+	clear(c.failing)
+	close(c.open)
+	c.changedLocked()
+	c.r.log.Info().Str("instance", c.id).Msg("instance is ready again: resuming calls")
+	c.r.wakeClaimer()
 }
 
-// fail takes the instance out of the run with a reason a person can act on; it reports
-// whether this call was the one that did it, so the reason is logged once.
-func (in *instance) fail(err error) bool {
-	in.mu.Lock()
-	defer in.mu.Unlock()
-	if in.down != nil {
+// fail takes the instance out of the run with a reason a person can act on; it reports whether
+// this call was the one that did it, so the reason is logged once.
+func (c *controller) fail(err error) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state == down {
 		return false
 	}
-	in.down = err
-	close(in.gone)
-	if in.paused {
-		in.paused = false
-		close(in.open)
+	wasPaused := c.state == paused
+	c.state, c.downErr = down, err
+	close(c.gone)
+	if wasPaused {
+		close(c.open)
 	}
+	c.changedLocked()
 	return true
 }
 
-// probe asks GetStateInstance, with full-jitter backoff, until the instance is authorized
-// again (resume), says it cannot work (out of the run), or deadline passes (out of the run, its
-// rows given back). It also tells "instance is starting or not authorized" apart.
-func (in *instance) probe(ctx context.Context, deadline time.Time) {
-	cfg := &in.r.cfg
-	// GetStateInstance allows 1 request per second per instance.
-	stateLimit := rate.NewLimiter(1, 1)
+// timeoutErrorLocked says the episode of trouble lasted StartingTimeout. c.mu must be held.
+func (c *controller) timeoutErrorLocked() error {
+	limit := c.r.cfg.StartingTimeout
+	var what string
+	switch c.kind {
+	case troubleOutage:
+		what = fmt.Sprintf("instance %s has been unreachable for %s (starting_timeout)", c.id, limit)
+	case troubleRateLimited:
+		what = fmt.Sprintf("instance %s has answered nothing but 429 (too many requests) for %s (starting_timeout): "+
+			"something else may be spending its budget", c.id, limit)
+	default:
+		what = fmt.Sprintf("instance %s is still starting after %s (starting_timeout)", c.id, limit)
+	}
+	what += ": its rows are given back for a later run, untouched; check the instance in the Green API console"
+	if c.lastCause != nil {
+		return fmt.Errorf("%s (last error: %w)", what, c.lastCause)
+	}
+	return errors.New(what)
+}
+
+// state asks GetStateInstance within the instance's 1 request per second.
+func (c *controller) getState(ctx context.Context) (string, error) {
+	if err := c.stateLimit.Wait(ctx); err != nil {
+		return "", err
+	}
+	state, err := c.api.GetStateInstance(ctx)
+	c.r.stats.call("getStateInstance", err)
+	return state, err
+}
+
+// preflight asks the instance's state before any row is claimed, so an instance that cannot work
+// is out of the run before it holds rows, and one that is starting or unreachable is paused from
+// the start. A state check that fails in a way that says nothing (a 429, an odd body) changes
+// nothing: GetAvatar will tell.
+func (c *controller) preflight(ctx context.Context) {
+	state, err := c.getState(ctx)
+	switch {
+	case greenapi.ClassOf(err) == greenapi.ClassUnusable:
+		c.r.instanceDown(c, unusableError(c.id, err))
+	case greenapi.ClassOf(err) == greenapi.ClassStarting:
+		c.pause(troubleStarting, err)
+	case greenapi.IsSystemic(err):
+		c.pause(troubleOutage, err)
+	case err != nil:
+		c.r.log.Warn().Str("instance", c.id).Err(err).Msg("state check before the run failed; going on")
+	case state == greenapi.StateNotAuthorized || state == greenapi.StateBlocked:
+		c.r.instanceDown(c, unusableError(c.id, fmt.Errorf("getStateInstance says %q", state)))
+	case state == greenapi.StateStarting:
+		c.pause(troubleStarting, fmt.Errorf("getStateInstance says %q", state))
+	}
+}
+
+// probe asks GetStateInstance, with full-jitter backoff, until the instance is authorized again
+// (resume), says it cannot work (out of the run), or deadline passes (out of the run, its rows
+// given back). It also tells "instance is starting or not authorized" apart.
+func (c *controller) probe(deadline time.Time) {
+	cfg := &c.r.cfg
+	ctx := c.r.probeCtx
 	for n := 0; ; n++ {
 		if err := cfg.Sleep(ctx, cfg.StartingBackoff.Full(n, cfg.Rand)); err != nil {
-			in.resume() // the run is stopping: let the workers see it and give their rows back
-			return
+			return // the run is ending
 		}
 		if !cfg.Now().Before(deadline) {
-			in.r.instanceDown(in, fmt.Errorf("instance %s is still starting after %s (starting_timeout): "+
-				"its rows are given back for a later run; check the instance in the Green API console",
-				in.id, cfg.StartingTimeout))
+			c.mu.Lock()
+			err := c.timeoutErrorLocked()
+			c.mu.Unlock()
+			c.r.instanceDown(c, err)
 			return
 		}
-		if err := stateLimit.Wait(ctx); err != nil {
-			in.resume()
+		state, err := c.getState(ctx)
+		if ctx.Err() != nil {
 			return
 		}
-		state, err := in.api.GetStateInstance(ctx)
-		in.r.stats.call("getStateInstance", err)
 		if err != nil {
 			if greenapi.ClassOf(err) == greenapi.ClassUnusable {
-				in.r.instanceDown(in, unusableError(in.id, err))
+				c.r.instanceDown(c, unusableError(c.id, err))
 				return
 			}
-			in.r.log.Debug().Str("instance", in.id).Err(err).Msg("state probe failed; probing again")
+			c.r.log.Debug().Str("instance", c.id).Err(err).Msg("state probe failed; probing again")
+			c.mu.Lock()
+			c.lastCause = err
+			c.mu.Unlock()
 			continue
 		}
 		switch state {
 		case greenapi.StateAuthorized, greenapi.StateYellowCard:
-			in.resume()
+			c.resume()
 			return
 		case greenapi.StateNotAuthorized, greenapi.StateBlocked:
-			in.r.instanceDown(in, unusableError(in.id, fmt.Errorf("getStateInstance says %q", state)))
+			c.r.instanceDown(c, unusableError(c.id, fmt.Errorf("getStateInstance says %q", state)))
 			return
 		default: // starting, sleepMode, or a state this version does not know: keep waiting
-			in.r.log.Debug().Str("instance", in.id).Str("state", state).Msg("instance not ready yet")
+			c.r.log.Debug().Str("instance", c.id).Str("state", state).Msg("instance not ready yet")
 		}
 	}
+}
+
+// configFaultError says that the API refuses the request's form, not the rows: it names the
+// greenapi.request_by key, the body form sent and the API's own words.
+func configFaultError(id string, rows int, err error) error {
+	var ae *greenapi.Error
+	body, words := "", err.Error()
+	if errors.As(err, &ae) {
+		body, words = ae.Request, ae.Reason
+	}
+	if strings.HasPrefix(body, `{"phoneNumber"`) {
+		return fmt.Errorf("%w: greenapi.request_by = %q is refused by this API edition: instance %s answered %q "+
+			"to %d different valid numbers in a row, sent as %s; set greenapi.request_by = %q (the default, which every "+
+			"edition accepts); those rows are given back untouched", ErrConfiguration, greenapi.RequestByPhoneNumber,
+			id, words, rows, body, greenapi.RequestByChatID)
+	}
+	return fmt.Errorf("%w: instance %s answered %q to %d different valid numbers in a row, sent as %s "+
+		"(greenapi.request_by = %q): the request's form is refused, not the numbers; check that greenapi.api_url "+
+		"is your account's Green API host; those rows are given back untouched", ErrConfiguration, id, words, rows,
+		body, greenapi.RequestByChatID)
 }
 
 // unusableError says which instance cannot be used and what a person must do about it.
@@ -204,7 +505,8 @@ func remedy(err error) string {
 	if errors.As(err, &ae) {
 		switch ae.Status {
 		case 401:
-			return "the apiTokenInstance is wrong: copy it again from the Green API console into token or token_file"
+			return "the apiTokenInstance is wrong (or the instance is still being created): copy it again from the " +
+				"Green API console into token or token_file"
 		case 403:
 			return "the idInstance or api_url is wrong: check both against the Green API console"
 		case 404:
@@ -215,16 +517,12 @@ func remedy(err error) string {
 	}
 	switch msg := strings.ToLower(err.Error()); {
 	case strings.Contains(msg, "expired"):
-		return "the instance's paid period is over: renew it in the Green API console"
+		return "the instance's paid period is over, or it was paid for minutes ago and is still initialising: " +
+			"renew it in the Green API console, or try again in a few minutes"
 	case strings.Contains(msg, "deleted"):
 		return "the instance was deleted: create a new one in the Green API console and configure its id and token"
 	case strings.Contains(msg, "blocked"):
 		return "WhatsApp blocked the account: see the Green API console; the instance cannot be used until it is unblocked"
 	}
 	return "open the Green API console and authorize the instance: scan its QR code with WhatsApp on the phone"
-}
-
-// logDown logs, once, why an instance left the run.
-func logDown(log *zerolog.Logger, id string, err error) {
-	log.Error().Str("instance", id).Err(err).Msg("instance taken out of the run")
 }

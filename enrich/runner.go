@@ -1,6 +1,13 @@
 // Package enrich is the batch run: it claims due rows ahead of need, calls GetAvatar on every
 // instance under that instance's rate limit, acts on each answer's class, and writes results
 // back in batches. It knows the database and the API only through the Store and API interfaces.
+//
+// Every failure has an owner, and only the owner pays. A row's own failure (its number rejected,
+// its avatar timed out) spends that row's attempts. An instance's failure (starting, unreachable,
+// 429, not authorized) pauses or removes the instance and gives its rows to the others, or back
+// to the table, untouched. A configuration's failure (a request form the API refuses for every
+// row) stops the run with ErrConfiguration. A database failure is waited out for RetryFor, then
+// ends the run with ErrDatabase.
 package enrich
 
 import (
@@ -17,9 +24,13 @@ import (
 
 var (
 	// ErrNoInstance ends a run in which every instance was taken out (not authorized, wrong
-	// token, quota spent, starting for too long): a person must act. The CLI exits 2.
+	// token, quota spent, starting, unreachable or answering nothing but 429 for longer than
+	// StartingTimeout): a person must act. The CLI exits 2.
 	ErrNoInstance = errors.New("no usable Green API instance left")
-	// ErrDatabase marks a failure of the database, so the CLI can exit 3.
+	// ErrConfiguration ends a run whose requests the API refuses for every row (the request
+	// form, not the numbers): the message names the key to change. The CLI exits 1.
+	ErrConfiguration = errors.New("configuration refused by the API")
+	// ErrDatabase marks a failure of the database that outlasted RetryFor, so the CLI can exit 3.
 	ErrDatabase = errors.New("database")
 	// ErrInterrupted is returned when the run's context was cancelled (a signal): what was
 	// answered is written and the rest given back, but due rows may remain.
@@ -33,6 +44,10 @@ var (
 	errRunDone = errors.New("run done")
 )
 
+// finalWriteMin is the least time the last write of a stopped run gets, even when calls in
+// flight used up shutdown_grace.
+const finalWriteMin = time.Second
+
 // Runner runs one batch run. It is single-use: make one with NewRunner, call Run once.
 type Runner struct {
 	cfg   Config
@@ -40,28 +55,32 @@ type Runner struct {
 	log   *zerolog.Logger
 	stats *stats
 	w     *writer
+	queue *queue
 
-	instances []*instance
+	instances []*controller
 
 	// stop is cancelled to stop claiming and waiting: a signal, the deadline, no instance
-	// left, a database failure. Calls in flight get ShutdownGrace more (calls).
+	// left, a configuration or database failure. Calls in flight get ShutdownGrace more (calls).
 	stop       context.Context
 	cancelStop context.CancelCauseFunc
 	calls      context.Context
+	// probeCtx ends the state probers when the run ends.
+	probeCtx context.Context
 
 	mu sync.Mutex
-	// held are the rows claimed and not yet resolved (queued for writing): whatever is left
-	// here when the run ends is given back.
-	held map[int64]struct{}
+	// held are the rows claimed and not yet written back or given back, by id.
+	held map[int64]*held
 	// live counts instances still in the run.
 	live int
 	// ended says why claiming ended without a stop (the limit), for the summary.
 	ended error
+	// stoppedAt is when the run began to stop; zero while it runs.
+	stoppedAt time.Time
 	// probes are the state probers of paused instances.
 	probes sync.WaitGroup
-	// resolved is signalled (never blocks) whenever a held row is resolved, so an idle
-	// claimer knows to look again.
-	resolved chan struct{}
+	// wake is signalled (never blocks) when the claimer may have something to do: rows were
+	// written or given up, an instance resumed or left.
+	wake chan struct{}
 }
 
 // NewRunner checks cfg and prepares a run over st.
@@ -71,30 +90,31 @@ func NewRunner(st Store, cfg Config) (*Runner, error) {
 		return nil, err
 	}
 	r := &Runner{
-		cfg:      cfg,
-		store:    st,
-		log:      cfg.Logger,
-		stats:    newStats(),
-		held:     make(map[int64]struct{}),
-		resolved: make(chan struct{}, 1),
-		live:     len(cfg.Instances),
+		cfg:   cfg,
+		store: st,
+		log:   cfg.Logger,
+		stats: newStats(),
+		queue: newQueue(),
+		held:  make(map[int64]*held),
+		wake:  make(chan struct{}, 1),
+		live:  len(cfg.Instances),
 	}
 	r.w = newWriter(r)
 	for _, in := range cfg.Instances {
-		r.instances = append(r.instances, newInstance(r, in))
+		r.instances = append(r.instances, newController(r, in))
 	}
 	return r, nil
 }
 
 // Run claims and processes rows until no row is due and nothing is in flight, the limit or
-// MaxDuration is reached, every instance is out (ErrNoInstance), the database fails
-// (ErrDatabase), or ctx is cancelled (ErrInterrupted). On every path out it writes every answer
-// received and gives back every row it did not finish. The summary is valid in all cases.
+// MaxDuration is reached, every instance is out (ErrNoInstance), the API refuses the request form
+// (ErrConfiguration), the database fails for longer than RetryFor (ErrDatabase), or ctx is
+// cancelled (ErrInterrupted). On every path out it writes every answer received and gives back
+// every row it did not finish. The summary is valid in all cases.
 func (r *Runner) Run(ctx context.Context) (Summary, error) {
 	start := r.cfg.Now()
-	// stop carries no deadline on purpose, not even ctx's: rate.Limiter.Wait fails at once
-	// when a wait would pass a context's deadline, so near a deadline every worker would give
-	// its row back at once and the claimer would claim the next batch, again and again.
+	// stop carries no deadline on purpose, not even ctx's: a deadline would make waits fail
+	// early near it, and every worker would give its row back at once.
 	stop, cancelStop := context.WithCancelCause(context.WithoutCancel(ctx))
 	defer cancelStop(nil)
 	unhook := context.AfterFunc(ctx, func() { cancelStop(context.Cause(ctx)) })
@@ -105,52 +125,76 @@ func (r *Runner) Run(ctx context.Context) (Summary, error) {
 	}
 	calls, cancelCalls := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelCalls()
-	r.stop, r.cancelStop, r.calls = stop, cancelStop, calls
+	probeCtx, endProbes := context.WithCancel(stop)
+	defer endProbes()
+	r.stop, r.cancelStop, r.calls, r.probeCtx = stop, cancelStop, calls, probeCtx
 
 	var bg sync.WaitGroup
 	bg.Go(func() { r.cutCallsAfterGrace(cancelCalls) })
 	if r.cfg.ProgressInterval > 0 {
 		bg.Go(func() { r.progress(start) })
 	}
-	r.warnShortLease()
 	r.preflight()
-	writeDone := make(chan error, 1)
-	go func() { writeDone <- r.w.loop() }()
+	writeDone := make(chan struct{})
+	go func() { defer close(writeDone); r.w.loop() }()
+	renewDone := make(chan struct{})
+	var renewer sync.WaitGroup
+	renewer.Go(func() { r.renewLoop(renewDone) })
 
-	rows := make(chan store.Claimed, r.cfg.BatchSize)
-	claimDone := make(chan error, 1)
-	go func() { claimDone <- r.claim(rows) }()
+	claimDone := make(chan struct{})
+	go func() { defer close(claimDone); r.claim() }()
 
 	var workers sync.WaitGroup
-	for _, in := range r.instances {
+	for _, c := range r.instances {
 		for range r.cfg.Workers {
-			workers.Go(func() { r.work(in, rows) })
+			workers.Go(func() { r.work(c) })
 		}
 	}
 	workers.Wait()
-	// Every worker has gone, so either the claimer is done or the run is stopping: wait for
-	// it, then give back what it claimed that nobody started.
-	err := <-claimDone
-	for range rows {
-	}
+	// Every worker has gone, so either the claimer is done or the run is stopping.
+	<-claimDone
 	cause := context.Cause(stop)
-	cancelStop(errRunDone) // ends any state prober still waiting
+	endProbes()
 	r.probes.Wait()
-	r.w.release(r.takeHeld()...)
-	if werr := r.w.close(); err == nil {
-		err = werr
+
+	// What is left: suspects are their rows' own failures, unless the run stopped because
+	// they were not; every other row not answered goes back untouched.
+	configFault := errors.Is(cause, ErrConfiguration)
+	for _, c := range r.instances {
+		for _, s := range c.takeSuspects() {
+			if !configFault {
+				r.failInvalid(s)
+			}
+		}
 	}
+	r.w.release(r.unresolved())
+	r.w.close(r.finalDeadline(cause))
+	<-writeDone
+	close(renewDone)
+	renewer.Wait()
+	cancelStop(errRunDone)
 	cancelCalls()
 	bg.Wait()
 
 	sum := r.stats.summary(r.cfg.Now().Sub(start))
-	switch {
-	case err != nil:
-		sum.Stop = "error"
-		return sum, err
+	sum.Unwritten = r.w.unwritten()
+	switch dbErr := r.w.failure(); {
+	case dbErr != nil || errors.Is(cause, ErrDatabase):
+		sum.Stop = "database failure"
+		if dbErr == nil {
+			dbErr = cause
+		}
+		if sum.Unwritten > 0 {
+			dbErr = fmt.Errorf("%w; %d answers could not be written: their rows come back when their lease expires and are asked again",
+				dbErr, sum.Unwritten)
+		}
+		return sum, dbErr
 	case ctx.Err() != nil:
 		sum.Stop = "interrupted"
 		return sum, ErrInterrupted
+	case configFault:
+		sum.Stop = "configuration refused by the API"
+		return sum, cause
 	case errors.Is(cause, ErrNoInstance):
 		sum.Stop = "no usable instance"
 		return sum, cause
@@ -164,46 +208,35 @@ func (r *Runner) Run(ctx context.Context) (Summary, error) {
 	return sum, nil
 }
 
-// warnShortLease says so when rows claimed ahead may outlive their lease at the configured
-// rates: their results would then be fenced off and the rows done again by another run.
-func (r *Runner) warnShortLease() {
-	var rps float64
-	for _, in := range r.cfg.Instances {
-		rps += in.RPS
+// finalDeadline bounds the last write: a stopped run (signal, max_duration, an instance or
+// configuration failure) keeps to shutdown_grace from the stop; a run that ended on its own
+// waits out the database for RetryFor; a run the database stopped gets one last short try.
+func (r *Runner) finalDeadline(cause error) time.Time {
+	now := r.cfg.Now()
+	r.mu.Lock()
+	stopped := r.stoppedAt
+	r.mu.Unlock()
+	switch {
+	case cause == nil || errors.Is(cause, errRunDone) || errors.Is(cause, errLimit):
+		return now.Add(r.cfg.RetryFor)
+	case errors.Is(cause, ErrDatabase):
+		return now.Add(finalWriteMin)
+	case stopped.IsZero():
+		stopped = now
 	}
-	ahead := 2*r.cfg.BatchSize + r.cfg.Workers*len(r.cfg.Instances)
-	if need := time.Duration(float64(ahead) / rps * float64(time.Second)); need > r.cfg.Lease {
-		r.log.Warn().Str("lease", r.cfg.Lease.String()).Str("needed", need.Round(time.Second).String()).
-			Msg("run.lease is shorter than the time to work through the rows claimed ahead at this rate: " +
-				"raise run.lease or lower run.batch_size")
-	}
+	return later(stopped.Add(r.cfg.ShutdownGrace), now.Add(finalWriteMin))
 }
 
 // preflightTimeout bounds the GetStateInstance check of every instance before a run.
 const preflightTimeout = 10 * time.Second
 
-// preflight asks every instance's state before any row is claimed, so an instance that cannot
-// work is out of the run before it holds rows, and one that is starting is paused from the
-// start. A probe that fails for any other reason changes nothing: GetAvatar will tell.
+// preflight checks every instance's state, all at once, before any row is claimed.
 func (r *Runner) preflight() {
 	ctx, cancel := context.WithTimeout(r.stop, preflightTimeout)
 	defer cancel()
 	var wg sync.WaitGroup
-	for _, in := range r.instances {
-		wg.Go(func() {
-			state, err := in.api.GetStateInstance(ctx)
-			r.stats.call("getStateInstance", err)
-			switch {
-			case greenapi.ClassOf(err) == greenapi.ClassUnusable:
-				r.instanceDown(in, unusableError(in.id, err))
-			case err != nil:
-				r.log.Warn().Str("instance", in.id).Err(err).Msg("state check before the run failed; going on")
-			case state == greenapi.StateNotAuthorized || state == greenapi.StateBlocked:
-				r.instanceDown(in, unusableError(in.id, fmt.Errorf("getStateInstance says %q", state)))
-			case state == greenapi.StateStarting:
-				in.pause(r.stop, fmt.Errorf("getStateInstance says %q", state))
-			}
-		})
+	for _, c := range r.instances {
+		wg.Go(func() { c.preflight(ctx) })
 	}
 	wg.Wait()
 }
@@ -215,6 +248,9 @@ func (r *Runner) cutCallsAfterGrace(cancelCalls context.CancelFunc) {
 	case <-r.calls.Done():
 		return
 	}
+	r.mu.Lock()
+	r.stoppedAt = r.cfg.Now()
+	r.mu.Unlock()
 	if cause := context.Cause(r.stop); !errors.Is(cause, errRunDone) {
 		why := cause.Error()
 		if errors.Is(cause, context.Canceled) {
@@ -234,202 +270,325 @@ func (r *Runner) cutCallsAfterGrace(cancelCalls context.CancelFunc) {
 	}
 }
 
-// claim keeps rows fed ahead of the workers: it claims the next batch while the previous one
-// is still in the channel, so the rate limiters never wait on a database round trip. It closes
-// rows when it ends: nothing due and nothing in flight, the limit, or a stop.
-func (r *Runner) claim(rows chan<- store.Claimed) error {
-	defer close(rows)
+// claimLimit is how many rows the run may hold at once: what its running instances can start
+// within half a lease at their current rates, at least one, and never more than two batches
+// ahead of every worker. With no instance able to send it is 0: rows would only wait.
+func (r *Runner) claimLimit() int {
+	var rps float64
+	running := 0
+	for _, c := range r.instances {
+		if ok, rate := c.running(); ok {
+			rps += rate
+			running++
+		}
+	}
+	if running == 0 {
+		return 0
+	}
+	ceiling := 2*r.cfg.BatchSize + r.cfg.Workers*len(r.instances)
+	return max(1, min(int(rps*r.cfg.Lease.Seconds()/2), ceiling))
+}
+
+// claimPoll is how often a claimer that found nothing due, while rows are still held, looks
+// again even if nothing woke it: a row rescheduled with a short delay may be due.
+const claimPoll = time.Second
+
+// claim keeps the queue fed ahead of the workers, within claimLimit: it claims the next batch
+// while rows are still queued, so the instances never wait on a database round trip. It closes
+// the queue when it ends: nothing due and nothing held, the limit, or a stop.
+func (r *Runner) claim() {
+	defer r.queue.close()
 	claimed := 0
-	// looked is true after a claim found nothing while nothing was in flight and every
-	// result had been written: one more empty claim then means the run is done.
+	var token int64
+	var failing dbRetry
+	// looked is true after a claim found nothing while nothing was held and every result had
+	// been written: one more empty claim then means the run is done.
 	looked := false
 	for r.stop.Err() == nil {
-		n := r.cfg.BatchSize
+		held := r.heldCount()
+		limit := r.claimLimit()
+		n := min(r.cfg.BatchSize, limit-held)
 		if r.cfg.Limit > 0 {
 			if claimed >= r.cfg.Limit {
 				r.mu.Lock()
 				r.ended = errLimit
 				r.mu.Unlock()
-				return nil
+				return
 			}
 			n = min(n, r.cfg.Limit-claimed)
 		}
-		// A stop must not cut a claim half-way: the rows it took would stay leased.
-		batch, err := r.store.Claim(context.WithoutCancel(r.stop), r.cfg.Owner, n, r.cfg.Lease)
+		// Claim a batch when there is room for half of one, or at once when the workers have
+		// nothing left to take.
+		if n <= 0 || (held > 0 && n < min(r.cfg.BatchSize, limit)/2 && r.queue.len() > 0) {
+			r.settleIfIdle()
+			r.waitWake(0)
+			continue
+		}
+		token++
+		sent := r.cfg.Now()
+		ctx, cancel := context.WithTimeout(r.stop, r.cfg.DatabaseTimeout)
+		batch, err := r.store.Claim(ctx, r.cfg.Owner, token, n, r.cfg.Lease)
+		cancel()
 		if err != nil {
-			err = fmt.Errorf("%w: %w", ErrDatabase, err)
-			r.cancelStop(err)
-			return err
-		}
-		r.hold(batch)
-		claimed += len(batch)
-		for _, row := range batch {
-			select {
-			case rows <- row:
-			case <-r.stop.Done():
-				return nil
+			if r.stop.Err() != nil {
+				return // a stop cut the claim: PostgreSQL was asked to cancel it
 			}
+			wait, retry := failing.failed(err, r.cfg.Now(), r.cfg.RetryFor, r.cfg.Rand)
+			if !retry {
+				r.cancelStop(fmt.Errorf("%w: %w", ErrDatabase, err))
+				return
+			}
+			if failing.n == 1 {
+				r.log.Warn().Err(err).Str("retry_for", r.cfg.RetryFor.String()).
+					Msg("claiming rows failed; retrying while the calls in hand go on")
+			}
+			_ = r.cfg.Sleep(r.stop, wait)
+			continue
 		}
+		if down := failing.ok(r.cfg.Now()); down > 0 {
+			r.log.Info().Str("after", down.Round(time.Millisecond).String()).Msg("the database is back: claiming again")
+		}
+		claimed += len(batch)
+		r.take(batch, sent)
 		switch {
 		case len(batch) > 0:
 			looked = false
 		case r.heldCount() > 0:
-			// Rows in flight may yet be given back (due again): look when one resolves.
 			looked = false
-			select {
-			case <-r.resolved:
-			case <-r.stop.Done():
-			}
+			r.settleIfIdle()
+			r.waitWake(claimPoll)
 		case looked:
-			return nil
+			return
 		default:
 			// Write what is queued (a row given back is due again), then look once more.
-			if err := r.w.flush(); err != nil {
-				return nil // the writer stops the run and reports its error
+			if !r.w.flush() {
+				r.waitWake(claimPoll)
+				continue
 			}
 			looked = true
 		}
 	}
-	return nil
 }
 
-// work is one worker on one instance: it takes rows while the instance's gate is open.
-func (r *Runner) work(in *instance, rows <-chan store.Claimed) {
-	for {
-		if err := in.wait(r.stop); err != nil {
-			return
+// settleIfIdle fails the rows held back as suspects when no row waits or is in a call and the
+// claimer can add none: no more answers can join their streak, so each is its own row's failure.
+func (r *Runner) settleIfIdle() {
+	if !r.queue.idle() {
+		return
+	}
+	for _, c := range r.instances {
+		r.failInvalid(c.takeSuspects()...)
+	}
+}
+
+// waitWake waits for a wake-up, the stop, or (when poll > 0) poll.
+func (r *Runner) waitWake(poll time.Duration) {
+	var tick <-chan time.Time
+	if poll > 0 {
+		t := time.NewTimer(poll)
+		defer t.Stop()
+		tick = t.C
+	}
+	select {
+	case <-r.wake:
+	case <-tick:
+	case <-r.stop.Done():
+	}
+}
+
+// wakeClaimer tells the claimer to look again; it never blocks.
+func (r *Runner) wakeClaimer() {
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+// take holds a claimed batch: invalid rows fail at once without a call, the rest are queued. A
+// row the run already holds (its lease had lapsed and this claim took it again) stays one row,
+// now under the newer claim: it is never called twice.
+func (r *Runner) take(batch []store.Claimed, sent time.Time) {
+	expires := sent.Add(r.cfg.Lease).UnixNano()
+	fresh := make([]*held, 0, len(batch))
+	var invalid []*held
+	r.mu.Lock()
+	for _, c := range batch {
+		if h, ok := r.held[c.ID]; ok {
+			h.lease = c.Lease
+			h.lost = false
+			h.expires.Store(expires)
+			continue
 		}
-		select {
-		case row, ok := <-rows:
+		h := &held{lease: c.Lease, row: c}
+		h.expires.Store(expires)
+		r.held[c.ID] = h
+		t, err := targetOf(c)
+		if err != nil {
+			invalid = append(invalid, h)
+			continue
+		}
+		h.target = t
+		fresh = append(fresh, h)
+	}
+	r.mu.Unlock()
+	r.stats.claimed.Add(int64(len(batch)))
+	for _, h := range invalid {
+		r.stats.invalidLocal.Add(1)
+		r.resolve(h, result{kind: resultFailed, reason: greenapi.ReasonBadRequestData})
+	}
+	r.queue.push(fresh...)
+}
+
+// callable reports whether a call may start on h: its lease is ours for at least a third more
+// of a lease, so the answer can be written through the same claim. Rows whose renewals failed
+// (the database is away) wait in the queue until a renewal succeeds.
+func (r *Runner) callable(h *held) bool {
+	return h.expiry().Sub(r.cfg.Now()) > r.cfg.Lease/3
+}
+
+// work is one worker on one instance. It takes a row only when its instance can send (the gate
+// open, the turn and the slot its own), so no row waits behind a paused or slow instance. A row
+// whose call failed transiently is retried after a backoff, through the queue: any instance may
+// take it then.
+func (r *Runner) work(c *controller) {
+	for {
+		if err := c.acquire(r.stop); err != nil {
+			return // the instance is out, or the run is stopping
+		}
+		h, ok := r.queue.take(r.stop, c.abort(), r.callable)
+		if h == nil {
+			c.release()
 			if !ok {
 				return
 			}
-			if r.stop.Err() != nil {
-				return // taken as the run stopped: it stays held and is given back
+			continue
+		}
+		sentAt, err := c.send(r.stop)
+		if err != nil {
+			r.queue.pushFront(h) // paused or out meanwhile: for another instance, or the end of the run
+			r.queue.done()
+			if errors.Is(err, errPaused) || errors.Is(err, errInstanceDown) {
+				continue
 			}
-			r.process(in, row)
-		case <-in.gone:
-			return
-		case <-r.stop.Done():
 			return
 		}
+		retry := r.call(c, h, sentAt)
+		if retry {
+			h.tries++
+			if r.cfg.Sleep(r.stop, r.cfg.Retry.Full(h.tries-1, r.cfg.Rand)) == nil {
+				r.queue.pushFront(h)
+			}
+		}
+		r.queue.done()
 	}
 }
 
-// process walks one row: validate, call under the limiter, act on the answer's class.
-func (r *Runner) process(in *instance, row store.Claimed) {
-	target, err := targetOf(row)
-	if err != nil {
-		r.stats.invalidLocal.Add(1)
-		r.resolve(row.ID, func(b *store.Batch) {
-			b.Failed = append(b.Failed, store.Failure{ID: row.ID, Reason: greenapi.ReasonBadRequestData})
-		})
-		return
+// call makes one GetAvatar call for h and acts on its class. It reports whether h should be
+// retried in the run after a backoff (a transient failure of the row's, with retries left).
+func (r *Runner) call(c *controller, h *held, sentAt time.Time) (retry bool) {
+	av, err := c.api.GetAvatar(r.calls, h.target)
+	r.stats.call("getAvatar", err)
+	if err == nil {
+		r.failInvalid(c.answered()...)
+		r.resolve(h, result{kind: resultDone, avatar: av})
+		return false
 	}
-	transient, limited := 0, 0
-	for {
-		if in.wait(r.stop) != nil || in.pace(r.stop) != nil {
-			r.giveBack(row.ID)
-			return
+	switch greenapi.ClassOf(err) {
+	case greenapi.ClassStarting:
+		c.pause(troubleStarting, err)
+		r.queue.pushFront(h)
+	case greenapi.ClassRateLimited:
+		if down := c.throttled(sentAt, err); down != nil {
+			r.instanceDown(c, down)
 		}
-		av, err := in.api.GetAvatar(r.calls, target)
-		class := greenapi.ClassOf(err)
-		r.stats.call("getAvatar", err)
-		if err == nil {
-			in.answered()
-			r.resolve(row.ID, func(b *store.Batch) {
-				b.Done = append(b.Done, store.Done{ID: row.ID, ExistsWhatsapp: av.ExistsWhatsapp,
-					AvatarAvailable: av.Available, URLAvatar: av.URLAvatar})
-			})
-			return
+		r.queue.pushFront(h)
+	case greenapi.ClassUnusable:
+		r.instanceDown(c, unusableError(c.id, err))
+		r.queue.pushFront(h)
+	case greenapi.ClassAvatarTimeout:
+		r.failInvalid(c.answered()...)
+		r.reschedule(h, err)
+	case greenapi.ClassInvalid:
+		if fault, suspects := c.invalid(h, err); fault != nil {
+			// Not the rows' fault: they stay unresolved and go back untouched.
+			r.log.Debug().Int("rows", len(suspects)).Msg("rows held back as suspects go back untouched")
+			r.cancelStop(fault)
 		}
-		var wait time.Duration
-		switch class {
-		case greenapi.ClassStarting:
-			in.pause(r.stop, err)
-			continue
-		case greenapi.ClassRateLimited:
-			// The server's Retry-After if it sent one (bounded, so a bad header cannot park
-			// the run), else the same 1 s to 30 s backoff as a starting instance.
-			wait = min(retryAfter(err), r.cfg.Retry.Max)
-			if wait <= 0 {
-				wait = r.cfg.StartingBackoff.Full(limited, r.cfg.Rand)
-			}
-			limited++
-		case greenapi.ClassTransient:
-			if transient >= r.cfg.RetryInRun {
-				r.reschedule(row, err)
-				return
-			}
-			wait = r.cfg.Retry.Full(transient, r.cfg.Rand)
-			transient++
-		case greenapi.ClassAvatarTimeout:
-			in.answered()
-			r.reschedule(row, err)
-			return
-		case greenapi.ClassInvalid:
-			in.answered()
-			r.resolve(row.ID, func(b *store.Batch) {
-				b.Failed = append(b.Failed, store.Failure{ID: row.ID, Reason: greenapi.ReasonBadRequestData, Attempted: true})
-			})
-			return
-		case greenapi.ClassUnusable:
-			r.instanceDown(in, unusableError(in.id, err))
-			r.giveBack(row.ID)
-			return
-		default:
-			// The call was cut (shutdown_grace is over) or failed in a way no row is to blame
-			// for: the row goes back untouched.
-			r.giveBack(row.ID)
-			return
+	case greenapi.ClassTransient:
+		systemic := greenapi.IsSystemic(err)
+		if systemic && c.systemic(h.row.ID) {
+			c.pause(troubleOutage, err)
+			r.queue.pushFront(h)
+			return false
 		}
-		if r.cfg.Sleep(r.stop, wait) != nil {
-			r.giveBack(row.ID)
-			return
+		if h.tries < r.cfg.RetryInRun {
+			return true
 		}
+		if systemic && c.othersFailing(h.row.ID) {
+			// Other rows fail the same way: the instance's fault, not this row's.
+			c.pause(troubleOutage, err)
+			r.queue.pushFront(h)
+			return false
+		}
+		r.reschedule(h, err)
+	default:
+		// The call was cut (shutdown_grace is over): nobody's fault, the row goes back
+		// untouched at the end of the run.
+	}
+	return false
+}
+
+// failInvalid resolves rows answered "bad request" as their own failures, with the API's words.
+func (r *Runner) failInvalid(ss ...suspect) {
+	for _, s := range ss {
+		r.resolve(s.h, result{kind: resultFailed, reason: reasonOf(s.err), attempted: true})
 	}
 }
 
 // reschedule spends one of the row's attempts: it is due again after a backoff, or failed
 // with the last reason once max_attempts are spent.
-func (r *Runner) reschedule(row store.Claimed, err error) {
+func (r *Runner) reschedule(h *held, err error) {
 	reason := reasonOf(err)
-	if row.Attempts+1 >= r.cfg.MaxAttempts {
-		r.resolve(row.ID, func(b *store.Batch) {
-			b.Failed = append(b.Failed, store.Failure{ID: row.ID, Reason: reason, Attempted: true})
-		})
+	if h.row.Attempts+1 >= r.cfg.MaxAttempts {
+		r.resolve(h, result{kind: resultFailed, reason: reason, attempted: true})
 		return
 	}
-	delay := r.cfg.Retry.Equal(row.Attempts, r.cfg.Rand)
-	r.resolve(row.ID, func(b *store.Batch) {
-		b.Retry = append(b.Retry, store.Retry{ID: row.ID, Reason: reason, Delay: delay})
-	})
+	r.resolve(h, result{kind: resultRetry, reason: reason, delay: r.cfg.Retry.Equal(h.row.Attempts, r.cfg.Rand)})
 }
 
-// giveBack returns a row untouched: no attempt spent, due again.
-func (r *Runner) giveBack(id int64) {
-	r.resolve(id, func(b *store.Batch) { b.Released = append(b.Released, id) })
-}
-
-// resolve queues a row's result for writing and stops holding the row.
-func (r *Runner) resolve(id int64, add func(*store.Batch)) {
-	r.w.add(add)
+// resolve queues a row's result for writing.
+func (r *Runner) resolve(h *held, res result) {
 	r.mu.Lock()
-	delete(r.held, id)
+	h.resolved = true
 	r.mu.Unlock()
-	select {
-	case r.resolved <- struct{}{}:
-	default:
-	}
+	res.h = h
+	r.w.add(res)
 }
 
-func (r *Runner) hold(rows []store.Claimed) {
-	r.stats.claimed.Add(int64(len(rows)))
+// unresolved returns every held row with no result queued: what the end of the run gives back.
+func (r *Runner) unresolved() []*held {
 	r.mu.Lock()
-	for _, row := range rows {
-		r.held[row.ID] = struct{}{}
+	defer r.mu.Unlock()
+	var hs []*held
+	for _, h := range r.held {
+		if !h.resolved {
+			h.resolved = true
+			hs = append(hs, h)
+		}
+	}
+	return hs
+}
+
+// forget stops holding rows whose results were written (or fenced off).
+func (r *Runner) forget(hs []*held) {
+	r.mu.Lock()
+	for _, h := range hs {
+		if r.held[h.row.ID] == h {
+			delete(r.held, h.row.ID)
+		}
 	}
 	r.mu.Unlock()
+	r.wakeClaimer()
 }
 
 func (r *Runner) heldCount() int {
@@ -438,24 +597,14 @@ func (r *Runner) heldCount() int {
 	return len(r.held)
 }
 
-// takeHeld empties held and returns what it had.
-func (r *Runner) takeHeld() []int64 {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	ids := make([]int64, 0, len(r.held))
-	for id := range r.held {
-		ids = append(ids, id)
-	}
-	clear(r.held)
-	return ids
-}
-
-// instanceDown takes an instance out of the run; with none left the run stops.
-func (r *Runner) instanceDown(in *instance, err error) {
-	if !in.fail(err) {
+// instanceDown takes an instance out of the run; with none left the run stops. Its suspects are
+// their rows' own failures: the instance answered them.
+func (r *Runner) instanceDown(c *controller, err error) {
+	if !c.fail(err) {
 		return
 	}
-	logDown(r.log, in.id, err)
+	r.log.Error().Str("instance", c.id).Err(err).Msg("instance taken out of the run")
+	r.failInvalid(c.takeSuspects()...)
 	r.mu.Lock()
 	r.live--
 	last := r.live == 0
@@ -463,6 +612,7 @@ func (r *Runner) instanceDown(in *instance, err error) {
 	if last {
 		r.cancelStop(fmt.Errorf("%w: %w", ErrNoInstance, err))
 	}
+	r.wakeClaimer()
 }
 
 // targetOf validates the row's chat_id, else its phone_number; a row with neither or with

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -240,7 +241,8 @@ func TestRunClasses(t *testing.T) {
 			answer: func(int) (greenapi.Avatar, error) {
 				return greenapi.Avatar{}, apiErr(greenapi.ClassInvalid, 400, "Validation failed. Details: 'chatId' is required")
 			},
-			wantStatus: "failed", wantReason: greenapi.ReasonBadRequestData, wantAttempt: 1, wantCalls: 1, wantDue: true},
+			// A lone one is the row's own failure, and the reason keeps the API's words.
+			wantStatus: "failed", wantReason: "Validation failed. Details: 'chatId' is required", wantAttempt: 1, wantCalls: 1, wantDue: true},
 		{name: "rate limited spends no attempt",
 			answer: func(n int) (greenapi.Avatar, error) {
 				if n < 3 {
@@ -601,9 +603,14 @@ func TestRunDatabaseFailures(t *testing.T) {
 		b := setup(t)
 		b.insertPhones(t, phones(100)...)
 		st := &flakyStore{Store: b.store, fail: func(int) bool { return true }}
-		_, err := runOnce(t, context.Background(), st, config(newFake("1", answer)))
+		cfg := config(newFake("1", answer))
+		cfg.RetryFor = 300 * time.Millisecond
+		sum, err := runOnce(t, context.Background(), st, cfg)
 		if !errors.Is(err, enrich.ErrDatabase) {
 			t.Fatalf("err = %v, want ErrDatabase", err)
+		}
+		if sum.Unwritten == 0 || !strings.Contains(err.Error(), fmt.Sprintf("%d answers could not be written", sum.Unwritten)) {
+			t.Fatalf("err = %v (unwritten %d): it must say how many answers it could not write", err, sum.Unwritten)
 		}
 		// Nothing was written: the claimed rows stay leased until the lease expires, and no
 		// row changed otherwise.
@@ -642,7 +649,7 @@ func TestRunClaimsAheadBoundedly(t *testing.T) {
 				cfg.MaxDuration = 500 * time.Millisecond
 			}
 			sum, _ := runOnce(t, ctx, b.store, cfg)
-			if limit := int64(2*cfg.BatchSize + cfg.Workers); sum.Claimed > limit {
+			if limit := int64(2*cfg.BatchSize + cfg.Workers); sum.Claimed-sum.Done > limit {
 				t.Fatalf("claimed %d rows for %d answers; at most %d may be claimed ahead (%+v)", sum.Claimed, sum.Done, limit, sum)
 			}
 			if got := b.count(t, "locked_by IS NOT NULL"); got != 0 {

@@ -23,8 +23,11 @@ type Summary struct {
 	Rescheduled int64
 	// Released rows were given back untouched (stop, instance out, starting too long).
 	Released int64
-	// Lost results were not written because another run had taken the row over.
+	// Lost results were not written because another claim had taken the row over.
 	Lost int64
+	// Unwritten answers were received but could not be written: the database failed for longer
+	// than RetryFor. Their rows come back when their lease expires.
+	Unwritten int64
 	// InvalidLocal rows failed local validation and never reached the API.
 	InvalidLocal int64
 	// Calls counts API calls by method and outcome ("getAvatar ok", "getAvatar rate_limited").
@@ -49,7 +52,7 @@ func (s Summary) RowsPerSecond() float64 {
 func (s Summary) MarshalZerologObject(e *zerolog.Event) {
 	e.Int64("done", s.Done).Int64("failed", s.Failed).Int64("rescheduled", s.Rescheduled).
 		Int64("released", s.Released).Int64("claimed", s.Claimed).Int64("invalid_local", s.InvalidLocal).
-		Int64("lost", s.Lost).Int64("rate_limited", s.RateLimited).
+		Int64("lost", s.Lost).Int64("unwritten", s.Unwritten).Int64("rate_limited", s.RateLimited).
 		Str("elapsed", s.Elapsed.Round(time.Millisecond).String()).
 		Float64("rows_per_second", math.Round(s.RowsPerSecond()*10)/10).Str("stop", s.Stop)
 	keys := make([]string, 0, len(s.Calls))

@@ -6,48 +6,66 @@ import (
 	"sync"
 	"time"
 
+	"github.com/enrich-dev/enrich/greenapi"
 	"github.com/enrich-dev/enrich/store"
 )
 
+// resultKind is what a result does to its row.
+type resultKind uint8
+
+const (
+	resultDone resultKind = iota + 1
+	resultRetry
+	resultFailed
+	resultReleased
+)
+
+// result is one row's outcome, waiting to be written through the row's current claim.
+type result struct {
+	h      *held
+	kind   resultKind
+	avatar greenapi.Avatar
+	reason string
+	// delay is a retry's wait; attempted says a failure spent an API call.
+	delay     time.Duration
+	attempted bool
+}
+
 // writer batches results and writes them in one round trip each: when BatchSize results are
-// queued, every FlushInterval, when the claimer asks, and always before the run returns.
-// Writes run on a context a stop cannot cancel, so an answer received is never dropped by a
-// signal; a write that keeps failing stops the run, and the rows stay leased until their lease
-// expires, so nothing is corrupted.
+// queued, every FlushInterval, when the claimer asks, and always before the run returns. Writes
+// run on a context a stop cannot cancel, so an answer received is never dropped by a signal, and
+// each has its own deadline. A database that fails with a retryable error is retried with backoff
+// for RetryFor, the results kept in memory meanwhile (no more than the rows the run holds, which
+// claimLimit bounds); past that the run stops with ErrDatabase.
 type writer struct {
 	r    *Runner
 	kick chan struct{}
-	quit chan struct{}
-	done chan struct{}
+	// quit carries the final write's deadline to the loop.
+	quit chan time.Time
 
 	mu      sync.Mutex
-	pending store.Batch
-	n       int
+	pending []result
 
-	// flushing serializes flushes, so results are written in the order they were queued.
+	// flushing serializes flushes, so results are written in the order they were queued, and
+	// guards the fields below.
 	flushing sync.Mutex
-	err      error
+	retry    dbRetry
+	// wait is how long the loop waits after a failed write before the next.
+	wait time.Duration
+	// err is the failure that outlasted RetryFor (or could not be retried): the run's exit is
+	// then ErrDatabase even if a later write succeeds.
+	err error
 }
-
-// writeAttempts and writeBackoff bound how long a write retries a failing database before the
-// run gives up on it.
-const (
-	writeAttempts = 4
-	writeTimeout  = 30 * time.Second
-)
-
-var writeBackoff = Backoff{Base: 250 * time.Millisecond, Max: 4 * time.Second}
 
 func newWriter(r *Runner) *writer {
-	return &writer{r: r, kick: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{})}
+	return &writer{r: r, kick: make(chan struct{}, 1), quit: make(chan time.Time)}
 }
 
-// add queues one result; add appends it to the batch under the writer's lock.
-func (w *writer) add(add func(*store.Batch)) {
+// add queues one result.
+func (w *writer) add(res result) {
 	w.mu.Lock()
-	add(&w.pending)
-	w.n++
-	full := w.n >= w.r.cfg.BatchSize
+	w.pending = append(w.pending, res)
+	full := len(w.pending) >= w.r.cfg.BatchSize
 	w.mu.Unlock()
 	if full {
 		select {
@@ -58,90 +76,152 @@ func (w *writer) add(add func(*store.Batch)) {
 }
 
 // release queues rows to give back untouched.
-func (w *writer) release(ids ...int64) {
-	if len(ids) == 0 {
-		return
+func (w *writer) release(hs []*held) {
+	for _, h := range hs {
+		w.add(result{h: h, kind: resultReleased})
 	}
-	w.add(func(b *store.Batch) { b.Released = append(b.Released, ids...) })
 }
 
-// loop flushes until close; it returns the first write error.
-func (w *writer) loop() error {
-	defer close(w.done)
+// loop flushes until close.
+func (w *writer) loop() {
 	t := time.NewTicker(w.r.cfg.FlushInterval)
 	defer t.Stop()
 	for {
 		select {
 		case <-w.kick:
 		case <-t.C:
-		case <-w.quit:
-			return w.flush()
+		case deadline := <-w.quit:
+			w.final(deadline)
+			return
 		}
-		if err := w.flush(); err != nil {
-			w.r.cancelStop(err)
+		if !w.flush() {
+			w.flushing.Lock()
+			wait := w.wait
+			w.flushing.Unlock()
+			select {
+			case <-time.After(wait):
+			case deadline := <-w.quit:
+				w.final(deadline)
+				return
+			}
 		}
 	}
 }
 
-// close writes what is left and waits for the loop to end.
-func (w *writer) close() error {
-	close(w.quit)
-	<-w.done
-	w.flushing.Lock()
-	defer w.flushing.Unlock()
-	return w.err
+// close writes what is left, retrying until deadline, and ends the loop.
+func (w *writer) close(deadline time.Time) { w.quit <- deadline }
+
+// final flushes until everything is written or deadline passes.
+func (w *writer) final(deadline time.Time) {
+	for !w.flushBy(deadline) {
+		w.flushing.Lock()
+		wait := w.wait
+		w.flushing.Unlock()
+		left := time.Until(deadline)
+		if left <= 0 {
+			return
+		}
+		time.Sleep(min(wait, left))
+	}
 }
 
-// flush writes everything queued. On failure the batch is kept for the next flush, so a
-// database that comes back in time loses nothing.
-func (w *writer) flush() error {
+// flush writes everything queued; see flushBy.
+func (w *writer) flush() bool { return w.flushBy(time.Time{}) }
+
+// flushBy writes everything queued in one round trip, within DatabaseTimeout (and before
+// deadline, when not zero). It reports whether nothing is left to write. On failure the results
+// are kept for the next flush, so a database that comes back in time loses nothing.
+func (w *writer) flushBy(deadline time.Time) bool {
 	w.flushing.Lock()
 	defer w.flushing.Unlock()
 	w.mu.Lock()
-	b, n := w.pending, w.n
-	w.pending, w.n = store.Batch{}, 0
+	batch := w.pending
+	w.pending = nil
 	w.mu.Unlock()
-	if n == 0 {
-		return w.err
+	if len(batch) == 0 {
+		return true
 	}
-	var (
-		got store.Written
-		err error
-	)
-	ctx := context.WithoutCancel(w.r.stop)
-	for attempt := range writeAttempts {
-		if attempt > 0 {
-			_ = w.r.cfg.Sleep(ctx, writeBackoff.Equal(attempt-1, w.r.cfg.Rand))
-		}
-		wctx, cancel := context.WithTimeout(ctx, writeTimeout)
-		got, err = w.r.store.Write(wctx, w.r.cfg.Owner, b)
-		cancel()
-		if err == nil {
-			break
-		}
-		w.r.log.Warn().Err(err).Int("results", n).Int("attempt", attempt+1).Msg("writing results failed")
+	b := w.batch(batch)
+	until := time.Now().Add(w.r.cfg.DatabaseTimeout)
+	if !deadline.IsZero() && deadline.Before(until) {
+		until = deadline
 	}
+	ctx, cancel := context.WithDeadline(context.Background(), until)
+	defer cancel()
+	got, err := w.r.store.Write(ctx, w.r.cfg.Owner, b)
 	if err != nil {
 		w.mu.Lock()
-		w.pending = merge(b, w.pending)
-		w.n += n
+		w.pending = append(batch, w.pending...)
 		w.mu.Unlock()
-		w.err = fmt.Errorf("%w: %w", ErrDatabase, err)
-		return w.err
+		wait, retry := w.retry.failed(err, w.r.cfg.Now(), w.r.cfg.RetryFor, w.r.cfg.Rand)
+		w.wait = wait
+		switch {
+		case !retry && w.err == nil:
+			w.err = fmt.Errorf("%w: write results: %w", ErrDatabase, err)
+			w.r.log.Error().Err(err).Int("results", len(batch)).Str("retry_for", w.r.cfg.RetryFor.String()).
+				Msg("writing results failed for good: stopping the run")
+			w.r.cancelStop(w.err)
+		case retry && w.retry.n == 1:
+			w.r.log.Warn().Err(err).Int("results", len(batch)).Str("retry_for", w.r.cfg.RetryFor.String()).
+				Msg("writing results failed: keeping them and retrying")
+		}
+		return false
 	}
-	w.err = nil
+	if down := w.retry.ok(w.r.cfg.Now()); down > 0 {
+		w.r.log.Info().Str("after", down.Round(time.Millisecond).String()).Int("results", len(batch)).
+			Msg("the database is back: results written")
+	}
 	if lost := w.r.stats.written(b, got); lost > 0 {
 		w.r.log.Warn().Int64("results", lost).
-			Msg("results not written: another run holds those rows now (this run's lease expired; raise run.lease)")
+			Msg("results not written: another claim holds those rows now (this run's lease on them lapsed)")
 	}
-	return nil
+	hs := make([]*held, len(batch))
+	for i, res := range batch {
+		hs[i] = res.h
+	}
+	w.r.forget(hs)
+	return true
 }
 
-// merge appends b's lists after a's.
-func merge(a, b store.Batch) store.Batch {
-	a.Done = append(a.Done, b.Done...)
-	a.Retry = append(a.Retry, b.Retry...)
-	a.Failed = append(a.Failed, b.Failed...)
-	a.Released = append(a.Released, b.Released...)
-	return a
+// batch turns results into a store.Batch through each row's current claim.
+func (w *writer) batch(results []result) store.Batch {
+	var b store.Batch
+	w.r.mu.Lock()
+	defer w.r.mu.Unlock()
+	for _, res := range results {
+		lease := res.h.lease
+		switch res.kind {
+		case resultDone:
+			b.Done = append(b.Done, store.Done{Lease: lease, ExistsWhatsapp: res.avatar.ExistsWhatsapp,
+				AvatarAvailable: res.avatar.Available, URLAvatar: res.avatar.URLAvatar})
+		case resultRetry:
+			b.Retry = append(b.Retry, store.Retry{Lease: lease, Reason: res.reason, Delay: res.delay})
+		case resultFailed:
+			b.Failed = append(b.Failed, store.Failure{Lease: lease, Reason: res.reason, Attempted: res.attempted})
+		case resultReleased:
+			b.Released = append(b.Released, lease)
+		}
+	}
+	return b
+}
+
+// unwritten counts the answers (not the give-backs) still queued: after the final write, those
+// the database never took.
+func (w *writer) unwritten() int64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var n int64
+	for _, res := range w.pending {
+		if res.kind != resultReleased {
+			n++
+		}
+	}
+	return n
+}
+
+// failure is the database failure that stopped the run, or nil.
+func (w *writer) failure() error {
+	w.flushing.Lock()
+	defer w.flushing.Unlock()
+	return w.err
 }

@@ -160,14 +160,15 @@ func NewPool(t testing.TB) *pgxpool.Pool {
 	return Connect(t, NewDB(t))
 }
 
-// Connect opens a pool on connURL with at most PoolMaxConns connections, closed when t ends.
+// Connect opens a pool on connURL with at most PoolMaxConns connections, closed when t ends. It
+// is configured as production pools are (store.NewPoolConfig): a cancelled statement is cancelled
+// on the server before the call returns.
 func Connect(t testing.TB, connURL string) *pgxpool.Pool {
 	t.Helper()
-	cfg, err := pgxpool.ParseConfig(connURL)
+	cfg, err := store.NewPoolConfig(connURL, store.PoolOptions{MaxConns: PoolMaxConns})
 	if err != nil {
-		t.Fatalf("pgtest: parse %s: %v", pgcluster.Redact(connURL), err)
+		t.Fatalf("pgtest: %v", err)
 	}
-	cfg.MaxConns = PoolMaxConns
 	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
 	if err != nil {
 		t.Fatalf("pgtest: connect: %v", err)

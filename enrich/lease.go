@@ -1,0 +1,82 @@
+package enrich
+
+import (
+	"context"
+	"time"
+
+	"github.com/enrich-dev/enrich/store"
+)
+
+// renewLoop renews the lease of every row the run holds, every third of a lease, until done is
+// closed: rows wait in memory, in calls and in the writer for as long as they need, and still no
+// other run takes them.
+func (r *Runner) renewLoop(done <-chan struct{}) {
+	t := time.NewTicker(r.cfg.Lease / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-t.C:
+			r.renew()
+		}
+	}
+}
+
+// renew renews the held rows' leases once. A row the database no longer has under its claim is
+// lost: if it waits in the queue it is dropped, never called; if it is in a call, its answer
+// will be fenced off. A failed renewal changes nothing: rows whose lease runs short are simply
+// not started (callable) until a renewal succeeds.
+func (r *Runner) renew() {
+	r.mu.Lock()
+	leases := make([]store.Lease, 0, len(r.held))
+	for _, h := range r.held {
+		leases = append(leases, h.lease)
+	}
+	r.mu.Unlock()
+	if len(leases) == 0 {
+		return
+	}
+	sent := r.cfg.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), min(r.cfg.DatabaseTimeout, r.cfg.Lease/3))
+	ids, err := r.store.Renew(ctx, r.cfg.Owner, leases, r.cfg.Lease)
+	cancel()
+	if err != nil {
+		r.log.Warn().Err(err).Int("rows", len(leases)).
+			Msg("renewing the leases of rows in hand failed; no call starts on a row whose lease runs short")
+		return
+	}
+	renewed := make(map[int64]bool, len(ids))
+	for _, id := range ids {
+		renewed[id] = true
+	}
+	expires := sent.Add(r.cfg.Lease).UnixNano()
+	var lost []*held
+	r.mu.Lock()
+	for _, l := range leases {
+		h := r.held[l.ID]
+		switch {
+		case h == nil || h.lease != l:
+			// Written meanwhile, or claimed again under a newer claim.
+		case renewed[l.ID]:
+			h.expires.Store(expires)
+		case !h.resolved && !h.lost:
+			h.lost = true
+			lost = append(lost, h)
+		}
+	}
+	r.mu.Unlock()
+	dropped := 0
+	for _, h := range lost {
+		if r.queue.remove(h) {
+			dropped++
+			r.forget([]*held{h})
+		}
+	}
+	if len(lost) > 0 {
+		r.log.Warn().Int("rows", len(lost)).Int("dropped", dropped).
+			Msg("rows in hand are no longer this run's (their lease lapsed and another claim took them): " +
+				"those not yet called are dropped")
+	}
+	r.queue.kick()
+}
