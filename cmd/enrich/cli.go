@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/enrich-dev/enrich/enrich"
+	"github.com/enrich-dev/enrich/store"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/mattn/go-isatty"
@@ -254,11 +255,10 @@ func (a *app) setupLog(format, level string) error {
 // connect opens the database pool and checks it answers, so a wrong URL fails here with
 // exit code 3 rather than in the middle of a run. Errors never carry the password.
 func (a *app) connect(ctx context.Context) (*pgxpool.Pool, error) {
-	pc, err := pgxpool.ParseConfig(a.cfg.Database.URL)
+	pc, err := store.NewPoolConfig(a.cfg.Database.URL, store.PoolOptions{Pooler: a.cfg.Database.Pooler})
 	if err != nil {
-		return nil, configErrorf("database.url: %v", err)
+		return nil, configErrorf("%v", err)
 	}
-	pc.MaxConns = 4
 	pool, err := pgxpool.NewWithConfig(ctx, pc)
 	if err != nil {
 		return nil, fmt.Errorf("connect to database: %w: %w", enrich.ErrDatabase, err)

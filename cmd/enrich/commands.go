@@ -230,6 +230,11 @@ func cmdRun(ctx context.Context, a *app, args []string) error {
 		return err
 	}
 	defer pool.Close()
+	// The table before the first API call: a run that could not write its answers must not
+	// spend the budget on them.
+	if err := st.Check(ctx); err != nil {
+		return dbErr("run", err)
+	}
 	sum, err := a.runOnce(ctx, st)
 	a.log.Info().Object("summary", sum).Msg("run finished")
 	if errors.Is(err, enrich.ErrDatabase) {
@@ -266,7 +271,8 @@ func (a *app) runOnce(ctx context.Context, st *store.Store) (enrich.Summary, err
 		ShutdownGrace: c.Run.ShutdownGrace.Duration, StartingTimeout: c.Run.StartingTimeout.Duration,
 		Retry:      enrich.Backoff{Base: c.Retry.Base.Duration, Max: c.Retry.Max.Duration},
 		RetryInRun: inRun,
-		Logger:     &a.log,
+		RetryFor:   c.Database.RetryFor.Duration, DatabaseTimeout: c.Database.Timeout.Duration,
+		Logger: &a.log,
 	})
 	if err != nil {
 		return enrich.Summary{}, configErrorf("%v", err)

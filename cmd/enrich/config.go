@@ -35,6 +35,13 @@ type DatabaseConfig struct {
 	URL string `toml:"url"`
 	// Table is the contacts table, schema-qualified if needed.
 	Table string `toml:"table"`
+	// Pooler is what sits between enrich and PostgreSQL: "" or "none" (a direct connection),
+	// "session" or "transaction" (PgBouncer's pool_mode); see store.PoolOptions.
+	Pooler string `toml:"pooler"`
+	// RetryFor is how long a run waits out a failing database before it exits 3.
+	RetryFor Duration `toml:"retry_for"`
+	// Timeout bounds each database call of a run.
+	Timeout Duration `toml:"timeout"`
 }
 
 // GreenAPIConfig is [greenapi].
@@ -105,19 +112,23 @@ const (
 	// WorkersMax bounds run.workers: each worker is one concurrent call to its instance, and an
 	// instance takes 10 requests/s, so rps × latency workers keep it busy; a thousand covers a
 	// 100 s tail at 10 rps.
-	WorkersMax = 1000
+	WorkersMax = enrich.WorkersMax
 	// BatchSizeMax bounds run.batch_size: store.ChunkSize, the most rows one statement
 	// claims or writes.
 	BatchSizeMax = store.ChunkSize
 	// MaxAttemptsMax bounds run.max_attempts: a row that failed that often will not succeed,
 	// and with retry.max between attempts a thousand already spans days.
 	MaxAttemptsMax = 1000
+	// LeaseMin is the shortest run.lease: rows in hand are renewed every third of a lease, and
+	// each renewal is a database round trip that must fit with room to spare.
+	LeaseMin = 10 * time.Second
 )
 
 // defaultConfig is every key at its default, so a file only says what it changes.
 func defaultConfig() Config {
 	return Config{
-		Database: DatabaseConfig{URL: DatabaseURLDefault, Table: store.TableDefault},
+		Database: DatabaseConfig{URL: DatabaseURLDefault, Table: store.TableDefault,
+			RetryFor: Duration{enrich.RetryForDefault}, Timeout: Duration{enrich.DatabaseTimeoutDefault}},
 		GreenAPI: GreenAPIConfig{
 			APIURL:    APIURLDefault,
 			RequestBy: string(greenapi.RequestByChatID),
@@ -273,6 +284,11 @@ func (c *Config) validate(needAPI bool) error {
 	if _, err := store.ParseTable(c.Database.Table); err != nil {
 		return configErrorf("database.table: %v", err)
 	}
+	// The URL's syntax and the pooler are checked here, before any connection; the error names
+	// the key (database.url or database.pooler) and never holds a password.
+	if _, err := store.NewPoolConfig(c.Database.URL, store.PoolOptions{Pooler: c.Database.Pooler}); err != nil {
+		return configErrorf("%v", err)
+	}
 	for _, p := range []struct {
 		key, why string
 		v, max   int64 // max 0: no upper bound
@@ -287,6 +303,8 @@ func (c *Config) validate(needAPI bool) error {
 		{"retry.base", "", int64(c.Retry.Base.Duration), 0},
 		{"retry.max", "", int64(c.Retry.Max.Duration), 0},
 		{"greenapi.timeout", "", int64(c.GreenAPI.Timeout.Duration), 0},
+		{"database.retry_for", "", int64(c.Database.RetryFor.Duration), 0},
+		{"database.timeout", "", int64(c.Database.Timeout.Duration), 0},
 	} {
 		if p.v <= 0 {
 			return configErrorf("%s must be greater than 0", p.key)
@@ -294,6 +312,10 @@ func (c *Config) validate(needAPI bool) error {
 		if p.max > 0 && p.v > p.max {
 			return configErrorf("%s is %d: it must be at most %d (%s)", p.key, p.v, p.max, p.why)
 		}
+	}
+	if c.Run.Lease.Duration < LeaseMin {
+		return configErrorf("run.lease is %s: it must be at least %s (rows are renewed every third of a lease)",
+			c.Run.Lease, LeaseMin)
 	}
 	for _, nn := range []struct {
 		key, zero string

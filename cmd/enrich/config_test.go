@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/enrich-dev/enrich/enrich"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/pelletier/go-toml/v2"
 	"github.com/rs/zerolog"
 )
@@ -815,6 +816,9 @@ func TestExitCode(t *testing.T) {
 		{"finished before SIGINT took effect", nil, syscall.SIGINT, 130},
 		{"cancelled by SIGTERM", fmt.Errorf("claim: %w", context.Canceled), syscall.SIGTERM, 143},
 		{"database error despite a signal", wrap(enrich.ErrDatabase), syscall.SIGTERM, 3},
+		{"query cancelled by SIGTERM", dbErr("status", &pgconn.PgError{Code: "57014", Message: "canceling statement due to user request"}),
+			syscall.SIGTERM, 143},
+		{"configuration refused by the API", wrap(enrich.ErrConfiguration), nil, 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

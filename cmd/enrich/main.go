@@ -12,6 +12,7 @@ import (
 	"syscall"
 
 	"github.com/enrich-dev/enrich/enrich"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // Exit codes, documented in README.md.
@@ -45,11 +46,12 @@ func main() {
 func exitCode(err error, sig os.Signal) int {
 	var ce *configError
 	switch {
-	case sig != nil && (err == nil || errors.Is(err, enrich.ErrInterrupted) || errors.Is(err, context.Canceled)):
+	case sig != nil && (err == nil || errors.Is(err, enrich.ErrInterrupted) || errors.Is(err, context.Canceled) ||
+		canceledQuery(err)):
 		return signalExit(sig)
 	case err == nil, errors.Is(err, flag.ErrHelp):
 		return exitOK
-	case errors.As(err, &ce):
+	case errors.As(err, &ce), errors.Is(err, enrich.ErrConfiguration):
 		return exitConfig
 	case errors.Is(err, enrich.ErrNoInstance):
 		return exitNoInstance
@@ -59,6 +61,14 @@ func exitCode(err error, sig os.Signal) int {
 		return 128 + int(syscall.SIGTERM)
 	}
 	return exitConfig
+}
+
+// canceledQuery reports PostgreSQL's "canceling statement due to user request" (57014): the pool
+// cancels a statement on the server when its context ends, so a query a signal cut ends so, not
+// with context.Canceled.
+func canceledQuery(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "57014"
 }
 
 // signalExit is the shell's convention: 128 + the signal number (130 for SIGINT, 143 for
