@@ -17,6 +17,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -42,8 +43,15 @@ const clusterOptions = "-c listen_addresses='' -c fsync=off -c full_page_writes=
 type Cluster struct {
 	// URL connects to its postgres database over its unix socket.
 	URL string
-	// Stop stops the server and deletes its directory.
+	// Stop stops the server (if it is up) and deletes its directory.
 	Stop func()
+
+	dir, data, logFile string
+	runTool            func(ctx context.Context, name string, args ...string) error
+
+	mu      sync.Mutex // serializes Down, Up and Stop
+	down    bool       // the server is not running: Down or Stop stopped it
+	stopped bool       // Stop deleted the directory
 }
 
 // Start runs initdb and pg_ctl start in a new temporary directory. As root, the server runs
@@ -96,28 +104,79 @@ func Start(ctx context.Context) (*Cluster, error) {
 		removeDir()
 		return nil, err
 	}
-	startCtx, cancel := context.WithTimeout(ctx, clusterStartTimeout)
-	defer cancel()
-	opts := fmt.Sprintf("-k %s %s", dir, clusterOptions)
-	if err := runTool(startCtx, "pg_ctl", "start", "-w", "-D", data, "-l", logFile, "-o", opts); err != nil {
-		if b, rerr := os.ReadFile(logFile); rerr == nil {
-			err = fmt.Errorf("%w\nserver log:\n%s", err, b)
-		}
-		removeDir()
-		return nil, err
-	}
-
 	q := url.Values{"host": {dir}, "sslmode": {"disable"}}
 	c := &Cluster{
 		URL: "postgres://postgres@/postgres?" + q.Encode(),
-		Stop: func() {
+		dir: dir, data: data, logFile: logFile, runTool: runTool,
+	}
+	c.Stop = func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if !c.down {
 			if err := runTool(context.Background(), "pg_ctl", "stop", "-m", "immediate", "-w", "-D", data); err != nil {
 				fmt.Fprintf(os.Stderr, "pgcluster: stop cluster in %s: %v\n", dir, err)
 			}
-			removeDir()
-		},
+		}
+		c.down, c.stopped = true, true
+		removeDir()
+	}
+	if err := c.start(ctx); err != nil {
+		removeDir()
+		return nil, err
 	}
 	return c, nil
+}
+
+// start runs pg_ctl start -w on the cluster's data directory, with its socket in the cluster's
+// directory, and waits (at most clusterStartTimeout) until the server accepts connections.
+func (c *Cluster) start(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, clusterStartTimeout)
+	defer cancel()
+	opts := fmt.Sprintf("-k %s %s", c.dir, clusterOptions)
+	if err := c.runTool(ctx, "pg_ctl", "start", "-w", "-D", c.data, "-l", c.logFile, "-o", opts); err != nil {
+		if b, rerr := os.ReadFile(c.logFile); rerr == nil {
+			err = fmt.Errorf("%w\nserver log:\n%s", err, b)
+		}
+		return err
+	}
+	return nil
+}
+
+// Down stops the server as an operator's restart or a failover would (pg_ctl stop -m fast -w:
+// open transactions are rolled back, every client is disconnected, and the server shuts down
+// cleanly), keeping the data directory, so that Up can start it again with everything committed
+// before. While it is down, connections to URL fail (the socket is gone). Down on a cluster that
+// is already down, or stopped, does nothing.
+func (c *Cluster) Down(ctx context.Context) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.down {
+		return nil
+	}
+	if err := c.runTool(ctx, "pg_ctl", "stop", "-m", "fast", "-w", "-D", c.data); err != nil {
+		return fmt.Errorf("pgcluster: stop cluster in %s: %w", c.dir, err)
+	}
+	c.down = true
+	return nil
+}
+
+// Up starts a server that Down stopped, on the same data directory and socket directory, so
+// URL connects again, and returns once it accepts connections (pg_ctl start -w). Up on a running
+// cluster does nothing; Up after Stop fails.
+func (c *Cluster) Up(ctx context.Context) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.stopped {
+		return fmt.Errorf("pgcluster: start cluster in %s: it was stopped and deleted", c.dir)
+	}
+	if !c.down {
+		return nil
+	}
+	if err := c.start(ctx); err != nil {
+		return fmt.Errorf("pgcluster: start cluster in %s: %w", c.dir, err)
+	}
+	c.down = false
+	return nil
 }
 
 // findBinDir finds a directory holding initdb and pg_ctl: PATH first, then the newest of

@@ -58,3 +58,60 @@ func TestRedactAndWithDatabase(t *testing.T) {
 		}
 	}
 }
+
+// TestDownUp stops a cluster as a restart would and starts it again: clients are disconnected,
+// nothing answers while it is down, and what was committed before is there after.
+func TestDownUp(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	c, err := Start(ctx)
+	if err != nil {
+		t.Fatalf("start cluster: %v", err)
+	}
+	t.Cleanup(c.Stop)
+	conn, err := pgx.Connect(ctx, c.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, `CREATE TABLE kept (v int); INSERT INTO kept VALUES (42)`); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := c.Down(ctx); err != nil {
+		t.Fatalf("down: %v", err)
+	}
+	if err := c.Down(ctx); err != nil {
+		t.Fatalf("second down: %v", err)
+	}
+	if err := conn.Ping(ctx); err == nil {
+		t.Fatal("a connection made before Down still answers")
+	}
+	if err := Ping(ctx, c.URL, localProbeTimeout); err == nil {
+		t.Fatal("the cluster answers while down")
+	}
+
+	if err := c.Up(ctx); err != nil {
+		t.Fatalf("up: %v", err)
+	}
+	if err := c.Up(ctx); err != nil {
+		t.Fatalf("second up: %v", err)
+	}
+	again, err := pgx.Connect(ctx, c.URL)
+	if err != nil {
+		t.Fatalf("connect after Up: %v", err)
+	}
+	defer again.Close(ctx)
+	var v int
+	if err := again.QueryRow(ctx, `SELECT v FROM kept`).Scan(&v); err != nil || v != 42 {
+		t.Fatalf("after Down and Up: v = %d, %v; want the committed 42", v, err)
+	}
+
+	c.Stop()
+	if err := c.Up(ctx); err == nil {
+		t.Fatal("Up after Stop succeeded")
+	}
+	if err := c.Down(ctx); err != nil {
+		t.Fatalf("Down after Stop: %v", err)
+	}
+}
