@@ -86,6 +86,10 @@ type controller struct {
 	since     time.Time
 	kind      trouble
 	lastCause error
+	// alive is when the instance last showed it works: a real answer, or a probe that found it
+	// authorized. A row whose retries ran out while nothing showed the instance alive since its
+	// first failure is not charged: the instance is paused and probed instead.
+	alive time.Time
 	// failing are the rows whose calls failed in a way that says nothing about them, since the
 	// last answer.
 	failing map[int64]struct{}
@@ -236,16 +240,25 @@ func (c *controller) abort() <-chan struct{} {
 }
 
 // answered records a real answer (one that says something about the row): the episode of
-// trouble is over and the breaker is reset. It returns the rows held back as suspects, which
-// are now each its own failure.
+// trouble is over and the breaker is reset, unless the instance is paused meanwhile (the answer
+// is to a call that left before the pause; the prober decides). It returns the rows held back as
+// suspects, which are now each its own failure.
 func (c *controller) answered() []suspect {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.since, c.kind, c.lastCause = time.Time{}, 0, nil
-	clear(c.failing)
+	c.aliveLocked()
 	s := c.suspects
 	c.suspects = nil
 	return s
+}
+
+// aliveLocked records that the instance works, now. c.mu must be held.
+func (c *controller) aliveLocked() {
+	c.alive = c.r.cfg.Now()
+	if c.state == running {
+		c.since, c.kind, c.lastCause = time.Time{}, 0, nil
+		clear(c.failing)
+	}
 }
 
 // troubleLocked starts or continues an episode of trouble at now. c.mu must be held.
@@ -280,17 +293,12 @@ func (c *controller) systemic(id int64) bool {
 	return len(c.failing) >= outageRows
 }
 
-// othersFailing reports whether rows other than id are failing on the instance too, so that a
-// row that spent its retries in the run is not charged for what looks like the instance's fault.
-func (c *controller) othersFailing(id int64) bool {
+// aliveSince reports whether the instance showed it works after t: a row whose retries ran out
+// is charged only then; otherwise nothing tells the row's fault from the instance's.
+func (c *controller) aliveSince(t time.Time) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for other := range c.failing {
-		if other != id {
-			return true
-		}
-	}
-	return false
+	return c.alive.After(t)
 }
 
 // invalid records a "bad request" answer for h. It holds h back as a suspect and returns, once
@@ -299,8 +307,7 @@ func (c *controller) othersFailing(id int64) bool {
 func (c *controller) invalid(h *held, err error) (error, []suspect) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.since, c.kind, c.lastCause = time.Time{}, 0, nil // the instance works: it answered
-	clear(c.failing)
+	c.aliveLocked() // the instance works: it answered
 	c.suspects = append(c.suspects, suspect{h: h, err: err})
 	if len(c.suspects) < configFaultRows {
 		return nil, nil
@@ -352,6 +359,7 @@ func (c *controller) resume() {
 		return
 	}
 	c.state = running
+	c.alive = c.r.cfg.Now()
 	clear(c.failing)
 	close(c.open)
 	c.changedLocked()
@@ -436,7 +444,9 @@ func (c *controller) probe(deadline time.Time) {
 	cfg := &c.r.cfg
 	ctx := c.r.probeCtx
 	for n := 0; ; n++ {
-		if err := cfg.Sleep(ctx, cfg.StartingBackoff.Full(n, cfg.Rand)); err != nil {
+		// Never sleep past the deadline: the instance leaves the run on time.
+		wait := min(cfg.StartingBackoff.Full(n, cfg.Rand), max(deadline.Sub(cfg.Now()), 0))
+		if err := cfg.Sleep(ctx, wait); err != nil {
 			return // the run is ending
 		}
 		if !cfg.Now().Before(deadline) {

@@ -28,6 +28,12 @@ func (r *Runner) renewLoop(done <-chan struct{}) {
 // will be fenced off. A failed renewal changes nothing: rows whose lease runs short are simply
 // not started (callable) until a renewal succeeds.
 func (r *Runner) renew() {
+	if r.dbCtx.Err() != nil {
+		return
+	}
+	// A renewal and a write of the same rows in two transactions at once could deadlock each
+	// other (each locks rows in its own order): they take turns.
+	r.w.flushing.Lock()
 	r.mu.Lock()
 	leases := make([]store.Lease, 0, len(r.held))
 	for _, h := range r.held {
@@ -35,12 +41,14 @@ func (r *Runner) renew() {
 	}
 	r.mu.Unlock()
 	if len(leases) == 0 {
+		r.w.flushing.Unlock()
 		return
 	}
 	sent := r.cfg.Now()
-	ctx, cancel := context.WithTimeout(context.Background(), min(r.cfg.DatabaseTimeout, r.cfg.Lease/3))
+	ctx, cancel := context.WithTimeout(r.dbCtx, min(r.cfg.DatabaseTimeout, r.cfg.Lease/3))
 	ids, err := r.store.Renew(ctx, r.cfg.Owner, leases, r.cfg.Lease)
 	cancel()
+	r.w.flushing.Unlock()
 	if err != nil {
 		r.log.Warn().Err(err).Int("rows", len(leases)).
 			Msg("renewing the leases of rows in hand failed; no call starts on a row whose lease runs short")

@@ -29,9 +29,11 @@ type held struct {
 	resolved bool
 	// lost is set when a renewal found the row no longer ours. Guarded by Runner.mu.
 	lost bool
-	// tries counts the row's transient failures retried in this run; only the worker holding
-	// the row touches it.
-	tries int
+	// tries counts the row's transient failures retried in this run, and firstFail is when its
+	// first failure that said nothing about the row left; only the worker holding the row
+	// touches them.
+	tries     int
+	firstFail time.Time
 }
 
 func (h *held) expiry() time.Time { return time.Unix(0, h.expires.Load()) }
@@ -45,11 +47,25 @@ type queue struct {
 	closed bool
 	// busy counts rows taken and not yet done: in a worker's hands.
 	busy int
+	// finished is closed once the queue is closed, empty and no row is in a worker's hands:
+	// nothing is left for any worker, paused instances' included.
+	finished chan struct{}
 	// wake is closed and replaced whenever rows arrive, leases are renewed or the queue closes.
 	wake chan struct{}
 }
 
-func newQueue() *queue { return &queue{wake: make(chan struct{})} }
+func newQueue() *queue { return &queue{wake: make(chan struct{}), finished: make(chan struct{})} }
+
+// checkFinishedLocked closes finished when nothing is left. q.mu must be held.
+func (q *queue) checkFinishedLocked() {
+	if q.closed && len(q.rows) == 0 && q.busy == 0 {
+		select {
+		case <-q.finished:
+		default:
+			close(q.finished)
+		}
+	}
+}
 
 // kickLocked wakes every waiter. q.mu must be held.
 func (q *queue) kickLocked() {
@@ -88,12 +104,13 @@ func (q *queue) close() {
 	q.mu.Lock()
 	q.closed = true
 	q.kickLocked()
+	q.checkFinishedLocked()
 	q.mu.Unlock()
 }
 
 // take returns the first row that callable accepts, waiting for one; the caller calls done when
 // it is finished with the row. It returns (nil, true) when abort is closed first (the caller's
-// instance paused), and (nil, false) when ctx ends or the queue is closed and empty.
+// instance paused), and (nil, false) when ctx ends or nothing is left (finished).
 func (q *queue) take(ctx context.Context, abort <-chan struct{}, callable func(*held) bool) (*held, bool) {
 	for {
 		if ctx.Err() != nil {
@@ -108,14 +125,12 @@ func (q *queue) take(ctx context.Context, abort <-chan struct{}, callable func(*
 				return h, true
 			}
 		}
-		if q.closed && len(q.rows) == 0 {
-			q.mu.Unlock()
-			return nil, false
-		}
 		wake := q.wake
 		q.mu.Unlock()
 		select {
 		case <-wake:
+		case <-q.finished:
+			return nil, false
 		case <-abort:
 			return nil, true
 		case <-ctx.Done():
@@ -128,6 +143,7 @@ func (q *queue) take(ctx context.Context, abort <-chan struct{}, callable func(*
 func (q *queue) done() {
 	q.mu.Lock()
 	q.busy--
+	q.checkFinishedLocked()
 	q.mu.Unlock()
 }
 

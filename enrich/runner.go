@@ -64,8 +64,16 @@ type Runner struct {
 	stop       context.Context
 	cancelStop context.CancelCauseFunc
 	calls      context.Context
+	// working is the workers' context: cancelled by a stop, or when the queue has nothing left
+	// for anyone (so workers of a paused instance go too).
+	working context.Context
+	// workersDone is closed when every worker has returned: no call is in flight any more.
+	workersDone chan struct{}
 	// probeCtx ends the state probers when the run ends.
 	probeCtx context.Context
+	// dbCtx is the parent of every write and renewal: a stop does not cancel them, the end of
+	// the final write's deadline does.
+	dbCtx context.Context
 
 	mu sync.Mutex
 	// held are the rows claimed and not yet written back or given back, by id.
@@ -127,7 +135,19 @@ func (r *Runner) Run(ctx context.Context) (Summary, error) {
 	defer cancelCalls()
 	probeCtx, endProbes := context.WithCancel(stop)
 	defer endProbes()
-	r.stop, r.cancelStop, r.calls, r.probeCtx = stop, cancelStop, calls, probeCtx
+	working, endWork := context.WithCancel(stop)
+	defer endWork()
+	go func() {
+		select {
+		case <-r.queue.finished:
+			endWork()
+		case <-working.Done():
+		}
+	}()
+	dbCtx, cutDB := context.WithCancel(context.Background())
+	defer cutDB()
+	r.stop, r.cancelStop, r.calls, r.probeCtx, r.working, r.dbCtx = stop, cancelStop, calls, probeCtx, working, dbCtx
+	r.workersDone = make(chan struct{})
 
 	var bg sync.WaitGroup
 	bg.Go(func() { r.cutCallsAfterGrace(cancelCalls) })
@@ -151,6 +171,7 @@ func (r *Runner) Run(ctx context.Context) (Summary, error) {
 		}
 	}
 	workers.Wait()
+	close(r.workersDone)
 	// Every worker has gone, so either the claimer is done or the run is stopping.
 	<-claimDone
 	cause := context.Cause(stop)
@@ -168,7 +189,11 @@ func (r *Runner) Run(ctx context.Context) (Summary, error) {
 		}
 	}
 	r.w.release(r.unresolved())
-	r.w.close(r.finalDeadline(cause))
+	// The final write, and a write or renewal still in flight, end at the final deadline.
+	final := r.finalDeadline(cause)
+	cut := time.AfterFunc(time.Until(final), cutDB)
+	defer cut.Stop()
+	r.w.close(final)
 	<-writeDone
 	close(renewDone)
 	renewer.Wait()
@@ -177,12 +202,17 @@ func (r *Runner) Run(ctx context.Context) (Summary, error) {
 	bg.Wait()
 
 	sum := r.stats.summary(r.cfg.Now().Sub(start))
-	sum.Unwritten = r.w.unwritten()
+	var left int
+	sum.Unwritten, left = r.w.unwritten()
 	switch dbErr := r.w.failure(); {
-	case dbErr != nil || errors.Is(cause, ErrDatabase):
+	case dbErr != nil || errors.Is(cause, ErrDatabase) || left > 0:
 		sum.Stop = "database failure"
-		if dbErr == nil {
+		switch {
+		case dbErr != nil:
+		case errors.Is(cause, ErrDatabase):
 			dbErr = cause
+		default:
+			dbErr = fmt.Errorf("%w: the last write of %d results did not succeed before its deadline", ErrDatabase, left)
 		}
 		if sum.Unwritten > 0 {
 			dbErr = fmt.Errorf("%w; %d answers could not be written: their rows come back when their lease expires and are asked again",
@@ -212,7 +242,7 @@ func (r *Runner) Run(ctx context.Context) (Summary, error) {
 // configuration failure) keeps to shutdown_grace from the stop; a run that ended on its own
 // waits out the database for RetryFor; a run the database stopped gets one last short try.
 func (r *Runner) finalDeadline(cause error) time.Time {
-	now := r.cfg.Now()
+	now := time.Now()
 	r.mu.Lock()
 	stopped := r.stoppedAt
 	r.mu.Unlock()
@@ -245,11 +275,11 @@ func (r *Runner) preflight() {
 func (r *Runner) cutCallsAfterGrace(cancelCalls context.CancelFunc) {
 	select {
 	case <-r.stop.Done():
-	case <-r.calls.Done():
+	case <-r.workersDone:
 		return
 	}
 	r.mu.Lock()
-	r.stoppedAt = r.cfg.Now()
+	r.stoppedAt = time.Now()
 	r.mu.Unlock()
 	if cause := context.Cause(r.stop); !errors.Is(cause, errRunDone) {
 		why := cause.Error()
@@ -266,7 +296,7 @@ func (r *Runner) cutCallsAfterGrace(cancelCalls context.CancelFunc) {
 		r.log.Warn().Dur("shutdown_grace", r.cfg.ShutdownGrace).
 			Msg("calls still in flight at the end of shutdown_grace: cutting them, their rows are given back")
 		cancelCalls()
-	case <-r.calls.Done():
+	case <-r.workersDone:
 	}
 }
 
@@ -452,10 +482,10 @@ func (r *Runner) callable(h *held) bool {
 // take it then.
 func (r *Runner) work(c *controller) {
 	for {
-		if err := c.acquire(r.stop); err != nil {
-			return // the instance is out, or the run is stopping
+		if err := c.acquire(r.working); err != nil {
+			return // the instance is out, the run is stopping, or nothing is left
 		}
-		h, ok := r.queue.take(r.stop, c.abort(), r.callable)
+		h, ok := r.queue.take(r.working, c.abort(), r.callable)
 		if h == nil {
 			c.release()
 			if !ok {
@@ -463,7 +493,7 @@ func (r *Runner) work(c *controller) {
 			}
 			continue
 		}
-		sentAt, err := c.send(r.stop)
+		sentAt, err := c.send(r.working)
 		if err != nil {
 			r.queue.pushFront(h) // paused or out meanwhile: for another instance, or the end of the run
 			r.queue.done()
@@ -516,6 +546,9 @@ func (r *Runner) call(c *controller, h *held, sentAt time.Time) (retry bool) {
 		}
 	case greenapi.ClassTransient:
 		systemic := greenapi.IsSystemic(err)
+		if systemic && h.firstFail.IsZero() {
+			h.firstFail = sentAt
+		}
 		if systemic && c.systemic(h.row.ID) {
 			c.pause(troubleOutage, err)
 			r.queue.pushFront(h)
@@ -524,8 +557,10 @@ func (r *Runner) call(c *controller, h *held, sentAt time.Time) (retry bool) {
 		if h.tries < r.cfg.RetryInRun {
 			return true
 		}
-		if systemic && c.othersFailing(h.row.ID) {
-			// Other rows fail the same way: the instance's fault, not this row's.
+		if systemic && !c.aliveSince(h.firstFail) {
+			// Nothing has shown the instance alive since this row began to fail: it may be
+			// the instance's fault, so the row is not charged. The probe tells; a row that
+			// fails again once the instance is known alive is charged then.
 			c.pause(troubleOutage, err)
 			r.queue.pushFront(h)
 			return false

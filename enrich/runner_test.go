@@ -211,9 +211,11 @@ func TestRunClasses(t *testing.T) {
 	}{
 		{name: "answer", answer: func(int) (greenapi.Avatar, error) { return greenapi.Avatar{Available: yes()}, nil },
 			wantStatus: "done", wantReason: "", wantCalls: 1},
+		// Retried in the run; then, with nothing else to show the instance alive, the instance is
+		// probed, and a row that fails again once it is known alive is charged: one more call.
 		{name: "transient retried in run then rescheduled",
 			answer:     func(int) (greenapi.Avatar, error) { return greenapi.Avatar{}, apiErr(greenapi.ClassTransient, 503, "") },
-			wantStatus: "pending", wantReason: "HTTP 503", wantAttempt: 1, wantCalls: 3},
+			wantStatus: "pending", wantReason: "HTTP 503", wantAttempt: 1, wantCalls: 4},
 		{name: "transient then answer in run",
 			answer: func(n int) (greenapi.Avatar, error) {
 				if n < 2 {
@@ -225,7 +227,7 @@ func TestRunClasses(t *testing.T) {
 		{name: "transient at the last attempt fails",
 			attempts:   4,
 			answer:     func(int) (greenapi.Avatar, error) { return greenapi.Avatar{}, apiErr(greenapi.ClassTransient, 502, "") },
-			wantStatus: "failed", wantReason: "HTTP 502", wantAttempt: 5, wantCalls: 3, wantDue: true},
+			wantStatus: "failed", wantReason: "HTTP 502", wantAttempt: 5, wantCalls: 4, wantDue: true},
 		{name: "avatar timeout rescheduled at once",
 			answer: func(int) (greenapi.Avatar, error) {
 				return greenapi.Avatar{}, apiErr(greenapi.ClassAvatarTimeout, 200, greenapi.ReasonAvatarTimeout)

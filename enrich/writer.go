@@ -146,7 +146,7 @@ func (w *writer) flushBy(deadline time.Time) bool {
 	if !deadline.IsZero() && deadline.Before(until) {
 		until = deadline
 	}
-	ctx, cancel := context.WithDeadline(context.Background(), until)
+	ctx, cancel := context.WithDeadline(w.r.dbCtx, until)
 	defer cancel()
 	got, err := w.r.store.Write(ctx, w.r.cfg.Owner, b)
 	if err != nil {
@@ -205,18 +205,17 @@ func (w *writer) batch(results []result) store.Batch {
 	return b
 }
 
-// unwritten counts the answers (not the give-backs) still queued: after the final write, those
-// the database never took.
-func (w *writer) unwritten() int64 {
+// unwritten counts the results still queued, and of them the answers (not the give-backs):
+// after the final write, what the database never took.
+func (w *writer) unwritten() (answers int64, all int) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	var n int64
 	for _, res := range w.pending {
 		if res.kind != resultReleased {
-			n++
+			answers++
 		}
 	}
-	return n
+	return answers, len(w.pending)
 }
 
 // failure is the database failure that stopped the run, or nil.

@@ -1,0 +1,384 @@
+package enrich_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/enrich-dev/enrich/enrich"
+	"github.com/enrich-dev/enrich/greenapi"
+	"github.com/enrich-dev/enrich/store"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// Whose fault is it? Each test injects one owner's failure and checks that only the owner paid.
+
+// netErr is what the client returns when the instance cannot be reached.
+func netErr() error {
+	return &greenapi.Error{Class: greenapi.ClassTransient, Instance: "1", Method: "getAvatar",
+		URL: "waInstance1/getAvatar/***", Err: errors.New("dial tcp 127.0.0.1:1: connect: connection refused")}
+}
+
+// untouched counts rows no run changed: pending, no attempt spent, not leased.
+const untouched = "status = 'pending' AND attempts = 0 AND locked_by IS NULL AND lease_token IS NULL"
+
+// TestInstanceOutage: calls for different rows fail one after another with network errors,
+// from some point on: the instance is paused, probed until starting_timeout, and leaves the run;
+// no row is failed, locked or charged an attempt.
+func TestInstanceOutage(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.insertPhones(t, phones(200)...)
+	var answered atomic.Int32
+	api := newFake("1", func(greenapi.Target, int) (greenapi.Avatar, error) {
+		if answered.Add(1) > 30 {
+			return greenapi.Avatar{}, netErr()
+		}
+		return greenapi.Avatar{Available: yes()}, nil
+	})
+	api.state = func(n int) (string, error) {
+		if n == 0 {
+			return greenapi.StateAuthorized, nil
+		}
+		return "", netErr()
+	}
+	cfg := config(api)
+	cfg.Sleep = nil // the timeout is measured on the clock
+	cfg.StartingTimeout = 300 * time.Millisecond
+	cfg.StartingBackoff = enrich.Backoff{Base: 10 * time.Millisecond, Max: 20 * time.Millisecond}
+	cfg.Retry = enrich.Backoff{Base: time.Millisecond, Max: time.Millisecond}
+	sum, err := runOnce(t, context.Background(), b.store, cfg)
+	if !errors.Is(err, enrich.ErrNoInstance) || !strings.Contains(err.Error(), "unreachable") {
+		t.Fatalf("err = %v, want ErrNoInstance saying the instance is unreachable", err)
+	}
+	done := b.count(t, "status = 'done'")
+	if failed, locked := b.count(t, "status = 'failed'"), b.count(t, "locked_by IS NOT NULL"); failed != 0 || locked != 0 {
+		t.Fatalf("%d rows failed and %d locked by an outage (%+v)", failed, locked, sum)
+	}
+	if got := b.count(t, untouched); got != 200-done || done != 30 {
+		t.Fatalf("done %d, untouched %d; want 30 done and the other 170 untouched (%+v)", done, got, sum)
+	}
+	if n := sum.Calls["getAvatar transient"]; n > int64(cfg.Workers)+3 {
+		t.Fatalf("%d calls failed after the outage began: the instance should pause after 3 rows", n)
+	}
+}
+
+// TestInstanceOutageOtherInstanceCarriesOn: the rows of an unreachable instance go to the
+// healthy one, untouched.
+func TestInstanceOutageOtherInstanceCarriesOn(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.insertPhones(t, phones(200)...)
+	bad := newFake("1", func(greenapi.Target, int) (greenapi.Avatar, error) { return greenapi.Avatar{}, netErr() })
+	bad.state = func(n int) (string, error) {
+		if n == 0 {
+			return greenapi.StateAuthorized, nil // the outage begins after the pre-flight check
+		}
+		return "", netErr()
+	}
+	good := newFake("2", func(greenapi.Target, int) (greenapi.Avatar, error) { return greenapi.Avatar{Available: yes()}, nil })
+	cfg := config(bad, good)
+	cfg.StartingTimeout = time.Hour
+	sum, err := runOnce(t, context.Background(), b.store, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := b.count(t, "status = 'done' AND attempts = 0 AND locked_by IS NULL"); got != 200 {
+		t.Fatalf("done without an attempt spent = %d, want 200 (%+v)", got, sum)
+	}
+}
+
+// TestIsolated5xx: one row's own 5xx, with the others answered, keeps the per-row retry: that
+// row, and only it, spends an attempt.
+func TestIsolated5xx(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ps := phones(60)
+	b.insertPhones(t, ps...)
+	api := newFake("1", func(tg greenapi.Target, _ int) (greenapi.Avatar, error) {
+		if tg.String() == ps[17] {
+			return greenapi.Avatar{}, apiErr(greenapi.ClassTransient, 503, "")
+		}
+		return greenapi.Avatar{Available: yes()}, nil
+	})
+	if _, err := runOnce(t, context.Background(), b.store, config(api)); err != nil {
+		t.Fatal(err)
+	}
+	if r := b.row(t, ps[17]); r.Status != "pending" || r.Attempts != 1 || *r.Reason != "HTTP 503" {
+		t.Fatalf("the failing row: %+v, want rescheduled with one attempt and reason HTTP 503", r)
+	}
+	if got := b.count(t, "status = 'done' AND attempts = 0"); got != 59 {
+		t.Fatalf("done rows = %d, want the other 59", got)
+	}
+}
+
+// TestNothingBut429: an instance that answers only 429 slows down, leaves the run after
+// starting_timeout, and no row pays.
+func TestNothingBut429(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.insertPhones(t, phones(50)...)
+	api := newFake("1", func(greenapi.Target, int) (greenapi.Avatar, error) {
+		return greenapi.Avatar{}, apiErr(greenapi.ClassRateLimited, 429, "too many requests (HTTP 429)")
+	})
+	cfg := config(api)
+	cfg.Instances[0].RPS = 10
+	cfg.Sleep = nil
+	cfg.StartingTimeout = 2 * time.Second
+	start := time.Now()
+	sum, err := runOnce(t, context.Background(), b.store, cfg)
+	elapsed := time.Since(start)
+	if !errors.Is(err, enrich.ErrNoInstance) || !strings.Contains(err.Error(), "nothing but 429") {
+		t.Fatalf("err = %v, want ErrNoInstance saying nothing but 429 came", err)
+	}
+	if elapsed < cfg.StartingTimeout {
+		t.Fatalf("left after %s, before starting_timeout %s", elapsed, cfg.StartingTimeout)
+	}
+	// At 10 rps unslowed, 2 s would be 20 calls; the cuts bring it to about half.
+	if calls := sum.Calls["getAvatar rate_limited"]; calls > 14 {
+		t.Fatalf("%d calls in %s: the rate did not come down (%+v)", calls, elapsed, sum)
+	}
+	if got := b.count(t, untouched); got != 50 {
+		t.Fatalf("untouched rows = %d, want 50", got)
+	}
+	t.Logf("%d calls answered 429 in %s, then out", sum.Calls["getAvatar rate_limited"], elapsed.Round(time.Millisecond))
+}
+
+// TestRequestFormRefused: the API rejects the request's form for every valid number: the run
+// stops with ErrConfiguration naming request_by, and no row is failed.
+func TestRequestFormRefused(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.insertPhones(t, phones(200)...)
+	api := newFake("1", func(tg greenapi.Target, _ int) (greenapi.Avatar, error) {
+		e := apiErr(greenapi.ClassInvalid, 400, "Validation failed. Details: 'chatId' is required").(*greenapi.Error)
+		e.Request = `{"phoneNumber":` + tg.String() + `}`
+		return greenapi.Avatar{}, e
+	})
+	sum, err := runOnce(t, context.Background(), b.store, config(api))
+	if !errors.Is(err, enrich.ErrConfiguration) {
+		t.Fatalf("err = %v, want ErrConfiguration", err)
+	}
+	for _, want := range []string{`greenapi.request_by = "phoneNumber"`, "'chatId' is required", `{"phoneNumber":7900`} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("the message does not say %s: %v", want, err)
+		}
+	}
+	if got := b.count(t, untouched); got != 200 {
+		t.Fatalf("untouched rows = %d, want 200 (%+v)", got, sum)
+	}
+	if calls := api.totalCalls(); calls > 5+4 {
+		t.Fatalf("%d calls: the run should stop after 5 refusals and the calls in flight", calls)
+	}
+}
+
+// TestLoneBadRequest: among answered rows, a row the API calls "bad request data" is that row's
+// failure, with the API's words, and the run goes on.
+func TestLoneBadRequest(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ps := phones(100)
+	b.insertPhones(t, ps...)
+	api := newFake("1", func(tg greenapi.Target, _ int) (greenapi.Avatar, error) {
+		if strings.HasSuffix(tg.String(), "7") {
+			return greenapi.Avatar{}, apiErr(greenapi.ClassInvalid, 400, greenapi.ReasonBadRequestData)
+		}
+		return greenapi.Avatar{Available: yes()}, nil
+	})
+	if _, err := runOnce(t, context.Background(), b.store, config(api)); err != nil {
+		t.Fatal(err)
+	}
+	if got := b.count(t, "status = 'failed' AND reason = 'bad request data' AND attempts = 1"); got != 10 {
+		t.Fatalf("failed rows = %d, want the 10 numbers ending in 7", got)
+	}
+	if got := b.count(t, "status = 'done'"); got != 90 {
+		t.Fatalf("done rows = %d, want 90", got)
+	}
+}
+
+// TestStartingInstanceHoldsNoRows: while one instance restarts, the healthy one takes every row;
+// the restarting one is sent no more calls once it said so.
+func TestStartingInstanceHoldsNoRows(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.insertPhones(t, phones(300)...)
+	starting := newFake("1", func(greenapi.Target, int) (greenapi.Avatar, error) {
+		return greenapi.Avatar{}, apiErr(greenapi.ClassStarting, 400, greenapi.ReasonStarting)
+	})
+	starting.state = func(n int) (string, error) {
+		if n == 0 {
+			return greenapi.StateAuthorized, nil
+		}
+		return greenapi.StateStarting, nil
+	}
+	good := newFake("2", func(greenapi.Target, int) (greenapi.Avatar, error) { return greenapi.Avatar{Available: yes()}, nil })
+	cfg := config(starting, good)
+	cfg.StartingTimeout = time.Hour
+	sum, err := runOnce(t, context.Background(), b.store, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := b.count(t, "status = 'done' AND attempts = 0"); got != 300 {
+		t.Fatalf("done = %d, want 300 (%+v)", got, sum)
+	}
+	if n := starting.totalCalls(); n > cfg.Workers {
+		t.Fatalf("the restarting instance got %d calls; at most its %d calls in flight may meet the restart", n, cfg.Workers)
+	}
+}
+
+// blinkingStore fails every claim, write and renewal with a connection error while down says so.
+type blinkingStore struct {
+	*store.Store
+	down                 func() bool
+	claims, writes, errs atomic.Int32
+}
+
+var errConnLost = errors.New("read tcp 127.0.0.1:5432: read: connection reset by peer")
+
+func (s *blinkingStore) Claim(ctx context.Context, owner string, token int64, n int, lease time.Duration) ([]store.Claimed, error) {
+	s.claims.Add(1)
+	if s.down() {
+		s.errs.Add(1)
+		return nil, errConnLost
+	}
+	return s.Store.Claim(ctx, owner, token, n, lease)
+}
+
+func (s *blinkingStore) Write(ctx context.Context, owner string, b store.Batch) (store.Written, error) {
+	s.writes.Add(1)
+	if s.down() {
+		s.errs.Add(1)
+		return store.Written{}, errConnLost
+	}
+	return s.Store.Write(ctx, owner, b)
+}
+
+func (s *blinkingStore) Renew(ctx context.Context, owner string, ls []store.Lease, lease time.Duration) ([]int64, error) {
+	if s.down() {
+		return nil, errConnLost
+	}
+	return s.Store.Renew(ctx, owner, ls, lease)
+}
+
+// TestDatabaseOutageWaitedOut: the database goes away mid-run and comes back within retry_for:
+// the run does not stop, the answers received meanwhile are written, and every row is right.
+func TestDatabaseOutageWaitedOut(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.insertPhones(t, phones(300)...)
+	var answers atomic.Int32
+	var downSince atomic.Int64
+	st := &blinkingStore{Store: b.store, down: func() bool {
+		since := downSince.Load()
+		return since != 0 && time.Since(time.Unix(0, since)) < 700*time.Millisecond
+	}}
+	api := newFake("1", func(greenapi.Target, int) (greenapi.Avatar, error) {
+		if answers.Add(1) == 50 {
+			downSince.Store(time.Now().UnixNano())
+		}
+		return greenapi.Avatar{Available: yes()}, nil
+	})
+	cfg := config(api)
+	cfg.Instances[0].RPS = 200 // the outage falls mid-run
+	cfg.Sleep = nil
+	cfg.RetryFor = 30 * time.Second
+	sum, err := runOnce(t, context.Background(), st, cfg)
+	if err != nil {
+		t.Fatalf("a database back within retry_for must not stop the run: %v (%+v)", err, sum)
+	}
+	if st.errs.Load() == 0 {
+		t.Fatal("no database call failed: the test did not cover the outage")
+	}
+	if got := b.count(t, "status = 'done' AND locked_by IS NULL"); got != 300 || sum.Done != 300 {
+		t.Fatalf("done rows = %d (summary %d), want 300", got, sum.Done)
+	}
+	if api.totalCalls() != 300 {
+		t.Fatalf("%d calls for 300 rows: answers received during the outage must not be asked again", api.totalCalls())
+	}
+	t.Logf("%d database calls failed; %d claims, %d writes", st.errs.Load(), st.claims.Load(), st.writes.Load())
+}
+
+// TestDatabaseRefusesForGood: an error PostgreSQL will repeat (a permission) is not retried: the
+// run stops with ErrDatabase at once, and says how many answers it could not write.
+func TestDatabaseRefusesForGood(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.insertPhones(t, phones(50)...)
+	cfg := config(newFake("1", func(greenapi.Target, int) (greenapi.Avatar, error) {
+		return greenapi.Avatar{Available: yes()}, nil
+	}))
+	cfg.RetryFor = time.Hour
+	start := time.Now()
+	sum, err := runOnce(t, context.Background(), permissionStore{b.store}, cfg)
+	if !errors.Is(err, enrich.ErrDatabase) || !strings.Contains(err.Error(), "permission denied") {
+		t.Fatalf("err = %v, want ErrDatabase with PostgreSQL's words", err)
+	}
+	if elapsed := time.Since(start); elapsed > 30*time.Second {
+		t.Fatalf("took %s: a permission error must not be retried for retry_for", elapsed)
+	}
+	if sum.Unwritten == 0 || !strings.Contains(err.Error(), "answers could not be written") {
+		t.Fatalf("err = %v (unwritten %d): it must say how many answers it could not write", err, sum.Unwritten)
+	}
+}
+
+// permissionStore's writes fail as PostgreSQL refuses a role without UPDATE rights.
+type permissionStore struct{ *store.Store }
+
+func (p permissionStore) Write(context.Context, string, store.Batch) (store.Written, error) {
+	return store.Written{}, &pgconn.PgError{Severity: "ERROR", Code: "42501", Message: "permission denied for table contacts"}
+}
+
+// TestLeaseRenewedWhileCallsAreSlow: with a lease far shorter than the run, rows in hand are
+// renewed, so no row is claimed twice and none is called twice.
+func TestLeaseRenewedWhileCallsAreSlow(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.insertPhones(t, phones(40)...)
+	first := make(chan struct{})
+	var calls atomic.Int32
+	api := newFake("1", func(greenapi.Target, int) (greenapi.Avatar, error) {
+		if calls.Add(1) == 1 {
+			close(first)
+		}
+		time.Sleep(100 * time.Millisecond)
+		return greenapi.Avatar{Available: yes()}, nil
+	})
+	cfg := config(api)
+	cfg.Workers = 2
+	cfg.BatchSize = 40                 // every row is claimed at once, before the first call
+	cfg.Lease = 600 * time.Millisecond // renewed every 200 ms; the run takes about 2 s
+	// Another run takes any row whose lease lapses.
+	var stolen atomic.Int32
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-first:
+		case <-ctx.Done():
+			return
+		}
+		for ctx.Err() == nil {
+			got, err := b.store.Claim(ctx, "thief", 1, 40, time.Hour)
+			if err == nil {
+				stolen.Add(int32(len(got)))
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	sum, err := runOnce(t, context.Background(), b.store, cfg)
+	cancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stolen.Load() != 0 || sum.Lost != 0 || sum.Done != 40 {
+		t.Fatalf("%d rows were claimed by another run while this one held them; %+v", stolen.Load(), sum)
+	}
+	for _, p := range phones(40) {
+		if n := api.callsFor(p); n != 1 {
+			t.Fatalf("%s called %d times", p, n)
+		}
+	}
+}

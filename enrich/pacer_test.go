@@ -1,0 +1,79 @@
+package enrich
+
+import (
+	"testing"
+	"time"
+)
+
+// TestPacer walks the pacing policy step by step on explicit times: gaps measured from actual
+// sends with headroom, one cut per round of 429s, a floor, Retry-After for the instance, and the
+// climb back after a quiet period.
+func TestPacer(t *testing.T) {
+	t.Parallel()
+	t0 := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	gap := func(rps float64) time.Duration {
+		return time.Duration(float64(time.Second) / rps * (1 + paceHeadroom))
+	}
+	type step struct {
+		name string
+		do   func(p *pacer)
+		now  int // ms, for next
+		// want is the expected next send time (ms from t0, fractional via gap) and rate.
+		wantNext time.Time
+		wantRate float64
+	}
+	steps := []step{
+		{name: "first request leaves at once", now: 0, wantNext: at(0), wantRate: 10},
+		{name: "the next waits a gap plus headroom", do: func(p *pacer) { p.sent(at(0)) }, now: 50,
+			wantNext: at(0).Add(gap(10)), wantRate: 10},
+		{name: "a late send moves the next slot: gaps are measured on actual sends",
+			do: func(p *pacer) { p.sent(at(130)) }, now: 130, wantNext: at(130).Add(gap(10)), wantRate: 10},
+		{name: "a 429 cuts the rate", do: func(p *pacer) { p.throttled(at(130), at(140), 0) }, now: 140,
+			wantNext: at(130).Add(gap(7)), wantRate: 7},
+		{name: "a 429 for a request sent before the cut does not cut again",
+			do: func(p *pacer) { p.throttled(at(135), at(150), 0) }, now: 150, wantNext: at(130).Add(gap(7)), wantRate: 7},
+		{name: "one sent after the cut does", do: func(p *pacer) { p.sent(at(300)); p.throttled(at(300), at(310), 0) },
+			now: 310, wantNext: at(300).Add(gap(4.9)), wantRate: 4.9},
+		{name: "Retry-After pauses the instance", do: func(p *pacer) { p.throttled(at(200), at(320), 2*time.Second) },
+			now: 320, wantNext: at(2320), wantRate: 4.9},
+		{name: "no climb within the quiet period", now: 5309, wantNext: at(5309), wantRate: 4.9},
+		{name: "the climb starts after it", now: 5310, wantNext: at(5310), wantRate: 5.4},
+		{name: "once a second", now: 6000, wantNext: at(6000), wantRate: 5.4},
+		{name: "and again", now: 6310, wantNext: at(6310), wantRate: 5.9},
+	}
+	p := newPacer(10)
+	for _, s := range steps {
+		if s.do != nil {
+			s.do(&p)
+		}
+		got := p.next(at(s.now))
+		if !got.Equal(s.wantNext) || !near(p.rate(), s.wantRate) {
+			t.Fatalf("%s: next = %v, rate = %.3f; want %v, %.3f", s.name, got.Sub(t0), p.rate(), s.wantNext.Sub(t0), s.wantRate)
+		}
+	}
+
+	t.Run("floor and full recovery", func(t *testing.T) {
+		t.Parallel()
+		p := newPacer(10)
+		now := t0
+		for range 50 {
+			now = now.Add(time.Second)
+			p.sent(now)
+			p.throttled(now, now.Add(time.Millisecond), 0)
+		}
+		if !near(p.rate(), 10*rateFloorShare) {
+			t.Fatalf("after 50 cuts the rate is %.3f, want the floor %.3f", p.rate(), 10*rateFloorShare)
+		}
+		now = now.Add(rateQuiet)
+		for range 20 {
+			p.next(now)
+			now = now.Add(rateStepEvery)
+		}
+		if !near(p.rate(), 10) {
+			t.Fatalf("after the quiet period and 20 s the rate is %.3f, want back at 10", p.rate())
+		}
+	})
+}
+
+func near(a, b float64) bool { return a-b < 1e-9 && b-a < 1e-9 }
