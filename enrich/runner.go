@@ -35,6 +35,9 @@ var (
 	// ErrInterrupted is returned when the run's context was cancelled (a signal): what was
 	// answered is written and the rest given back, but due rows may remain.
 	ErrInterrupted = errors.New("run interrupted")
+	// ErrUnwritten is joined to the run's error when answers were received that the database
+	// did not take in time: those rows stay leased until the lease expires, then are asked again.
+	ErrUnwritten = errors.New("answers could not be written")
 )
 
 var (
@@ -204,21 +207,24 @@ func (r *Runner) Run(ctx context.Context) (Summary, error) {
 	sum := r.stats.summary(r.cfg.Now().Sub(start))
 	var left int
 	sum.Unwritten, left = r.w.unwritten()
-	switch dbErr := r.w.failure(); {
-	case dbErr != nil || errors.Is(cause, ErrDatabase) || left > 0:
+	dbFailed := r.w.failure()
+	if dbFailed == nil && errors.Is(cause, ErrDatabase) {
+		dbFailed = cause
+	}
+	unwritten := fmt.Errorf("%d %w: their rows come back when their lease expires and are asked again", sum.Unwritten, ErrUnwritten)
+	switch {
+	case dbFailed != nil:
 		sum.Stop = "database failure"
-		switch {
-		case dbErr != nil:
-		case errors.Is(cause, ErrDatabase):
-			dbErr = cause
-		default:
-			dbErr = fmt.Errorf("%w: the last write of %d results did not succeed before its deadline", ErrDatabase, left)
-		}
 		if sum.Unwritten > 0 {
-			dbErr = fmt.Errorf("%w; %d answers could not be written: their rows come back when their lease expires and are asked again",
-				dbErr, sum.Unwritten)
+			dbFailed = fmt.Errorf("%w; %w", dbFailed, unwritten)
 		}
-		return sum, dbErr
+		return sum, dbFailed
+	case ctx.Err() != nil && left > 0:
+		sum.Stop = "interrupted"
+		return sum, fmt.Errorf("%w; the database took no writes before shutdown_grace ran out: %w", ErrInterrupted, unwritten)
+	case left > 0:
+		sum.Stop = "database failure"
+		return sum, fmt.Errorf("%w: the last write of %d results did not succeed in time; %w", ErrDatabase, left, unwritten)
 	case ctx.Err() != nil:
 		sum.Stop = "interrupted"
 		return sum, ErrInterrupted

@@ -156,6 +156,8 @@ func (w *writer) flushBy(deadline time.Time) bool {
 		wait, retry := w.retry.failed(err, w.r.cfg.Now(), w.r.cfg.RetryFor, w.r.cfg.Rand)
 		w.wait = wait
 		switch {
+		case w.r.dbCtx.Err() != nil:
+			// The final deadline cut it: the run is ending, and says what was left.
 		case !retry && w.err == nil:
 			w.err = fmt.Errorf("%w: write results: %w", ErrDatabase, err)
 			w.r.log.Error().Err(err).Int("results", len(batch)).Str("retry_for", w.r.cfg.RetryFor.String()).

@@ -114,7 +114,11 @@ func (a *app) logOutcome(ctx context.Context, err error) {
 		if errors.As(context.Cause(ctx), &s) {
 			msg += " by " + s.Error()
 		}
-		if errors.Is(err, enrich.ErrInterrupted) {
+		switch {
+		case errors.Is(err, enrich.ErrUnwritten):
+			a.log.Warn().Err(err).Msg(msg) // it says what could not be written
+			return
+		case errors.Is(err, enrich.ErrInterrupted):
 			a.log.Info().Msg(msg + ": answers received are written, the rest given back")
 			return
 		}
