@@ -17,13 +17,15 @@ const (
 	// requests' journeys costs no 429 against a minimum-gap server, and 0.98 of the budget is
 	// spent against a token bucket.
 	paceHeadroom = 0.02
-	// rateCut is the multiplicative decrease on a 429.
-	rateCut = 0.7
+	// rateCut is the multiplicative decrease on a 429: gentle, because against a minimum-gap
+	// server a lone 429 is jitter, and it cuts once per round of requests, so a server answering
+	// nothing but 429 still brings the rate to the floor within seconds.
+	rateCut = 0.85
 	// rateFloorShare is the lowest rate, as a share of the configured one: a server answering
 	// nothing but 429 gets a request every 2 s at 10 rps, not a storm.
 	rateFloorShare = 0.05
 	// rateQuiet is how long after the last cut the rate starts to climb back.
-	rateQuiet = 5 * time.Second
+	rateQuiet = 3 * time.Second
 	// rateStep is how much of the configured rate one climb adds, once per rateStepEvery.
 	rateStep      = 0.05
 	rateStepEvery = time.Second

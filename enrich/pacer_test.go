@@ -30,17 +30,17 @@ func TestPacer(t *testing.T) {
 		{name: "a late send moves the next slot: gaps are measured on actual sends",
 			do: func(p *pacer) { p.sent(at(130)) }, now: 130, wantNext: at(130).Add(gap(10)), wantRate: 10},
 		{name: "a 429 cuts the rate", do: func(p *pacer) { p.throttled(at(130), at(140), 0) }, now: 140,
-			wantNext: at(130).Add(gap(7)), wantRate: 7},
+			wantNext: at(130).Add(gap(8.5)), wantRate: 8.5},
 		{name: "a 429 for a request sent before the cut does not cut again",
-			do: func(p *pacer) { p.throttled(at(135), at(150), 0) }, now: 150, wantNext: at(130).Add(gap(7)), wantRate: 7},
+			do: func(p *pacer) { p.throttled(at(135), at(150), 0) }, now: 150, wantNext: at(130).Add(gap(8.5)), wantRate: 8.5},
 		{name: "one sent after the cut does", do: func(p *pacer) { p.sent(at(300)); p.throttled(at(300), at(310), 0) },
-			now: 310, wantNext: at(300).Add(gap(4.9)), wantRate: 4.9},
+			now: 310, wantNext: at(300).Add(gap(7.225)), wantRate: 7.225},
 		{name: "Retry-After pauses the instance", do: func(p *pacer) { p.throttled(at(200), at(320), 2*time.Second) },
-			now: 320, wantNext: at(2320), wantRate: 4.9},
-		{name: "no climb within the quiet period", now: 5309, wantNext: at(5309), wantRate: 4.9},
-		{name: "the climb starts after it", now: 5310, wantNext: at(5310), wantRate: 5.4},
-		{name: "once a second", now: 6000, wantNext: at(6000), wantRate: 5.4},
-		{name: "and again", now: 6310, wantNext: at(6310), wantRate: 5.9},
+			now: 320, wantNext: at(2320), wantRate: 7.225},
+		{name: "no climb within the quiet period", now: 3309, wantNext: at(3309), wantRate: 7.225},
+		{name: "the climb starts after it", now: 3310, wantNext: at(3310), wantRate: 7.725},
+		{name: "once a second", now: 4000, wantNext: at(4000), wantRate: 7.725},
+		{name: "and again", now: 4310, wantNext: at(4310), wantRate: 8.225},
 	}
 	p := newPacer(10)
 	for _, s := range steps {
@@ -57,13 +57,13 @@ func TestPacer(t *testing.T) {
 		t.Parallel()
 		p := newPacer(10)
 		now := t0
-		for range 50 {
+		for range 100 {
 			now = now.Add(time.Second)
 			p.sent(now)
 			p.throttled(now, now.Add(time.Millisecond), 0)
 		}
 		if !near(p.rate(), 10*rateFloorShare) {
-			t.Fatalf("after 50 cuts the rate is %.3f, want the floor %.3f", p.rate(), 10*rateFloorShare)
+			t.Fatalf("after 100 cuts the rate is %.3f, want the floor %.3f", p.rate(), 10*rateFloorShare)
 		}
 		now = now.Add(rateQuiet)
 		for range 20 {
