@@ -32,6 +32,13 @@ var (
 	buildErr  error
 )
 
+// removeBinary deletes the directory enrichBinary built into, if it built.
+func removeBinary() {
+	if binPath != "" {
+		_ = os.RemoveAll(filepath.Dir(binPath))
+	}
+}
+
 // enrichBinary builds cmd/enrich once per test process.
 func enrichBinary(t *testing.T) string {
 	t.Helper()

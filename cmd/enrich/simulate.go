@@ -140,6 +140,9 @@ func cmdSimulate(ctx context.Context, a *app, args []string) error {
 		}
 		return configErrorf("%v (see enrich simulate --help)", err)
 	}
+	if err := noArgs(fs); err != nil {
+		return err
+	}
 	if err := a.setupLog(*logFormat, "info"); err != nil {
 		return err
 	}

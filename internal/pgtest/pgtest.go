@@ -66,8 +66,15 @@ var current *env
 // with their status. Call it from TestMain:
 //
 //	func TestMain(m *testing.M) { pgtest.Main(m) }
-func Main(m *testing.M) {
-	os.Exit(run(m))
+//
+// cleanups run after the tests, before the exit (os.Exit skips deferred calls): for what a
+// package's tests make once for all of them, such as a built binary.
+func Main(m *testing.M, cleanups ...func()) {
+	code := run(m)
+	for _, c := range cleanups {
+		c()
+	}
+	os.Exit(code)
 }
 
 func run(m *testing.M) (code int) {
