@@ -77,6 +77,9 @@ type Runner struct {
 	// dbCtx is the parent of every write and renewal: a stop does not cancel them, the end of
 	// the final write's deadline does.
 	dbCtx context.Context
+	// writeDone is closed when the writer's loop ends; renewDone ends the renewer.
+	writeDone, renewDone chan struct{}
+	renewer              sync.WaitGroup
 
 	mu sync.Mutex
 	// held are the rows claimed and not yet written back or given back, by id.
@@ -158,11 +161,9 @@ func (r *Runner) Run(ctx context.Context) (Summary, error) {
 		bg.Go(func() { r.progress(start) })
 	}
 	r.preflight()
-	writeDone := make(chan struct{})
-	go func() { defer close(writeDone); r.w.loop() }()
-	renewDone := make(chan struct{})
-	var renewer sync.WaitGroup
-	renewer.Go(func() { r.renewLoop(renewDone) })
+	r.writeDone, r.renewDone = make(chan struct{}), make(chan struct{})
+	go func() { defer close(r.writeDone); r.w.loop() }()
+	r.renewer.Go(func() { r.renewLoop(r.renewDone) })
 
 	claimDone := make(chan struct{})
 	go func() { defer close(claimDone); r.claim() }()
@@ -181,8 +182,17 @@ func (r *Runner) Run(ctx context.Context) (Summary, error) {
 	endProbes()
 	r.probes.Wait()
 
-	// What is left: suspects are their rows' own failures, unless the run stopped because
-	// they were not; every other row not answered goes back untouched.
+	r.windDown(cause, cutDB)
+	cancelStop(errRunDone)
+	cancelCalls()
+	bg.Wait()
+	return r.outcome(ctx, cause, r.stats.summary(r.cfg.Now().Sub(start)))
+}
+
+// windDown ends a run whose workers have gone: suspects are their rows' own failures, unless the
+// run stopped because they were not; every other row not answered goes back untouched; the last
+// write, and any write or renewal still in flight, end at the final deadline (cutDB).
+func (r *Runner) windDown(cause error, cutDB context.CancelFunc) {
 	configFault := errors.Is(cause, ErrConfiguration)
 	for _, c := range r.instances {
 		for _, s := range c.takeSuspects() {
@@ -192,19 +202,19 @@ func (r *Runner) Run(ctx context.Context) (Summary, error) {
 		}
 	}
 	r.w.release(r.unresolved())
-	// The final write, and a write or renewal still in flight, end at the final deadline.
 	final := r.finalDeadline(cause)
 	cut := time.AfterFunc(time.Until(final), cutDB)
 	defer cut.Stop()
 	r.w.close(final)
-	<-writeDone
-	close(renewDone)
-	renewer.Wait()
-	cancelStop(errRunDone)
-	cancelCalls()
-	bg.Wait()
+	<-r.writeDone
+	close(r.renewDone)
+	r.renewer.Wait()
+}
 
-	sum := r.stats.summary(r.cfg.Now().Sub(start))
+// outcome says why the run ended, in the summary and as Run's error. A database failure comes
+// first, and results the database never took make any end a failure, so that a run that could
+// not do its job never returns nil.
+func (r *Runner) outcome(ctx context.Context, cause error, sum Summary) (Summary, error) {
 	var left int
 	sum.Unwritten, left = r.w.unwritten()
 	dbFailed := r.w.failure()
@@ -228,7 +238,7 @@ func (r *Runner) Run(ctx context.Context) (Summary, error) {
 	case ctx.Err() != nil:
 		sum.Stop = "interrupted"
 		return sum, ErrInterrupted
-	case configFault:
+	case errors.Is(cause, ErrConfiguration):
 		sum.Stop = "configuration refused by the API"
 		return sum, cause
 	case errors.Is(cause, ErrNoInstance):

@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"github.com/enrich-dev/enrich/greenapi/simulator"
-	"github.com/enrich-dev/enrich/internal/pgtest"
 	"github.com/jackc/pgx/v5"
 )
 
@@ -38,21 +37,7 @@ func weightsNoBadRequest(cfg simulator.Config) simulator.Config {
 // bundle at the server once the test has one.
 func setupFaults(t *testing.T, rows int, inst simulator.Instance, simCfg simulator.Config) procBundle {
 	t.Helper()
-	dbURL := pgtest.NewDB(t)
-	pool := pgtest.Connect(t, dbURL)
-	var targets []string
-	for i := range rows {
-		targets = append(targets, fmt.Sprintf("7902%07d", i))
-	}
-	if _, err := pool.Exec(context.Background(), `INSERT INTO contacts (phone_number) SELECT unnest($1::text[])`, targets); err != nil {
-		t.Fatal(err)
-	}
-	simCfg.Instances = []simulator.Instance{inst}
-	sim, err := simulator.New(simCfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return procBundle{pool: pool, dbURL: dbURL, sim: sim, targets: targets}
+	return seedProc(t, rows, "7902", inst, simCfg)
 }
 
 // writeConfig writes the bundle's config file: apiURL, inst, and runToml after them.

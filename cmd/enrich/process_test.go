@@ -72,13 +72,15 @@ type procBundle struct {
 	arrived, answered chan struct{}
 }
 
-func setupProc(t *testing.T, rows int, inst simulator.Instance, simCfg simulator.Config, runToml string, after int) procBundle {
+// seedProc makes a database with rows pending numbers (prefix, then 7 digits) and a simulator
+// serving inst: what every subprocess test starts from.
+func seedProc(t *testing.T, rows int, prefix string, inst simulator.Instance, simCfg simulator.Config) procBundle {
 	t.Helper()
 	dbURL := pgtest.NewDB(t)
 	pool := pgtest.Connect(t, dbURL)
 	var targets []string
 	for i := range rows {
-		targets = append(targets, fmt.Sprintf("7901%07d", i))
+		targets = append(targets, fmt.Sprintf("%s%07d", prefix, i))
 	}
 	if _, err := pool.Exec(context.Background(), `INSERT INTO contacts (phone_number) SELECT unnest($1::text[])`, targets); err != nil {
 		t.Fatal(err)
@@ -88,25 +90,31 @@ func setupProc(t *testing.T, rows int, inst simulator.Instance, simCfg simulator
 	if err != nil {
 		t.Fatal(err)
 	}
-	arrived, answered := make(chan struct{}), make(chan struct{})
+	return procBundle{pool: pool, dbURL: dbURL, sim: sim, targets: targets}
+}
+
+func setupProc(t *testing.T, rows int, inst simulator.Instance, simCfg simulator.Config, runToml string, after int) procBundle {
+	t.Helper()
+	b := seedProc(t, rows, "7901", inst, simCfg)
+	b.arrived, b.answered = make(chan struct{}), make(chan struct{})
 	var in, done atomic.Int64
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if in.Add(1) == int64(after) {
-			close(arrived)
+			close(b.arrived)
 		}
-		sim.ServeHTTP(w, r)
+		b.sim.ServeHTTP(w, r)
 		if done.Add(1) == int64(after) {
-			close(answered)
+			close(b.answered)
 		}
 	}))
 	t.Cleanup(srv.Close)
-	cfg := filepath.Join(t.TempDir(), "enrich.toml")
+	b.config = filepath.Join(t.TempDir(), "enrich.toml")
 	toml := fmt.Sprintf("[greenapi]\napi_url = %q\n\n[[greenapi.instance]]\nid = %q\ntoken = %q\nrps = %g\n\n%s\n",
 		srv.URL, inst.ID, inst.Token, inst.RPS, runToml)
-	if err := os.WriteFile(cfg, []byte(toml), 0o600); err != nil {
+	if err := os.WriteFile(b.config, []byte(toml), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return procBundle{pool: pool, dbURL: dbURL, sim: sim, config: cfg, targets: targets, arrived: arrived, answered: answered}
+	return b
 }
 
 func (b procBundle) command(t *testing.T, args ...string) (*exec.Cmd, *output) {
