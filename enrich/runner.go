@@ -82,8 +82,10 @@ type Runner struct {
 	renewer              sync.WaitGroup
 
 	mu sync.Mutex
-	// held are the rows claimed and not yet written back or given back, by id.
-	held map[int64]*held
+	// held are the rows claimed and not yet written back or given back, by id; resolved of
+	// them have their result queued for writing.
+	held     map[int64]*held
+	resolved int
 	// live counts instances still in the run.
 	live int
 	// ended says why claiming ended without a stop (the limit), for the summary.
@@ -335,6 +337,10 @@ func (r *Runner) claimLimit() int {
 	return max(1, min(int(rps*r.cfg.Lease.Seconds()/2), ceiling))
 }
 
+// resultsMax is how many batches of results may wait for the database before the run claims no
+// more rows: memory stays bounded however long the database takes no writes.
+const resultsMax = 4
+
 // claimPoll is how often a claimer that found nothing due, while rows are still held, looks
 // again even if nothing woke it: a row rescheduled with a short delay may be due.
 const claimPoll = time.Second
@@ -347,13 +353,15 @@ func (r *Runner) claim() {
 	claimed := 0
 	var token int64
 	var failing dbRetry
-	// looked is true after a claim found nothing while nothing was held and every result had
+	// looked is true once a claim found nothing while nothing was held and every result had
 	// been written: one more empty claim then means the run is done.
 	looked := false
 	for r.stop.Err() == nil {
-		held := r.heldCount()
+		held, inHand := r.heldCounts()
 		limit := r.claimLimit()
-		n := min(r.cfg.BatchSize, limit-held)
+		// The limit is on rows still to call; results waiting to be written are bounded apart,
+		// so a database that takes no writes stops the claims (and so the calls) too.
+		n := min(r.cfg.BatchSize, limit-inHand, limit+resultsMax*r.cfg.BatchSize-held)
 		if r.cfg.Limit > 0 {
 			if claimed >= r.cfg.Limit {
 				r.mu.Lock()
@@ -365,7 +373,7 @@ func (r *Runner) claim() {
 		}
 		// Claim a batch when there is room for half of one, or at once when the workers have
 		// nothing left to take.
-		if n <= 0 || (held > 0 && n < min(r.cfg.BatchSize, limit)/2 && r.queue.len() > 0) {
+		if n <= 0 || (inHand > 0 && n < min(r.cfg.BatchSize, limit)/2 && r.queue.len() > 0) {
 			r.settleIfIdle()
 			r.waitWake(0)
 			continue
@@ -396,23 +404,32 @@ func (r *Runner) claim() {
 		}
 		claimed += len(batch)
 		r.take(batch, sent)
-		switch {
-		case len(batch) > 0:
+		if len(batch) > 0 {
 			looked = false
-		case r.heldCount() > 0:
+			continue
+		}
+		// Nothing is due. Rows still in hand may yet be given back (due again): look when one
+		// resolves. Otherwise write what is queued at once, rather than at the writer's next
+		// tick (a row given back is due again), then look once more.
+		r.settleIfIdle()
+		if _, inHand := r.heldCounts(); inHand > 0 {
 			looked = false
-			r.settleIfIdle()
 			r.waitWake(claimPoll)
-		case looked:
-			return
-		default:
-			// Write what is queued (a row given back is due again), then look once more.
-			if !r.w.flush() {
+			continue
+		}
+		if r.heldTotal() > 0 {
+			if !r.w.flush() || r.heldTotal() > 0 {
+				looked = false
 				r.waitWake(claimPoll)
 				continue
 			}
-			looked = true
+			looked = true // everything is written: one more empty claim ends the run
+			continue
 		}
+		if looked {
+			return
+		}
+		looked = true
 	}
 }
 
@@ -610,10 +627,19 @@ func (r *Runner) reschedule(h *held, err error) {
 // resolve queues a row's result for writing.
 func (r *Runner) resolve(h *held, res result) {
 	r.mu.Lock()
-	h.resolved = true
+	r.resolvedLocked(h)
 	r.mu.Unlock()
 	res.h = h
 	r.w.add(res)
+	r.wakeClaimer()
+}
+
+// resolvedLocked marks h as having its result queued. r.mu must be held.
+func (r *Runner) resolvedLocked(h *held) {
+	if !h.resolved {
+		h.resolved = true
+		r.resolved++
+	}
 }
 
 // unresolved returns every held row with no result queued: what the end of the run gives back.
@@ -623,7 +649,7 @@ func (r *Runner) unresolved() []*held {
 	var hs []*held
 	for _, h := range r.held {
 		if !h.resolved {
-			h.resolved = true
+			r.resolvedLocked(h)
 			hs = append(hs, h)
 		}
 	}
@@ -636,16 +662,26 @@ func (r *Runner) forget(hs []*held) {
 	for _, h := range hs {
 		if r.held[h.row.ID] == h {
 			delete(r.held, h.row.ID)
+			if h.resolved {
+				r.resolved--
+			}
 		}
 	}
 	r.mu.Unlock()
 	r.wakeClaimer()
 }
 
-func (r *Runner) heldCount() int {
+// heldCounts is how many rows the run holds, and how many of them have no result yet (waiting,
+// in a call, or held back as suspects).
+func (r *Runner) heldCounts() (held, inHand int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return len(r.held)
+	return len(r.held), len(r.held) - r.resolved
+}
+
+func (r *Runner) heldTotal() int {
+	held, _ := r.heldCounts()
+	return held
 }
 
 // instanceDown takes an instance out of the run; with none left the run stops. Its suspects are
