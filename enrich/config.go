@@ -39,9 +39,13 @@ type API interface {
 // Instance is an API with the request rate it may spend.
 type Instance struct {
 	API API
-	// RPS is the GetAvatar requests per second this run may send to the instance. Green API
-	// allows 10 per instance.
+	// RPS is the GetAvatar requests per second the instance may be sent, by this run and, with a
+	// Budget, by every run together. Green API allows 10 per instance.
 	RPS float64
+	// MaxPerDay caps the requests sent to the instance on one day (Config.Day), counted by the
+	// Budget across runs and processes; a spent instance is set aside until the day turns.
+	// 0 (default): no cap. It needs a Budget.
+	MaxPerDay int64
 }
 
 // Defaults of Config, named so that the CLI, the docs and the tests agree.
@@ -114,6 +118,11 @@ type Config struct {
 	RetryFor time.Duration
 	// DatabaseTimeout bounds each database call (a claim, a write, a renewal). Default 10s.
 	DatabaseTimeout time.Duration
+	// Budget shares every instance's send slots with the other processes spending it (the
+	// store in production). nil: this run paces its instances alone, as if no other did.
+	Budget Budget
+	// Day is when an instance's day turns, for MaxPerDay. Default: midnight UTC.
+	Day store.DayStart
 	// Logger receives the run's logs. Default: a disabled logger.
 	Logger *zerolog.Logger
 	// Now is the clock. Default time.Now.
@@ -144,6 +153,9 @@ func (c Config) withDefaults() (Config, error) {
 		}
 		if !(in.RPS > 0) || math.IsInf(in.RPS, 0) {
 			return c, fmt.Errorf("enrich: instance %s: rps must be finite and > 0, got %g", in.API.ID(), in.RPS)
+		}
+		if in.MaxPerDay < 0 || in.MaxPerDay > 0 && c.Budget == nil {
+			return c, fmt.Errorf("enrich: instance %s: max_per_day %d needs a Budget to count in", in.API.ID(), in.MaxPerDay)
 		}
 	}
 	if c.Workers == 0 {

@@ -100,7 +100,7 @@ func TestEndToEnd(t *testing.T) {
 		r, err := enrich.NewRunner(st, enrich.Config{
 			Owner: fmt.Sprintf("e2e-%d", runs), Instances: clients, Workers: 16, BatchSize: 100,
 			FlushInterval: 20 * time.Millisecond, Retry: enrich.Backoff{Base: 10 * time.Millisecond, Max: time.Second},
-			ProgressInterval: -1, Rand: enrich.LockedRand(uint64(runs)),
+			ProgressInterval: -1, Rand: enrich.LockedRand(uint64(runs)), Budget: st,
 		})
 		if err != nil {
 			t.Fatal(err)

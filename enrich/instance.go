@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/enrich-dev/enrich/greenapi"
+	"github.com/enrich-dev/enrich/store"
 	"golang.org/x/time/rate"
 )
 
@@ -69,9 +70,15 @@ type controller struct {
 	// every probe.
 	stateLimit *rate.Limiter
 
-	mu    sync.Mutex
-	pace  pacer
-	state instState
+	mu sync.Mutex
+	// pace spaces this process's requests; shared, when the run has a Budget, replaces it with
+	// blocks of the instance's schedule shared by every process.
+	pace   pacer
+	shared *shared
+	// perDay is the instance's daily cap (0: none); budgetRetry follows failing reservations.
+	perDay      int64
+	budgetRetry dbRetry
+	state       instState
 	// open is closed while the instance runs; a paused instance holds a fresh, open channel.
 	open chan struct{}
 	// changed is closed and replaced at every change of state or pace, to wake waiting workers.
@@ -107,18 +114,23 @@ type suspect struct {
 func newController(r *Runner, inst Instance) *controller {
 	open := make(chan struct{})
 	close(open)
-	return &controller{
+	c := &controller{
 		r:          r,
 		api:        inst.API,
 		id:         inst.API.ID(),
 		turn:       make(chan struct{}, 1),
 		stateLimit: rate.NewLimiter(1, 1),
 		pace:       newPacer(inst.RPS),
+		perDay:     inst.MaxPerDay,
 		open:       open,
 		changed:    make(chan struct{}),
 		gone:       make(chan struct{}),
 		failing:    make(map[int64]struct{}),
 	}
+	if r.cfg.Budget != nil {
+		c.shared = newShared(inst.RPS)
+	}
+	return c
 }
 
 // changedLocked wakes everyone waiting on the instance. c.mu must be held.
@@ -131,6 +143,9 @@ func (c *controller) changedLocked() {
 func (c *controller) running() (bool, float64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.shared != nil {
+		return c.state == running, c.shared.rate
+	}
 	return c.state == running, c.pace.rate()
 }
 
@@ -193,7 +208,25 @@ func (c *controller) waitSlot(ctx context.Context) error {
 			return errPaused
 		}
 		now := c.r.cfg.Now()
-		at := c.pace.next(now)
+		var at time.Time
+		if c.shared == nil {
+			at = c.pace.next(now)
+		} else if next, ok := c.shared.nextSlot(now); ok {
+			at = next
+		} else {
+			c.mu.Unlock()
+			if err := c.reserve(ctx); err != nil {
+				switch {
+				case ctx.Err() != nil:
+					return ctx.Err()
+				case errors.Is(err, ErrDatabase):
+					return err // the run is stopping
+				}
+				c.r.setAside(c, err)
+				return errInstanceDown
+			}
+			continue
+		}
 		changed := c.changed
 		c.mu.Unlock()
 		wait := at.Sub(now)
@@ -225,7 +258,11 @@ func (c *controller) send(ctx context.Context) (time.Time, error) {
 		return time.Time{}, errPaused
 	}
 	now := c.r.cfg.Now()
-	c.pace.sent(now)
+	if c.shared != nil {
+		c.shared.sent(now)
+	} else {
+		c.pace.sent(now)
+	}
 	return now, nil
 }
 
@@ -270,18 +307,35 @@ func (c *controller) troubleLocked(kind trouble, cause error, now time.Time) {
 }
 
 // throttled records a 429 for a request that left at sentAt. It returns the reason to take the
-// instance out of the run when nothing but 429 has come for StartingTimeout.
-func (c *controller) throttled(sentAt time.Time, err error) error {
+// instance out of the run when nothing but 429 has come for StartingTimeout. With a shared
+// budget the cut is the instance's, for every process: the block in hand is given up and the
+// cut recorded in the budget, so the next block comes at the lower rate.
+func (c *controller) throttled(ctx context.Context, sentAt time.Time, err error) error {
+	wait := min(retryAfter(err), c.r.cfg.StartingTimeout)
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	now := c.r.cfg.Now()
 	c.troubleLocked(troubleRateLimited, err, now)
-	c.pace.throttled(sentAt, now, min(retryAfter(err), c.r.cfg.StartingTimeout))
-	c.changedLocked()
-	if now.Sub(c.since) >= c.r.cfg.StartingTimeout {
-		return c.timeoutErrorLocked()
+	var budgetSent time.Time
+	if c.shared != nil {
+		c.shared.drop()
+		budgetSent = sentAt.Add(-c.shared.offset)
+	} else {
+		c.pace.throttled(sentAt, now, wait)
 	}
-	return nil
+	c.changedLocked()
+	var out error
+	if now.Sub(c.since) >= c.r.cfg.StartingTimeout {
+		out = c.timeoutErrorLocked()
+	}
+	c.mu.Unlock()
+	if c.shared != nil {
+		dctx, cancel := context.WithTimeout(ctx, c.r.cfg.DatabaseTimeout)
+		if berr := c.r.cfg.Budget.Throttled(dctx, c.id, budgetSent, c.shared.max, wait, policy); berr != nil {
+			c.r.log.Warn().Str("instance", c.id).Err(berr).Msg("recording a 429 in the shared budget failed")
+		}
+		cancel()
+	}
+	return out
 }
 
 // systemic records a failure on row id that says nothing about the row. It reports whether the
@@ -339,6 +393,9 @@ func (c *controller) pause(kind trouble, cause error) {
 	}
 	c.state = paused
 	c.open = make(chan struct{})
+	if c.shared != nil {
+		c.shared.drop()
+	}
 	c.changedLocked()
 	what := "instance is starting: pausing every call on it and probing its state"
 	if kind == troubleOutage {
@@ -420,6 +477,18 @@ func (c *controller) getState(ctx context.Context) (string, error) {
 // the start. A state check that fails in a way that says nothing (a 429, an odd body) changes
 // nothing: GetAvatar will tell.
 func (c *controller) preflight(ctx context.Context) {
+	if c.shared != nil {
+		// The day's cap and a 466 recorded today are known without a call.
+		g, err := c.r.cfg.Budget.Reserve(ctx, store.BudgetRequest{Instance: c.id, MaxRPS: c.shared.max,
+			PerDay: c.perDay, Day: c.r.cfg.Day}, policy)
+		switch {
+		case err != nil:
+			c.r.log.Warn().Str("instance", c.id).Err(err).Msg("reading the instance's budget before the run failed; going on")
+		case g.QuotaSpent || c.perDay > 0 && g.Used >= c.perDay:
+			c.r.setAside(c, c.spentError(g))
+			return
+		}
+	}
 	state, err := c.getState(ctx)
 	switch {
 	case greenapi.ClassOf(err) == greenapi.ClassUnusable:

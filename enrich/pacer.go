@@ -13,10 +13,10 @@ import "time"
 //     down to a floor, and honours Retry-After for the whole instance;
 //   - climbs back additively to the configured rate once no 429 has come for a quiet period.
 const (
-	// paceHeadroom widens every gap by this share of it: at 10 rps, 2 ms of jitter between two
-	// requests' journeys costs no 429 against a minimum-gap server, and 0.98 of the budget is
-	// spent against a token bucket.
-	paceHeadroom = 0.02
+	// paceHeadroom widens every gap by this share of it: at 10 rps, 1.5 ms of jitter between
+	// two requests' journeys costs no 429 against a minimum-gap server, and 0.985 of the budget
+	// is spent against a token bucket.
+	paceHeadroom = 0.015
 	// rateCut is the multiplicative decrease on a 429: gentle, because against a minimum-gap
 	// server a lone 429 is jitter, and it cuts once per round of requests, so a server answering
 	// nothing but 429 still brings the rate to the floor within seconds.

@@ -91,7 +91,8 @@ func simClient(t *testing.T, url string, in simulator.Instance) enrich.Instance 
 
 // TestMinGapPacing: against a server that refuses any request within 1/rps of the last one it
 // accepted (the strictest reading of Green API's limit), a run configured at exactly that rps
-// gets under 1% of 429s once settled, and still spends at least 0.9 of the budget.
+// gets under 1% of 429s once settled, and still spends at least 0.9 of the budget. The run paces
+// as in production, from the instance's budget shared through the database.
 func TestMinGapPacing(t *testing.T) {
 	t.Parallel()
 	const rps, runFor, settle = 10, 40 * time.Second, 10 * time.Second
@@ -111,7 +112,7 @@ func TestMinGapPacing(t *testing.T) {
 		t.Fatal(err)
 	}
 	r, err := enrich.NewRunner(st, enrich.Config{Owner: "gap", Instances: []enrich.Instance{simClient(t, srv.URL, in)},
-		MaxDuration: runFor, ProgressInterval: -1, Rand: enrich.LockedRand(5)})
+		MaxDuration: runFor, ProgressInterval: -1, Rand: enrich.LockedRand(5), Budget: st})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -161,7 +162,7 @@ func TestLeaseHoldsWithSlowCalls(t *testing.T) {
 	sums := make([]enrich.Summary, len(simCfg.Instances))
 	for i, in := range simCfg.Instances {
 		r, err := enrich.NewRunner(st, enrich.Config{Owner: fmt.Sprintf("pod-%d", i), Instances: []enrich.Instance{simClient(t, srv.URL, in)},
-			Lease: lease, MaxDuration: runFor, ProgressInterval: -1, Rand: enrich.LockedRand(uint64(i))})
+			Lease: lease, MaxDuration: runFor, ProgressInterval: -1, Rand: enrich.LockedRand(uint64(i)), Budget: st})
 		if err != nil {
 			t.Fatal(err)
 		}

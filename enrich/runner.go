@@ -43,6 +43,9 @@ var (
 var (
 	errDeadline = errors.New("max_duration reached")
 	errLimit    = errors.New("limit reached")
+	// errDailyCap ends a run whose instances have all spent their daily cap (or are out): the
+	// run's own limit, like errLimit.
+	errDailyCap = errors.New("every instance spent its daily cap")
 	// errRunDone stops what is left of a run that has ended on its own.
 	errRunDone = errors.New("run done")
 )
@@ -86,8 +89,8 @@ type Runner struct {
 	// them have their result queued for writing.
 	held     map[int64]*held
 	resolved int
-	// live counts instances still in the run.
-	live int
+	// live counts instances still in the run; capped those set aside for their daily cap.
+	live, capped int
 	// ended says why claiming ended without a stop (the limit), for the summary.
 	ended error
 	// stoppedAt is when the run began to stop; zero while it runs.
@@ -204,6 +207,7 @@ func (r *Runner) windDown(cause error, cutDB context.CancelFunc) {
 		}
 	}
 	r.w.release(r.unresolved())
+	r.refundUnsent()
 	final := r.finalDeadline(cause)
 	cut := time.AfterFunc(time.Until(final), cutDB)
 	defer cut.Stop()
@@ -211,6 +215,31 @@ func (r *Runner) windDown(cause error, cutDB context.CancelFunc) {
 	<-r.writeDone
 	close(r.renewDone)
 	r.renewer.Wait()
+}
+
+// refundUnsent gives the slots reserved and never sent back to their instances' day, so that a
+// daily cap counts requests sent, not slots reserved, across runs.
+func (r *Runner) refundUnsent() {
+	for _, c := range r.instances {
+		if c.shared == nil || c.perDay == 0 {
+			continue
+		}
+		c.mu.Lock()
+		c.shared.drop()
+		req := c.shared.request(c.id, c.perDay, r.cfg.Day)
+		c.shared.unsent = 0
+		c.mu.Unlock()
+		if req.Refund == 0 {
+			continue
+		}
+		req.Want = 0
+		ctx, cancel := context.WithTimeout(r.dbCtx, r.cfg.DatabaseTimeout)
+		if _, err := r.cfg.Budget.Reserve(ctx, req, policy); err != nil {
+			r.log.Warn().Str("instance", c.id).Err(err).Int("slots", req.Refund).
+				Msg("giving unsent slots back to the daily count failed: the cap counts them as spent today")
+		}
+		cancel()
+	}
 }
 
 // outcome says why the run ended, in the summary and as Run's error. A database failure comes
@@ -248,6 +277,8 @@ func (r *Runner) outcome(ctx context.Context, cause error, sum Summary) (Summary
 		return sum, cause
 	case errors.Is(cause, errDeadline):
 		sum.Stop = "max_duration reached"
+	case errors.Is(cause, errDailyCap):
+		sum.Stop = "daily cap reached"
 	case r.ended != nil:
 		sum.Stop = r.ended.Error()
 	default:
@@ -265,7 +296,7 @@ func (r *Runner) finalDeadline(cause error) time.Time {
 	stopped := r.stoppedAt
 	r.mu.Unlock()
 	switch {
-	case cause == nil || errors.Is(cause, errRunDone) || errors.Is(cause, errLimit):
+	case cause == nil || errors.Is(cause, errRunDone) || errors.Is(cause, errLimit) || errors.Is(cause, errDailyCap):
 		return now.Add(r.cfg.RetryFor)
 	case errors.Is(cause, ErrDatabase):
 		return now.Add(finalWriteMin)
@@ -561,13 +592,21 @@ func (r *Runner) call(c *controller, h *held, sentAt time.Time) (retry bool) {
 		c.pause(troubleStarting, err)
 		r.queue.pushFront(h)
 	case greenapi.ClassRateLimited:
-		if down := c.throttled(sentAt, err); down != nil {
+		if down := c.throttled(r.dbCtx, sentAt, err); down != nil {
 			r.instanceDown(c, down)
 		}
 		r.queue.pushFront(h)
 	case greenapi.ClassUnusable:
 		r.instanceDown(c, unusableError(c.id, err))
 		r.queue.pushFront(h)
+		if r.cfg.Budget != nil && statusOf(err) == 466 {
+			// Recorded, so later runs today skip the instance without a call.
+			ctx, cancel := context.WithTimeout(r.dbCtx, r.cfg.DatabaseTimeout)
+			if err := r.cfg.Budget.QuotaSpent(ctx, c.id, r.cfg.Day); err != nil {
+				r.log.Warn().Str("instance", c.id).Err(err).Msg("recording the spent quota failed")
+			}
+			cancel()
+		}
 	case greenapi.ClassAvatarTimeout:
 		r.failInvalid(c.answered()...)
 		r.reschedule(h, err)
@@ -686,17 +725,35 @@ func (r *Runner) heldTotal() int {
 
 // instanceDown takes an instance out of the run; with none left the run stops. Its suspects are
 // their rows' own failures: the instance answered them.
-func (r *Runner) instanceDown(c *controller, err error) {
+func (r *Runner) instanceDown(c *controller, err error) { r.leave(c, err, false) }
+
+// setAside takes out an instance that spent its daily cap (errCapped: logged at info, the run's
+// own limit), or whose budget says it cannot work today (an error).
+func (r *Runner) setAside(c *controller, err error) { r.leave(c, err, errors.Is(err, errCapped)) }
+
+// leave takes an instance out of the run, once. With none left the run stops: normally when at
+// least one spent its daily cap, else with ErrNoInstance.
+func (r *Runner) leave(c *controller, err error, capped bool) {
 	if !c.fail(err) {
 		return
 	}
-	r.log.Error().Str("instance", c.id).Err(err).Msg("instance taken out of the run")
+	if capped {
+		r.log.Info().Str("instance", c.id).Err(err).Msg("instance set aside for the rest of the day")
+	} else {
+		r.log.Error().Str("instance", c.id).Err(err).Msg("instance taken out of the run")
+	}
 	r.failInvalid(c.takeSuspects()...)
 	r.mu.Lock()
 	r.live--
-	last := r.live == 0
+	if capped {
+		r.capped++
+	}
+	last, anyCapped := r.live == 0, r.capped > 0
 	r.mu.Unlock()
-	if last {
+	switch {
+	case last && anyCapped:
+		r.cancelStop(errDailyCap)
+	case last:
 		r.cancelStop(fmt.Errorf("%w: %w", ErrNoInstance, err))
 	}
 	r.wakeClaimer()
@@ -730,6 +787,15 @@ func reasonOf(err error) string {
 		return "network error: " + ae.Err.Error()
 	}
 	return ae.Class.String()
+}
+
+// statusOf is the HTTP status of a failed call, or 0.
+func statusOf(err error) int {
+	var ae *greenapi.Error
+	if errors.As(err, &ae) {
+		return ae.Status
+	}
+	return 0
 }
 
 // retryAfter is the server's Retry-After, or 0.

@@ -11,6 +11,10 @@
 //	{{table}}        the table, quoted and maybe schema-qualified: "crm"."contacts"
 //	{{name:SUFFIX}}  an index name derived from the bare table name: "contacts_SUFFIX"
 //	                 (unqualified: PostgreSQL puts an index in its table's schema)
+//	{{shared:NAME}}  a table every contacts table of the schema shares: "crm"."NAME" for
+//	                 crm.contacts, "NAME" (the search_path's first schema) for contacts; such a
+//	                 file must be idempotent (CREATE ... IF NOT EXISTS), since each contacts
+//	                 table of the schema runs it
 //
 // Any other {{...}} is an error, so a typo fails the migration instead of reaching PostgreSQL.
 package migrations

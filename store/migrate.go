@@ -83,11 +83,7 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool, table string) (applied []s
 		return nil, fmt.Errorf("migrate: load files: %w", err)
 	}
 
-	tracking := pgx.Identifier{migrationsTable}
-	if len(id) == 2 {
-		tracking = pgx.Identifier{id[0], migrationsTable}
-	}
-	trackingSQL := tracking.Sanitize()
+	trackingSQL := sharedIdentifier(id, migrationsTable).Sanitize()
 	q := migrateQueries{
 		create:  fmt.Sprintf(sqlMigrationsCreate, trackingSQL),
 		applied: fmt.Sprintf(sqlMigrationsApplied, trackingSQL),
@@ -189,6 +185,16 @@ func loadMigrations(fsys fs.FS) ([]migration, error) {
 	return out, nil
 }
 
+// sharedIdentifier names a table every contacts table of a schema shares (the migrations record,
+// the instances' budget): in the contacts table's schema when its name is qualified, else
+// unqualified (the search_path's first schema).
+func sharedIdentifier(id pgx.Identifier, name string) pgx.Identifier {
+	if len(id) == 2 {
+		return pgx.Identifier{id[0], name}
+	}
+	return pgx.Identifier{name}
+}
+
 // placeholder matches {{anything}} so unknown placeholders can be reported.
 var placeholder = regexp.MustCompile(`\{\{([^{}]*)\}\}`)
 
@@ -203,13 +209,15 @@ func renderMigration(sql string, id pgx.Identifier) (string, error) {
 			return id.Sanitize()
 		case strings.HasPrefix(inner, "name:") && len(inner) > len("name:"):
 			return pgx.Identifier{indexName(id, strings.TrimPrefix(inner, "name:"))}.Sanitize()
+		case strings.HasPrefix(inner, "shared:") && len(inner) > len("shared:"):
+			return sharedIdentifier(id, strings.TrimPrefix(inner, "shared:")).Sanitize()
 		default:
 			bad = append(bad, m)
 			return m
 		}
 	})
 	if len(bad) > 0 {
-		return "", fmt.Errorf("unknown placeholders %v: use {{table}} or {{name:SUFFIX}}", bad)
+		return "", fmt.Errorf("unknown placeholders %v: use {{table}}, {{name:SUFFIX}} or {{shared:NAME}}", bad)
 	}
 	return out, nil
 }

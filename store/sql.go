@@ -131,12 +131,14 @@ SELECT nullif(u.phone_number, ''), nullif(u.chat_id, ''), coalesce($1::timestamp
 FROM unnest($2::text[], $3::text[]) AS u(phone_number, chat_id)
 ON CONFLICT DO NOTHING`
 
-// sqlCheck reads no row but names every column enrich uses, so a missing table or a table from an
-// older migration fails it with 42P01 or 42703.
+// sqlCheck reads no row but names every column enrich uses, of the contacts table and of the
+// instances' budget, so a missing table or one from an older migration fails it with 42P01 or
+// 42703.
 const sqlCheck = `
-SELECT id, phone_number, chat_id, status, exists_whatsapp, avatar_available, url_avatar, reason,
-       attempts, next_attempt_at, checked_at, locked_by, locked_until, lease_token, created_at, updated_at
-FROM %[1]s
+SELECT t.id, t.phone_number, t.chat_id, t.status, t.exists_whatsapp, t.avatar_available, t.url_avatar, t.reason,
+       t.attempts, t.next_attempt_at, t.checked_at, t.locked_by, t.locked_until, t.lease_token, t.created_at,
+       t.updated_at, b.instance_id, b.tat, b.rate, b.cut_at, b.raised_at, b.not_before, b.day, b.used, b.quota_day
+FROM %[1]s AS t, (SELECT * FROM %[2]s LIMIT 0) AS b
 LIMIT 0`
 
 // sqlDue counts claimable rows; it reads the due prefix of the partial index only.
@@ -175,3 +177,76 @@ SELECT
     min(t.next_attempt_at) FILTER (WHERE t.status = 'pending' AND t.next_attempt_at <= c.now
                        AND (t.locked_until IS NULL OR t.locked_until <= c.now))
 FROM %[1]s AS t, c`
+
+// The budget statements run against %[2]s, the instances' shared budget table (one per schema;
+// see migrations/0003_instances.sql). $1 is the clock, $2 the instance, as elsewhere.
+
+// sqlBudgetInsert makes an instance's row on its first use, its schedule starting now.
+const sqlBudgetInsert = `
+INSERT INTO %[2]s (instance_id, rate, tat, cut_at, raised_at, not_before)
+VALUES ($2, $3, coalesce($1::timestamptz, now()), 'epoch', 'epoch', 'epoch')
+ON CONFLICT (instance_id) DO NOTHING`
+
+// sqlReserve hands out a block of $4 slots under the row lock: the rate first climbs back
+// toward $3 (by $11 of it every $12 µs, once $10 µs have passed since the last cut), then the
+// block starts at the next free slot (never in the past, never before a Retry-After pause ends)
+// and moves it on by the block's length. A daily cap ($6 > 0) grants at most what is left of
+// the day ($7 time zone, $8 µs into the day); $5 unsent slots of the caller's last block are
+// given back to the day's count first. A day on which the instance answered 466 grants none.
+const sqlReserve = `
+WITH c AS (
+    SELECT coalesce($1::timestamptz, now()) AS now,
+           ((coalesce($1::timestamptz, now()) AT TIME ZONE $7::text) - $8::bigint * interval '1 microsecond')::date AS today
+), cur AS (
+    SELECT b.instance_id, b.tat, b.not_before, b.quota_day, c.now, c.today,
+           CASE WHEN b.rate >= $3::float8 THEN $3::float8
+                WHEN c.now - b.cut_at < $10::bigint * interval '1 microsecond' THEN b.rate
+                ELSE least($3::float8, b.rate + $3::float8 * $11::float8 * floor(
+                     extract(epoch FROM c.now - greatest(b.raised_at, b.cut_at + $10::bigint * interval '1 microsecond'))
+                     * 1e6 / $12::bigint))
+           END AS rate,
+           CASE WHEN b.day = c.today THEN b.used - least($5::bigint, b.used) ELSE 0 END AS used0,
+           b.raised_at
+    FROM %[2]s AS b, c
+    WHERE b.instance_id = $2
+    FOR UPDATE OF b
+), g AS (
+    SELECT cur.*,
+           ceil(1e6 * (1 + $9::float8) / cur.rate)::bigint AS iv_us,
+           greatest(cur.tat, cur.now, cur.not_before) AS start,
+           CASE WHEN cur.quota_day = cur.today THEN 0
+                WHEN $6::bigint > 0 THEN greatest(0, least($4::bigint, $6::bigint - cur.used0))
+                ELSE $4::bigint
+           END::int AS granted
+    FROM cur
+)
+UPDATE %[2]s AS b
+SET rate       = g.rate,
+    raised_at  = CASE WHEN g.rate > b.rate THEN g.now ELSE b.raised_at END,
+    tat        = g.start + g.granted * g.iv_us * interval '1 microsecond',
+    day        = g.today,
+    used       = g.used0 + g.granted,
+    updated_at = g.now
+FROM g
+WHERE b.instance_id = g.instance_id
+RETURNING g.start, g.now, g.iv_us, g.granted, g.rate, g.used0 + g.granted, g.quota_day IS NOT DISTINCT FROM g.today`
+
+// sqlThrottled cuts the instance's rate to $5 of it (not below $4) for a 429 to a request sent at
+// $3 (the database's clock), unless the rate was already cut after that request left: one cut per
+// round of requests at the old rate. A Retry-After ($6 µs, 0 when none) pauses the instance.
+const sqlThrottled = `
+UPDATE %[2]s AS b
+SET rate       = CASE WHEN b.cut_at <= $3::timestamptz THEN greatest($4::float8, b.rate * $5::float8) ELSE b.rate END,
+    raised_at  = CASE WHEN b.cut_at <= $3::timestamptz THEN coalesce($1::timestamptz, now()) ELSE b.raised_at END,
+    cut_at     = CASE WHEN b.cut_at <= $3::timestamptz THEN coalesce($1::timestamptz, now()) ELSE b.cut_at END,
+    not_before = greatest(b.not_before, coalesce($1::timestamptz, now()) + $6::bigint * interval '1 microsecond'),
+    updated_at = coalesce($1::timestamptz, now())
+WHERE b.instance_id = $2`
+
+// sqlQuotaSpent records the day ($3 time zone, $4 µs into the day) on which the instance answered
+// 466.
+const sqlQuotaSpent = `
+UPDATE %[2]s AS b
+SET quota_day  = ((coalesce($1::timestamptz, now()) AT TIME ZONE $3::text) - $4::bigint * interval '1 microsecond')::date,
+    updated_at = coalesce($1::timestamptz, now())
+WHERE b.instance_id = $2`

@@ -32,6 +32,9 @@ const (
 	StatusFailed = "failed"
 )
 
+// budgetTable is the instances' shared budget, beside the contacts table (migrations/0003).
+const budgetTable = "enrich_instances"
+
 // ChunkSize is how many rows one statement of Enqueue or Write carries at most, so a huge input
 // becomes several statements of bounded size (memory on both sides, statement time) instead of
 // one unbounded one.
@@ -67,6 +70,7 @@ type queries struct {
 	claim, renew, complete, reschedule, fail, release string
 	enqueue, due, check                               string
 	statusCounts, statusReasons, statusQueue          string
+	budgetInsert, reserve, throttled, quotaSpent      string
 }
 
 // New returns a Store for cfg.Table on pool, validating the table name so that a bad
@@ -82,8 +86,8 @@ func New(pool *pgxpool.Pool, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := id.Sanitize()
-	f := func(q string) string { return fmt.Sprintf(q, t) }
+	t, budget := id.Sanitize(), sharedIdentifier(id, budgetTable).Sanitize()
+	f := func(q string) string { return fmt.Sprintf(q, t, budget) }
 	return &Store{
 		pool:  pool,
 		table: id,
@@ -101,6 +105,10 @@ func New(pool *pgxpool.Pool, cfg Config) (*Store, error) {
 			statusCounts:  f(sqlStatusCounts),
 			statusReasons: f(sqlStatusReasons),
 			statusQueue:   f(sqlStatusQueue),
+			budgetInsert:  f(sqlBudgetInsert),
+			reserve:       f(sqlReserve),
+			throttled:     f(sqlThrottled),
+			quotaSpent:    f(sqlQuotaSpent),
 		},
 	}, nil
 }

@@ -257,11 +257,15 @@ func (a *app) runOnce(ctx context.Context, st *store.Store) (enrich.Summary, err
 		if err != nil {
 			return enrich.Summary{}, configErrorf("greenapi.instance %s: %v", in.ID, err)
 		}
-		instances = append(instances, enrich.Instance{API: cl, RPS: *in.RPS})
+		instances = append(instances, enrich.Instance{API: cl, RPS: *in.RPS, MaxPerDay: in.MaxPerDay})
 	}
 	inRun := c.Retry.InRun
 	if inRun == 0 {
 		inRun = -1 // the engine reads 0 as "default"; the file's 0 means none
+	}
+	day, err := c.day()
+	if err != nil {
+		return enrich.Summary{}, err
 	}
 	owner := runID()
 	r, err := enrich.NewRunner(st, enrich.Config{
@@ -272,6 +276,7 @@ func (a *app) runOnce(ctx context.Context, st *store.Store) (enrich.Summary, err
 		Retry:      enrich.Backoff{Base: c.Retry.Base.Duration, Max: c.Retry.Max.Duration},
 		RetryInRun: inRun,
 		RetryFor:   c.Database.RetryFor.Duration, DatabaseTimeout: c.Database.Timeout.Duration,
+		Budget: st, Day: day,
 		Logger: &a.log,
 	})
 	if err != nil {

@@ -46,10 +46,14 @@ type DatabaseConfig struct {
 
 // GreenAPIConfig is [greenapi].
 type GreenAPIConfig struct {
-	APIURL    string           `toml:"api_url"`
-	RequestBy string           `toml:"request_by"`
-	Timeout   Duration         `toml:"timeout"`
-	Instances []InstanceConfig `toml:"instance"`
+	APIURL    string   `toml:"api_url"`
+	RequestBy string   `toml:"request_by"`
+	Timeout   Duration `toml:"timeout"`
+	// DayStartsAt ("HH:MM") and TimeZone (IANA) say when an instance's day turns, for
+	// max_per_day.
+	DayStartsAt string           `toml:"day_starts_at"`
+	TimeZone    string           `toml:"time_zone"`
+	Instances   []InstanceConfig `toml:"instance"`
 }
 
 // InstanceConfig is one [[greenapi.instance]].
@@ -58,6 +62,8 @@ type InstanceConfig struct {
 	Token     string   `toml:"token"`
 	TokenFile string   `toml:"token_file"`
 	RPS       *float64 `toml:"rps"`
+	// MaxPerDay caps the instance's requests per day across runs and processes; 0: none.
+	MaxPerDay int64 `toml:"max_per_day"`
 }
 
 // RunConfig is [run].
@@ -130,9 +136,11 @@ func defaultConfig() Config {
 		Database: DatabaseConfig{URL: DatabaseURLDefault, Table: store.TableDefault,
 			RetryFor: Duration{enrich.RetryForDefault}, Timeout: Duration{enrich.DatabaseTimeoutDefault}},
 		GreenAPI: GreenAPIConfig{
-			APIURL:    APIURLDefault,
-			RequestBy: string(greenapi.RequestByChatID),
-			Timeout:   Duration{TimeoutDefault},
+			APIURL:      APIURLDefault,
+			RequestBy:   string(greenapi.RequestByChatID),
+			Timeout:     Duration{TimeoutDefault},
+			DayStartsAt: "00:00",
+			TimeZone:    "UTC",
 		},
 		Run: RunConfig{
 			Workers:         enrich.WorkersDefault,
@@ -344,6 +352,9 @@ func (c *Config) validate(needAPI bool) error {
 		return configErrorf("greenapi.request_by is %q: use %q or %q", c.GreenAPI.RequestBy,
 			greenapi.RequestByChatID, greenapi.RequestByPhoneNumber)
 	}
+	if _, err := c.day(); err != nil {
+		return err
+	}
 	if len(c.GreenAPI.Instances) == 0 {
 		return configErrorf("no Green API instance: add a [[greenapi.instance]] with id and token (or token_file), " +
 			"or set GREENAPI_ID_INSTANCE and GREENAPI_API_TOKEN_INSTANCE")
@@ -366,6 +377,9 @@ func (c *Config) validate(needAPI bool) error {
 		}
 		if rps := *in.RPS; math.IsNaN(rps) || math.IsInf(rps, 0) || rps <= 0 {
 			return configErrorf("%s.rps is %g: it must be a finite number greater than 0 (Green API allows 10)", key, rps)
+		}
+		if in.MaxPerDay < 0 {
+			return configErrorf("%s.max_per_day is %d: it must not be negative (0 means no cap)", key, in.MaxPerDay)
 		}
 		switch {
 		case in.Token != "" && in.TokenFile != "":
@@ -402,4 +416,19 @@ func (c *Config) validate(needAPI bool) error {
 		return configErrorf("greenapi.api_url: %s", msg)
 	}
 	return nil
+}
+
+// day is when an instance's day turns, for max_per_day: greenapi.day_starts_at ("HH:MM") in
+// greenapi.time_zone (an IANA name, which PostgreSQL, where the days are counted, knows too).
+func (c *Config) day() (store.DayStart, error) {
+	var h, m int
+	at := c.GreenAPI.DayStartsAt
+	if n, err := fmt.Sscanf(at, "%d:%d", &h, &m); err != nil || n != 2 || len(at) != 5 || h > 23 || m > 59 || h < 0 || m < 0 {
+		return store.DayStart{}, configErrorf("greenapi.day_starts_at is %q: write the time a day starts as HH:MM, e.g. \"00:00\" or \"04:30\"", at)
+	}
+	zone := c.GreenAPI.TimeZone
+	if _, err := time.LoadLocation(zone); err != nil || zone == "" || zone == "Local" {
+		return store.DayStart{}, configErrorf("greenapi.time_zone is %q: use an IANA time zone name such as \"UTC\" or \"Europe/Moscow\"", zone)
+	}
+	return store.DayStart{Zone: zone, Offset: time.Duration(h)*time.Hour + time.Duration(m)*time.Minute}, nil
 }

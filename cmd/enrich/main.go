@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"sync/atomic"
 	"syscall"
+	_ "time/tzdata" // greenapi.time_zone works in a static binary on a host without zoneinfo
 
 	"github.com/enrich-dev/enrich/enrich"
 	"github.com/jackc/pgx/v5/pgconn"

@@ -1,0 +1,128 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// BudgetPolicy is how an instance's shared rate adapts: the same numbers for every process, so
+// they are passed with each statement rather than stored.
+type BudgetPolicy struct {
+	// Headroom widens every slot by this share: requests arrive with jitter, and a server that
+	// enforces a minimum gap rejects one that arrives early.
+	Headroom float64
+	// Cut is the multiplicative decrease on a 429; Floor the lowest rate, as a share of MaxRPS.
+	Cut, Floor float64
+	// Quiet is how long after a cut the rate starts to climb back, by Step of MaxRPS every
+	// StepEvery.
+	Quiet     time.Duration
+	Step      float64
+	StepEvery time.Duration
+}
+
+// DayStart says when an instance's day begins, for its daily cap: at Offset into the day in the
+// IANA time zone Zone ("UTC", "Europe/Moscow").
+type DayStart struct {
+	Zone   string
+	Offset time.Duration
+}
+
+// BudgetRequest asks for a block of an instance's send slots.
+type BudgetRequest struct {
+	// Instance is the idInstance.
+	Instance string
+	// MaxRPS is the configured rate: the ceiling the shared rate climbs back to.
+	MaxRPS float64
+	// Want is how many slots to reserve; 0 reserves none and only reads the instance's day.
+	Want int
+	// Refund is how many slots of the caller's previous block went unsent: they are given back
+	// to today's count (never to the schedule: their time has passed).
+	Refund int
+	// PerDay caps the slots handed out on one day; 0 means no cap.
+	PerDay int64
+	// Day says when the day turns.
+	Day DayStart
+}
+
+// Grant is a block of send slots: Slots of them, the first at Start, then one every Interval.
+// Times are the database's clock; Now is that clock when the grant was made, so a caller can
+// place the slots on its own clock (never earlier than they are).
+type Grant struct {
+	Start, Now time.Time
+	Interval   time.Duration
+	Slots      int
+	// Rate is the instance's shared rate now, requests per second.
+	Rate float64
+	// Used is how many slots the instance was handed today, this block included.
+	Used int64
+	// QuotaSpent says the instance answered 466 (its plan's quota is spent) earlier today.
+	QuotaSpent bool
+}
+
+// maxGrant bounds one block, so a huge configured rate cannot make one statement hand out
+// millions of slots.
+const maxGrant = 10_000
+
+// Reserve hands out the next req.Want slots of an instance's schedule, shared by every process
+// that spends the instance: one UPDATE moves the instance's next free slot (tat) past the block,
+// so together the processes never exceed the rate, however many there are. The rate is the
+// instance's, adapted by every process's 429s (Throttled), and climbs back to req.MaxRPS after a
+// quiet period. With a daily cap, fewer slots (or none) are granted once the day's are spent.
+func (s *Store) Reserve(ctx context.Context, req BudgetRequest, p BudgetPolicy) (Grant, error) {
+	if req.Instance == "" || !(req.MaxRPS > 0) || req.Want < 0 || req.Refund < 0 || req.PerDay < 0 {
+		return Grant{}, fmt.Errorf("reserve slots: bad request %+v", req)
+	}
+	zone := req.Day.Zone
+	if zone == "" {
+		zone = "UTC"
+	}
+	want := min(req.Want, maxGrant)
+	args := []any{s.clock(), req.Instance, req.MaxRPS, want, req.Refund, req.PerDay, zone, req.Day.Offset.Microseconds(),
+		p.Headroom, p.Quiet.Microseconds(), p.Step, p.StepEvery.Microseconds()}
+	for attempt := 0; ; attempt++ {
+		var g Grant
+		var intervalUS int64
+		err := s.pool.QueryRow(ctx, s.q.reserve, args...).
+			Scan(&g.Start, &g.Now, &intervalUS, &g.Slots, &g.Rate, &g.Used, &g.QuotaSpent)
+		if errors.Is(err, pgx.ErrNoRows) && attempt == 0 {
+			// The instance's first use: make its row, then reserve.
+			if _, err := s.pool.Exec(ctx, s.q.budgetInsert, s.clock(), req.Instance, req.MaxRPS); err != nil {
+				return Grant{}, fmt.Errorf("reserve slots of %s: %w", req.Instance, err)
+			}
+			continue
+		}
+		if err != nil {
+			return Grant{}, fmt.Errorf("reserve slots of %s: %w", req.Instance, err)
+		}
+		g.Interval = time.Duration(intervalUS) * time.Microsecond
+		return g, nil
+	}
+}
+
+// Throttled records a 429 for a request the instance got at sent (the database's clock): the
+// instance's rate is cut for every process, once per round of requests sent at the old rate,
+// and a Retry-After (when not 0) pauses the instance for everyone.
+func (s *Store) Throttled(ctx context.Context, instance string, sent time.Time, maxRPS float64, retryAfter time.Duration, p BudgetPolicy) error {
+	_, err := s.pool.Exec(ctx, s.q.throttled, s.clock(), instance, sent, maxRPS*p.Floor, p.Cut, retryAfter.Microseconds())
+	if err != nil {
+		return fmt.Errorf("record a 429 of %s: %w", instance, err)
+	}
+	return nil
+}
+
+// QuotaSpent records that the instance answered 466 today (in day's terms), so that later runs
+// that day skip it without a call.
+func (s *Store) QuotaSpent(ctx context.Context, instance string, day DayStart) error {
+	zone := day.Zone
+	if zone == "" {
+		zone = "UTC"
+	}
+	if _, err := s.pool.Exec(ctx, s.q.quotaSpent, s.clock(), instance, zone, day.Offset.Microseconds()); err != nil {
+		return fmt.Errorf("record the spent quota of %s: %w", instance, err)
+	}
+	return nil
+}
