@@ -21,22 +21,40 @@ type Budget interface {
 	Throttled(ctx context.Context, instance string, sent time.Time, maxRPS float64, retryAfter time.Duration, p store.BudgetPolicy) error
 	// QuotaSpent records that the instance answered 466 today.
 	QuotaSpent(ctx context.Context, instance string, day store.DayStart) error
+	// ReserveState hands out the instance's next GetStateInstance slot.
+	ReserveState(ctx context.Context, instance string, maxRPS float64, p store.BudgetPolicy) (slot, now time.Time, err error)
 }
 
 // policy is the pacing policy of pacer.go, for the shared budget.
 var policy = store.BudgetPolicy{Headroom: paceHeadroom, Cut: rateCut, Floor: rateFloorShare, Quiet: rateQuiet,
-	Step: rateStep, StepEvery: rateStepEvery}
+	Step: rateStep, StepEvery: rateStepEvery, Guard: blockGuard}
 
-// blockFor is how much of the rate one reservation takes: one round trip a second per instance
-// and process, and a process killed with -9 wastes no more than that.
-const blockFor = time.Second
+const (
+	// blockFor is how much of the rate one reservation takes: one round trip a second per
+	// instance and process, and a process killed with -9 wastes no more than that.
+	blockFor = time.Second
+	// blockGuard is the gap the budget leaves between two runs' blocks: half of it is how late a
+	// run may send the last slot of its block, the other half covers the runs' different
+	// estimates of the database's clock, so a late request never arrives within a slot of the
+	// next run's first.
+	blockGuard = 10 * time.Millisecond
+	// catchUp is the share of the headroom a run may give up between two of its own requests to
+	// make up for a late one, so lateness does not pile up to the end of a block.
+	catchUp = 2.0 / 3
+	// aliveFresh is how recent another run's answer must be for a run to start on the instance
+	// without its own state check.
+	aliveFresh = time.Minute
+)
 
 // shared paces one instance from blocks of its shared schedule. Within a block it keeps the
-// local rules (at least one slot apart, measured on actual sends); a slot that cannot be met
-// within half a slot is skipped, never sent late into the next one's time, which may be another
-// process's. It is not safe for concurrent use (the controller guards it).
+// local rules (requests at least 1/rps plus a third of the headroom apart, measured on actual
+// sends, so a late one is made up over the next few); a slot that cannot be met within half a
+// slot (the block's last: half the guard) is skipped, never sent late into the next one's time,
+// which may be another process's. It is not safe for concurrent use (the controller guards it).
 type shared struct {
-	max float64
+	// owner is this run, so the budget knows whose block came last.
+	owner string
+	max   float64
 	// rate is the instance's shared rate as of the last grant.
 	rate float64
 	// last is when this process last sent to the instance.
@@ -51,9 +69,13 @@ type shared struct {
 	offset time.Duration
 	// unsent counts the slots given up since the last reservation, to give back to the day.
 	unsent int
+	// used is the day's count as of the last grant; answered says a real answer came since the
+	// last reservation.
+	used     int64
+	answered bool
 }
 
-func newShared(rps float64) *shared { return &shared{max: rps, rate: rps} }
+func newShared(owner string, rps float64) *shared { return &shared{owner: owner, max: rps, rate: rps} }
 
 // nextSlot is the earliest time the next request may leave, as of now, or false when the block
 // is spent and another must be reserved.
@@ -62,15 +84,25 @@ func (s *shared) nextSlot(now time.Time) (time.Time, bool) {
 		slot := s.start.Add(time.Duration(s.next) * s.iv)
 		at := slot
 		if !s.last.IsZero() {
-			at = later(slot, s.last.Add(s.iv))
+			at = later(slot, s.last.Add(s.minGap()))
 		}
-		if at.Sub(slot) <= s.iv/2 && now.Sub(slot) <= s.iv/2 {
+		late := s.iv / 2
+		if s.next == s.n-1 {
+			late = blockGuard / 2 // the next slot may be another run's
+		}
+		if at.Sub(slot) <= late && now.Sub(slot) <= late {
 			return later(at, now), true
 		}
 		s.next++
 		s.unsent++
 	}
 	return time.Time{}, false
+}
+
+// minGap is the least time between two of this run's requests: the slot less catchUp of its
+// headroom.
+func (s *shared) minGap() time.Duration {
+	return time.Duration(float64(s.iv) * (1 + paceHeadroom*(1-catchUp)) / (1 + paceHeadroom))
 }
 
 // sent records a request leaving at now and returns that time on the budget's clock.
@@ -90,7 +122,19 @@ func (s *shared) drop() {
 // back.
 func (s *shared) request(id string, perDay int64, day store.DayStart) store.BudgetRequest {
 	want := int(math.Ceil(s.rate * blockFor.Seconds()))
-	return store.BudgetRequest{Instance: id, MaxRPS: s.max, Want: max(1, want), Refund: s.unsent, PerDay: perDay, Day: day}
+	req := store.BudgetRequest{Instance: id, Owner: s.owner, Answered: s.answered, MaxRPS: s.max, Want: max(1, want),
+		Refund: s.unsent, PerDay: perDay, Day: day}
+	s.answered = false
+	return req
+}
+
+// room is how many more requests the day's cap allows this run: what is left of the day, the
+// rest of the block in hand, and the slots to be given back. -1: no cap.
+func (s *shared) room(perDay int64) int64 {
+	if perDay == 0 {
+		return -1
+	}
+	return max(0, perDay-s.used) + int64(s.n-s.next+s.unsent)
 }
 
 // refill takes a new block, granted as of the budget's g.Now and received at received, for a
@@ -101,6 +145,7 @@ func (s *shared) refill(g store.Grant, received time.Time, refunded int) {
 	s.iv, s.n, s.next = g.Interval, g.Slots, 0
 	s.rate = g.Rate
 	s.unsent -= refunded
+	s.used = g.Used
 }
 
 // errCapped says an instance reached its daily cap: it is set aside, not failed.
@@ -116,10 +161,18 @@ func (c *controller) reserve(ctx context.Context) error {
 		c.mu.Lock()
 		req := c.shared.request(c.id, c.perDay, cfg.Day)
 		c.mu.Unlock()
-		dctx, cancel := context.WithTimeout(ctx, cfg.DatabaseTimeout)
+		// Not on ctx: a stop must not cut the statement half-way, or slots it took would be
+		// counted against the day and never given back.
+		dctx, cancel := context.WithTimeout(c.r.dbCtx, cfg.DatabaseTimeout)
 		g, err := cfg.Budget.Reserve(dctx, req, policy)
 		received := cfg.Now()
 		cancel()
+		if err == nil {
+			c.budgetRetry.ok(received)
+			c.mu.Lock()
+			c.shared.refill(g, received, req.Refund)
+			c.mu.Unlock()
+		}
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -139,10 +192,6 @@ func (c *controller) reserve(ctx context.Context) error {
 			}
 			continue
 		}
-		c.budgetRetry.ok(received)
-		c.mu.Lock()
-		c.shared.refill(g, received, req.Refund)
-		c.mu.Unlock()
 		if g.Slots == 0 {
 			return c.spentError(g)
 		}
@@ -159,4 +208,17 @@ func (c *controller) spentError(g store.Grant) error {
 	}
 	return fmt.Errorf("instance %s has spent its daily cap (max_per_day %d, %d requests today): %w; "+
 		"it is set aside until the day turns", c.id, c.perDay, g.Used, errCapped)
+}
+
+// stateSlot waits for the instance's next GetStateInstance slot, shared by every run: one state
+// check a second, whoever asks.
+func (c *controller) stateSlot(ctx context.Context) error {
+	dctx, cancel := context.WithTimeout(ctx, c.r.cfg.DatabaseTimeout)
+	slot, now, err := c.r.cfg.Budget.ReserveState(dctx, c.id, c.shared.max, policy)
+	received := c.r.cfg.Now()
+	cancel()
+	if err != nil {
+		return err
+	}
+	return c.r.cfg.Sleep(ctx, slot.Sub(now)-c.r.cfg.Now().Sub(received))
 }

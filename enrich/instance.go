@@ -17,6 +17,8 @@ var (
 	// errInstanceDown is what a worker gets from its instance once the instance is out of the
 	// run; the worker then gives its row back untouched.
 	errInstanceDown = errors.New("instance out of the run")
+	// errNoRows tells a worker that nothing is left for any worker.
+	errNoRows = errors.New("no row left")
 	// errPaused tells a worker that took a row that its instance stopped sending meanwhile: the
 	// row goes back to the queue, for another instance.
 	errPaused = errors.New("instance paused")
@@ -128,7 +130,7 @@ func newController(r *Runner, inst Instance) *controller {
 		failing:    make(map[int64]struct{}),
 	}
 	if r.cfg.Budget != nil {
-		c.shared = newShared(inst.RPS)
+		c.shared = newShared(r.cfg.Owner, inst.RPS)
 	}
 	return c
 }
@@ -139,14 +141,15 @@ func (c *controller) changedLocked() {
 	c.changed = make(chan struct{})
 }
 
-// running reports whether the instance can send now, and its current rate.
-func (c *controller) running() (bool, float64) {
+// running reports whether the instance can send now, its current rate, and how many more
+// requests its daily cap allows this run (-1: no cap).
+func (c *controller) running() (bool, float64, int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.shared != nil {
-		return c.state == running, c.shared.rate
+		return c.state == running, c.shared.rate, c.shared.room(c.perDay)
 	}
-	return c.state == running, c.pace.rate()
+	return c.state == running, c.pace.rate(), -1
 }
 
 // acquire takes the instance's turn and waits for its next send slot, through any pause. It
@@ -215,6 +218,10 @@ func (c *controller) waitSlot(ctx context.Context) error {
 			at = next
 		} else {
 			c.mu.Unlock()
+			// Reserve only for a row to call: an idle run must not take slots from the others.
+			if !c.r.queue.waitRows(ctx) {
+				return errNoRows
+			}
 			if err := c.reserve(ctx); err != nil {
 				switch {
 				case ctx.Err() != nil:
@@ -292,6 +299,9 @@ func (c *controller) answered() []suspect {
 // aliveLocked records that the instance works, now. c.mu must be held.
 func (c *controller) aliveLocked() {
 	c.alive = c.r.cfg.Now()
+	if c.shared != nil {
+		c.shared.answered = true
+	}
 	if c.state == running {
 		c.since, c.kind, c.lastCause = time.Time{}, 0, nil
 		clear(c.failing)
@@ -462,9 +472,14 @@ func (c *controller) timeoutErrorLocked() error {
 	return errors.New(what)
 }
 
-// state asks GetStateInstance within the instance's 1 request per second.
+// getState asks GetStateInstance within the instance's 1 request per second: this run's own, or
+// with a Budget every run's together.
 func (c *controller) getState(ctx context.Context) (string, error) {
-	if err := c.stateLimit.Wait(ctx); err != nil {
+	if c.shared != nil {
+		if err := c.stateSlot(ctx); err != nil {
+			return "", err
+		}
+	} else if err := c.stateLimit.Wait(ctx); err != nil {
 		return "", err
 	}
 	state, err := c.api.GetStateInstance(ctx)
@@ -487,6 +502,16 @@ func (c *controller) preflight(ctx context.Context) {
 		case g.QuotaSpent || c.perDay > 0 && g.Used >= c.perDay:
 			c.r.setAside(c, c.spentError(g))
 			return
+		case g.Now.Sub(g.AnsweredAt) < aliveFresh:
+			// Another run had a real answer a moment ago: no state check needed.
+			c.mu.Lock()
+			c.shared.used = g.Used
+			c.mu.Unlock()
+			return
+		default:
+			c.mu.Lock()
+			c.shared.used = g.Used
+			c.mu.Unlock()
 		}
 	}
 	state, err := c.getState(ctx)

@@ -139,6 +139,26 @@ func (q *queue) take(ctx context.Context, abort <-chan struct{}, callable func(*
 	}
 }
 
+// waitRows waits until a row waits in the queue, reporting false when nothing is left or ctx
+// ends first.
+func (q *queue) waitRows(ctx context.Context) bool {
+	for {
+		q.mu.Lock()
+		n, wake := len(q.rows), q.wake
+		q.mu.Unlock()
+		if n > 0 {
+			return true
+		}
+		select {
+		case <-wake:
+		case <-q.finished:
+			return false
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
 // done says a taken row left the worker's hands: resolved, or pushed back.
 func (q *queue) done() {
 	q.mu.Lock()

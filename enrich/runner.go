@@ -350,22 +350,29 @@ func (r *Runner) cutCallsAfterGrace(cancelCalls context.CancelFunc) {
 }
 
 // claimLimit is how many rows the run may hold at once: what its running instances can start
-// within half a lease at their current rates, at least one, and never more than two batches
-// ahead of every worker. With no instance able to send it is 0: rows would only wait.
+// within half a lease at their current rates and within what their daily caps leave, at least
+// one, and never more than two batches ahead of every worker. With no instance able to send it
+// is 0: rows would only wait.
 func (r *Runner) claimLimit() int {
-	var rps float64
-	running := 0
+	limit := 0
+	running := false
 	for _, c := range r.instances {
-		if ok, rate := c.running(); ok {
-			rps += rate
-			running++
+		ok, rate, room := c.running()
+		if !ok {
+			continue
 		}
+		running = true
+		n := int64(rate * r.cfg.Lease.Seconds() / 2)
+		if room >= 0 {
+			n = min(n, room) // no more than the daily cap lets this run send
+		}
+		limit += int(n)
 	}
-	if running == 0 {
+	if !running {
 		return 0
 	}
 	ceiling := 2*r.cfg.BatchSize + r.cfg.Workers*len(r.instances)
-	return max(1, min(int(rps*r.cfg.Lease.Seconds()/2), ceiling))
+	return max(1, min(limit, ceiling))
 }
 
 // resultsMax is how many batches of results may wait for the database before the run claims no

@@ -9,6 +9,13 @@
 -- process cuts it (cut_at), and it climbs back (raised_at) after a quiet period; a Retry-After
 -- pauses the whole instance (not_before).
 --
+-- tat_owner is the run that took the last block: a block going to another run starts a small
+-- guard after the previous one, so a request the previous run sent a little late cannot arrive
+-- too close to the next run's first. state_tat is the same schedule for GetStateInstance (1 request
+-- per second per instance, shared by every run's pre-flight check and probes); answered_at is
+-- the last time any run had a real answer from the instance, so a run starting beside a busy one
+-- needs no state check.
+--
 -- The daily cap counts slots handed out on a day (day, used), and quota_day records a day on
 -- which the instance answered 466 (its plan's quota is spent), so later runs that day skip it
 -- without a call.
@@ -17,6 +24,9 @@
 CREATE TABLE IF NOT EXISTS {{shared:enrich_instances}} (
     instance_id text PRIMARY KEY,
     tat         timestamptz NOT NULL DEFAULT now(),
+    tat_owner   text,
+    state_tat   timestamptz NOT NULL DEFAULT 'epoch',
+    answered_at timestamptz NOT NULL DEFAULT 'epoch',
     rate        double precision NOT NULL CHECK (rate > 0),
     cut_at      timestamptz NOT NULL DEFAULT '-infinity',
     raised_at   timestamptz NOT NULL DEFAULT '-infinity',

@@ -22,6 +22,8 @@ type BudgetPolicy struct {
 	Quiet     time.Duration
 	Step      float64
 	StepEvery time.Duration
+	// Guard is the gap left before a block that goes to another run than the previous block's.
+	Guard time.Duration
 }
 
 // DayStart says when an instance's day begins, for its daily cap: at Offset into the day in the
@@ -35,6 +37,12 @@ type DayStart struct {
 type BudgetRequest struct {
 	// Instance is the idInstance.
 	Instance string
+	// Owner is the run asking (its locked_by), so that a block following another run's block
+	// keeps BudgetPolicy.Guard away from it.
+	Owner string
+	// Answered says the run had a real answer from the instance since its last request: the
+	// instance is alive, and runs starting beside it need no state check.
+	Answered bool
 	// MaxRPS is the configured rate: the ceiling the shared rate climbs back to.
 	MaxRPS float64
 	// Want is how many slots to reserve; 0 reserves none and only reads the instance's day.
@@ -61,6 +69,8 @@ type Grant struct {
 	Used int64
 	// QuotaSpent says the instance answered 466 (its plan's quota is spent) earlier today.
 	QuotaSpent bool
+	// AnsweredAt is the last time any run had a real answer from the instance.
+	AnsweredAt time.Time
 }
 
 // maxGrant bounds one block, so a huge configured rate cannot make one statement hand out
@@ -82,12 +92,12 @@ func (s *Store) Reserve(ctx context.Context, req BudgetRequest, p BudgetPolicy) 
 	}
 	want := min(req.Want, maxGrant)
 	args := []any{s.clock(), req.Instance, req.MaxRPS, want, req.Refund, req.PerDay, zone, req.Day.Offset.Microseconds(),
-		p.Headroom, p.Quiet.Microseconds(), p.Step, p.StepEvery.Microseconds()}
+		p.Headroom, p.Quiet.Microseconds(), p.Step, p.StepEvery.Microseconds(), req.Owner, p.Guard.Microseconds(), req.Answered}
 	for attempt := 0; ; attempt++ {
 		var g Grant
 		var intervalUS int64
 		err := s.pool.QueryRow(ctx, s.q.reserve, args...).
-			Scan(&g.Start, &g.Now, &intervalUS, &g.Slots, &g.Rate, &g.Used, &g.QuotaSpent)
+			Scan(&g.Start, &g.Now, &intervalUS, &g.Slots, &g.Rate, &g.Used, &g.QuotaSpent, &g.AnsweredAt)
 		if errors.Is(err, pgx.ErrNoRows) && attempt == 0 {
 			// The instance's first use: make its row, then reserve.
 			if _, err := s.pool.Exec(ctx, s.q.budgetInsert, s.clock(), req.Instance, req.MaxRPS); err != nil {
@@ -100,6 +110,25 @@ func (s *Store) Reserve(ctx context.Context, req BudgetRequest, p BudgetPolicy) 
 		}
 		g.Interval = time.Duration(intervalUS) * time.Microsecond
 		return g, nil
+	}
+}
+
+// ReserveState hands out the instance's next GetStateInstance slot: one every second (with
+// Headroom), shared by every run's pre-flight check and probes, as Green API allows. It returns
+// the slot and the database's clock as it was granted.
+func (s *Store) ReserveState(ctx context.Context, instance string, maxRPS float64, p BudgetPolicy) (slot, now time.Time, err error) {
+	for attempt := 0; ; attempt++ {
+		err = s.pool.QueryRow(ctx, s.q.reserveState, s.clock(), instance, p.Headroom).Scan(&slot, &now)
+		if errors.Is(err, pgx.ErrNoRows) && attempt == 0 {
+			if _, err := s.pool.Exec(ctx, s.q.budgetInsert, s.clock(), instance, maxRPS); err != nil {
+				return slot, now, fmt.Errorf("reserve a state check of %s: %w", instance, err)
+			}
+			continue
+		}
+		if err != nil {
+			return slot, now, fmt.Errorf("reserve a state check of %s: %w", instance, err)
+		}
+		return slot, now, nil
 	}
 }
 

@@ -192,3 +192,48 @@ func TestDailyCap(t *testing.T) {
 		t.Fatalf("the day after a 466: %+v, want 10 slots", g)
 	}
 }
+
+// TestReserveGuard: a block that goes to another run starts a guard after the previous one; the
+// same run's next block follows at once.
+func TestReserveGuard(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	p := policy
+	p.Guard = 5 * time.Millisecond
+	take := func(owner string, want int) store.Grant {
+		t.Helper()
+		g, err := b.store.Reserve(b.ctx, store.BudgetRequest{Instance: "1101000001", Owner: owner, MaxRPS: 10, Want: want}, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return g
+	}
+	a1 := take("run-a", 10)
+	end := a1.Start.Add(10 * a1.Interval)
+	if a2 := take("run-a", 10); !a2.Start.Equal(end) {
+		t.Fatalf("the same run's next block starts at %v, want %v", a2.Start, end)
+	}
+	end = end.Add(10 * a1.Interval)
+	if b1 := take("run-b", 10); !b1.Start.Equal(end.Add(p.Guard)) {
+		t.Fatalf("another run's block starts at %v, want %v (the guard after the last block)", b1.Start, end.Add(p.Guard))
+	}
+}
+
+// TestReserveState: state checks of an instance are one second apart (with headroom) whoever asks.
+func TestReserveState(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	now := b.clock.Now()
+	first, _, err := b.store.ReserveState(b.ctx, "1101000001", 10, policy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, _, err := b.store.ReserveState(b.ctx, "1101000001", 10, policy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gap := time.Duration(float64(time.Second) * (1 + policy.Headroom)).Round(time.Millisecond)
+	if !first.Equal(now) || second.Sub(first) != gap {
+		t.Fatalf("state slots %v and %v, want now and %s later", first, second, gap)
+	}
+}

@@ -137,7 +137,8 @@ ON CONFLICT DO NOTHING`
 const sqlCheck = `
 SELECT t.id, t.phone_number, t.chat_id, t.status, t.exists_whatsapp, t.avatar_available, t.url_avatar, t.reason,
        t.attempts, t.next_attempt_at, t.checked_at, t.locked_by, t.locked_until, t.lease_token, t.created_at,
-       t.updated_at, b.instance_id, b.tat, b.rate, b.cut_at, b.raised_at, b.not_before, b.day, b.used, b.quota_day
+       t.updated_at, b.instance_id, b.tat, b.tat_owner, b.state_tat, b.answered_at, b.rate, b.cut_at, b.raised_at,
+       b.not_before, b.day, b.used, b.quota_day
 FROM %[1]s AS t, (SELECT * FROM %[2]s LIMIT 0) AS b
 LIMIT 0`
 
@@ -189,8 +190,9 @@ ON CONFLICT (instance_id) DO NOTHING`
 
 // sqlReserve hands out a block of $4 slots under the row lock: the rate first climbs back
 // toward $3 (by $11 of it every $12 µs, once $10 µs have passed since the last cut), then the
-// block starts at the next free slot (never in the past, never before a Retry-After pause ends)
-// and moves it on by the block's length. A daily cap ($6 > 0) grants at most what is left of
+// block starts at the next free slot ($14 µs later when the last block was another run's than
+// $13; never in the past, never before a Retry-After pause ends) and moves it on by the block's
+// length. $15 says the caller had a real answer since its last request. A daily cap ($6 > 0) grants at most what is left of
 // the day ($7 time zone, $8 µs into the day); $5 unsent slots of the caller's last block are
 // given back to the day's count first. A day on which the instance answered 466 grants none.
 const sqlReserve = `
@@ -198,7 +200,10 @@ WITH c AS (
     SELECT coalesce($1::timestamptz, now()) AS now,
            ((coalesce($1::timestamptz, now()) AT TIME ZONE $7::text) - $8::bigint * interval '1 microsecond')::date AS today
 ), cur AS (
-    SELECT b.instance_id, b.tat, b.not_before, b.quota_day, c.now, c.today,
+    SELECT b.instance_id, b.not_before, b.quota_day, c.now, c.today,
+           CASE WHEN b.tat_owner IS DISTINCT FROM $13::text
+                THEN b.tat + $14::bigint * interval '1 microsecond' ELSE b.tat END AS tat,
+           CASE WHEN $15::boolean THEN c.now ELSE b.answered_at END AS answered_at,
            CASE WHEN b.rate >= $3::float8 THEN $3::float8
                 WHEN c.now - b.cut_at < $10::bigint * interval '1 microsecond' THEN b.rate
                 ELSE least($3::float8, b.rate + $3::float8 * $11::float8 * floor(
@@ -223,13 +228,32 @@ WITH c AS (
 UPDATE %[2]s AS b
 SET rate       = g.rate,
     raised_at  = CASE WHEN g.rate > b.rate THEN g.now ELSE b.raised_at END,
-    tat        = g.start + g.granted * g.iv_us * interval '1 microsecond',
+    tat        = CASE WHEN g.granted > 0 THEN g.start + g.granted * g.iv_us * interval '1 microsecond' ELSE b.tat END,
+    tat_owner  = CASE WHEN g.granted > 0 THEN $13::text ELSE b.tat_owner END,
+    answered_at = g.answered_at,
     day        = g.today,
     used       = g.used0 + g.granted,
     updated_at = g.now
 FROM g
 WHERE b.instance_id = g.instance_id
-RETURNING g.start, g.now, g.iv_us, g.granted, g.rate, g.used0 + g.granted, g.quota_day IS NOT DISTINCT FROM g.today`
+RETURNING g.start, g.now, g.iv_us, g.granted, g.rate, g.used0 + g.granted, g.quota_day IS NOT DISTINCT FROM g.today,
+          g.answered_at`
+
+// sqlReserveState hands out the instance's next GetStateInstance slot, one per second widened by
+// $3, and returns it with the clock.
+const sqlReserveState = `
+WITH c AS (SELECT coalesce($1::timestamptz, now()) AS now),
+old AS (
+    SELECT greatest(b.state_tat, c.now) AS slot, c.now
+    FROM %[2]s AS b, c
+    WHERE b.instance_id = $2
+    FOR UPDATE OF b
+)
+UPDATE %[2]s AS b
+SET state_tat = old.slot + (1 + $3::float8) * interval '1 second'
+FROM old
+WHERE b.instance_id = $2
+RETURNING old.slot, old.now`
 
 // sqlThrottled cuts the instance's rate to $5 of it (not below $4) for a 429 to a request sent at
 // $3 (the database's clock), unless the rate was already cut after that request left: one cut per

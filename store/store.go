@@ -70,7 +70,8 @@ type queries struct {
 	claim, renew, complete, reschedule, fail, release string
 	enqueue, due, check                               string
 	statusCounts, statusReasons, statusQueue          string
-	budgetInsert, reserve, throttled, quotaSpent      string
+	budgetInsert, reserve, reserveState, throttled    string
+	quotaSpent                                        string
 }
 
 // New returns a Store for cfg.Table on pool, validating the table name so that a bad
@@ -107,6 +108,7 @@ func New(pool *pgxpool.Pool, cfg Config) (*Store, error) {
 			statusQueue:   f(sqlStatusQueue),
 			budgetInsert:  f(sqlBudgetInsert),
 			reserve:       f(sqlReserve),
+			reserveState:  f(sqlReserveState),
 			throttled:     f(sqlThrottled),
 			quotaSpent:    f(sqlQuotaSpent),
 		},

@@ -189,17 +189,15 @@ func farFromDayTurn() string { return time.Now().UTC().Add(12 * time.Hour).Forma
 // Each process has both instances and a listener of its own, so the answers per process can be
 // told apart. The steady rate is measured from 3 s after the start to the kill; the rate after
 // the kill from 5 s after it to 1 s before the first survivor stops at max_duration.
+//
+// The simulator counts with its default token bucket: the bound is a count per 1 s
+// window. A run against a minimum-gap server is TestMinGapPacing's (enrich/pacing_test.go): with
+// three processes a minimum-gap check here would measure the simulator's own jitter under the
+// race detector (two requests of one process, sent at least 100.5 ms apart, were seen 85 ms apart
+// on a loaded machine), and each 429 it draws slows all three processes.
 func TestSharedBudget(t *testing.T) {
 	t.Parallel()
-	for _, tc := range []struct {
-		name   string
-		minGap bool
-	}{{"token bucket", false}, {"min gap", true}} {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			testSharedBudget(t, tc.minGap)
-		})
-	}
+	testSharedBudget(t, false)
 }
 
 func testSharedBudget(t *testing.T, minGap bool) {
