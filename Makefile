@@ -12,11 +12,12 @@ GO_MIN  := $(shell sed -n 's/^toolchain //p' go.mod)
 # Pinned tools for `make vuln`, both fetched through the Go module proxy.
 VULN_VERSION   ?= v1.9.0
 VULNDB_VERSION ?= v0.0.0-20261105234957-e22db6528018
-# Benchmarks: several runs so medians can be quoted (the machine is shared and noisy).
+# Go micro-benchmarks (make bench-go): several runs so medians can be quoted (the machine is
+# shared and noisy). The end-to-end bench (make bench) takes medians of its own runs.
 BENCH_COUNT ?= 5
 FUZZTIME    ?= 30s
 
-.PHONY: all build test lint vuln bench demo fuzz clean
+.PHONY: all build test lint vuln bench bench-quick bench-go demo fuzz clean
 
 all: lint test build
 
@@ -45,7 +46,19 @@ vuln:
 	echo "bin/govulncheck -db file://$$db $(PKGS)  ($$($(GO) env GOVERSION))" && \
 	bin/govulncheck -db "file://$$db" $(PKGS)
 
+# End to end: the real binary against the simulator over loopback and a real PostgreSQL
+# (DATABASE_URL, else 127.0.0.1:5432, else a throw-away cluster), every figure of bench/README.md
+# in one run, printed as a table and written to bench/results.json; perf reports of one extra
+# ceiling run go to bench/profile/ when perf is installed. About 10 minutes on 2 cores.
 bench:
+	$(GO) run ./bench --out bench/results.json --profile bench/profile
+
+# The same table at small sizes, in under a minute (bench/results-quick.json, not committed).
+bench-quick:
+	$(GO) run ./bench --quick --out bench/results-quick.json
+
+# The Go micro-benchmarks (the simulator over loopback against a bare net/http handler).
+bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem -count $(BENCH_COUNT) $(PKGS)
 
 # The whole job end to end against the built-in simulator and a local PostgreSQL.
