@@ -40,17 +40,18 @@ const (
 	blockGuard = 10 * time.Millisecond
 	// catchUp is the share of the headroom a run may give up between two of its own requests to
 	// make up for a late one, so lateness does not pile up to the end of a block.
-	catchUp = 2.0 / 3
+	catchUp = 1.0 / 3
 	// aliveFresh is how recent another run's answer must be for a run to start on the instance
 	// without its own state check.
 	aliveFresh = time.Minute
 )
 
 // shared paces one instance from blocks of its shared schedule. Within a block it keeps the
-// local rules (requests at least 1/rps plus a third of the headroom apart, measured on actual
-// sends, so a late one is made up over the next few); a slot that cannot be met within half a
-// slot (the block's last: half the guard) is skipped, never sent late into the next one's time,
-// which may be another process's. It is not safe for concurrent use (the controller guards it).
+// local rules (requests at least a slot apart, measured on actual sends); a slot that cannot be
+// met within half a slot is skipped. While other runs share the instance, the block's last slot
+// must be met within half the guard, never late into the next block, which may be another run's,
+// and a late request is made up over the next few (two thirds of the headroom kept between two
+// requests). It is not safe for concurrent use (the controller guards it).
 type shared struct {
 	// owner is this run, so the budget knows whose block came last.
 	owner string
@@ -73,6 +74,11 @@ type shared struct {
 	// last reservation.
 	used     int64
 	answered bool
+	// alone says this run's last block began where its block before ended: no other run took
+	// slots in between, so the run paces as if alone (no hurry at the end of a block).
+	alone bool
+	// endDB is where the current block ends on the budget's clock.
+	endDB time.Time
 }
 
 func newShared(owner string, rps float64) *shared { return &shared{owner: owner, max: rps, rate: rps} }
@@ -87,7 +93,7 @@ func (s *shared) nextSlot(now time.Time) (time.Time, bool) {
 			at = later(slot, s.last.Add(s.minGap()))
 		}
 		late := s.iv / 2
-		if s.next == s.n-1 {
+		if s.next == s.n-1 && !s.alone {
 			late = blockGuard / 2 // the next slot may be another run's
 		}
 		if at.Sub(slot) <= late && now.Sub(slot) <= late {
@@ -99,9 +105,13 @@ func (s *shared) nextSlot(now time.Time) (time.Time, bool) {
 	return time.Time{}, false
 }
 
-// minGap is the least time between two of this run's requests: the slot less catchUp of its
-// headroom.
+// minGap is the least time between two of this run's requests: a slot, less catchUp of its
+// headroom while other runs share the instance (so a late request is made up before the block
+// ends and the next run's begins).
 func (s *shared) minGap() time.Duration {
+	if s.alone {
+		return s.iv
+	}
 	return time.Duration(float64(s.iv) * (1 + paceHeadroom*(1-catchUp)) / (1 + paceHeadroom))
 }
 
@@ -140,6 +150,8 @@ func (s *shared) room(perDay int64) int64 {
 // refill takes a new block, granted as of the budget's g.Now and received at received, for a
 // request that gave refunded slots back.
 func (s *shared) refill(g store.Grant, received time.Time, refunded int) {
+	s.alone = g.Slots > 0 && g.Start.Equal(s.endDB)
+	s.endDB = g.Start.Add(time.Duration(g.Slots) * g.Interval)
 	s.offset = received.Sub(g.Now)
 	s.start = g.Start.Add(s.offset)
 	s.iv, s.n, s.next = g.Interval, g.Slots, 0

@@ -18,8 +18,9 @@ import (
 // Store is what a run needs of the database: *store.Store in production, so that the engine
 // can be read without the SQL and the SQL without the flow.
 type Store interface {
-	// Claim leases up to n due rows to owner for lease under claim token token.
-	Claim(ctx context.Context, owner string, token int64, n int, lease time.Duration) ([]store.Claimed, error)
+	// ClaimAfter leases up to n due rows after a cursor in the claim order to owner for lease
+	// under claim token token.
+	ClaimAfter(ctx context.Context, owner string, token int64, n int, lease time.Duration, after store.Cursor) ([]store.Claimed, error)
 	// Renew extends the leases still held and returns the ids it renewed.
 	Renew(ctx context.Context, owner string, leases []store.Lease, lease time.Duration) ([]int64, error)
 	// Write applies a batch of results in one round trip, fenced on each row's claim.

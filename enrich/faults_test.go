@@ -171,7 +171,7 @@ func TestRequestFormRefused(t *testing.T) {
 		t.Fatalf("untouched rows = %d, want 200 (%+v)", got, sum)
 	}
 	if calls := api.totalCalls(); calls > 5+4 {
-		t.Fatalf("%d calls: the run should stop after 5 refusals and the calls in flight", calls)
+		t.Fatalf("%d calls: the run should stop after 5 refusals and the calls in flight (%+v)", calls, sum)
 	}
 }
 
@@ -238,13 +238,13 @@ type blinkingStore struct {
 
 var errConnLost = errors.New("read tcp 127.0.0.1:5432: read: connection reset by peer")
 
-func (s *blinkingStore) Claim(ctx context.Context, owner string, token int64, n int, lease time.Duration) ([]store.Claimed, error) {
+func (s *blinkingStore) ClaimAfter(ctx context.Context, owner string, token int64, n int, lease time.Duration, after store.Cursor) ([]store.Claimed, error) {
 	s.claims.Add(1)
 	if s.down() {
 		s.errs.Add(1)
 		return nil, errConnLost
 	}
-	return s.Store.Claim(ctx, owner, token, n, lease)
+	return s.Store.ClaimAfter(ctx, owner, token, n, lease, after)
 }
 
 func (s *blinkingStore) Write(ctx context.Context, owner string, b store.Batch) (store.Written, error) {

@@ -365,20 +365,22 @@ func (c *controller) aliveSince(t time.Time) bool {
 	return c.alive.After(t)
 }
 
-// invalid records a "bad request" answer for h. It holds h back as a suspect and returns, once
-// configFaultRows different rows have been answered so in a row, the error that stops the run and
-// every suspect, to give back untouched.
-func (c *controller) invalid(h *held, err error) (error, []suspect) {
+// invalid records a "bad request" answer for h. It holds h back as a suspect and, once
+// configFaultRows different rows have been answered so in a row, stops the run (the suspects stay
+// unresolved, to go back untouched) and reports it. The stop comes under the lock, so that no
+// other worker starts a call between the last refusal and the stop.
+func (c *controller) invalid(h *held, err error) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.aliveLocked() // the instance works: it answered
 	c.suspects = append(c.suspects, suspect{h: h, err: err})
 	if len(c.suspects) < configFaultRows {
-		return nil, nil
+		return false
 	}
-	s := c.suspects
+	fault := configFaultError(c.id, len(c.suspects), err)
 	c.suspects = nil
-	return configFaultError(c.id, len(s), err), s
+	c.r.cancelStop(fault)
+	return true
 }
 
 // takeSuspects hands over the rows held back as suspects: at the end of the run, or when the

@@ -26,9 +26,10 @@ const (
 	rateFloorShare = 0.05
 	// rateQuiet is how long after the last cut the rate starts to climb back.
 	rateQuiet = 3 * time.Second
-	// rateStep is how much of the configured rate one climb adds, once per rateStepEvery.
+	// rateStep is how much of the configured rate one climb adds, once per rateStepEvery: from a
+	// cut back to the full rate in 1.5 s.
 	rateStep      = 0.05
-	rateStepEvery = time.Second
+	rateStepEvery = 500 * time.Millisecond
 )
 
 // pacer spaces one instance's requests. It is not safe for concurrent use (the instance's

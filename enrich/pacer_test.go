@@ -39,8 +39,8 @@ func TestPacer(t *testing.T) {
 			now: 320, wantNext: at(2320), wantRate: 7.225},
 		{name: "no climb within the quiet period", now: 3309, wantNext: at(3309), wantRate: 7.225},
 		{name: "the climb starts after it", now: 3310, wantNext: at(3310), wantRate: 7.725},
-		{name: "once a second", now: 4000, wantNext: at(4000), wantRate: 7.725},
-		{name: "and again", now: 4310, wantNext: at(4310), wantRate: 8.225},
+		{name: "once a step", now: 3800, wantNext: at(3800), wantRate: 7.725},
+		{name: "and again", now: 3810, wantNext: at(3810), wantRate: 8.225},
 	}
 	p := newPacer(10)
 	for _, s := range steps {

@@ -391,6 +391,10 @@ func (r *Runner) claim() {
 	claimed := 0
 	var token int64
 	var failing dbRetry
+	// cursor is where the last full batch ended in the claim order: the next claim starts
+	// there, not over the index entries this run's own claims left behind; a short claim
+	// sends the next one back to the start.
+	var cursor store.Cursor
 	// looked is true once a claim found nothing while nothing was held and every result had
 	// been written: one more empty claim then means the run is done.
 	looked := false
@@ -419,7 +423,7 @@ func (r *Runner) claim() {
 		token++
 		sent := r.cfg.Now()
 		ctx, cancel := context.WithTimeout(r.stop, r.cfg.DatabaseTimeout)
-		batch, err := r.store.Claim(ctx, r.cfg.Owner, token, n, r.cfg.Lease)
+		batch, err := r.store.ClaimAfter(ctx, r.cfg.Owner, token, n, r.cfg.Lease, cursor)
 		cancel()
 		if err != nil {
 			if r.stop.Err() != nil {
@@ -442,9 +446,18 @@ func (r *Runner) claim() {
 		}
 		claimed += len(batch)
 		r.take(batch, sent)
+		fromStart := cursor == (store.Cursor{})
+		if len(batch) == n {
+			cursor = cursor.After(batch)
+		} else {
+			cursor = store.Cursor{}
+		}
 		if len(batch) > 0 {
 			looked = false
 			continue
+		}
+		if !fromStart {
+			continue // nothing after the cursor: look from the start
 		}
 		// Nothing is due. Rows still in hand may yet be given back (due again): look when one
 		// resolves. Otherwise write what is queued at once, rather than at the writer's next
@@ -618,11 +631,9 @@ func (r *Runner) call(c *controller, h *held, sentAt time.Time) (retry bool) {
 		r.failInvalid(c.answered()...)
 		r.reschedule(h, err)
 	case greenapi.ClassInvalid:
-		if fault, suspects := c.invalid(h, err); fault != nil {
-			// Not the rows' fault: they stay unresolved and go back untouched.
-			r.log.Debug().Int("rows", len(suspects)).Msg("rows held back as suspects go back untouched")
-			r.cancelStop(fault)
-		}
+		// Held back as a suspect: its row's failure, or with a run of them the request form's
+		// (the run stops, and the rows go back untouched).
+		c.invalid(h, err)
 	case greenapi.ClassTransient:
 		systemic := greenapi.IsSystemic(err)
 		if systemic && h.firstFail.IsZero() {

@@ -21,10 +21,10 @@ package store
 // again exactly when the lease expires. attempts is not changed: a claim is not an API call.
 const sqlClaim = `
 WITH due AS (
-    SELECT id
+    SELECT id, next_attempt_at
     FROM %[1]s
     WHERE status = 'pending'
-      AND next_attempt_at <= coalesce($1::timestamptz, now())
+      AND next_attempt_at <= coalesce($1::timestamptz, now()) /*after*/
       AND (locked_until IS NULL OR locked_until <= coalesce($1::timestamptz, now()))
     ORDER BY next_attempt_at, id
     LIMIT $2
@@ -38,7 +38,12 @@ SET locked_by       = $3,
     updated_at      = now()
 FROM due
 WHERE t.id = due.id
-RETURNING t.id, t.phone_number, t.chat_id, t.attempts`
+RETURNING t.id, t.phone_number, t.chat_id, t.attempts, due.next_attempt_at`
+
+// sqlClaimAfter is the condition sqlClaim takes, in place of /*after*/, for ClaimAfter: only rows
+// after the cursor ($6, $7) in the claim order. A row comparison, so the index scan starts at
+// the cursor.
+const sqlClaimAfter = `AND (next_attempt_at, id) > ($6::timestamptz, $7::bigint)`
 
 // sqlRenew extends owner $2's leases named by ($3 ids, $4 tokens) by $5 microseconds from now and
 // returns the ids it renewed. next_attempt_at moves with locked_until, as in sqlClaim. updated_at is

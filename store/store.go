@@ -67,11 +67,12 @@ type Store struct {
 
 // queries is every statement with the table filled in, built once by New.
 type queries struct {
-	claim, renew, complete, reschedule, fail, release string
-	enqueue, due, check                               string
-	statusCounts, statusReasons, statusQueue          string
-	budgetInsert, reserve, reserveState, throttled    string
-	quotaSpent                                        string
+	claim, claimAfter, renew                       string
+	complete, reschedule, fail, release            string
+	enqueue, due, check                            string
+	statusCounts, statusReasons, statusQueue       string
+	budgetInsert, reserve, reserveState, throttled string
+	quotaSpent                                     string
 }
 
 // New returns a Store for cfg.Table on pool, validating the table name so that a bad
@@ -95,6 +96,7 @@ func New(pool *pgxpool.Pool, cfg Config) (*Store, error) {
 		now:   cfg.Now,
 		q: queries{
 			claim:         f(sqlClaim),
+			claimAfter:    f(strings.Replace(sqlClaim, "/*after*/", sqlClaimAfter, 1)),
 			renew:         f(sqlRenew),
 			check:         f(sqlCheck),
 			complete:      f(sqlComplete),
@@ -151,6 +153,26 @@ type Claimed struct {
 	// Attempts is how many earlier tries of the row did not succeed (each Retry, and each
 	// Failure with Attempted, adds one), for the engine's max-attempts policy.
 	Attempts int
+	// Due is the row's next_attempt_at before the claim moved it: where the row stood in the
+	// claim order, for a Cursor.
+	Due time.Time
+}
+
+// Cursor is a place in the claim order (next_attempt_at, id): ClaimAfter starts after it. The
+// zero Cursor is the start.
+type Cursor struct {
+	Due time.Time
+	ID  int64
+}
+
+// After is the cursor past every row of cs (and past c itself).
+func (c Cursor) After(cs []Claimed) Cursor {
+	for _, r := range cs {
+		if r.Due.After(c.Due) || r.Due.Equal(c.Due) && r.ID > c.ID {
+			c = Cursor{Due: r.Due, ID: r.ID}
+		}
+	}
+	return c
 }
 
 // Claim leases up to n due rows to owner for lease under the claim token token and returns them,
@@ -167,6 +189,17 @@ type Claimed struct {
 // runs, the pool's cancel request (see NewPoolConfig) makes PostgreSQL abandon it; should the
 // claim have committed anyway, its rows come back when the lease expires.
 func (s *Store) Claim(ctx context.Context, owner string, token int64, n int, lease time.Duration) ([]Claimed, error) {
+	return s.ClaimAfter(ctx, owner, token, n, lease, Cursor{})
+}
+
+// ClaimAfter is Claim starting after cursor in the claim order, so that a run that claims batch
+// after batch does not walk again, each time, over the index entries its own earlier claims left
+// behind: while a long transaction holds vacuum back, those pile up ahead of the due rows and a
+// claim from the start gets slower with every row done. A row due before the cursor that a claim
+// from it cannot see (it was locked by another run then, or inserted with an old due time) is
+// taken by the next claim from the start: the caller claims from the start whenever a claim
+// after the cursor comes back short.
+func (s *Store) ClaimAfter(ctx context.Context, owner string, token int64, n int, lease time.Duration, after Cursor) ([]Claimed, error) {
 	if owner == "" {
 		return nil, errors.New("claim batch: empty owner: give each run a unique owner")
 	}
@@ -176,13 +209,17 @@ func (s *Store) Claim(ctx context.Context, owner string, token int64, n int, lea
 	if lease <= 0 {
 		return nil, fmt.Errorf("claim batch: lease %v: must be positive", lease)
 	}
-	rows, err := s.pool.Query(ctx, s.q.claim, s.clock(), n, owner, lease.Microseconds(), token)
+	q, args := s.q.claim, []any{s.clock(), n, owner, lease.Microseconds(), token}
+	if after != (Cursor{}) {
+		q, args = s.q.claimAfter, append(args, after.Due, after.ID)
+	}
+	rows, err := s.pool.Query(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("claim batch: %w", err)
 	}
 	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Claimed, error) {
 		c := Claimed{Lease: Lease{Token: token}}
-		err := r.Scan(&c.ID, &c.PhoneNumber, &c.ChatID, &c.Attempts)
+		err := r.Scan(&c.ID, &c.PhoneNumber, &c.ChatID, &c.Attempts, &c.Due)
 		return c, err
 	})
 	if err != nil {
