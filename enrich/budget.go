@@ -46,12 +46,12 @@ const (
 	aliveFresh = time.Minute
 )
 
-// shared paces one instance from blocks of its shared schedule. Within a block it keeps the
-// local rules (requests at least a slot apart, measured on actual sends); a slot that cannot be
-// met within half a slot is skipped. While other runs share the instance, the block's last slot
-// must be met within half the guard, never late into the next block, which may be another run's,
-// and a late request is made up over the next few (two thirds of the headroom kept between two
-// requests). It is not safe for concurrent use (the controller guards it).
+// shared paces one instance from blocks of its shared schedule. Within a block its requests
+// leave at their slots and at least a slot apart on actual sends; a slot that cannot be met
+// within half a slot is skipped. While other runs share the instance, the block's last slot must
+// be met within half the guard, never late into the next block, which may be another run's, and
+// a late request is made up over the next few (minGap). It is not safe for concurrent use (the
+// controller guards it).
 type shared struct {
 	// owner is this run, so the budget knows whose block came last.
 	owner string
@@ -86,6 +86,15 @@ func newShared(owner string, rps float64) *shared { return &shared{owner: owner,
 // nextSlot is the earliest time the next request may leave, as of now, or false when the block
 // is spent and another must be reserved.
 func (s *shared) nextSlot(now time.Time) (time.Time, bool) {
+	// Slots already past by more than half a slot are skipped all at once: at a high rate the
+	// run is behind the schedule by thousands of them.
+	if behind := now.Sub(s.start) - s.iv/2; behind > 0 && s.iv > 0 {
+		if first := int(behind/s.iv) + 1; first > s.next {
+			first = min(first, s.n)
+			s.unsent += first - s.next
+			s.next = first
+		}
+	}
 	for s.next < s.n {
 		slot := s.start.Add(time.Duration(s.next) * s.iv)
 		at := slot
@@ -105,9 +114,11 @@ func (s *shared) nextSlot(now time.Time) (time.Time, bool) {
 	return time.Time{}, false
 }
 
-// minGap is the least time between two of this run's requests: a slot, less catchUp of its
-// headroom while other runs share the instance (so a late request is made up before the block
-// ends and the next run's begins).
+// minGap is the least time between two of this run's requests: a slot, measured on actual
+// sends, so that a minimum-gap server never sees two closer than its limit plus the headroom.
+// While other runs share the instance it gives up catchUp of the headroom, so that a late request
+// is made up over the next few instead of pushing the block's end, which may be the next run's
+// start, back.
 func (s *shared) minGap() time.Duration {
 	if s.alone {
 		return s.iv

@@ -75,7 +75,7 @@ type Grant struct {
 
 // maxGrant bounds one block, so a huge configured rate cannot make one statement hand out
 // millions of slots.
-const maxGrant = 10_000
+const maxGrant = 1_000_000
 
 // Reserve hands out the next req.Want slots of an instance's schedule, shared by every process
 // that spends the instance: one UPDATE moves the instance's next free slot (tat) past the block,
