@@ -52,9 +52,9 @@ const sqlRenew = `
 UPDATE %[1]s AS t
 SET locked_until    = coalesce($1::timestamptz, now()) + $5::bigint * interval '1 microsecond',
     next_attempt_at = coalesce($1::timestamptz, now()) + $5::bigint * interval '1 microsecond'
-FROM unnest($3::bigint[], $4::bigint[]) AS u(id, token)
+FROM unnest($3::bigint[], $4::bigint[], array_fill($2::text, ARRAY[cardinality($3::bigint[])])) AS u(id, token, owner)
 WHERE t.id = u.id
-  AND t.locked_by = $2
+  AND t.locked_by = u.owner
   AND t.lease_token = u.token
 RETURNING t.id`
 
@@ -62,6 +62,13 @@ RETURNING t.id`
 // and fenced on the claim (locked_by = owner and lease_token = the claim's token), so a run whose
 // lease expired and whose rows were claimed again, by another run or by itself, changes nothing
 // through the old claim. Each unlocks the row.
+//
+// The owner comes in as a column of the unnested rows (array_fill), not as a condition on the
+// table: statistics taken while no row was leased say locked_by = $2 matches about one row, and
+// with that the planner scans the table for the owner's rows and rescans the arrays for each, a
+// thousand times a thousand comparisons per write (seconds, past the database timeout, at 200,000
+// rows and batches of 1,000). As a join condition it leaves the plan to the id: one index lookup
+// per row. sqlRenew has the same shape for the same reason. TestWritePlan checks every one.
 
 // sqlComplete marks rows done. $1 now, $2 owner, $3.. arrays. reason is emptied: the last
 // retry's reason no longer applies. attempts is left alone: it counts tries that did not succeed
@@ -78,10 +85,11 @@ SET status           = 'done',
     locked_until     = NULL,
     lease_token      = NULL,
     updated_at       = now()
-FROM unnest($3::bigint[], $4::bigint[], $5::boolean[], $6::boolean[], $7::text[])
-    AS u(id, token, exists_whatsapp, avatar_available, url_avatar)
+FROM unnest($3::bigint[], $4::bigint[], $5::boolean[], $6::boolean[], $7::text[],
+            array_fill($2::text, ARRAY[cardinality($3::bigint[])]))
+    AS u(id, token, exists_whatsapp, avatar_available, url_avatar, owner)
 WHERE t.id = u.id
-  AND t.locked_by = $2
+  AND t.locked_by = u.owner
   AND t.lease_token = u.token`
 
 // sqlReschedule keeps rows pending and due again after their delay ($6, microseconds).
@@ -94,9 +102,10 @@ SET attempts        = t.attempts + 1,
     locked_until    = NULL,
     lease_token     = NULL,
     updated_at      = now()
-FROM unnest($3::bigint[], $4::bigint[], $5::text[], $6::bigint[]) AS u(id, token, reason, delay_us)
+FROM unnest($3::bigint[], $4::bigint[], $5::text[], $6::bigint[], array_fill($2::text, ARRAY[cardinality($3::bigint[])]))
+    AS u(id, token, reason, delay_us, owner)
 WHERE t.id = u.id
-  AND t.locked_by = $2
+  AND t.locked_by = u.owner
   AND t.lease_token = u.token`
 
 // sqlFail marks rows failed for good; attempts grows only when an API call was spent ($6).
@@ -110,9 +119,10 @@ SET status       = 'failed',
     locked_until = NULL,
     lease_token  = NULL,
     updated_at   = now()
-FROM unnest($3::bigint[], $4::bigint[], $5::text[], $6::boolean[]) AS u(id, token, reason, attempted)
+FROM unnest($3::bigint[], $4::bigint[], $5::text[], $6::boolean[], array_fill($2::text, ARRAY[cardinality($3::bigint[])]))
+    AS u(id, token, reason, attempted, owner)
 WHERE t.id = u.id
-  AND t.locked_by = $2
+  AND t.locked_by = u.owner
   AND t.lease_token = u.token`
 
 // sqlRelease gives rows back untouched (a stop before their call): unlocked and due now.
@@ -123,9 +133,9 @@ SET next_attempt_at = coalesce($1::timestamptz, now()),
     locked_until    = NULL,
     lease_token     = NULL,
     updated_at      = now()
-FROM unnest($3::bigint[], $4::bigint[]) AS u(id, token)
+FROM unnest($3::bigint[], $4::bigint[], array_fill($2::text, ARRAY[cardinality($3::bigint[])])) AS u(id, token, owner)
 WHERE t.id = u.id
-  AND t.locked_by = $2
+  AND t.locked_by = u.owner
   AND t.lease_token = u.token`
 
 // sqlEnqueue inserts new targets ("" means NULL), due now, skipping those already present (in the
