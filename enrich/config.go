@@ -126,6 +126,9 @@ type Config struct {
 	Day store.DayStart
 	// Logger receives the run's logs. Default: a disabled logger.
 	Logger *zerolog.Logger
+	// Observer is told of every call, retry and written row as it happens (metrics). Default:
+	// none. Runner.Snapshot gives the rest (rows due, calls in flight, instance states).
+	Observer Observer
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
 	// Sleep waits d or until ctx is done. Default: a timer.
@@ -204,6 +207,9 @@ func (c Config) withDefaults() (Config, error) {
 		if f.bad {
 			return c, fmt.Errorf("enrich: %s is out of range", f.key)
 		}
+	}
+	if c.Observer == nil {
+		c.Observer = nopObserver{}
 	}
 	if c.Logger == nil {
 		nop := zerolog.Nop()

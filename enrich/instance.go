@@ -34,8 +34,16 @@ const (
 	// taken to be at fault.
 	outageRows = 3
 	// configFaultRows is how many different, locally valid rows answered "bad request data" or
-	// "Validation failed" one after another make it the request's form, not the rows.
+	// "Validation failed" one after another, before the instance accepted any request, make it
+	// the request's form, not the rows.
 	configFaultRows = 5
+	// configFaultChance is, once the instance has accepted requests, how unlikely a run of
+	// refusals must be, at the share of bad rows seen so far, before it is taken for the request's
+	// form: a list with many numbers the API rejects is not a configuration error.
+	configFaultChance = 1e-12
+	// configFaultMax bounds that run, so that a form refused from the second request on still
+	// stops the run (its suspects go back untouched) within a hundred calls.
+	configFaultMax = 100
 )
 
 // instState is where an instance is in its life during a run.
@@ -108,6 +116,9 @@ type controller struct {
 	// suspects are rows answered "bad request" one after another since the last other answer,
 	// with those answers: a lone one is the row's fault, a run of them the request form's.
 	suspects []suspect
+	// accepted counts answers that took the request's form (any real answer), refused the
+	// "bad request" answers found to be their rows' own: the share of bad rows so far.
+	accepted, refused int64
 }
 
 // suspect is a row held back with its "bad request" answer until it is clear whose fault it is.
@@ -301,7 +312,9 @@ func (c *controller) answered() []suspect {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.aliveLocked()
+	c.accepted++
 	s := c.suspects
+	c.refused += int64(len(s))
 	c.suspects = nil
 	return s
 }
@@ -384,13 +397,32 @@ func (c *controller) invalid(h *held, err error) bool {
 	defer c.mu.Unlock()
 	c.aliveLocked() // the instance works: it answered
 	c.suspects = append(c.suspects, suspect{h: h, err: err})
-	if len(c.suspects) < configFaultRows {
+	if len(c.suspects) < c.faultStreakLocked() {
 		return false
 	}
 	fault := configFaultError(c.id, len(c.suspects), err)
 	c.suspects = nil
 	c.r.cancelStop(fault)
 	return true
+}
+
+// faultStreakLocked is how many refusals in a row make it the request's form. Before the instance
+// accepted any request, configFaultRows: a form refused for every row stops the run after a
+// handful of calls. After, the form is known to work, and it takes a run of refusals that the
+// rows seen so far make less likely than configFaultChance: the chance that the next k rows are
+// all bad, with the share of bad rows uncertain (uniform before the first answer, then updated
+// by each; Laplace's rule of succession, k times over). After 1,000 answers with 2% bad that is
+// 8 in a row; with 30% bad, 20; at most configFaultMax. c.mu must be held.
+func (c *controller) faultStreakLocked() int {
+	if c.accepted == 0 {
+		return configFaultRows
+	}
+	bad, all := float64(c.refused+1), float64(c.refused+c.accepted+2)
+	chance, k := 1.0, 0
+	for ; chance >= configFaultChance && k < configFaultMax; k++ {
+		chance *= (bad + float64(k)) / (all + float64(k))
+	}
+	return max(configFaultRows, k)
 }
 
 // takeSuspects hands over the rows held back as suspects: at the end of the run, or when the
@@ -494,8 +526,9 @@ func (c *controller) getState(ctx context.Context) (string, error) {
 	} else if err := c.stateLimit.Wait(ctx); err != nil {
 		return "", err
 	}
+	start := c.r.cfg.Now()
 	state, err := c.api.GetStateInstance(ctx)
-	c.r.stats.call("getStateInstance", err)
+	c.r.stats.call(c.id, "getStateInstance", err, start, c.r.cfg.Now())
 	return state, err
 }
 

@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/enrich-dev/enrich/greenapi"
@@ -100,6 +101,9 @@ type Runner struct {
 	// wake is signalled (never blocks) when the claimer may have something to do: rows were
 	// written or given up, an instance resumed or left.
 	wake chan struct{}
+	// started is when Run began (nil before); due is what countDue found (-1 before).
+	started atomic.Pointer[time.Time]
+	due     atomic.Int64
 }
 
 // NewRunner checks cfg and prepares a run over st.
@@ -112,12 +116,13 @@ func NewRunner(st Store, cfg Config) (*Runner, error) {
 		cfg:   cfg,
 		store: st,
 		log:   cfg.Logger,
-		stats: newStats(),
+		stats: newStats(cfg.Observer),
 		queue: newQueue(),
 		held:  make(map[int64]*held),
 		wake:  make(chan struct{}, 1),
 		live:  len(cfg.Instances),
 	}
+	r.due.Store(-1)
 	r.w = newWriter(r)
 	for _, in := range cfg.Instances {
 		r.instances = append(r.instances, newController(r, in))
@@ -132,6 +137,7 @@ func NewRunner(st Store, cfg Config) (*Runner, error) {
 // every row it did not finish. The summary is valid in all cases.
 func (r *Runner) Run(ctx context.Context) (Summary, error) {
 	start := r.cfg.Now()
+	r.started.Store(&start)
 	// stop carries no deadline on purpose, not even ctx's: a deadline would make waits fail
 	// early near it, and every worker would give its row back at once.
 	stop, cancelStop := context.WithCancelCause(context.WithoutCancel(ctx))
@@ -162,8 +168,9 @@ func (r *Runner) Run(ctx context.Context) (Summary, error) {
 
 	var bg sync.WaitGroup
 	bg.Go(func() { r.cutCallsAfterGrace(cancelCalls) })
+	bg.Go(r.countDue)
 	if r.cfg.ProgressInterval > 0 {
-		bg.Go(func() { r.progress(start) })
+		bg.Go(r.progress)
 	}
 	r.preflight()
 	r.writeDone, r.renewDone = make(chan struct{}), make(chan struct{})
@@ -192,6 +199,14 @@ func (r *Runner) Run(ctx context.Context) (Summary, error) {
 	cancelCalls()
 	bg.Wait()
 	return r.outcome(ctx, cause, r.stats.summary(r.cfg.Now().Sub(start)))
+}
+
+// elapsed is the run's wall time so far; 0 before Run.
+func (r *Runner) elapsed() time.Duration {
+	if t := r.started.Load(); t != nil {
+		return r.cfg.Now().Sub(*t)
+	}
+	return 0
 }
 
 // windDown ends a run whose workers have gone: suspects are their rows' own failures, unless the
@@ -588,6 +603,7 @@ func (r *Runner) work(c *controller) {
 		}
 		retry := r.call(c, h, sentAt)
 		if retry {
+			r.cfg.Observer.Retry(c.id, "transient")
 			h.tries++
 			if r.cfg.Sleep(r.stop, r.cfg.Retry.Full(h.tries-1, r.cfg.Rand)) == nil {
 				r.queue.pushFront(h)
@@ -600,8 +616,10 @@ func (r *Runner) work(c *controller) {
 // call makes one GetAvatar call for h and acts on its class. It reports whether h should be
 // retried in the run after a backoff (a transient failure of the row's, with retries left).
 func (r *Runner) call(c *controller, h *held, sentAt time.Time) (retry bool) {
+	r.stats.inFlight.Add(1)
 	av, err := c.api.GetAvatar(r.calls, h.target)
-	r.stats.call("getAvatar", err)
+	r.stats.inFlight.Add(-1)
+	r.stats.call(c.id, "getAvatar", err, sentAt, r.cfg.Now())
 	if err == nil {
 		r.failInvalid(c.answered()...)
 		r.resolve(h, result{kind: resultDone, avatar: av})
@@ -610,11 +628,13 @@ func (r *Runner) call(c *controller, h *held, sentAt time.Time) (retry bool) {
 	switch greenapi.ClassOf(err) {
 	case greenapi.ClassStarting:
 		c.pause(troubleStarting, err)
+		r.cfg.Observer.Retry(c.id, "starting")
 		r.queue.pushFront(h)
 	case greenapi.ClassRateLimited:
 		if down := c.throttled(r.dbCtx, sentAt, err); down != nil {
 			r.instanceDown(c, down)
 		}
+		r.cfg.Observer.Retry(c.id, "rate_limited")
 		r.queue.pushFront(h)
 	case greenapi.ClassUnusable:
 		r.instanceDown(c, unusableError(c.id, err))

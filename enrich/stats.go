@@ -70,15 +70,18 @@ func (s Summary) MarshalZerologObject(e *zerolog.Event) {
 // stats are the run's counters, safe for every worker at once.
 type stats struct {
 	claimed, done, failed, rescheduled, released, lost, invalidLocal atomic.Int64
+	// inFlight counts calls made and not yet answered.
+	inFlight atomic.Int64
+	obs      Observer
 
 	mu    sync.Mutex
 	calls map[string]int64
 }
 
-func newStats() *stats { return &stats{calls: make(map[string]int64)} }
+func newStats(obs Observer) *stats { return &stats{calls: make(map[string]int64), obs: obs} }
 
-// call counts one API call by its outcome.
-func (s *stats) call(method string, err error) {
+// call counts one API call to instance by its outcome, begun at start and answered at end.
+func (s *stats) call(instance, method string, err error, start, end time.Time) {
 	outcome := "ok"
 	if err != nil {
 		outcome = "canceled"
@@ -89,6 +92,7 @@ func (s *stats) call(method string, err error) {
 	s.mu.Lock()
 	s.calls[method+" "+outcome]++
 	s.mu.Unlock()
+	s.obs.Call(instance, method, outcome, end.Sub(start))
 }
 
 // written counts what a write changed, and returns how many results it lost to the fence.
@@ -99,6 +103,11 @@ func (s *stats) written(b store.Batch, got store.Written) int64 {
 	s.released.Add(got.Released)
 	lost := int64(b.Len()) - got.Total()
 	s.lost.Add(lost)
+	s.obs.Rows("done", got.Done)
+	s.obs.Rows("failed", got.Failed)
+	s.obs.Rows("rescheduled", got.Retried)
+	s.obs.Rows("released", got.Released)
+	s.obs.Rows("lost", lost)
 	return lost
 }
 
@@ -120,15 +129,7 @@ func (s *stats) summary(elapsed time.Duration) Summary {
 
 // progress logs a line every ProgressInterval until the run's calls end: rows finished, the
 // rate, and an ETA from the rows that were due when the run began.
-func (r *Runner) progress(start time.Time) {
-	due, err := r.store.Due(r.calls)
-	if err != nil {
-		r.log.Debug().Err(err).Msg("counting due rows for the ETA failed")
-		due = -1
-	}
-	if r.cfg.Limit > 0 && (due < 0 || due > int64(r.cfg.Limit)) {
-		due = int64(r.cfg.Limit)
-	}
+func (r *Runner) progress() {
 	t := time.NewTicker(r.cfg.ProgressInterval)
 	defer t.Stop()
 	for {
@@ -137,16 +138,27 @@ func (r *Runner) progress(start time.Time) {
 			return
 		case <-t.C:
 		}
-		s := r.stats.summary(r.cfg.Now().Sub(start))
-		finished := s.Done + s.Failed + s.Rescheduled
+		snap := r.Snapshot()
+		s := snap.Summary
 		ev := r.log.Info().Int64("done", s.Done).Int64("failed", s.Failed).
 			Int64("rescheduled", s.Rescheduled).Int64("rate_limited", s.RateLimited).
 			Float64("rows_per_second", math.Round(s.RowsPerSecond()*10)/10)
-		if rate := s.RowsPerSecond(); due > 0 && rate > 0 {
-			left := max(due-finished, 0)
-			eta := time.Duration(float64(left) / rate * float64(time.Second)).Round(time.Second)
-			ev = ev.Int64("left", left).Str("eta", eta.String())
+		if eta, ok := snap.ETA(); ok {
+			ev = ev.Int64("left", snap.Left()).Str("eta", eta.Round(time.Second).String())
 		}
 		ev.Msg("progress")
 	}
+}
+
+// countDue counts the rows due as the run begins, for Snapshot's Due and the ETA.
+func (r *Runner) countDue() {
+	due, err := r.store.Due(r.calls)
+	if err != nil {
+		r.log.Debug().Err(err).Msg("counting due rows for the ETA failed")
+		return
+	}
+	if r.cfg.Limit > 0 {
+		due = min(due, int64(r.cfg.Limit))
+	}
+	r.due.Store(due)
 }
