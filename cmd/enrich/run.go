@@ -1,0 +1,216 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/enrich-dev/enrich/enrich"
+	"github.com/enrich-dev/enrich/greenapi"
+	"github.com/enrich-dev/enrich/metrics"
+	"github.com/enrich-dev/enrich/store"
+	"github.com/mattn/go-isatty"
+)
+
+// runFlags are enrich run's flags that are not config keys: how the run shows itself.
+type runFlags struct {
+	metricsAddr, pushgateway string
+	progress, summary        string
+	progressEvery            time.Duration
+}
+
+func cmdRun(ctx context.Context, a *app, args []string) (err error) {
+	f := newFlags(a, "run", "run [flags]")
+	tableFlag(f)
+	key(f, "api-url", "Green API host (greenapi.api_url, env GREENAPI_API_URL)", func(c *Config) *string { return &c.GreenAPI.APIURL })
+	key(f, "request-by", "send phone numbers as chatId or phoneNumber (greenapi.request_by)", func(c *Config) *string { return &c.GreenAPI.RequestBy })
+	key(f, "timeout", "per-request timeout (greenapi.timeout)", func(c *Config) *Duration { return &c.GreenAPI.Timeout })
+	key(f, "workers", fmt.Sprintf("concurrent calls per instance, at most %d (run.workers)", WorkersMax), func(c *Config) *int { return &c.Run.Workers })
+	key(f, "batch-size", fmt.Sprintf("rows claimed and results written per round trip, at most %d (run.batch_size)", BatchSizeMax), func(c *Config) *int { return &c.Run.BatchSize })
+	key(f, "lease", "how long claimed rows stay this run's (run.lease)", func(c *Config) *Duration { return &c.Run.Lease })
+	key(f, "max-attempts", fmt.Sprintf("attempts before a row is failed, at most %d (run.max_attempts)", MaxAttemptsMax), func(c *Config) *int { return &c.Run.MaxAttempts })
+	key(f, "max-duration", "stop claiming after this long and exit 0; 0: until no row is due (run.max_duration)", func(c *Config) *Duration { return &c.Run.MaxDuration })
+	key(f, "limit", "stop after claiming this many rows; 0: no limit (run.limit)", func(c *Config) *int { return &c.Run.Limit })
+	key(f, "shutdown-grace", "time calls in flight get after SIGTERM (run.shutdown_grace)", func(c *Config) *Duration { return &c.Run.ShutdownGrace })
+	key(f, "starting-timeout", "how long an instance may stay starting (run.starting_timeout)", func(c *Config) *Duration { return &c.Run.StartingTimeout })
+	var rf runFlags
+	f.StringVar(&rf.metricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics during the run, e.g. :9090; empty: none")
+	f.StringVar(&rf.pushgateway, "pushgateway", "", "push the batch-job metrics to this Pushgateway when the run ends, e.g. http://pushgateway:9091; empty: none")
+	f.StringVar(&rf.progress, "progress", "auto", "progress display: bar (a live bar on the terminal, logs above it), lines (a log line every --progress-every), off, or auto (bar when stderr is a terminal and logs are not JSON, else lines)")
+	f.DurationVar(&rf.progressEvery, "progress-every", enrich.ProgressIntervalDefault, "how often --progress lines logs a progress line")
+	f.StringVar(&rf.summary, "summary", "auto", "the closing summary: log (the \"run finished\" log line only), text or json (also printed to stdout: text for people, one JSON object for scripts), or auto (text when logs are for a terminal)")
+	if _, err := f.parse(args, true); err != nil {
+		return err
+	}
+	show, err := a.display(rf, f.logFormat)
+	if err != nil {
+		return err
+	}
+	m := metrics.New(buildMetrics())
+	if rf.metricsAddr != "" {
+		stop, err := a.serveMetrics(rf.metricsAddr, m.Handler())
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
+	start := time.Now()
+	var sum enrich.Summary
+	if rf.pushgateway != "" {
+		pusher, perr := metrics.NewPusher(rf.pushgateway, &http.Client{Timeout: pushTimeout})
+		if perr != nil {
+			return configErrorf("%v", perr)
+		}
+		// From here on every way out pushes, a database that is down included: the Pushgateway
+		// then shows a completion without a success.
+		defer func() {
+			a.push(pusher, metrics.Completion{Table: a.cfg.Database.Table, Success: err == nil,
+				Start: start, End: time.Now(), Summary: sum})
+		}()
+	}
+	a.warnPlainHTTP()
+	pool, st, err := a.connectStore(ctx)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	// The table before the first API call: a run that could not write its answers must not
+	// spend the budget on them.
+	if err := st.Check(ctx); err != nil {
+		return dbErr("run", err)
+	}
+	r, owner, err := a.newRunner(st, m, show)
+	if err != nil {
+		return err
+	}
+	m.Follow(r.Snapshot)
+	a.log.Info().Str("run", owner).Str("table", st.Table()).Int("instances", len(a.cfg.GreenAPI.Instances)).
+		Int("workers", a.cfg.Run.Workers).Msg("run starting")
+	sum, err = show.run(a, r, ctx)
+	a.log.Info().Object("summary", sum).Msg("run finished")
+	if errors.Is(err, enrich.ErrDatabase) {
+		err = dbErr("run", err)
+	}
+	rep := runReport{Run: owner, Table: a.cfg.Database.Table, Start: start, End: time.Now(), Summary: sum, Err: err,
+		ExitCode: exitCode(err, stopSignal(ctx))}
+	if werr := show.printSummary(a, rep); werr != nil && err == nil {
+		err = werr
+	}
+	// A stop by signal (ErrInterrupted) is logged once, at the top (run).
+	return err
+}
+
+// runOnce runs the engine once with progress lines and no metrics: the demo's run.
+func (a *app) runOnce(ctx context.Context, st *store.Store) (enrich.Summary, error) {
+	r, owner, err := a.newRunner(st, nil, display{every: enrich.ProgressIntervalDefault})
+	if err != nil {
+		return enrich.Summary{}, err
+	}
+	a.log.Info().Str("run", owner).Str("table", st.Table()).Msg("run starting")
+	return r.Run(ctx)
+}
+
+// newRunner wires the Green API clients and the engine from the configuration. It returns the
+// run's owner id (locked_by).
+func (a *app) newRunner(st *store.Store, obs enrich.Observer, show display) (*enrich.Runner, string, error) {
+	c := a.cfg
+	hc := greenapi.NewHTTPClient(c.Run.Workers * len(c.GreenAPI.Instances))
+	var instances []enrich.Instance
+	for _, in := range c.GreenAPI.Instances {
+		cl, err := greenapi.New(greenapi.Config{
+			APIURL: c.GreenAPI.APIURL, IDInstance: in.ID, Token: in.Token,
+			RequestBy: greenapi.RequestBy(c.GreenAPI.RequestBy), Timeout: c.GreenAPI.Timeout.Duration,
+			HTTPClient: hc,
+		})
+		if err != nil {
+			return nil, "", configErrorf("greenapi.instance %s: %v", in.ID, err)
+		}
+		instances = append(instances, enrich.Instance{API: cl, RPS: *in.RPS, MaxPerDay: in.MaxPerDay})
+	}
+	inRun := c.Retry.InRun
+	if inRun == 0 {
+		inRun = -1 // the engine reads 0 as "default"; the file's 0 means none
+	}
+	day, err := c.day()
+	if err != nil {
+		return nil, "", err
+	}
+	owner := runID()
+	r, err := enrich.NewRunner(st, enrich.Config{
+		Owner: owner, Instances: instances,
+		Workers: c.Run.Workers, BatchSize: c.Run.BatchSize, Lease: c.Run.Lease.Duration,
+		MaxAttempts: c.Run.MaxAttempts, MaxDuration: c.Run.MaxDuration.Duration, Limit: c.Run.Limit,
+		ShutdownGrace: c.Run.ShutdownGrace.Duration, StartingTimeout: c.Run.StartingTimeout.Duration,
+		Retry:      enrich.Backoff{Base: c.Retry.Base.Duration, Max: c.Retry.Max.Duration},
+		RetryInRun: inRun,
+		RetryFor:   c.Database.RetryFor.Duration, DatabaseTimeout: c.Database.Timeout.Duration,
+		Budget: st, Day: day,
+		ProgressInterval: show.progressInterval(),
+		Observer:         obs,
+		Logger:           &a.log,
+	})
+	if err != nil {
+		return nil, "", configErrorf("%v", err)
+	}
+	return r, owner, nil
+}
+
+// pushTimeout bounds the push at the end of a run: a Pushgateway that does not answer must not
+// hold a CronJob's pod.
+const pushTimeout = 10 * time.Second
+
+// push sends the batch-job metrics; a failure is logged and does not change the exit code (the
+// rows are written either way), but it is an error an operator sees.
+func (a *app) push(p *metrics.Pusher, c metrics.Completion) {
+	ctx, cancel := context.WithTimeout(context.Background(), pushTimeout)
+	defer cancel()
+	if err := p.Push(ctx, c); err != nil {
+		a.log.Error().Err(err).Msg("pushing metrics failed: the Pushgateway keeps the last run's")
+		return
+	}
+	a.log.Debug().Str("pushgateway", p.URL()).Bool("success", c.Success).Msg("metrics pushed")
+}
+
+// serveMetrics listens on addr at once, so a bad address is a usage error before the run, and
+// serves /metrics until stop. It logs the address it listens on (with port 0, the one it got).
+func (a *app) serveMetrics(addr string, h http.Handler) (stop func(), err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, configErrorf("--metrics-addr %q: %v (give host:port or :port that is free)", addr, err)
+	}
+	a.log.Info().Str("addr", ln.Addr().String()).Msg("serving metrics at /metrics")
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", h)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+	}, nil
+}
+
+// buildMetrics names this binary in enrich_build_info.
+func buildMetrics() metrics.Build {
+	v := buildVersion()
+	return metrics.Build{Version: v.Version, Revision: v.Revision, GoVersion: v.GoVersion}
+}
+
+// stopSignal is the signal that stopped the command, if one did.
+func stopSignal(ctx context.Context) os.Signal {
+	var s signalStop
+	if errors.As(context.Cause(ctx), &s) {
+		return s.sig
+	}
+	return nil
+}
+
+// isTerminal says whether w is a terminal.
+func isTerminal(w any) bool {
+	f, ok := w.(*os.File)
+	return ok && (isatty.IsTerminal(f.Fd()) || isatty.IsCygwinTerminal(f.Fd()))
+}
