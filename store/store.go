@@ -63,6 +63,9 @@ type Store struct {
 	table pgx.Identifier
 	now   func() time.Time
 	q     queries
+	runs  runQueries     // runs.go
+	est   statusQueries  // status.go
+	rq    requeueQueries // requeue.go
 }
 
 // queries is every statement with the table filled in, built once by New.
@@ -114,6 +117,9 @@ func New(pool *pgxpool.Pool, cfg Config) (*Store, error) {
 			throttled:     f(sqlThrottled),
 			quotaSpent:    f(sqlQuotaSpent),
 		},
+		runs: newRunQueries(t, sharedIdentifier(id, runsTable).Sanitize()),
+		est:  newStatusQueries(t),
+		rq:   newRequeueQueries(t),
 	}, nil
 }
 
