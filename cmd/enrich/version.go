@@ -1,0 +1,110 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"runtime"
+	"runtime/debug"
+	"strconv"
+)
+
+// versionUnknown stands for a VCS field the build did not record (go run, go test, a build
+// outside a checkout, or -buildvcs=false).
+const versionUnknown = "unknown"
+
+// versionInfo is what the binary knows of its own build, from debug.ReadBuildInfo: for `enrich
+// version`, the runs table and the build_info metric.
+type versionInfo struct {
+	// Version is the main module's version: a tag such as v1.2.3 for `go install ...@v1.2.3`,
+	// a pseudo-version or "(devel)" for a build from a checkout.
+	Version string `json:"version"`
+	// Revision is the VCS commit the binary was built from; "unknown" when not recorded.
+	Revision string `json:"revision"`
+	// Time is the commit's time (RFC 3339); "unknown" when not recorded.
+	Time string `json:"time"`
+	// Modified says the checkout had uncommitted changes.
+	Modified bool `json:"modified"`
+	// GoVersion is the Go toolchain that built the binary.
+	GoVersion string `json:"go_version"`
+}
+
+// buildVersion reads the binary's build information; what is missing reads "(devel)" or
+// "unknown".
+func buildVersion() versionInfo {
+	v := versionInfo{Version: "(devel)", Revision: versionUnknown, Time: versionUnknown, GoVersion: runtime.Version()}
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return v
+	}
+	if bi.Main.Version != "" {
+		v.Version = bi.Main.Version
+	}
+	if bi.GoVersion != "" {
+		v.GoVersion = bi.GoVersion
+	}
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			if s.Value != "" {
+				v.Revision = s.Value
+			}
+		case "vcs.time":
+			if s.Value != "" {
+				v.Time = s.Value
+			}
+		case "vcs.modified":
+			v.Modified, _ = strconv.ParseBool(s.Value)
+		}
+	}
+	return v
+}
+
+// Short is the version in one word, for the runs table: the module version, and the first 12
+// digits of the revision when known ("+dirty" when modified).
+func (v versionInfo) Short() string {
+	s := v.Version
+	if v.Revision != versionUnknown {
+		rev := v.Revision
+		if len(rev) > 12 {
+			rev = rev[:12]
+		}
+		s += "+" + rev
+		if v.Modified {
+			s += ".dirty"
+		}
+	}
+	return s
+}
+
+func cmdVersion(_ context.Context, a *app, args []string) error {
+	fs := flag.NewFlagSet("version", flag.ContinueOnError)
+	fs.SetOutput(a.io.err)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: enrich version [--json]   (or enrich --version)\n\n"+
+			"Prints the module version, the VCS revision, its time and modified flag, and the Go version the\n"+
+			"binary was built with, from the build information Go records in it.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	asJSON := fs.Bool("json", false, "print one JSON object (version, revision, time, modified, go_version)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return configErrorf("%v (see enrich version --help)", err)
+	}
+	if err := noArgs(fs); err != nil {
+		return err
+	}
+	v := buildVersion()
+	if *asJSON {
+		enc := json.NewEncoder(a.io.out)
+		enc.SetIndent("", "  ")
+		return enc.Encode(v)
+	}
+	fmt.Fprintf(a.io.out, "enrich %s\n  revision  %s\n  time      %s\n  modified  %t\n  go        %s\n",
+		v.Version, v.Revision, v.Time, v.Modified, v.GoVersion)
+	return nil
+}
