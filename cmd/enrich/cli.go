@@ -40,12 +40,14 @@ Commands:
   migrate    create or upgrade the contacts table (safe to run from many pods at once)
   enqueue    add phone numbers or chatIds, one per line, from FILE or - (stdin)
   run        enrich due rows until none is left (the nightly job)
-  status     counts by status and reason, rows due now, the oldest due
+  status     counts by status and reason, rows due now, the oldest due, the last runs (--json)
+  requeue    put failed or done rows back in the queue (--status, --reason, --older-than)
   simulate   serve the built-in Green API simulator (for trials and load tests)
   demo       the whole job end to end against the simulator and a local PostgreSQL
+  version    the module version, VCS revision and Go version (also enrich --version)
 
-Every command takes --config FILE (or ENRICH_CONFIG) after its name; environment variables
-override the file and flags override both. "enrich COMMAND --help" lists a command's flags.
+migrate, enqueue, run, status and requeue take --config FILE (or ENRICH_CONFIG) after their
+name; environment variables override the file and flags override both. "enrich COMMAND --help" lists a command's flags.
 
 Exit codes: 0 finished, 1 configuration or usage error, 2 no usable Green API instance,
 3 database error, 130/143 interrupted by SIGINT/SIGTERM.
@@ -57,8 +59,10 @@ var commands = map[string]func(ctx context.Context, a *app, args []string) error
 	"enqueue":  cmdEnqueue,
 	"run":      cmdRun,
 	"status":   cmdStatus,
+	"requeue":  cmdRequeue,
 	"simulate": cmdSimulate,
 	"demo":     cmdDemo,
+	"version":  cmdVersion,
 }
 
 // app is what every command shares: the streams, the logger and the configuration.
@@ -78,6 +82,9 @@ func run(ctx context.Context, args []string, sio stdio) (err error) {
 			return configErrorf("no command given")
 		}
 		return nil
+	}
+	if args[0] == "--version" {
+		return cmdVersion(ctx, a, args[1:])
 	}
 	cmd, ok := commands[args[0]]
 	if !ok {
