@@ -151,3 +151,18 @@ func TestRequeueCLIRefuses(t *testing.T) {
 		}
 	}
 }
+
+// TestRequeueHelp: requeue --help lists its flags and says --reason is an exact match.
+func TestRequeueHelp(t *testing.T) {
+	t.Parallel()
+	_, stderr, err := runCLI(t, map[string]string{"DATABASE_URL": closedURL}, "requeue", "--help")
+	if exitCode(err, nil) != exitOK {
+		t.Fatalf("requeue --help: %v", err)
+	}
+	for _, want := range []string{"Usage: enrich requeue --status failed|done", "\n  -status string", "\n  -reason TEXT",
+		"exact match", "\n  -older-than DUR", "30d", "checked_at", "\n  -dry-run", "\n  -table ", "requeued N rows"} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("requeue --help lacks %q:\n%s", want, stderr)
+		}
+	}
+}

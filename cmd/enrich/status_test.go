@@ -398,3 +398,18 @@ func TestStatusFlags(t *testing.T) {
 		t.Errorf("status --json --explain: %v\n%s", err, out)
 	}
 }
+
+// TestStatusHelp: status --help lists its flags and says what is estimated.
+func TestStatusHelp(t *testing.T) {
+	t.Parallel()
+	_, stderr, err := runCLI(t, map[string]string{"DATABASE_URL": closedURL}, "status", "--help")
+	if exitCode(err, nil) != exitOK {
+		t.Fatalf("status --help: %v", err)
+	}
+	for _, want := range []string{"Usage: enrich status", "\n  -json", "\n  -exact\n", "\n  -exact-below int", "\n  -runs int",
+		"\n  -explain", "\n  -table ", "(default 100000)", "(default 5)", "ANALYZE"} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("status --help lacks %q:\n%s", want, stderr)
+		}
+	}
+}

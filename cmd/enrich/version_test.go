@@ -61,3 +61,21 @@ func isConfigError(err error) bool {
 	var ce *configError
 	return errors.As(err, &ce)
 }
+
+// TestVersionHelp: enrich --help lists requeue and version; version --help shows its flag.
+func TestVersionHelp(t *testing.T) {
+	t.Parallel()
+	out, _, err := runCLI(t, nil, "--help")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"\n  requeue    ", "\n  version    ", "enrich --version", "\n  status     "} {
+		if !strings.Contains(out, want) {
+			t.Errorf("enrich --help lacks %q:\n%s", want, out)
+		}
+	}
+	_, stderr, err := runCLI(t, nil, "version", "--help")
+	if exitCode(err, nil) != exitOK || !strings.Contains(stderr, "Usage: enrich version") || !strings.Contains(stderr, "\n  -json") {
+		t.Errorf("version --help: %v\n%s", err, stderr)
+	}
+}
