@@ -146,15 +146,17 @@ SELECT nullif(u.phone_number, ''), nullif(u.chat_id, ''), coalesce($1::timestamp
 FROM unnest($2::text[], $3::text[]) AS u(phone_number, chat_id)
 ON CONFLICT DO NOTHING`
 
-// sqlCheck reads no row but names every column enrich uses, of the contacts table and of the
-// instances' budget, so a missing table or one from an older migration fails it with 42P01 or
-// 42703.
+// sqlCheck reads no row but names every column enrich uses, of the contacts table, of the
+// instances' budget (%[2]s) and of the runs table (%[3]s), so a missing table or one from an older
+// migration fails it with 42P01 or 42703.
 const sqlCheck = `
 SELECT t.id, t.phone_number, t.chat_id, t.status, t.exists_whatsapp, t.avatar_available, t.url_avatar, t.reason,
        t.attempts, t.next_attempt_at, t.checked_at, t.locked_by, t.locked_until, t.lease_token, t.created_at,
        t.updated_at, b.instance_id, b.tat, b.tat_owner, b.state_tat, b.answered_at, b.rate, b.cut_at, b.raised_at,
-       b.not_before, b.day, b.used, b.quota_day
-FROM %[1]s AS t, (SELECT * FROM %[2]s LIMIT 0) AS b
+       b.not_before, b.day, b.used, b.quota_day, r.id, r.table_name, r.owner, r.host, r.version, r.started_at,
+       r.seen_at, r.finished_at, r.outcome, r.stop, r.exit_code, r.done, r.failed, r.rescheduled, r.released,
+       r.claimed, r.rate_limited, r.calls, r.error
+FROM %[1]s AS t, (SELECT * FROM %[2]s LIMIT 0) AS b, (SELECT * FROM %[3]s LIMIT 0) AS r
 LIMIT 0`
 
 // sqlDue counts claimable rows; it reads the due prefix of the partial index only.

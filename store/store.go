@@ -92,6 +92,7 @@ func New(pool *pgxpool.Pool, cfg Config) (*Store, error) {
 		return nil, err
 	}
 	t, budget := id.Sanitize(), sharedIdentifier(id, budgetTable).Sanitize()
+	runs := sharedIdentifier(id, runsTable).Sanitize()
 	f := func(q string) string { return fmt.Sprintf(q, t, budget) }
 	return &Store{
 		pool:  pool,
@@ -101,7 +102,7 @@ func New(pool *pgxpool.Pool, cfg Config) (*Store, error) {
 			claim:         f(sqlClaim),
 			claimAfter:    f(strings.Replace(sqlClaim, "/*after*/", sqlClaimAfter, 1)),
 			renew:         f(sqlRenew),
-			check:         f(sqlCheck),
+			check:         fmt.Sprintf(sqlCheck, t, budget, runs),
 			complete:      f(sqlComplete),
 			reschedule:    f(sqlReschedule),
 			fail:          f(sqlFail),
@@ -117,7 +118,7 @@ func New(pool *pgxpool.Pool, cfg Config) (*Store, error) {
 			throttled:     f(sqlThrottled),
 			quotaSpent:    f(sqlQuotaSpent),
 		},
-		runs: newRunQueries(t, sharedIdentifier(id, runsTable).Sanitize()),
+		runs: newRunQueries(t, runs),
 		est:  newStatusQueries(t),
 		rq:   newRequeueQueries(t),
 	}, nil

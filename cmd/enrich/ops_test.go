@@ -285,6 +285,28 @@ func TestSummaryJSON(t *testing.T) {
 	if logLine.Summary.Done != s.Done || logLine.Summary.Failed != s.Failed {
 		t.Errorf("log line says %+v, JSON summary done %d failed %d", logLine.Summary, s.Done, s.Failed)
 	}
+
+	// The run is in the runs table, as status shows it.
+	cmd = exec.Command(enrichBinary(t), "status", "--json")
+	cmd.Env = append(os.Environ(), "DATABASE_URL="+b.dbURL, "ENRICH_CONFIG="+b.config)
+	raw, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("status --json: %v", err)
+	}
+	var st struct {
+		Runs []struct {
+			Owner, State string
+			ExitCode     *int `json:"exit_code"`
+			Counts       struct{ Done, Failed int64 }
+		}
+	}
+	if err := json.Unmarshal(raw, &st); err != nil || len(st.Runs) != 1 {
+		t.Fatalf("status --json runs: %v, %d runs\n%s", err, len(st.Runs), raw)
+	}
+	if r := st.Runs[0]; r.Owner != s.Run || r.State != "finished" || r.ExitCode == nil || *r.ExitCode != 0 ||
+		r.Counts.Done != s.Done || r.Counts.Failed != s.Failed {
+		t.Errorf("status lists the run as %+v, want owner %s finished with exit 0, %d done, %d failed", r, s.Run, s.Done, s.Failed)
+	}
 }
 
 func mustRead(t *testing.T, path string) []byte {

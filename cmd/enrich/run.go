@@ -88,6 +88,7 @@ func cmdRun(ctx context.Context, a *app, args []string) (err error) {
 		return err
 	}
 	m.Follow(r.Snapshot)
+	finish := a.recordRun(ctx, st, owner)
 	a.log.Info().Str("run", owner).Str("table", st.Table()).Int("instances", len(a.cfg.GreenAPI.Instances)).
 		Int("workers", a.cfg.Run.Workers).Msg("run starting")
 	sum, err = show.run(a, r, ctx)
@@ -97,6 +98,7 @@ func cmdRun(ctx context.Context, a *app, args []string) (err error) {
 	}
 	rep := runReport{Run: owner, Table: a.cfg.Database.Table, Start: start, End: time.Now(), Summary: sum, Err: err,
 		ExitCode: exitCode(err, stopSignal(ctx))}
+	finish(sum, err, rep.ExitCode)
 	if werr := show.printSummary(a, rep); werr != nil && err == nil {
 		err = werr
 	}
