@@ -1,13 +1,11 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,28 +15,8 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// syncBuffer is a log sink the heartbeat goroutine and the test may use at once.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// recordApp is an app as cmdRun has it when it records a run: a configuration with secrets, a
-// log the test reads.
-func recordApp(dbURL string) (*app, *syncBuffer) {
-	logs := &syncBuffer{}
+func recordApp(dbURL string) (*app, *output) {
+	logs := &output{} // the heartbeat goroutine and the test use it at once
 	cfg := defaultConfig()
 	cfg.Database.URL = dbURL
 	rps := RPSDefault
