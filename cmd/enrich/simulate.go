@@ -16,18 +16,19 @@ import (
 
 // simFlags are the simulator's settings as flags, shared by simulate and demo.
 type simFlags struct {
-	instances multiFlag
-	state     string
-	rps       float64
-	burst     int
-	quota     int
-	startAt   time.Duration
-	startFor  time.Duration
-	startEvry time.Duration
-	newer     bool
-	tooMany   bool
-	minGap    bool
-	cfg       simulator.Config
+	instances  multiFlag
+	state      string
+	rps        float64
+	burst      int
+	quota      int
+	checkQuota int
+	startAt    time.Duration
+	startFor   time.Duration
+	startEvry  time.Duration
+	newer      bool
+	tooMany    bool
+	minGap     bool
+	cfg        simulator.Config
 }
 
 // multiFlag is a repeatable string flag.
@@ -45,6 +46,7 @@ func addSimFlags(fs *flag.FlagSet, s *simFlags) {
 	fs.BoolVar(&s.minGap, "min-gap", false, "accept a method's request only 1/rps or more after its last accepted one (the strictest limit; --burst is ignored)")
 	fs.BoolVar(&s.tooMany, "too-many-all", false, "answer every request 429, getStateInstance included")
 	fs.IntVar(&s.quota, "quota", 0, "getAvatar calls per instance before 466 QUOTE_EXCEEDED; 0: unlimited")
+	fs.IntVar(&s.checkQuota, "check-quota", 0, "checkWhatsapp calls per instance before 466 QUOTE_EXCEEDED (counted apart from getAvatar's); 0: unlimited")
 	fs.DurationVar(&s.startAt, "starting-after", 0, "open a starting window this long after start")
 	fs.DurationVar(&s.startFor, "starting-for", 0, "length of the starting window; 0: none")
 	fs.DurationVar(&s.startEvry, "starting-every", 0, "repeat the starting window with this period; 0: once")
@@ -62,6 +64,7 @@ func addSimFlags(fs *flag.FlagSet, s *simFlags) {
 	fs.Float64Var(&c.TimeoutRate, "timeout-rate", 0, `share of numbers that first answer "get avatar timeout limit exceeded"`)
 	fs.IntVar(&c.TimeoutTimes, "timeout-times", simulator.TimeoutTimesDefault, "how many times such a number times out first")
 	fs.Float64Var(&c.EmptyRate, "empty-rate", 0, "share of numbers whose first getAvatar calls get a 200 with none of the documented fields")
+	fs.Float64Var(&c.MissingRate, "missing-rate", 0, "share of accounts without a photo that getAvatar reports as existsWhatsapp false (editions seed and 2023; checkWhatsapp tells the truth)")
 	fs.IntVar(&c.EmptyTimes, "empty-times", simulator.EmptyTimesDefault, "how many such empty 200s each of those numbers gets first")
 	fs.Float64Var(&c.HangRate, "hang-rate", 0, "share of requests never answered (the client times out)")
 	fs.DurationVar(&c.LatencyMedian, "latency-median", 0, "median answer latency (log-normal)")
@@ -82,7 +85,7 @@ func (s *simFlags) config() (simulator.Config, error) {
 			return cfg, configErrorf("--instance %q: write it as ID:TOKEN, e.g. 1101000001:secret", v)
 		}
 		cfg.Instances = append(cfg.Instances, simulator.Instance{
-			ID: id, Token: token, State: s.state, RPS: s.rps, Burst: s.burst, Quota: s.quota,
+			ID: id, Token: token, State: s.state, RPS: s.rps, Burst: s.burst, Quota: s.quota, CheckQuota: s.checkQuota,
 			StartingAfter: s.startAt, StartingFor: s.startFor, StartingEvery: s.startEvry, NewerWording: s.newer,
 			TooManyAll: s.tooMany, MinGap: s.minGap,
 		})

@@ -142,6 +142,9 @@ type Instance struct {
 	// Quota is how many getAvatar calls that passed the rate limiter are answered before
 	// every further one gets 466 QUOTE_EXCEEDED. 0 means unlimited.
 	Quota int
+	// CheckQuota is the same for checkWhatsapp, counted apart (its monthly quota on low
+	// plans): getAvatar goes on answering when it is spent. 0 means unlimited.
+	CheckQuota int
 	// StartingAfter is when, after the simulator's start, the first starting window opens.
 	StartingAfter time.Duration
 	// StartingFor is how long a starting window lasts; 0 means the instance never starts.
@@ -195,6 +198,11 @@ type Config struct {
 	// client must retry it. Numbers that are bad request data never do; checkWhatsapp is
 	// not affected. Default 0.
 	EmptyRate float64
+	// MissingRate is the share of accounts without a photo (by hash) that getAvatar reports as
+	// existsWhatsapp false, Green API's known bug (docs/greenapi.md), in the editions that
+	// carry existsWhatsapp (seed, 2023); checkWhatsapp tells the truth for them. Their Truth
+	// says ReportedMissing. Default 0.
+	MissingRate float64
 	// EmptyTimes is how many getAvatar calls per such number get an empty 200 before it
 	// answers (a timeout-first number then times out TimeoutTimes times, then answers the
 	// truth). Default EmptyTimesDefault (1) when EmptyRate is set.
@@ -270,7 +278,7 @@ func (cfg Config) withDefaults() (Config, error) {
 		cfg.WeightAvatar, cfg.WeightNoPhoto, cfg.WeightHidden = WeightAvatarDefault, WeightNoPhotoDefault, WeightHiddenDefault
 		cfg.WeightNoWhatsApp, cfg.WeightBadRequest = WeightNoWhatsAppDefault, WeightBadRequestDefault
 	}
-	for name, r := range map[string]float64{"server error rate": cfg.ServerErrorRate, "timeout rate": cfg.TimeoutRate, "empty rate": cfg.EmptyRate, "hang rate": cfg.HangRate} {
+	for name, r := range map[string]float64{"server error rate": cfg.ServerErrorRate, "timeout rate": cfg.TimeoutRate, "empty rate": cfg.EmptyRate, "hang rate": cfg.HangRate, "missing rate": cfg.MissingRate} {
 		if !(r >= 0 && r <= 1) {
 			return cfg, errConfig("%s must be between 0 and 1, got %v", name, r)
 		}
@@ -322,7 +330,7 @@ func (cfg Config) withDefaults() (Config, error) {
 		if in.Burst == 0 {
 			in.Burst = BurstDefault
 		}
-		if in.Burst < 0 || in.Quota < 0 || in.StartingAfter < 0 || in.StartingFor < 0 || in.StartingEvery < 0 {
+		if in.Burst < 0 || in.Quota < 0 || in.CheckQuota < 0 || in.StartingAfter < 0 || in.StartingFor < 0 || in.StartingEvery < 0 {
 			return cfg, errConfig("instance %s: burst, quota and starting durations must not be negative", in.ID)
 		}
 		instances[i] = in

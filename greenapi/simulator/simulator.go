@@ -25,7 +25,7 @@ import (
 const (
 	msgExpired       = "Instance account is expired"
 	msgDeleted       = "Instance is deleted"
-	msgQuotaExceeded = "Monthly quota of getAvatar calls on this plan has been used up"
+	msgQuotaExceeded = " calls on this plan has been used up"
 	msgBodyNotObject = "Validation failed. Details: the request body must be a JSON object"
 	msgUnexpectedEnd = "Unexpected end of JSON input"
 	// msgChatIDRequired is the current editions' answer to a body without a chatId, and so
@@ -77,7 +77,7 @@ type instance struct {
 
 	mu        sync.Mutex
 	limiters  [numMethods]*rate.Limiter
-	quotaUsed int
+	quotaUsed [numMethods]int
 	window    window
 	counters  instanceCounters
 	// lastAccepted is when (since start) each method last passed the limiter, when
@@ -245,8 +245,9 @@ func (s *Simulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		b = append(b, `","used":`...)
 		b = strconv.AppendInt(b, int64(quotaUsed), 10)
 		b = append(b, `,"total":`...)
-		b = strconv.AppendInt(b, int64(in.cfg.Quota), 10)
-		b = append(b, `,"status":"QUOTE_EXCEEDED","description":"`...)
+		b = strconv.AppendInt(b, int64(in.quota(m)), 10)
+		b = append(b, `,"status":"QUOTE_EXCEEDED","description":"Monthly quota of `...)
+		b = append(b, methods[m].name...)
 		b = append(b, msgQuotaExceeded...)
 		b = append(b, `"}}`...)
 		*bp = b
@@ -411,14 +412,25 @@ func (in *instance) admit(since time.Duration, now time.Time, m methodID) (int, 
 	}
 	c.accepted++
 	ms.Accepted++
-	if m == mGetAvatar && in.cfg.Quota > 0 {
-		if in.quotaUsed >= in.cfg.Quota {
+	if quota := in.quota(m); quota > 0 {
+		if in.quotaUsed[m] >= quota {
 			c.quotaExceeded++
-			return in.quotaUsed, overQuota
+			return in.quotaUsed[m], overQuota
 		}
-		in.quotaUsed++
+		in.quotaUsed[m]++
 	}
-	return in.quotaUsed, admitted
+	return in.quotaUsed[m], admitted
+}
+
+// quota is method m's quota: Quota for getAvatar, CheckQuota for checkWhatsapp, else none.
+func (in *instance) quota(m methodID) int {
+	switch m {
+	case mGetAvatar:
+		return in.cfg.Quota
+	case mCheckWhatsapp:
+		return in.cfg.CheckQuota
+	}
+	return 0
 }
 
 // startingAt reports whether the instance is starting at since (the simulator's clock).
@@ -752,7 +764,7 @@ func (s *Simulator) write400(w http.ResponseWriter, bp *[]byte, in *instance, m 
 
 // appendAvatar writes a GetAvatar 200 body in tr's edition; a reason replaces the truth.
 func appendAvatar(b []byte, tr *Truth, reason string) []byte {
-	exists, available, url, b64 := tr.ExistsWhatsapp, tr.Available, tr.URLAvatar, tr.Base64Avatar
+	exists, available, url, b64 := tr.ExistsWhatsapp && !tr.ReportedMissing, tr.Available, tr.URLAvatar, tr.Base64Avatar
 	if reason != "" {
 		exists, available, url, b64 = false, false, "", ""
 	}

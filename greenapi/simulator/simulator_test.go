@@ -962,7 +962,7 @@ func TestRetryAfter(t *testing.T) {
 func TestQuota(t *testing.T) {
 	t.Parallel()
 	b := setup(t, Config{Seed: 1, Instances: []Instance{{ID: testID, Token: testToken, Quota: 3, Burst: 1}}})
-	want466 := `{"invokeStatus":{"method":"getAvatar","used":3,"total":3,"status":"QUOTE_EXCEEDED","description":"` + msgQuotaExceeded + `"}}`
+	want466 := `{"invokeStatus":{"method":"getAvatar","used":3,"total":3,"status":"QUOTE_EXCEEDED","description":"Monthly quota of getAvatar calls on this plan has been used up"}}`
 	steps := []struct {
 		at   time.Duration
 		want int
@@ -987,6 +987,52 @@ func TestQuota(t *testing.T) {
 	}
 	if c := b.sim.Chat("79001234567"); c.Calls != 7 || c.Answers != 3 {
 		t.Fatalf("chat %+v", c)
+	}
+}
+
+// TestCheckQuota: checkWhatsapp's quota is counted apart from getAvatar's: once spent, only
+// checkWhatsapp answers 466, naming itself.
+func TestCheckQuota(t *testing.T) {
+	t.Parallel()
+	b := setup(t, Config{Seed: 1, Instances: []Instance{{ID: testID, Token: testToken, CheckQuota: 2, RPS: -1}}})
+	for i := range 2 {
+		if got := b.check(t, `{"phoneNumber":79001234567}`); got.status != 200 {
+			t.Fatalf("checkWhatsapp %d: %d %q", i, got.status, got.body)
+		}
+	}
+	got := b.check(t, `{"phoneNumber":79001234567}`)
+	want := `{"invokeStatus":{"method":"checkWhatsapp","used":2,"total":2,"status":"QUOTE_EXCEEDED","description":"Monthly quota of checkWhatsapp calls on this plan has been used up"}}`
+	if got.status != 466 || got.body != want {
+		t.Fatalf("checkWhatsapp after its quota: %d %q, want 466 %q", got.status, got.body, want)
+	}
+	if got := b.avatar(t, chatBody("79001234567@c.us")); got.status != 200 {
+		t.Fatalf("getAvatar after checkWhatsapp's quota: %d %q", got.status, got.body)
+	}
+}
+
+// TestMissingRate: an account without a photo that getAvatar reports missing (the known bug)
+// is there for checkWhatsapp; the current edition, with no existsWhatsapp field, is not affected.
+func TestMissingRate(t *testing.T) {
+	t.Parallel()
+	for _, edition := range []string{EditionSeed, EditionCurrent} {
+		b := setup(t, Config{Seed: 1, Edition: edition, MissingRate: 1, Instances: []Instance{{ID: testID, Token: testToken, RPS: -1}}})
+		var n string
+		for i := 0; n == ""; i++ {
+			if c := fmt.Sprintf("7900%07d", i); b.sim.Truth(c).Category == CategoryNoPhoto {
+				n = c
+			}
+		}
+		tr := b.sim.Truth(n)
+		if tr.ReportedMissing != (edition == EditionSeed) || !tr.ExistsWhatsapp {
+			t.Fatalf("%s: truth %+v: want ReportedMissing %v and ExistsWhatsapp", edition, tr, edition == EditionSeed)
+		}
+		got := b.avatar(t, chatBody(n+"@c.us"))
+		if edition == EditionSeed && !strings.Contains(got.body, `"existsWhatsapp":false`) {
+			t.Fatalf("getAvatar for %s: %q, want existsWhatsapp false", n, got.body)
+		}
+		if got := b.check(t, `{"phoneNumber":`+n+`}`); !strings.Contains(got.body, `"existsWhatsapp":true`) {
+			t.Fatalf("checkWhatsapp for %s: %q, want existsWhatsapp true", n, got.body)
+		}
 	}
 }
 

@@ -230,7 +230,7 @@ func (s *Simulator) Reset() {
 		in.mu.Lock()
 		in.counters = instanceCounters{}
 		in.window = window{}
-		in.quotaUsed = 0
+		in.quotaUsed = [numMethods]int{}
 		in.limiters = newLimiters(in.cfg)
 		in.lastAccepted = [numMethods]time.Duration{}
 		in.anyAccepted = [numMethods]bool{}

@@ -73,6 +73,9 @@ type Truth struct {
 	// EmptiesFirst is how many getAvatar calls answer a 200 with none of the documented
 	// fields before anything else (Config.EmptyRate); 0 for bad request data.
 	EmptiesFirst int
+	// ReportedMissing says getAvatar answers existsWhatsapp false for this account, which
+	// has WhatsApp (ExistsWhatsapp stays true: checkWhatsapp's answer), per Config.MissingRate.
+	ReportedMissing bool
 }
 
 // Salts keep the hash-derived choices independent of one another.
@@ -86,6 +89,7 @@ const (
 	saltLink4
 	saltEmpty
 	saltEmptyForm
+	saltMissing
 )
 
 // mix64 is splitmix64's finalizer: a cheap, well-spread bijection on uint64.
@@ -164,6 +168,10 @@ func (s *Simulator) truthOf(key string, kind greenapi.Kind, h uint64) Truth {
 	}
 	if !tr.BadRequest && s.cfg.TimeoutRate > 0 && unit(derive(h, saltTimeout)) < s.cfg.TimeoutRate {
 		tr.TimeoutsFirst = s.cfg.TimeoutTimes
+	}
+	if tr.Category == CategoryNoPhoto && (tr.Edition == EditionSeed || tr.Edition == Edition2023) &&
+		s.cfg.MissingRate > 0 && unit(derive(h, saltMissing)) < s.cfg.MissingRate {
+		tr.ReportedMissing = true
 	}
 	if !tr.BadRequest && s.cfg.EmptyRate > 0 && unit(derive(h, saltEmpty)) < s.cfg.EmptyRate {
 		tr.EmptiesFirst = s.cfg.EmptyTimes
