@@ -117,18 +117,42 @@ func (s *Store) Reserve(ctx context.Context, req BudgetRequest, p BudgetPolicy) 
 // Headroom), shared by every run's pre-flight check and probes, as Green API allows. It returns
 // the slot and the database's clock as it was granted.
 func (s *Store) ReserveState(ctx context.Context, instance string, maxRPS float64, p BudgetPolicy) (slot, now time.Time, err error) {
+	slot, now, err = s.reserveSlot(ctx, instance, maxRPS, time.Second, p)
+	if err != nil {
+		return slot, now, fmt.Errorf("reserve a state check of %s: %w", instance, err)
+	}
+	return slot, now, nil
+}
+
+// ReserveCheck hands out the instance's next CheckWhatsapp slot, at rps a second (with Headroom)
+// shared by every run: CheckWhatsapp has its own limit (and quota), apart from GetAvatar's
+// budget. Its schedule is a row of its own in the budget table, named CheckKey(instance).
+func (s *Store) ReserveCheck(ctx context.Context, instance string, rps float64, p BudgetPolicy) (slot, now time.Time, err error) {
+	if !(rps > 0) {
+		return slot, now, fmt.Errorf("reserve a confirmation of %s: rps %v is not above 0", instance, rps)
+	}
+	slot, now, err = s.reserveSlot(ctx, CheckKey(instance), rps, time.Duration(float64(time.Second)/rps), p)
+	if err != nil {
+		return slot, now, fmt.Errorf("reserve a confirmation of %s: %w", instance, err)
+	}
+	return slot, now, nil
+}
+
+// CheckKey names an instance's CheckWhatsapp schedule in the budget table.
+func CheckKey(instance string) string { return instance + "/checkWhatsapp" }
+
+// reserveSlot hands out the next of key's one-at-a-time slots, every interval, making key's row
+// on its first use.
+func (s *Store) reserveSlot(ctx context.Context, key string, maxRPS float64, every time.Duration, p BudgetPolicy) (slot, now time.Time, err error) {
 	for attempt := 0; ; attempt++ {
-		err = s.pool.QueryRow(ctx, s.q.reserveState, s.clock(), instance, p.Headroom).Scan(&slot, &now)
+		err = s.pool.QueryRow(ctx, s.q.reserveState, s.clock(), key, p.Headroom, float64(every.Microseconds())).Scan(&slot, &now)
 		if errors.Is(err, pgx.ErrNoRows) && attempt == 0 {
-			if _, err := s.pool.Exec(ctx, s.q.budgetInsert, s.clock(), instance, maxRPS); err != nil {
-				return slot, now, fmt.Errorf("reserve a state check of %s: %w", instance, err)
+			if _, err := s.pool.Exec(ctx, s.q.budgetInsert, s.clock(), key, maxRPS); err != nil {
+				return slot, now, err
 			}
 			continue
 		}
-		if err != nil {
-			return slot, now, fmt.Errorf("reserve a state check of %s: %w", instance, err)
-		}
-		return slot, now, nil
+		return slot, now, err
 	}
 }
 

@@ -237,3 +237,30 @@ func TestReserveState(t *testing.T) {
 		t.Fatalf("state slots %v and %v, want now and %s later", first, second, gap)
 	}
 }
+
+// TestReserveCheck: CheckWhatsapp slots of an instance are 1/rps apart (with headroom), on a
+// schedule of their own: GetAvatar's budget and the state checks are untouched.
+func TestReserveCheck(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	now := b.clock.Now()
+	var slots []time.Time
+	for range 3 {
+		slot, _, err := b.store.ReserveCheck(b.ctx, "1101000001", 10, policy)
+		if err != nil {
+			t.Fatal(err)
+		}
+		slots = append(slots, slot)
+	}
+	gap := time.Duration(float64(100*time.Millisecond) * (1 + policy.Headroom)).Round(time.Microsecond)
+	if !slots[0].Equal(now) || slots[1].Sub(slots[0]) != gap || slots[2].Sub(slots[1]) != gap {
+		t.Fatalf("check slots %v, want now and then every %s", slots, gap)
+	}
+	state, _, err := b.store.ReserveState(b.ctx, "1101000001", 10, policy)
+	if err != nil || !state.Equal(now) {
+		t.Fatalf("state slot %v, %v: want now, untouched by the confirmations", state, err)
+	}
+	if _, _, err := b.store.ReserveCheck(b.ctx, "1101000001", 0, policy); err == nil {
+		t.Fatal("ReserveCheck at 0 rps: no error")
+	}
+}

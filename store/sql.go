@@ -256,8 +256,9 @@ WHERE b.instance_id = g.instance_id
 RETURNING g.start, g.now, g.iv_us, g.granted, g.rate, g.used0 + g.granted, g.quota_day IS NOT DISTINCT FROM g.today,
           g.answered_at`
 
-// sqlReserveState hands out the instance's next GetStateInstance slot, one per second widened by
-// $3, and returns it with the clock.
+// sqlReserveState hands out the next slot of a method that takes one request at a time, one per
+// $4 microseconds widened by $3, and returns it with the clock: the instance's GetStateInstance
+// (every second), and on the row of the instance's CheckWhatsapp (ReserveCheck) its 10 a second.
 const sqlReserveState = `
 WITH c AS (SELECT coalesce($1::timestamptz, now()) AS now),
 old AS (
@@ -267,7 +268,7 @@ old AS (
     FOR UPDATE OF b
 )
 UPDATE %[2]s AS b
-SET state_tat = old.slot + (1 + $3::float8) * interval '1 second'
+SET state_tat = old.slot + (1 + $3::float8) * $4::float8 * interval '1 microsecond'
 FROM old
 WHERE b.instance_id = $2
 RETURNING old.slot, old.now`
