@@ -76,6 +76,16 @@ type RunConfig struct {
 	Limit           int      `toml:"limit"`
 	ShutdownGrace   Duration `toml:"shutdown_grace"`
 	StartingTimeout Duration `toml:"starting_timeout"`
+	// RefreshAfter makes done rows due again once their answer is this old; 0: never by age.
+	// RefreshBeforeExpiry makes them due this long before their avatar link expires (the oe of
+	// a pps.whatsapp.net link). A run moves such rows back to pending before it claims.
+	RefreshAfter        Duration `toml:"refresh_after"`
+	RefreshBeforeExpiry Duration `toml:"refresh_before_expiry"`
+}
+
+// refresh is the store's refresh policy from [run].
+func (r RunConfig) refresh() store.RefreshPolicy {
+	return store.RefreshPolicy{After: r.RefreshAfter.Duration, BeforeExpiry: r.RefreshBeforeExpiry.Duration}
 }
 
 // RetryConfig is [retry].
@@ -143,12 +153,14 @@ func defaultConfig() Config {
 			TimeZone:    "UTC",
 		},
 		Run: RunConfig{
-			Workers:         enrich.WorkersDefault,
-			BatchSize:       enrich.BatchSizeDefault,
-			Lease:           Duration{enrich.LeaseDefault},
-			MaxAttempts:     enrich.MaxAttemptsDefault,
-			ShutdownGrace:   Duration{enrich.ShutdownGraceDefault},
-			StartingTimeout: Duration{enrich.StartingTimeoutDefault},
+			Workers:             enrich.WorkersDefault,
+			BatchSize:           enrich.BatchSizeDefault,
+			Lease:               Duration{enrich.LeaseDefault},
+			MaxAttempts:         enrich.MaxAttemptsDefault,
+			ShutdownGrace:       Duration{enrich.ShutdownGraceDefault},
+			StartingTimeout:     Duration{enrich.StartingTimeoutDefault},
+			RefreshAfter:        Duration{store.RefreshAfterDefault},
+			RefreshBeforeExpiry: Duration{store.RefreshBeforeExpiryDefault},
 		},
 		Retry: RetryConfig{
 			Base:  Duration{enrich.RetryBaseDefault},
@@ -339,6 +351,15 @@ func (c *Config) validate(needAPI bool) error {
 	}
 	if c.Retry.Max.Duration < c.Retry.Base.Duration {
 		return configErrorf("retry.max (%s) must not be less than retry.base (%s)", c.Retry.Max, c.Retry.Base)
+	}
+	if c.Run.RefreshAfter.Duration < 0 {
+		return configErrorf("run.refresh_after is %s: it must not be negative (\"0s\": done rows are never refreshed by age)",
+			c.Run.RefreshAfter)
+	}
+	if d := c.Run.RefreshBeforeExpiry.Duration; d < 0 || d >= store.RefreshBeforeExpiryMax {
+		return configErrorf("run.refresh_before_expiry is %s: it must be at least 0s and below %s "+
+			"(avatar links live one to two weeks, so a larger margin makes rows due as soon as they are answered), e.g. \"24h\"",
+			c.Run.RefreshBeforeExpiry, store.RefreshBeforeExpiryMax)
 	}
 	if !needAPI {
 		return nil

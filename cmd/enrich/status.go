@@ -75,6 +75,16 @@ func writeStatus(ctx context.Context, w io.Writer, st *store.Store, v statusView
 	if err != nil {
 		return dbErr("status", err)
 	}
+	// Counted through the expiry index, up to the limit the other counts stop at (all of them
+	// with --exact): a figure for a person, never a scan.
+	var exp expiring
+	limit := ov.Limit
+	if v.Options.Exact {
+		limit = 0
+	}
+	if exp.n, exp.capped, err = st.ExpiringLinks(ctx, store.ExpiringWithin, limit); err != nil {
+		return dbErr("status", err)
+	}
 	var plan string
 	if v.Explain {
 		if plan, err = st.ExplainClaim(ctx, store.ChunkSize); err != nil {
@@ -84,10 +94,17 @@ func writeStatus(ctx context.Context, w io.Writer, st *store.Store, v statusView
 	if v.JSON {
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
-		return enc.Encode(newStatusJSON(st, ov, runs, plan))
+		return enc.Encode(newStatusJSON(st, ov, exp, runs, plan))
 	}
-	printStatusTable(w, st, ov, runs, plan)
+	printStatusTable(w, st, ov, exp, runs, plan)
 	return nil
+}
+
+// expiring is how many done rows' avatar links expire within store.ExpiringWithin (24 h), not
+// counting links expired already; capped says the count stopped at the limit.
+type expiring struct {
+	n      int64
+	capped bool
 }
 
 // tableName is the table as people write it: its identifiers are plain (store.ParseTable), so
@@ -120,7 +137,7 @@ func ago(taken, t time.Time) string {
 
 // printStatusTable writes the report as a table: a label in the first 13 columns, its figure
 // after.
-func printStatusTable(w io.Writer, st *store.Store, ov store.Overview, runs []store.Run, plan string) {
+func printStatusTable(w io.Writer, st *store.Store, ov store.Overview, exp expiring, runs []store.Run, plan string) {
 	line := func(label, format string, args ...any) {
 		fmt.Fprintf(w, "%-13s"+format+"\n", append([]any{label}, args...)...)
 	}
@@ -152,6 +169,9 @@ func printStatusTable(w io.Writer, st *store.Store, ov store.Overview, runs []st
 	} else {
 		line("oldest due", "-")
 	}
+	// Links of done rows that die before a nightly run comes back: refresh_before_expiry makes
+	// them due; a large figure with nothing due means no run has refreshed them yet.
+	line("expiring 24h", "%s", figure(exp.n, false, exp.capped))
 	if len(ov.Reasons) > 0 {
 		if est {
 			fmt.Fprintf(w, "reasons (any status: PostgreSQL's statistics are per column; --exact splits them by status)\n")
@@ -227,8 +247,12 @@ type statusJSON struct {
 	Scheduled       int64            `json:"scheduled"`
 	ScheduledCapped bool             `json:"scheduled_capped"`
 	OldestDue       *time.Time       `json:"oldest_due"`
-	Runs            []runJSON        `json:"runs"`
-	ClaimPlan       *string          `json:"claim_plan,omitempty"`
+	// LinksExpiring24h counts done rows whose avatar link expires within the next 24 hours
+	// (expired ones not included); capped when the count stopped at limit.
+	LinksExpiring24h       int64     `json:"links_expiring_24h"`
+	LinksExpiring24hCapped bool      `json:"links_expiring_24h_capped"`
+	Runs                   []runJSON `json:"runs"`
+	ClaimPlan              *string   `json:"claim_plan,omitempty"`
 }
 
 // reasonJSON is one entry of "reasons"; status is null for an estimate.
@@ -274,7 +298,7 @@ func utc(t *time.Time) *time.Time {
 	return &u
 }
 
-func newStatusJSON(st *store.Store, ov store.Overview, runs []store.Run, plan string) statusJSON {
+func newStatusJSON(st *store.Store, ov store.Overview, exp expiring, runs []store.Run, plan string) statusJSON {
 	j := statusJSON{
 		Table: tableName(st), TakenAt: ov.TakenAt.UTC(), Exact: ov.Exact, SmallTable: ov.Small,
 		Statistics: ov.Statistics, AnalyzedAt: utc(ov.AnalyzedAt), Limit: ov.Limit,
@@ -282,6 +306,7 @@ func newStatusJSON(st *store.Store, ov store.Overview, runs []store.Run, plan st
 		Reasons: []reasonJSON{},
 		DueNow:  ov.Due, DueNowCapped: ov.DueCapped, Leased: ov.Leased, LeasedCapped: ov.LeasedCapped,
 		Scheduled: ov.Scheduled, ScheduledCapped: ov.ScheduledCapped, OldestDue: utc(ov.OldestDue),
+		LinksExpiring24h: exp.n, LinksExpiring24hCapped: exp.capped,
 		Runs: []runJSON{},
 	}
 	for _, r := range ov.Reasons {

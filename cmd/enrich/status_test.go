@@ -45,6 +45,14 @@ func seedStatus(t *testing.T, pool *pgxpool.Pool) {
 			t.Fatalf("seed group %d: %v", i, err)
 		}
 	}
+	// Links of done rows: 7 expire within 24 h, 5 later, 3 have expired already.
+	if _, err := pool.Exec(ctx, `UPDATE contacts SET url_expires_at = now() + CASE
+			WHEN id % 150 < 7 THEN interval '12 hours'
+			WHEN id % 150 < 12 THEN interval '3 days'
+			ELSE interval '-1 hour' END
+		WHERE status = 'done' AND id % 150 < 15`); err != nil {
+		t.Fatalf("seed links: %v", err)
+	}
 	st, err := store.New(pool, store.Config{})
 	if err != nil {
 		t.Fatal(err)
@@ -274,16 +282,20 @@ func TestStatusJSONMatchesTable(t *testing.T) {
 			// The JSON's figures, as the table would mark them.
 			est := !j.Exact
 			fromJSON := map[string]statusFigure{
-				"rows":      {n: j.Rows, estimate: est && !j.RowsAtLeast, atLeast: j.RowsAtLeast},
-				"due now":   {n: j.DueNow, atLeast: j.DueNowCapped},
-				"leased":    {n: j.Leased, atLeast: j.LeasedCapped},
-				"scheduled": {n: j.Scheduled, atLeast: j.ScheduledCapped},
+				"rows":         {n: j.Rows, estimate: est && !j.RowsAtLeast, atLeast: j.RowsAtLeast},
+				"due now":      {n: j.DueNow, atLeast: j.DueNowCapped},
+				"leased":       {n: j.Leased, atLeast: j.LeasedCapped},
+				"scheduled":    {n: j.Scheduled, atLeast: j.ScheduledCapped},
+				"expiring 24h": {n: j.LinksExpiring24h, atLeast: j.LinksExpiring24hCapped},
 			}
 			for s, n := range j.ByStatus {
 				fromJSON[s] = statusFigure{n: n, estimate: est}
 			}
 			if !reflect.DeepEqual(tab.figures, fromJSON) {
 				t.Errorf("figures differ:\ntable %+v\n JSON %+v", tab.figures, fromJSON)
+			}
+			if got := tab.figures["expiring 24h"]; got != (statusFigure{n: 7}) {
+				t.Errorf("expiring 24h = %+v, want 7 (not the 5 later, nor the 3 expired)", got)
 			}
 			for label, want := range tc.want {
 				if got := tab.figures[label]; got != want {
