@@ -23,6 +23,7 @@ type Config struct {
 	GreenAPI GreenAPIConfig `toml:"greenapi"`
 	Run      RunConfig      `toml:"run"`
 	Retry    RetryConfig    `toml:"retry"`
+	Input    InputConfig    `toml:"input"`
 
 	// envErr is a conflict between the environment and the file that matters only to
 	// commands that call the API.
@@ -93,6 +94,14 @@ type RetryConfig struct {
 	Base  Duration `toml:"base"`
 	Max   Duration `toml:"max"`
 	InRun int      `toml:"in_run"`
+}
+
+// InputConfig is [input]: how `enrich enqueue` reads numbers.
+type InputConfig struct {
+	// Region is the ISO 3166 alpha-2 region national numbers are dialled in ("RU": 8 900 ...
+	// is 7900...), checked against phonenumbers' supported regions; "" takes numbers as
+	// international digits. The --region flag overrides it.
+	Region string `toml:"region"`
 }
 
 // Duration reads "90s", "10m", "1h30m" from TOML and from flags.
@@ -352,6 +361,11 @@ func (c *Config) validate(needAPI bool) error {
 	if c.Retry.Max.Duration < c.Retry.Base.Duration {
 		return configErrorf("retry.max (%s) must not be less than retry.base (%s)", c.Retry.Max, c.Retry.Base)
 	}
+	region, err := checkRegion(c.Input.Region)
+	if err != nil {
+		return configErrorf("input.region (or --region): %v", err)
+	}
+	c.Input.Region = region
 	if c.Run.RefreshAfter.Duration < 0 {
 		return configErrorf("run.refresh_after is %s: it must not be negative (\"0s\": done rows are never refreshed by age)",
 			c.Run.RefreshAfter)

@@ -177,7 +177,7 @@ func cmdDemo(ctx context.Context, a *app, args []string) (err error) {
 		return dbErr("migrate", err)
 	}
 	fmt.Fprintf(out, "== enrich migrate: table %s created\n", st.Table())
-	rep, err := enqueue(ctx, st, strings.NewReader(demoInput(*rows)), "demo-input", out)
+	rep, err := enqueue(ctx, st, strings.NewReader(demoInput(*rows)), "demo-input", enqueueOptions{Format: formatLines}, &rejectLog{w: out, name: "demo-input"})
 	if err != nil {
 		return err
 	}

@@ -2,31 +2,132 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"encoding/csv"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/enrich-dev/enrich/greenapi"
 	"github.com/enrich-dev/enrich/store"
+	"github.com/nyaruka/phonenumbers"
 )
 
-// enqueueReport is what enqueue prints.
+// enqueueReport is what enqueue counts; cmdEnqueue prints it.
 type enqueueReport struct {
 	Inserted, Duplicates, Rejected int64
+	// National counts phone numbers that look national (a leading 8 or 0) read without a region,
+	// so taken as international digits: the hint to pass --region.
+	National int64
+}
+
+// rejectedShown is how many rejected lines a report lists; the rest are only counted, so a file
+// of garbage cannot flood a terminal or a JSON consumer.
+const rejectedShown = 1000
+
+// inputShown is how much of a rejected input a report repeats.
+const inputShown = 200
+
+// Input formats of --format.
+const (
+	formatAuto  = "auto"
+	formatLines = "lines"
+	formatCSV   = "csv"
+	formatJSONL = "jsonl"
+)
+
+// enqueueOptions says how enqueue reads its input.
+type enqueueOptions struct {
+	// Format is auto, lines, csv or jsonl ("" is auto).
+	Format string
+	// Column is the CSV column: a 1-based index or a header name ("" picks one).
+	Column string
+	// Field is the JSONL field ("" picks one).
+	Field string
+	// Region is the ISO 3166 alpha-2 region of national numbers, already checked by
+	// checkRegion; "" takes numbers as international digits.
+	Region string
+}
+
+// rejection is one rejected input line, as the JSON report lists it.
+type rejection struct {
+	Line   int64  `json:"line"`
+	Input  string `json:"input"`
+	Reason string `json:"reason"`
+}
+
+// rejectLog reports rejected lines: as `name:line: rejected: why` lines on w, or, with w nil,
+// kept for the JSON report; at most rejectedShown of them, the rest counted.
+type rejectLog struct {
+	w     io.Writer
+	name  string
+	n     int         // lines shown
+	shown []rejection // kept for JSON (w nil)
+	more  int64       // lines not shown
+}
+
+// add reports one rejected line.
+func (l *rejectLog) add(line int64, input string, err error) {
+	if l.n >= rejectedShown {
+		l.more++
+		return
+	}
+	if len(input) > inputShown {
+		input = input[:inputShown] + "…"
+	}
+	l.n++
+	r := rejection{Line: line, Input: input, Reason: err.Error()}
+	if l.w != nil {
+		fmt.Fprintf(l.w, "%s:%d: rejected: %s\n", l.name, line, r.Reason)
+		return
+	}
+	l.shown = append(l.shown, r)
+}
+
+// finish writes the count of the lines not shown.
+func (l *rejectLog) finish() {
+	if l.w != nil && l.more > 0 {
+		fmt.Fprintf(l.w, "%s: %d more rejected lines not shown (only the first %d are)\n", l.name, l.more, rejectedShown)
+	}
 }
 
 func cmdEnqueue(ctx context.Context, a *app, args []string) error {
-	f := newFlags(a, "enqueue", "enqueue [flags] [FILE|-]\n\nReads one phone number or chatId per line "+
-		"(blank lines and lines starting with # are skipped). Phone numbers may carry +, spaces, dashes, dots "+
-		"and parentheses; they are stored as 11 or 12 digits. Rejected lines are reported with their line "+
-		"numbers and nothing else is lost. Numbers already in the table are skipped.")
+	f := newFlags(a, "enqueue", "enqueue [flags] [FILE|-]\n\n"+
+		"Reads phone numbers or chatIds from FILE or - (stdin, the default): one per line (blank lines and "+
+		"lines starting with # are skipped), a CSV column, or a JSONL field. Phone numbers may carry +, spaces, "+
+		"dashes, dots and parentheses. With --region (or [input] region) they are read as numbers dialled in "+
+		"that region (RU: 8 900 123-45-67 is 79001234567; a (0) trunk prefix is dropped) and must be valid "+
+		"numbers of their country; without one they are taken as international digits (11 or 12). They are "+
+		"stored as digits. A phone number and its personal chatId (79001234567 and 79001234567@c.us) are one "+
+		"target, stored once. Rejected lines are reported with their line numbers and why (the first 1000); "+
+		"nothing else is lost, and targets already in the table are counted as duplicates.")
 	tableFlag(f)
+	key(f, "region", "ISO 3166 region of national numbers, e.g. RU or DE (input.region); empty: international digits only",
+		func(c *Config) *string { return &c.Input.Region })
+	var opt enqueueOptions
+	var report string
+	f.StringVar(&opt.Format, "format", formatAuto, "input format: auto (by extension .csv, .jsonl or .ndjson, else by the first line), lines, csv or jsonl")
+	f.StringVar(&opt.Column, "column", "", "CSV column: a header name or a 1-based index (default: a column named phone, phone_number, number, msisdn, chat_id or chatId, else the first)")
+	f.StringVar(&opt.Field, "field", "", "JSONL field (default: phone_number, phone, chat_id or chatId, the first present)")
+	f.StringVar(&report, "report", "text", "report: text (a summary on stdout, rejected lines on stderr) or json (one JSON object on stdout)")
 	f.file = true
 	rest, err := f.parse(args, false)
 	if err != nil {
 		return err
+	}
+	opt.Region = a.cfg.Input.Region
+	if !slices.Contains([]string{formatAuto, formatLines, formatCSV, formatJSONL}, opt.Format) {
+		return configErrorf("--format %q: use auto, lines, csv or jsonl", opt.Format)
+	}
+	if report != "text" && report != "json" {
+		return configErrorf("--report %q: use text or json", report)
 	}
 	// The file is opened before connecting: a wrong path is a usage error, found without the
 	// database.
@@ -45,20 +146,59 @@ func cmdEnqueue(ctx context.Context, a *app, args []string) error {
 		return err
 	}
 	defer pool.Close()
-	rep, err := enqueue(ctx, st, in, name, a.io.err)
-	fmt.Fprintf(a.io.out, "inserted %d, duplicates %d, rejected %d\n", rep.Inserted, rep.Duplicates, rep.Rejected)
+	rej := &rejectLog{name: name}
+	if report == "text" {
+		rej.w = a.io.err
+	}
+	rep, err := enqueue(ctx, st, in, name, opt, rej)
+	rej.finish()
+	if report == "json" {
+		out := struct {
+			Input        string      `json:"input"`
+			Region       string      `json:"region"`
+			Inserted     int64       `json:"inserted"`
+			Duplicates   int64       `json:"duplicates"`
+			RejectedN    int64       `json:"rejected_count"`
+			National     int64       `json:"looking_national"`
+			Rejected     []rejection `json:"rejected"`
+			RejectedMore int64       `json:"rejected_more"`
+			Error        string      `json:"error,omitempty"`
+		}{name, opt.Region, rep.Inserted, rep.Duplicates, rep.Rejected, rep.National, rej.shown, rej.more, ""}
+		if out.Rejected == nil {
+			out.Rejected = []rejection{}
+		}
+		if err != nil {
+			out.Error = err.Error()
+		}
+		b, merr := json.Marshal(out)
+		if merr != nil {
+			return fmt.Errorf("enqueue: write the report: %w", merr)
+		}
+		fmt.Fprintf(a.io.out, "%s\n", b)
+		return err
+	}
+	line := fmt.Sprintf("inserted %d, duplicates %d, rejected %d", rep.Inserted, rep.Duplicates, rep.Rejected)
+	if rep.National > 0 {
+		line += fmt.Sprintf(" (looking national: %d)", rep.National)
+		fmt.Fprintf(a.io.err, "%s: %d phone numbers look national (a leading 8 or 0) and were taken as international "+
+			"digits: pass --region (or set [input] region), e.g. --region RU, to read them as numbers dialled in that region\n",
+			name, rep.National)
+	}
+	fmt.Fprintln(a.io.out, line)
 	return err
 }
 
-// enqueue streams lines into the table in chunks, so memory stays flat for any input size.
-func enqueue(ctx context.Context, st *store.Store, in io.Reader, name string, errw io.Writer) (enqueueReport, error) {
+// enqueue streams the input into the table in chunks of store.CopyChunkSize (COPY into a
+// staging table, then one INSERT), so memory stays flat for any input size. Rejected lines go to
+// rej. A read error stops the input with a *configError after the lines before it were enqueued.
+func enqueue(ctx context.Context, st *store.Store, in io.Reader, name string, opt enqueueOptions, rej *rejectLog) (enqueueReport, error) {
 	var rep enqueueReport
-	batch := make([]store.NewContact, 0, store.ChunkSize)
+	batch := make([]store.NewContact, 0, store.CopyChunkSize)
 	flush := func() error {
 		if len(batch) == 0 {
 			return nil
 		}
-		n, err := st.Enqueue(ctx, batch)
+		n, err := st.EnqueueCopy(ctx, batch)
 		if err != nil {
 			return dbErr("enqueue", err)
 		}
@@ -67,26 +207,35 @@ func enqueue(ctx context.Context, st *store.Store, in io.Reader, name string, er
 		batch = batch[:0]
 		return nil
 	}
-	sc := bufio.NewScanner(in)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for line := 1; sc.Scan(); line++ {
-		text := sc.Text()
-		if line == 1 {
-			text = strings.TrimPrefix(text, "\ufeff") // the byte-order mark spreadsheets write
+	src, err := newSource(in, name, opt)
+	if err != nil {
+		return rep, err
+	}
+	for {
+		line, text, err := src.next()
+		if errors.Is(err, io.EOF) {
+			break
 		}
-		text = strings.TrimSpace(text)
-		if text == "" || strings.HasPrefix(text, "#") {
+		var bad *badRecord
+		switch {
+		case errors.As(err, &bad):
+			rep.Rejected++
+			rej.add(line, text, bad.err)
 			continue
+		case err != nil:
+			if ferr := flush(); ferr != nil {
+				return rep, ferr
+			}
+			return rep, configErrorf("read %s: %v (the lines before it were enqueued)", name, err)
 		}
-		t, err := greenapi.ParseTarget(text)
+		c, national, err := normalize(text, opt.Region)
+		if national {
+			rep.National++
+		}
 		if err != nil {
 			rep.Rejected++
-			fmt.Fprintf(errw, "%s:%d: rejected: %v\n", name, line, err)
+			rej.add(line, text, err)
 			continue
-		}
-		c := store.NewContact{PhoneNumber: t.String()}
-		if t.Kind() != greenapi.KindPhone {
-			c = store.NewContact{ChatID: t.String()}
 		}
 		if batch = append(batch, c); len(batch) == cap(batch) {
 			if err := flush(); err != nil {
@@ -94,11 +243,361 @@ func enqueue(ctx context.Context, st *store.Store, in io.Reader, name string, er
 			}
 		}
 	}
-	if err := sc.Err(); err != nil {
-		if ferr := flush(); ferr != nil {
-			return rep, ferr
-		}
-		return rep, configErrorf("read %s: %v (lines before it were enqueued)", name, err)
-	}
 	return rep, flush()
+}
+
+// checkRegion validates an [input] region: "" (none) or an ISO 3166 alpha-2 region
+// phonenumbers knows, returned in upper case.
+func checkRegion(region string) (string, error) {
+	region = strings.ToUpper(strings.TrimSpace(region))
+	if region == "" {
+		return "", nil
+	}
+	if _, ok := phonenumbers.GetSupportedRegions()[region]; !ok {
+		return "", fmt.Errorf("%q is not a region phone numbers are known for: use an ISO 3166 alpha-2 code "+
+			"such as RU, DE, GB or US, or \"\" to take every number as international digits", region)
+	}
+	return region, nil
+}
+
+// phoneChars are the characters people write phone numbers with; anything else in a number is
+// a rejection, never a guess.
+const phoneChars = "0123456789+ \t-.()"
+
+// normalize turns one input value into a contact: a chatId as given, a phone number as digits in
+// international format. national reports a phone number read without a region that looks like
+// a national one (a leading 8 or 0), whatever else is wrong with it.
+func normalize(s, region string) (c store.NewContact, national bool, err error) {
+	s = strings.TrimSpace(s)
+	if strings.IndexByte(s, '@') >= 0 {
+		t, err := greenapi.ParseChatID(s)
+		if err != nil {
+			return c, false, err
+		}
+		return store.NewContact{ChatID: t.String()}, false, nil
+	}
+	if region == "" {
+		t, err := greenapi.ParsePhone(s)
+		national = looksNational(s)
+		if err != nil {
+			return c, national, err
+		}
+		return store.NewContact{PhoneNumber: t.String()}, national, nil
+	}
+	if i := strings.IndexFunc(s, func(r rune) bool { return !strings.ContainsRune(phoneChars, r) }); i >= 0 {
+		r := []rune(s[i:])[0]
+		return c, false, fmt.Errorf("%q: unexpected character %q: a phone number is digits with +, spaces, dashes, dots or parentheses", s, r)
+	}
+	num, err := phonenumbers.Parse(s, region)
+	if err != nil {
+		return c, false, fmt.Errorf("%q is not a phone number (region %s): %v", s, region, err)
+	}
+	if !phonenumbers.IsValidNumber(num) {
+		return c, false, fmt.Errorf("%q is not a valid number (read in region %s as +%d %d)", s, region,
+			num.GetCountryCode(), num.GetNationalNumber())
+	}
+	digits := strings.TrimPrefix(phonenumbers.Format(num, phonenumbers.E164), "+")
+	t, err := greenapi.ParsePhone(digits)
+	if err != nil {
+		return c, false, fmt.Errorf("%q is +%s, a valid number, but Green API takes 11 or 12 digits in international format and it has %d",
+			s, digits, len(digits))
+	}
+	return store.NewContact{PhoneNumber: t.String()}, false, nil
+}
+
+// looksNational reports whether a phone number's first digit is 8 or 0 with no '+' before it:
+// the national form of Russia and others (8 900 ...) or a trunk prefix (0 30 ...).
+func looksNational(s string) bool {
+	i := strings.IndexFunc(s, func(r rune) bool { return r >= '0' && r <= '9' || r == '+' })
+	return i >= 0 && (s[i] == '8' || s[i] == '0')
+}
+
+// badRecord is a record that cannot be read as a value (a missing column or field, a line that
+// is not JSON): it is rejected and the input goes on.
+type badRecord struct{ err error }
+
+func (b *badRecord) Error() string { return b.err.Error() }
+
+// source yields the input's values one by one with their line numbers: io.EOF at the end, a
+// *badRecord for a record to reject, any other error to stop at.
+type source interface {
+	next() (line int64, value string, err error)
+}
+
+// maxLine is the longest line (or CSV record) read; a longer one stops the input.
+const maxLine = 1 << 20
+
+// newSource picks the reader for opt.Format, sniffing the first line for auto.
+func newSource(in io.Reader, name string, opt enqueueOptions) (source, error) {
+	br := bufio.NewReaderSize(in, 64<<10)
+	// The byte-order mark spreadsheets write.
+	if b, err := br.Peek(3); err == nil && string(b) == "\ufeff" {
+		_, _ = br.Discard(3)
+	}
+	format := opt.Format
+	if format == "" || format == formatAuto {
+		switch strings.ToLower(filepath.Ext(name)) {
+		case ".csv":
+			format = formatCSV
+		case ".jsonl", ".ndjson":
+			format = formatJSONL
+		default:
+			format = sniffFormat(firstLine(br))
+		}
+	}
+	if opt.Column != "" && format != formatCSV {
+		return nil, configErrorf("--column is for CSV input, and %s is read as %s: pass --format csv, or drop --column", name, format)
+	}
+	if opt.Field != "" && format != formatJSONL {
+		return nil, configErrorf("--field is for JSONL input, and %s is read as %s: pass --format jsonl, or drop --field", name, format)
+	}
+	switch format {
+	case formatCSV:
+		return newCSVSource(br, firstLine(br), opt.Column), nil
+	case formatJSONL:
+		return newJSONLSource(br, opt.Field), nil
+	}
+	return newLineSource(br), nil
+}
+
+// firstLine is the input's first non-blank, non-comment line as far as the buffer holds it,
+// without consuming anything.
+func firstLine(br *bufio.Reader) string {
+	b, _ := br.Peek(br.Size())
+	for len(b) > 0 {
+		line, rest, _ := bytes.Cut(b, []byte("\n"))
+		if t := strings.TrimSpace(string(line)); t != "" && !strings.HasPrefix(t, "#") {
+			return t
+		}
+		b = rest
+	}
+	return ""
+}
+
+// sniffFormat guesses the format of input whose name says nothing from its first line: a JSON
+// object is JSONL, a line split by commas, semicolons or tabs is CSV, anything else lines.
+// A phone number written with tabs ("+7\t900 123") is still one number a line.
+func sniffFormat(line string) string {
+	switch d := csvDelimiter(line); {
+	case strings.HasPrefix(line, "{"):
+		return formatJSONL
+	case d == 0, d == '\t' && plausibleTarget(line):
+		return formatLines
+	}
+	return formatCSV
+}
+
+// csvDelimiter is the commonest of , ; and tab in line, or 0 if it has none.
+func csvDelimiter(line string) rune {
+	best, n := rune(0), 0
+	for _, d := range []rune{',', ';', '\t'} {
+		if c := strings.Count(line, string(d)); c > n {
+			best, n = d, c
+		}
+	}
+	return best
+}
+
+// plausibleTarget reports whether a cell could be a phone number or chatId (so a first row whose
+// chosen cell is not one is a header).
+func plausibleTarget(s string) bool {
+	s = strings.TrimSpace(s)
+	if strings.IndexByte(s, '@') >= 0 {
+		_, err := greenapi.ParseChatID(s)
+		return err == nil
+	}
+	digits := 0
+	for _, r := range s {
+		switch {
+		case r >= '0' && r <= '9':
+			digits++
+		case strings.ContainsRune(phoneChars, r):
+		default:
+			return false
+		}
+	}
+	return digits >= 5
+}
+
+// lineSource reads one value per line, skipping blank lines and # comments.
+type lineSource struct {
+	sc   *bufio.Scanner
+	line int64
+}
+
+func newLineSource(r io.Reader) *lineSource {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), maxLine)
+	return &lineSource{sc: sc}
+}
+
+func (s *lineSource) next() (int64, string, error) {
+	for s.sc.Scan() {
+		s.line++
+		text := strings.TrimSpace(s.sc.Text())
+		if text == "" || strings.HasPrefix(text, "#") {
+			continue
+		}
+		return s.line, text, nil
+	}
+	if err := s.sc.Err(); err != nil {
+		return s.line + 1, "", fmt.Errorf("line %d: %w", s.line+1, err)
+	}
+	return s.line, "", io.EOF
+}
+
+// csvNames are the header names a CSV column of targets is found by without --column, in
+// order of preference (compared case-insensitively).
+var csvNames = []string{"phone", "phone_number", "number", "msisdn", "chat_id", "chatid"}
+
+// csvSource reads one column of a CSV file (encoding/csv: quotes, any number of fields per
+// record, lazy quotes), the delimiter taken from the first line.
+type csvSource struct {
+	r      *csv.Reader
+	column string // as given
+	col    int    // 0-based, -1 until the first record decides
+	first  bool
+}
+
+func newCSVSource(r io.Reader, first, column string) *csvSource {
+	cr := csv.NewReader(r)
+	if d := csvDelimiter(first); d != 0 {
+		cr.Comma = d
+	}
+	cr.Comment = '#'
+	cr.FieldsPerRecord = -1
+	cr.LazyQuotes = true
+	cr.ReuseRecord = true
+	return &csvSource{r: cr, column: column, col: -1, first: true}
+}
+
+func (s *csvSource) next() (int64, string, error) {
+	for {
+		rec, err := s.r.Read()
+		if errors.Is(err, io.EOF) {
+			return 0, "", io.EOF
+		}
+		if err != nil {
+			line, _ := s.r.FieldPos(0)
+			var pe *csv.ParseError
+			if errors.As(err, &pe) {
+				line = pe.Line
+			}
+			return int64(line), "", err
+		}
+		if s.first {
+			s.first = false
+			header, err := s.pick(rec)
+			if err != nil {
+				return 0, "", err
+			}
+			if header {
+				continue
+			}
+		}
+		line, _ := s.r.FieldPos(0)
+		if s.col >= len(rec) {
+			if len(rec) == 1 && strings.TrimSpace(rec[0]) == "" {
+				continue // a line of spaces
+			}
+			return int64(line), strings.Join(rec, string(s.r.Comma)),
+				&badRecord{fmt.Errorf("the record has %d fields and the column is number %d", len(rec), s.col+1)}
+		}
+		line, _ = s.r.FieldPos(s.col)
+		v := strings.TrimSpace(rec[s.col])
+		if v == "" {
+			return int64(line), "", &badRecord{fmt.Errorf("column %d is empty", s.col+1)}
+		}
+		return int64(line), v, nil
+	}
+}
+
+// pick chooses the column from the first record and says whether that record is a header: with
+// --column NAME, it is one and must hold NAME; with --column INDEX, or by default, it is one when
+// its cell in the column is not a plausible number. By default the column is the first whose
+// header is one of csvNames, else the first.
+func (s *csvSource) pick(rec []string) (header bool, err error) {
+	find := func(names ...string) int {
+		for _, n := range names {
+			for i, h := range rec {
+				if strings.EqualFold(strings.TrimSpace(h), n) {
+					return i
+				}
+			}
+		}
+		return -1
+	}
+	switch n, err := strconv.Atoi(s.column); {
+	case s.column == "":
+		if s.col = find(csvNames...); s.col >= 0 {
+			return true, nil
+		}
+		s.col = 0
+	case err == nil:
+		if n < 1 {
+			return false, configErrorf("--column %d: columns are numbered from 1", n)
+		}
+		s.col = n - 1
+	default:
+		if s.col = find(s.column); s.col < 0 {
+			return false, configErrorf("--column %q: the first row has no such column (it has %q): name a column of the header, "+
+				"or give its number from 1", s.column, rec)
+		}
+		return true, nil
+	}
+	return s.col < len(rec) && !plausibleTarget(rec[s.col]), nil
+}
+
+// jsonlNames are the fields a JSONL line's target is found in without --field, the first
+// present wins.
+var jsonlNames = []string{"phone_number", "phone", "chat_id", "chatId"}
+
+// jsonlSource reads one field of each line holding a JSON object.
+type jsonlSource struct {
+	lines *lineSource
+	field string
+}
+
+func newJSONLSource(r io.Reader, field string) *jsonlSource {
+	return &jsonlSource{lines: newLineSource(r), field: field}
+}
+
+func (s *jsonlSource) next() (int64, string, error) {
+	line, text, err := s.lines.next()
+	if err != nil {
+		return line, text, err
+	}
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal([]byte(text), &obj); err != nil {
+		return line, text, &badRecord{fmt.Errorf("not a JSON object: %v", err)}
+	}
+	names := jsonlNames
+	if s.field != "" {
+		names = []string{s.field}
+	}
+	for _, n := range names {
+		raw, ok := obj[n]
+		if !ok {
+			continue
+		}
+		var str string
+		if json.Unmarshal(raw, &str) == nil {
+			return line, str, nil
+		}
+		var num json.Number
+		if json.Unmarshal(raw, &num) == nil {
+			return line, num.String(), nil
+		}
+		return line, text, &badRecord{fmt.Errorf("field %q is %s, not a string or a number", n, raw)}
+	}
+	return line, text, &badRecord{fmt.Errorf("no field %s", strings.Join(quoteAll(names), " or "))}
+}
+
+// quoteAll quotes each name, for messages.
+func quoteAll(names []string) []string {
+	out := make([]string, len(names))
+	for i, n := range names {
+		out[i] = strconv.Quote(n)
+	}
+	return out
 }

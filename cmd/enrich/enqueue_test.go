@@ -79,7 +79,7 @@ func TestEnqueue(t *testing.T) {
 		{
 			name: "formatted phone numbers are stored as digits",
 			in:   "+7 (900) 123-45-67\n7.900.123.45.68\n\t+44 20 7946 0958 \n8-800-555-35-35\n+1 (212) 555-0100\n",
-			want: enqueueReport{Inserted: 5},
+			want: enqueueReport{Inserted: 5, National: 1}, // 8-800-...: stored as given, counted
 			wantRows: []string{phone("79001234567"), phone("79001234568"), phone("442079460958"),
 				phone("88005553535"), phone("12125550100")},
 		},
@@ -104,16 +104,17 @@ func TestEnqueue(t *testing.T) {
 			wantRows:     []string{phone("79001234567"), phone("79001234568")},
 		},
 		{
+			// A phone number and its personal chatId are one target: the first form is stored.
 			name:     "duplicates within the input",
 			in:       "79001234567\n+7 900 123-45-67\n79001234567@c.us\n79001234567@c.us\n7 (900) 123 45 67\n",
-			want:     enqueueReport{Inserted: 2, Duplicates: 3},
-			wantRows: []string{phone("79001234567"), chat("79001234567@c.us")},
+			want:     enqueueReport{Inserted: 1, Duplicates: 4},
+			wantRows: []string{phone("79001234567")},
 		},
 		{
 			name:     "duplicates of rows already in the table",
 			seed:     []store.NewContact{{PhoneNumber: "79001234567"}, {ChatID: "79001234568@c.us"}},
-			in:       "+79001234567\n79001234568@c.us\n79001234569\n",
-			want:     enqueueReport{Inserted: 1, Duplicates: 2},
+			in:       "+79001234567\n79001234568@c.us\n79001234569\n79001234568\n79001234567@c.us\n",
+			want:     enqueueReport{Inserted: 1, Duplicates: 4},
 			wantRows: []string{phone("79001234567"), phone("79001234569"), chat("79001234568@c.us")},
 		},
 		{
@@ -161,7 +162,7 @@ func TestEnqueue(t *testing.T) {
 				}
 			}
 			var errw bytes.Buffer
-			got, err := enqueue(b.ctx, b.st, strings.NewReader(tt.in), "in.txt", &errw)
+			got, err := enqueue(b.ctx, b.st, strings.NewReader(tt.in), "in.txt", enqueueOptions{}, &rejectLog{w: &errw, name: "in.txt"})
 			var ce *configError
 			switch {
 			case tt.wantErr && !errors.As(err, &ce):
@@ -228,11 +229,11 @@ func (r *lineReader) Read(p []byte) (int, error) {
 func TestEnqueueManyChunks(t *testing.T) {
 	t.Parallel()
 	const (
-		lines  = 12_000
-		unique = 11_000 // the last 1,000 lines repeat the first 1,000, in another chunk
+		lines  = 48_000
+		unique = 44_000 // the last 4,000 lines repeat the first 4,000, in another chunk
 	)
-	if lines < 2*store.ChunkSize+1 {
-		t.Fatalf("store.ChunkSize %d: the input must span at least three chunks", store.ChunkSize)
+	if lines < 2*store.CopyChunkSize+1 {
+		t.Fatalf("store.CopyChunkSize %d: the input must span at least three chunks", store.CopyChunkSize)
 	}
 	b := setupEnqueue(t)
 	atEOF := int64(-1)
@@ -249,7 +250,7 @@ func TestEnqueueManyChunks(t *testing.T) {
 		atEOF: func() { atEOF = b.count(t) },
 	}
 	var errw bytes.Buffer
-	got, err := enqueue(b.ctx, b.st, in, "big.txt", &errw)
+	got, err := enqueue(b.ctx, b.st, in, "big.txt", enqueueOptions{}, &rejectLog{w: &errw, name: "big.txt"})
 	if err != nil {
 		t.Fatalf("enqueue: %v", err)
 	}
@@ -259,7 +260,7 @@ func TestEnqueueManyChunks(t *testing.T) {
 	if errw.Len() > 0 {
 		t.Errorf("lines rejected:\n%.500s", errw.String())
 	}
-	if want := int64(lines / store.ChunkSize * store.ChunkSize); atEOF != want {
+	if want := int64(lines / store.CopyChunkSize * store.CopyChunkSize); atEOF != want {
 		t.Errorf("%d rows in the table when the input ended, want %d: the input is not written chunk by chunk", atEOF, want)
 	}
 	if n := b.count(t); n != unique {
