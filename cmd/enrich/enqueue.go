@@ -288,7 +288,7 @@ func normalize(s, region string) (c store.NewContact, national bool, err error) 
 		r := []rune(s[i:])[0]
 		return c, false, fmt.Errorf("%q: unexpected character %q: a phone number is digits with +, spaces, dashes, dots or parentheses", s, r)
 	}
-	num, err := phonenumbers.Parse(s, region)
+	num, err := phonenumbers.Parse(strings.ReplaceAll(s, "\t", " "), region)
 	if err != nil {
 		return c, false, fmt.Errorf("%q is not a phone number (region %s): %v", s, region, err)
 	}
