@@ -38,7 +38,7 @@ Usage:
 
 Commands:
   migrate    create or upgrade the contacts table (safe to run from many pods at once)
-  enqueue    add phone numbers or chatIds, one per line, from FILE or - (stdin)
+  enqueue    add phone numbers or chatIds from FILE or - (stdin): lines, CSV or JSONL (--region, --report json)
   run        enrich due rows until none is left (the nightly job)
   status     counts by status and reason, rows due now, the oldest due, the last runs (--json)
   requeue    put failed or done rows back in the queue (--status, --reason, --older-than)

@@ -353,7 +353,7 @@ func newSource(in io.Reader, name string, opt enqueueOptions) (source, error) {
 	}
 	switch format {
 	case formatCSV:
-		return newCSVSource(br, firstLine(br), opt.Column), nil
+		return newCSVSource(&lineLimit{r: br}, firstLine(br), opt.Column), nil
 	case formatJSONL:
 		return newJSONLSource(br, opt.Field), nil
 	}
@@ -444,6 +444,25 @@ func (s *lineSource) next() (int64, string, error) {
 		return s.line + 1, "", fmt.Errorf("line %d: %w", s.line+1, err)
 	}
 	return s.line, "", io.EOF
+}
+
+// lineLimit fails a read once a line runs past maxLine bytes, so that encoding/csv, which has no
+// limit of its own, holds a bounded record whatever the input.
+type lineLimit struct {
+	r   io.Reader
+	run int // bytes since the last newline
+}
+
+func (l *lineLimit) Read(p []byte) (int, error) {
+	n, err := l.r.Read(p)
+	for _, c := range p[:n] {
+		if l.run++; c == '\n' {
+			l.run = 0
+		} else if l.run > maxLine {
+			return 0, fmt.Errorf("a line longer than %d bytes: is this really a CSV file?", maxLine)
+		}
+	}
+	return n, err
 }
 
 // csvNames are the header names a CSV column of targets is found by without --column, in

@@ -206,6 +206,22 @@ func TestEnqueueFormats(t *testing.T) {
 	}
 }
 
+// TestEnqueueCSVLineTooLong: a CSV line past the limit stops the input with a usage error, the
+// records before it enqueued.
+func TestEnqueueCSVLineTooLong(t *testing.T) {
+	t.Parallel()
+	b := setupEnqueue(t)
+	in := "phone,note\n79001234567,a\n79001234568," + strings.Repeat("x", 2<<20) + "\n79001234569,c\n"
+	var errw bytes.Buffer
+	got, err := enqueue(b.ctx, b.st, strings.NewReader(in), "big.csv", enqueueOptions{}, &rejectLog{w: &errw, name: "big.csv"})
+	if exitCode(err, nil) != exitConfig || !strings.Contains(fmt.Sprint(err), "longer than") {
+		t.Errorf("error %v (exit %d), want a usage error about the long line", err, exitCode(err, nil))
+	}
+	if got.Inserted != 1 {
+		t.Errorf("report %+v, want the record before the long line inserted", got)
+	}
+}
+
 // TestEnqueueRegionCommand runs `enrich enqueue --region RU` with the text and the JSON
 // report, and the usage errors of the new flags.
 func TestEnqueueRegionCommand(t *testing.T) {
