@@ -42,11 +42,12 @@ Commands:
   run        enrich due rows until none is left (the nightly job)
   status     counts by status and reason, rows due now, the oldest due, the last runs (--json)
   requeue    put failed or done rows back in the queue (--status, --reason, --older-than)
+  export     write rows as CSV or JSONL, streamed from one snapshot (--format, --status, --since, --output)
   simulate   serve the built-in Green API simulator (for trials and load tests)
   demo       the whole job end to end against the simulator and a local PostgreSQL
   version    the module version, VCS revision and Go version (also enrich --version)
 
-migrate, enqueue, run, status and requeue take --config FILE (or ENRICH_CONFIG) after their
+migrate, enqueue, run, status, requeue and export take --config FILE (or ENRICH_CONFIG) after their
 name; environment variables override the file and flags override both. "enrich COMMAND --help" lists a command's flags.
 
 Exit codes: 0 finished, 1 configuration or usage error, 2 no usable Green API instance,
@@ -60,6 +61,7 @@ var commands = map[string]func(ctx context.Context, a *app, args []string) error
 	"run":      cmdRun,
 	"status":   cmdStatus,
 	"requeue":  cmdRequeue,
+	"export":   cmdExport,
 	"simulate": cmdSimulate,
 	"demo":     cmdDemo,
 	"version":  cmdVersion,
