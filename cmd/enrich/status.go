@@ -30,10 +30,12 @@ type statusView struct {
 
 func cmdStatus(ctx context.Context, a *app, args []string) error {
 	f := newFlags(a, "status", "status [flags]\n\n"+
-		"Counts by status and by reason, rows due now, leased and scheduled, the oldest due row, and the last runs.\n"+
+		"Counts by status and by reason, rows due now, leased and scheduled, the oldest due row, done rows whose avatar\n"+
+		"link expires within 24 h, and the last runs.\n"+
 		"A table of more than --exact-below rows is not scanned: its counts by status and reason are PostgreSQL's\n"+
 		"estimates from the last ANALYZE (marked ~), and its due, leased and scheduled rows are counted through the\n"+
-		"due index up to --exact-below (marked ≥ when there are more). --exact counts every row (a full scan).")
+		"due index up to --exact-below (marked ≥ when there are more), the expiring links through their index likewise.\n"+
+		"--exact counts every row (a full scan).")
 	tableFlag(f)
 	v := statusView{}
 	f.BoolVar(&v.Explain, "explain", false, "also print PostgreSQL's plan for the claim query (it should use the due index)")
