@@ -195,7 +195,8 @@ func (w *writer) batch(results []result) store.Batch {
 		switch res.kind {
 		case resultDone:
 			b.Done = append(b.Done, store.Done{Lease: lease, ExistsWhatsapp: res.avatar.ExistsWhatsapp,
-				AvatarAvailable: res.avatar.Available, URLAvatar: res.avatar.URLAvatar})
+				AvatarAvailable: res.avatar.Available, URLAvatar: res.avatar.URLAvatar,
+				URLExpiresAt: linkExpiry(res.avatar.URLAvatar)})
 		case resultRetry:
 			b.Retry = append(b.Retry, store.Retry{Lease: lease, Reason: res.reason, Delay: res.delay})
 		case resultFailed:
@@ -225,4 +226,14 @@ func (w *writer) failure() error {
 	w.flushing.Lock()
 	defer w.flushing.Unlock()
 	return w.err
+}
+
+// linkExpiry is the link's expiry for store.Done: nil when it has none (greenapi.LinkExpiry), so
+// the row is refreshed by age alone.
+func linkExpiry(link string) *time.Time {
+	at, ok := greenapi.LinkExpiry(link)
+	if !ok {
+		return nil
+	}
+	return &at
 }

@@ -83,6 +83,7 @@ type contact struct {
 	LeaseToken      *int64     `db:"lease_token"`
 	CreatedAt       time.Time  `db:"created_at"`
 	UpdatedAt       time.Time  `db:"updated_at"`
+	URLExpiresAt    *time.Time `db:"url_expires_at"`
 }
 
 // String prints a row with pointers dereferenced, for failure messages.
@@ -129,6 +130,7 @@ func (b *bundle) row(t *testing.T, id int64) contact {
 	c.UpdatedAt = c.UpdatedAt.UTC()
 	c.CheckedAt = utcPtr(c.CheckedAt)
 	c.LockedUntil = utcPtr(c.LockedUntil)
+	c.URLExpiresAt = utcPtr(c.URLExpiresAt)
 	return c
 }
 

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"testing"
+	"time"
 )
 
 // TestWritePlan: a write of a large batch while many rows are leased, on a table whose statistics
@@ -26,7 +27,7 @@ func TestWritePlan(t *testing.T) {
 		ids[i], tokens[i], texts[i], delays[i] = int64(2*i+1), token, "https://pps.whatsapp.net/v/t61/a.jpg", 1e6
 	}
 	args := map[string][]any{
-		"complete":   {nil, owner, ids, tokens, flags, flags, texts},
+		"complete":   {nil, owner, ids, tokens, flags, flags, texts, make([]*time.Time, batch)},
 		"reschedule": {nil, owner, ids, tokens, texts, delays},
 		"fail":       {nil, owner, ids, tokens, texts, flags},
 		"release":    {nil, owner, ids, tokens},

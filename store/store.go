@@ -283,6 +283,10 @@ type Done struct {
 	AvatarAvailable *bool
 	// URLAvatar is stored as given: "" means checked and no URL (NULL means never checked).
 	URLAvatar string
+	// URLExpiresAt is when URLAvatar stops working (greenapi.LinkExpiry), stored in
+	// url_expires_at so that Refresh makes the row due again before then; nil stores NULL (no
+	// link, or no expiry in it: the row is refreshed by age alone).
+	URLExpiresAt *time.Time
 }
 
 // Retry is a row whose call should be tried again later (a transient failure). It stays
@@ -365,10 +369,12 @@ func (s *Store) Write(ctx context.Context, owner string, b Batch) (Written, erro
 		exists := make([]*bool, len(part))
 		avatar := make([]*bool, len(part))
 		urls := make([]string, len(part))
+		expires := make([]*time.Time, len(part))
 		for i, d := range part {
+			expires[i] = d.URLExpiresAt
 			ids[i], tokens[i], exists[i], avatar[i], urls[i] = d.ID, d.Token, d.ExistsWhatsapp, d.AvatarAvailable, d.URLAvatar
 		}
-		pb.Queue(s.q.complete, now, owner, ids, tokens, exists, avatar, urls)
+		pb.Queue(s.q.complete, now, owner, ids, tokens, exists, avatar, urls, expires)
 		counters = append(counters, &w.Done)
 	}
 	for c := range chunks(len(b.Retry)) {
