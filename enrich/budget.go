@@ -23,6 +23,8 @@ type Budget interface {
 	QuotaSpent(ctx context.Context, instance string, day store.DayStart) error
 	// ReserveState hands out the instance's next GetStateInstance slot.
 	ReserveState(ctx context.Context, instance string, maxRPS float64, p store.BudgetPolicy) (slot, now time.Time, err error)
+	// ReserveCheck hands out the instance's next CheckWhatsapp slot, at rps.
+	ReserveCheck(ctx context.Context, instance string, rps float64, p store.BudgetPolicy) (slot, now time.Time, err error)
 }
 
 // policy is the pacing policy of pacer.go, for the shared budget.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 
@@ -35,6 +36,8 @@ type API interface {
 	ID() string
 	GetAvatar(ctx context.Context, t greenapi.Target) (greenapi.Avatar, error)
 	GetStateInstance(ctx context.Context) (string, error)
+	// CheckWhatsapp confirms an account GetAvatar reported missing (Config.ConfirmMissing).
+	CheckWhatsapp(ctx context.Context, t greenapi.Target) (bool, error)
 }
 
 // Instance is an API with the request rate it may spend.
@@ -47,6 +50,10 @@ type Instance struct {
 	// Budget across runs and processes; a spent instance is set aside until the day turns.
 	// 0 (default): no cap. It needs a Budget.
 	MaxPerDay int64
+	// CheckRPS is the CheckWhatsapp requests per second the instance may be sent for
+	// confirmations (ConfirmMissing), its own limit apart from RPS, shared by every run with a
+	// Budget. Default CheckRPSDefault (10, Green API's).
+	CheckRPS float64
 }
 
 // Defaults of Config, named so that the CLI, the docs and the tests agree.
@@ -126,6 +133,11 @@ type Config struct {
 	Day store.DayStart
 	// Logger receives the run's logs. Default: a disabled logger.
 	Logger *zerolog.Logger
+	// ConfirmMissing confirms every "existsWhatsapp: false" GetAvatar answer for a phone number
+	// with CheckWhatsapp, which Green API advises: GetAvatar reports some accounts without a
+	// photo as missing. The row then records the confirmed value and that it came from
+	// CheckWhatsapp. Default false.
+	ConfirmMissing bool
 	// Observer is told of every call, retry and written row as it happens (metrics). Default:
 	// none. Runner.Snapshot gives the rest (rows due, calls in flight, instance states).
 	Observer Observer
@@ -151,9 +163,15 @@ func (c Config) withDefaults() (Config, error) {
 	if len(c.Instances) == 0 {
 		return c, errors.New("enrich: at least one Green API instance is required ([[greenapi.instance]])")
 	}
+	c.Instances = slices.Clone(c.Instances) // defaults go into the run's copy, not the caller's
 	for i, in := range c.Instances {
 		if in.API == nil {
 			return c, fmt.Errorf("enrich: instance %d has no API client", i)
+		}
+		if in.CheckRPS == 0 {
+			c.Instances[i].CheckRPS = CheckRPSDefault
+		} else if !(in.CheckRPS > 0) || math.IsInf(in.CheckRPS, 0) {
+			return c, fmt.Errorf("enrich: instance %s: CheckWhatsapp rps must be finite and > 0, got %g", in.API.ID(), in.CheckRPS)
 		}
 		if !(in.RPS > 0) || math.IsInf(in.RPS, 0) {
 			return c, fmt.Errorf("enrich: instance %s: rps must be finite and > 0, got %g", in.API.ID(), in.RPS)

@@ -82,6 +82,9 @@ type controller struct {
 	// stateLimit is GetStateInstance's 1 request per second, shared by the pre-flight check and
 	// every probe.
 	stateLimit *rate.Limiter
+	// checkLimit is CheckWhatsapp's own limit (checkRPS) for confirmations, without a Budget.
+	checkLimit *rate.Limiter
+	checkRPS   float64
 
 	mu sync.Mutex
 	// pace spaces this process's requests; shared, when the run has a Budget, replaces it with
@@ -116,6 +119,8 @@ type controller struct {
 	// suspects are rows answered "bad request" one after another since the last other answer,
 	// with those answers: a lone one is the row's fault, a run of them the request form's.
 	suspects []suspect
+	// confirmErr is why the instance confirms no more missing accounts (nil: it does).
+	confirmErr error
 	// accepted counts answers that took the request's form (any real answer), refused the
 	// "bad request" answers found to be their rows' own: the share of bad rows so far.
 	accepted, refused int64
@@ -136,6 +141,8 @@ func newController(r *Runner, inst Instance) *controller {
 		id:         inst.API.ID(),
 		turn:       make(chan struct{}, 1),
 		stateLimit: rate.NewLimiter(1, 1),
+		checkLimit: rate.NewLimiter(rate.Limit(inst.CheckRPS), 1),
+		checkRPS:   inst.CheckRPS,
 		pace:       newPacer(inst.RPS),
 		perDay:     inst.MaxPerDay,
 		open:       open,

@@ -622,7 +622,11 @@ func (r *Runner) call(c *controller, h *held, sentAt time.Time) (retry bool) {
 	r.stats.call(c.id, "getAvatar", err, sentAt, r.cfg.Now())
 	if err == nil {
 		r.failInvalid(c.answered()...)
-		r.resolve(h, result{kind: resultDone, avatar: av})
+		source := SourceGetAvatar
+		if r.confirmable(c, h, av) {
+			av, source = r.confirm(c, h, av)
+		}
+		r.resolve(h, result{kind: resultDone, avatar: av, source: source})
 		return false
 	}
 	switch greenapi.ClassOf(err) {

@@ -24,10 +24,13 @@ type fakeAPI struct {
 	id     string
 	answer func(t greenapi.Target, n int) (greenapi.Avatar, error)
 	state  func(n int) (string, error)
+	// check answers CheckWhatsapp: its n-th call (from 0) of all; nil answers an error.
+	check func(t greenapi.Target, n int) (bool, error)
 
 	mu     sync.Mutex
 	calls  map[string]int
 	states int
+	checks []string
 }
 
 func newFake(id string, answer func(greenapi.Target, int) (greenapi.Avatar, error)) *fakeAPI {
@@ -43,6 +46,23 @@ func (f *fakeAPI) GetAvatar(ctx context.Context, t greenapi.Target) (greenapi.Av
 	f.calls[t.String()]++
 	f.mu.Unlock()
 	return f.answer(t, n)
+}
+
+func (f *fakeAPI) CheckWhatsapp(ctx context.Context, t greenapi.Target) (bool, error) {
+	f.mu.Lock()
+	n := len(f.checks)
+	f.checks = append(f.checks, t.String())
+	f.mu.Unlock()
+	if f.check == nil {
+		return false, errors.New("fakeAPI: CheckWhatsapp not scripted")
+	}
+	return f.check(t, n)
+}
+
+func (f *fakeAPI) checked() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.checks...)
 }
 
 func (f *fakeAPI) GetStateInstance(ctx context.Context) (string, error) {

@@ -25,6 +25,8 @@ type result struct {
 	h      *held
 	kind   resultKind
 	avatar greenapi.Avatar
+	// source is where a done row's exists_whatsapp came from (SourceGetAvatar, SourceCheckWhatsapp).
+	source string
 	reason string
 	// delay is a retry's wait; attempted says a failure spent an API call.
 	delay     time.Duration
@@ -195,7 +197,7 @@ func (w *writer) batch(results []result) store.Batch {
 		switch res.kind {
 		case resultDone:
 			b.Done = append(b.Done, store.Done{Lease: lease, ExistsWhatsapp: res.avatar.ExistsWhatsapp,
-				AvatarAvailable: res.avatar.Available, URLAvatar: res.avatar.URLAvatar,
+				AvatarAvailable: res.avatar.Available, URLAvatar: res.avatar.URLAvatar, ExistsSource: res.source,
 				URLExpiresAt: linkExpiry(res.avatar.URLAvatar)})
 		case resultRetry:
 			b.Retry = append(b.Retry, store.Retry{Lease: lease, Reason: res.reason, Delay: res.delay})

@@ -84,6 +84,7 @@ type contact struct {
 	CreatedAt       time.Time  `db:"created_at"`
 	UpdatedAt       time.Time  `db:"updated_at"`
 	URLExpiresAt    *time.Time `db:"url_expires_at"`
+	ExistsSource    *string    `db:"exists_source"` // migrations/0008
 }
 
 // String prints a row with pointers dereferenced, for failure messages.

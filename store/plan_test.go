@@ -23,11 +23,12 @@ func TestWritePlan(t *testing.T) {
 
 	ids, tokens := make([]int64, batch), make([]int64, batch)
 	flags, texts, delays := make([]bool, batch), make([]string, batch), make([]int64, batch)
+	sources := make([]string, batch)
 	for i := range batch {
-		ids[i], tokens[i], texts[i], delays[i] = int64(2*i+1), token, "https://pps.whatsapp.net/v/t61/a.jpg", 1e6
+		ids[i], tokens[i], texts[i], delays[i], sources[i] = int64(2*i+1), token, "https://pps.whatsapp.net/v/t61/a.jpg", 1e6, "getAvatar"
 	}
 	args := map[string][]any{
-		"complete":   {nil, owner, ids, tokens, flags, flags, texts, make([]*time.Time, batch)},
+		"complete":   {nil, owner, ids, tokens, flags, flags, texts, sources, make([]*time.Time, batch)},
 		"reschedule": {nil, owner, ids, tokens, texts, delays},
 		"fail":       {nil, owner, ids, tokens, texts, flags},
 		"release":    {nil, owner, ids, tokens},

@@ -73,13 +73,14 @@ RETURNING t.id`
 // sqlComplete marks rows done. $1 now, $2 owner, $3.. arrays. reason is emptied: the last
 // retry's reason no longer applies. attempts is left alone: it counts tries that did not succeed
 // (Retry, and Failure with Attempted), which is what the engine's max-attempts policy reads.
-// url_expires_at ($8, NULL for no link or no oe) is the link's expiry, which Refresh reads.
+// url_expires_at ($9, NULL for no link or no oe) is the link's expiry, which Refresh reads.
 const sqlComplete = `
 UPDATE %[1]s AS t
 SET status           = 'done',
     exists_whatsapp  = u.exists_whatsapp,
     avatar_available = u.avatar_available,
     url_avatar       = u.url_avatar,
+    exists_source    = nullif(u.exists_source, ''),
     url_expires_at   = u.url_expires_at,
     reason           = '',
     checked_at       = coalesce($1::timestamptz, now()),
@@ -87,9 +88,9 @@ SET status           = 'done',
     locked_until     = NULL,
     lease_token      = NULL,
     updated_at       = now()
-FROM unnest($3::bigint[], $4::bigint[], $5::boolean[], $6::boolean[], $7::text[],
-            $8::timestamptz[], array_fill($2::text, ARRAY[cardinality($3::bigint[])]))
-    AS u(id, token, exists_whatsapp, avatar_available, url_avatar, url_expires_at, owner)
+FROM unnest($3::bigint[], $4::bigint[], $5::boolean[], $6::boolean[], $7::text[], $8::text[],
+            $9::timestamptz[], array_fill($2::text, ARRAY[cardinality($3::bigint[])]))
+    AS u(id, token, exists_whatsapp, avatar_available, url_avatar, exists_source, url_expires_at, owner)
 WHERE t.id = u.id
   AND t.locked_by = u.owner
   AND t.lease_token = u.token`
@@ -154,7 +155,7 @@ ON CONFLICT DO NOTHING`
 const sqlCheck = `
 SELECT t.id, t.phone_number, t.chat_id, t.status, t.exists_whatsapp, t.avatar_available, t.url_avatar, t.reason,
        t.attempts, t.next_attempt_at, t.checked_at, t.locked_by, t.locked_until, t.lease_token, t.created_at,
-       t.updated_at, t.url_expires_at, b.instance_id, b.tat, b.tat_owner, b.state_tat, b.answered_at, b.rate, b.cut_at, b.raised_at,
+       t.updated_at, t.exists_source, t.url_expires_at, b.instance_id, b.tat, b.tat_owner, b.state_tat, b.answered_at, b.rate, b.cut_at, b.raised_at,
        b.not_before, b.day, b.used, b.quota_day, r.id, r.table_name, r.owner, r.host, r.version, r.started_at,
        r.seen_at, r.finished_at, r.outcome, r.stop, r.exit_code, r.done, r.failed, r.rescheduled, r.released,
        r.claimed, r.rate_limited, r.calls, r.error

@@ -283,6 +283,9 @@ type Done struct {
 	AvatarAvailable *bool
 	// URLAvatar is stored as given: "" means checked and no URL (NULL means never checked).
 	URLAvatar string
+	// ExistsSource is the method ExistsWhatsapp came from, "getAvatar" or "checkWhatsapp"; it is
+	// stored as NULL when ExistsWhatsapp is nil (nothing to source) or when it is "".
+	ExistsSource string
 	// URLExpiresAt is when URLAvatar stops working (greenapi.LinkExpiry), stored in
 	// url_expires_at so that Refresh makes the row due again before then; nil stores NULL (no
 	// link, or no expiry in it: the row is refreshed by age alone).
@@ -368,13 +371,16 @@ func (s *Store) Write(ctx context.Context, owner string, b Batch) (Written, erro
 		ids, tokens := make([]int64, len(part)), make([]int64, len(part))
 		exists := make([]*bool, len(part))
 		avatar := make([]*bool, len(part))
-		urls := make([]string, len(part))
+		urls, sources := make([]string, len(part)), make([]string, len(part))
 		expires := make([]*time.Time, len(part))
 		for i, d := range part {
 			expires[i] = d.URLExpiresAt
 			ids[i], tokens[i], exists[i], avatar[i], urls[i] = d.ID, d.Token, d.ExistsWhatsapp, d.AvatarAvailable, d.URLAvatar
+			if d.ExistsWhatsapp != nil {
+				sources[i] = d.ExistsSource
+			}
 		}
-		pb.Queue(s.q.complete, now, owner, ids, tokens, exists, avatar, urls, expires)
+		pb.Queue(s.q.complete, now, owner, ids, tokens, exists, avatar, urls, sources, expires)
 		counters = append(counters, &w.Done)
 	}
 	for c := range chunks(len(b.Retry)) {

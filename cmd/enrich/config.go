@@ -52,9 +52,13 @@ type GreenAPIConfig struct {
 	Timeout   Duration `toml:"timeout"`
 	// DayStartsAt ("HH:MM") and TimeZone (IANA) say when an instance's day turns, for
 	// max_per_day.
-	DayStartsAt string           `toml:"day_starts_at"`
-	TimeZone    string           `toml:"time_zone"`
-	Instances   []InstanceConfig `toml:"instance"`
+	DayStartsAt string `toml:"day_starts_at"`
+	TimeZone    string `toml:"time_zone"`
+	// ConfirmMissing asks CheckWhatsapp about every account GetAvatar reports missing (Green
+	// API's known bug with accounts without a photo), within CheckWhatsapp's own 10 rps per
+	// instance. Default false.
+	ConfirmMissing bool             `toml:"confirm_missing"`
+	Instances      []InstanceConfig `toml:"instance"`
 }
 
 // InstanceConfig is one [[greenapi.instance]].
@@ -361,11 +365,6 @@ func (c *Config) validate(needAPI bool) error {
 	if c.Retry.Max.Duration < c.Retry.Base.Duration {
 		return configErrorf("retry.max (%s) must not be less than retry.base (%s)", c.Retry.Max, c.Retry.Base)
 	}
-	region, err := checkRegion(c.Input.Region)
-	if err != nil {
-		return configErrorf("input.region (or --region): %v", err)
-	}
-	c.Input.Region = region
 	if c.Run.RefreshAfter.Duration < 0 {
 		return configErrorf("run.refresh_after is %s: it must not be negative (\"0s\": done rows are never refreshed by age)",
 			c.Run.RefreshAfter)
@@ -375,6 +374,11 @@ func (c *Config) validate(needAPI bool) error {
 			"(avatar links live one to two weeks, so a larger margin makes rows due as soon as they are answered), e.g. \"24h\"",
 			c.Run.RefreshBeforeExpiry, store.RefreshBeforeExpiryMax)
 	}
+	region, err := checkRegion(c.Input.Region)
+	if err != nil {
+		return configErrorf("input.region (or --region): %v", err)
+	}
+	c.Input.Region = region
 	if !needAPI {
 		return nil
 	}

@@ -158,7 +158,7 @@ func (a *app) newRunner(st *store.Store, obs enrich.Observer, show display) (*en
 		Retry:      enrich.Backoff{Base: c.Retry.Base.Duration, Max: c.Retry.Max.Duration},
 		RetryInRun: inRun,
 		RetryFor:   c.Database.RetryFor.Duration, DatabaseTimeout: c.Database.Timeout.Duration,
-		Budget: st, Day: day,
+		Budget: st, Day: day, ConfirmMissing: c.GreenAPI.ConfirmMissing,
 		ProgressInterval: show.progressInterval(),
 		Observer:         obs,
 		Logger:           &a.log,
