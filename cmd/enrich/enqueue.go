@@ -114,7 +114,7 @@ func cmdEnqueue(ctx context.Context, a *app, args []string) error {
 	var opt enqueueOptions
 	var report string
 	f.StringVar(&opt.Format, "format", formatAuto, "input format: auto (by extension .csv, .jsonl or .ndjson, else by the first line), lines, csv or jsonl")
-	f.StringVar(&opt.Column, "column", "", "CSV column: a header name or a 1-based index (default: a column named phone, phone_number, number, msisdn, chat_id or chatId, else the first)")
+	f.StringVar(&opt.Column, "column", "", "CSV column: a header name or a 1-based index (default: a column named phone, phone_number, number, msisdn, chat_id or chatId, else the first holding a number)")
 	f.StringVar(&opt.Field, "field", "", "JSONL field (default: phone_number, phone, chat_id or chatId, the first present)")
 	f.StringVar(&report, "report", "text", "report: text (a summary on stdout, rejected lines on stderr) or json (one JSON object on stdout)")
 	f.file = true
@@ -476,6 +476,9 @@ type csvSource struct {
 	column string // as given
 	col    int    // 0-based, -1 until the first record decides
 	first  bool
+	// pickNext: the first record was a header with no known name, so the next record's first
+	// number picks the column.
+	pickNext bool
 }
 
 func newCSVSource(r io.Reader, first, column string) *csvSource {
@@ -514,6 +517,10 @@ func (s *csvSource) next() (int64, string, error) {
 				continue
 			}
 		}
+		if s.pickNext {
+			s.pickNext = false
+			s.col = max(slices.IndexFunc(rec, plausibleTarget), 0)
+		}
 		line, _ := s.r.FieldPos(0)
 		if s.col >= len(rec) {
 			if len(rec) == 1 && strings.TrimSpace(rec[0]) == "" {
@@ -534,7 +541,8 @@ func (s *csvSource) next() (int64, string, error) {
 // pick chooses the column from the first record and says whether that record is a header: with
 // --column NAME, it is one and must hold NAME; with --column INDEX, or by default, it is one when
 // its cell in the column is not a plausible number. By default the column is the first whose
-// header is one of csvNames, else the first.
+// header is one of csvNames, else the first holding a plausible number (in the first record, or
+// in the second when the first is a header), else the first.
 func (s *csvSource) pick(rec []string) (header bool, err error) {
 	find := func(names ...string) int {
 		for _, n := range names {
@@ -551,7 +559,13 @@ func (s *csvSource) pick(rec []string) (header bool, err error) {
 		if s.col = find(csvNames...); s.col >= 0 {
 			return true, nil
 		}
-		s.col = 0
+		if s.col = slices.IndexFunc(rec, plausibleTarget); s.col >= 0 {
+			return false, nil
+		}
+		// A header without a known name: the column is the first data record's first
+		// number.
+		s.col, s.pickNext = 0, true
+		return true, nil
 	case err == nil:
 		if n < 1 {
 			return false, configErrorf("--column %d: columns are numbered from 1", n)

@@ -133,6 +133,20 @@ func TestEnqueueFormats(t *testing.T) {
 			wantRows:     []string{phone("79001234567"), phone("79001234568")},
 		},
 		{
+			name:     "CSV with an unknown header: the first column holding a number",
+			file:     "people.csv",
+			in:       "Name,Tel,City\nIvan,+7 900 123-45-67,Moscow\nPetr,79001234568,Perm\n",
+			want:     enqueueReport{Inserted: 2},
+			wantRows: []string{phone("79001234567"), phone("79001234568")},
+		},
+		{
+			name:     "CSV without a header, the number in the second column",
+			file:     "people.csv",
+			in:       "Ivan,+7 900 123-45-67\nPetr,79001234568\n",
+			want:     enqueueReport{Inserted: 2},
+			wantRows: []string{phone("79001234567"), phone("79001234568")},
+		},
+		{
 			name:     "CSV column by index, header detected",
 			file:     "list.csv",
 			in:       "id\tname\tmsisdn_raw\n1\tIvan\t+79001234567\n2\tPetr\t\"+7 (900) 123-45-68\"\n",
