@@ -133,6 +133,10 @@ type Config struct {
 	Day store.DayStart
 	// Logger receives the run's logs. Default: a disabled logger.
 	Logger *zerolog.Logger
+	// Avatars, when not nil, keeps the image behind every avatar link answered (the link
+	// expires): the row records its SHA-256. A download that fails leaves the row answered,
+	// without a new image. Default nil: links only.
+	Avatars Avatars
 	// ConfirmMissing confirms every "existsWhatsapp: false" GetAvatar answer for a phone number
 	// with CheckWhatsapp, which Green API advises: GetAvatar reports some accounts without a
 	// photo as missing. The row then records the confirmed value and that it came from

@@ -626,7 +626,7 @@ func (r *Runner) call(c *controller, h *held, sentAt time.Time) (retry bool) {
 		if r.confirmable(c, h, av) {
 			av, source = r.confirm(c, h, av)
 		}
-		r.resolve(h, result{kind: resultDone, avatar: av, source: source})
+		r.resolve(h, result{kind: resultDone, avatar: av, source: source, avatarSHA: r.keepAvatar(c, av)})
 		return false
 	}
 	switch greenapi.ClassOf(err) {

@@ -27,7 +27,9 @@ type result struct {
 	avatar greenapi.Avatar
 	// source is where a done row's exists_whatsapp came from (SourceGetAvatar, SourceCheckWhatsapp).
 	source string
-	reason string
+	// avatarSHA names the image kept for avatar's link ("" when none was kept).
+	avatarSHA string
+	reason    string
 	// delay is a retry's wait; attempted says a failure spent an API call.
 	delay     time.Duration
 	attempted bool
@@ -197,7 +199,7 @@ func (w *writer) batch(results []result) store.Batch {
 		switch res.kind {
 		case resultDone:
 			b.Done = append(b.Done, store.Done{Lease: lease, ExistsWhatsapp: res.avatar.ExistsWhatsapp,
-				AvatarAvailable: res.avatar.Available, URLAvatar: res.avatar.URLAvatar, ExistsSource: res.source,
+				AvatarAvailable: res.avatar.Available, URLAvatar: res.avatar.URLAvatar, ExistsSource: res.source, AvatarSHA256: res.avatarSHA,
 				URLExpiresAt: linkExpiry(res.avatar.URLAvatar)})
 		case resultRetry:
 			b.Retry = append(b.Retry, store.Retry{Lease: lease, Reason: res.reason, Delay: res.delay})

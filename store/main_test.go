@@ -85,6 +85,7 @@ type contact struct {
 	UpdatedAt       time.Time  `db:"updated_at"`
 	URLExpiresAt    *time.Time `db:"url_expires_at"`
 	ExistsSource    *string    `db:"exists_source"` // migrations/0008
+	AvatarSHA256    *string    `db:"avatar_sha256"` // migrations/0009
 }
 
 // String prints a row with pointers dereferenced, for failure messages.

@@ -28,7 +28,7 @@ func TestWritePlan(t *testing.T) {
 		ids[i], tokens[i], texts[i], delays[i], sources[i] = int64(2*i+1), token, "https://pps.whatsapp.net/v/t61/a.jpg", 1e6, "getAvatar"
 	}
 	args := map[string][]any{
-		"complete":   {nil, owner, ids, tokens, flags, flags, texts, sources, make([]*time.Time, batch)},
+		"complete":   {nil, owner, ids, tokens, flags, flags, texts, sources, make([]*time.Time, batch), make([]string, batch)},
 		"reschedule": {nil, owner, ids, tokens, texts, delays},
 		"fail":       {nil, owner, ids, tokens, texts, flags},
 		"release":    {nil, owner, ids, tokens},

@@ -74,6 +74,8 @@ RETURNING t.id`
 // retry's reason no longer applies. attempts is left alone: it counts tries that did not succeed
 // (Retry, and Failure with Attempted), which is what the engine's max-attempts policy reads.
 // url_expires_at ($9, NULL for no link or no oe) is the link's expiry, which Refresh reads.
+// avatar_sha256 ($10) names the kept image: a new one replaces it, none keeps the old one (the
+// download failed; the image is still that avatar's), and an answer with no avatar clears it.
 const sqlComplete = `
 UPDATE %[1]s AS t
 SET status           = 'done',
@@ -81,6 +83,9 @@ SET status           = 'done',
     avatar_available = u.avatar_available,
     url_avatar       = u.url_avatar,
     exists_source    = nullif(u.exists_source, ''),
+    avatar_sha256    = CASE WHEN u.avatar_sha256 <> '' THEN u.avatar_sha256
+                            WHEN u.url_avatar = '' THEN NULL
+                            ELSE t.avatar_sha256 END,
     url_expires_at   = u.url_expires_at,
     reason           = '',
     checked_at       = coalesce($1::timestamptz, now()),
@@ -89,8 +94,8 @@ SET status           = 'done',
     lease_token      = NULL,
     updated_at       = now()
 FROM unnest($3::bigint[], $4::bigint[], $5::boolean[], $6::boolean[], $7::text[], $8::text[],
-            $9::timestamptz[], array_fill($2::text, ARRAY[cardinality($3::bigint[])]))
-    AS u(id, token, exists_whatsapp, avatar_available, url_avatar, exists_source, url_expires_at, owner)
+            $9::timestamptz[], $10::text[], array_fill($2::text, ARRAY[cardinality($3::bigint[])]))
+    AS u(id, token, exists_whatsapp, avatar_available, url_avatar, exists_source, url_expires_at, avatar_sha256, owner)
 WHERE t.id = u.id
   AND t.locked_by = u.owner
   AND t.lease_token = u.token`
@@ -155,7 +160,7 @@ ON CONFLICT DO NOTHING`
 const sqlCheck = `
 SELECT t.id, t.phone_number, t.chat_id, t.status, t.exists_whatsapp, t.avatar_available, t.url_avatar, t.reason,
        t.attempts, t.next_attempt_at, t.checked_at, t.locked_by, t.locked_until, t.lease_token, t.created_at,
-       t.updated_at, t.exists_source, t.url_expires_at, b.instance_id, b.tat, b.tat_owner, b.state_tat, b.answered_at, b.rate, b.cut_at, b.raised_at,
+       t.updated_at, t.exists_source, t.url_expires_at, t.avatar_sha256, b.instance_id, b.tat, b.tat_owner, b.state_tat, b.answered_at, b.rate, b.cut_at, b.raised_at,
        b.not_before, b.day, b.used, b.quota_day, r.id, r.table_name, r.owner, r.host, r.version, r.started_at,
        r.seen_at, r.finished_at, r.outcome, r.stop, r.exit_code, r.done, r.failed, r.rescheduled, r.released,
        r.claimed, r.rate_limited, r.calls, r.error

@@ -290,6 +290,10 @@ type Done struct {
 	// url_expires_at so that Refresh makes the row due again before then; nil stores NULL (no
 	// link, or no expiry in it: the row is refreshed by age alone).
 	URLExpiresAt *time.Time
+	// AvatarSHA256 names the kept image of URLAvatar in enrich_avatars (SaveAvatar), hex; ""
+	// when none was kept: the row then keeps the image it had, unless URLAvatar is "" (no
+	// avatar any more), which clears it.
+	AvatarSHA256 string
 }
 
 // Retry is a row whose call should be tried again later (a transient failure). It stays
@@ -372,15 +376,15 @@ func (s *Store) Write(ctx context.Context, owner string, b Batch) (Written, erro
 		exists := make([]*bool, len(part))
 		avatar := make([]*bool, len(part))
 		urls, sources := make([]string, len(part)), make([]string, len(part))
-		expires := make([]*time.Time, len(part))
+		expires, shas := make([]*time.Time, len(part)), make([]string, len(part))
 		for i, d := range part {
-			expires[i] = d.URLExpiresAt
+			expires[i], shas[i] = d.URLExpiresAt, d.AvatarSHA256
 			ids[i], tokens[i], exists[i], avatar[i], urls[i] = d.ID, d.Token, d.ExistsWhatsapp, d.AvatarAvailable, d.URLAvatar
 			if d.ExistsWhatsapp != nil {
 				sources[i] = d.ExistsSource
 			}
 		}
-		pb.Queue(s.q.complete, now, owner, ids, tokens, exists, avatar, urls, sources, expires)
+		pb.Queue(s.q.complete, now, owner, ids, tokens, exists, avatar, urls, sources, expires, shas)
 		counters = append(counters, &w.Done)
 	}
 	for c := range chunks(len(b.Retry)) {

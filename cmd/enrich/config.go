@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/enrich-dev/enrich/avatars"
 	"github.com/enrich-dev/enrich/enrich"
 	"github.com/enrich-dev/enrich/greenapi"
 	"github.com/enrich-dev/enrich/store"
@@ -24,6 +25,7 @@ type Config struct {
 	Run      RunConfig      `toml:"run"`
 	Retry    RetryConfig    `toml:"retry"`
 	Input    InputConfig    `toml:"input"`
+	Avatars  AvatarsConfig  `toml:"avatars"`
 
 	// envErr is a conflict between the environment and the file that matters only to
 	// commands that call the API.
@@ -108,6 +110,21 @@ type InputConfig struct {
 	Region string `toml:"region"`
 }
 
+// AvatarsConfig is [avatars]: keeping the images behind avatar links, which expire.
+type AvatarsConfig struct {
+	// Download fetches each new avatar once and keeps it in enrich_avatars. Default false.
+	Download bool `toml:"download"`
+	// Hosts are where links may be fetched from (avatars.Config.Hosts). Default
+	// ["pps.whatsapp.net"].
+	Hosts []string `toml:"hosts"`
+	// MaxBytes is the largest image kept. Default 1 MiB.
+	MaxBytes int64 `toml:"max_bytes"`
+	// Timeout bounds one download. Default 10s.
+	Timeout Duration `toml:"timeout"`
+	// Concurrency is how many downloads run at once. Default 4.
+	Concurrency int `toml:"concurrency"`
+}
+
 // Duration reads "90s", "10m", "1h30m" from TOML and from flags.
 type Duration struct{ time.Duration }
 
@@ -175,6 +192,8 @@ func defaultConfig() Config {
 			RefreshAfter:        Duration{store.RefreshAfterDefault},
 			RefreshBeforeExpiry: Duration{store.RefreshBeforeExpiryDefault},
 		},
+		Avatars: AvatarsConfig{Hosts: []string{avatars.HostDefault}, MaxBytes: avatars.MaxBytesDefault,
+			Timeout: Duration{avatars.TimeoutDefault}, Concurrency: avatars.ConcurrencyDefault},
 		Retry: RetryConfig{
 			Base:  Duration{enrich.RetryBaseDefault},
 			Max:   Duration{enrich.RetryMaxDefault},
@@ -373,6 +392,13 @@ func (c *Config) validate(needAPI bool) error {
 		return configErrorf("run.refresh_before_expiry is %s: it must be at least 0s and below %s "+
 			"(avatar links live one to two weeks, so a larger margin makes rows due as soon as they are answered), e.g. \"24h\"",
 			c.Run.RefreshBeforeExpiry, store.RefreshBeforeExpiryMax)
+	}
+	if a := c.Avatars; a.MaxBytes <= 0 || a.Timeout.Duration <= 0 || a.Concurrency <= 0 || a.Concurrency > WorkersMax {
+		return configErrorf("avatars: max_bytes (%d), timeout (%s) and concurrency (%d) must be above 0, concurrency at most %d",
+			a.MaxBytes, a.Timeout, a.Concurrency, WorkersMax)
+	}
+	if _, err := avatars.New(c.avatarsConfig(), nopSaver{}); err != nil {
+		return configErrorf("%v", err)
 	}
 	region, err := checkRegion(c.Input.Region)
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/enrich-dev/enrich/avatars"
 	"github.com/enrich-dev/enrich/enrich"
 	"github.com/enrich-dev/enrich/greenapi"
 	"github.com/enrich-dev/enrich/metrics"
@@ -149,6 +150,14 @@ func (a *app) newRunner(st *store.Store, obs enrich.Observer, show display) (*en
 	if err != nil {
 		return nil, "", err
 	}
+	var keeper enrich.Avatars
+	if c.Avatars.Download {
+		k, err := avatars.New(c.avatarsConfig(), st)
+		if err != nil {
+			return nil, "", configErrorf("%v", err)
+		}
+		keeper = k
+	}
 	owner := runID()
 	r, err := enrich.NewRunner(st, enrich.Config{
 		Owner: owner, Instances: instances,
@@ -158,7 +167,7 @@ func (a *app) newRunner(st *store.Store, obs enrich.Observer, show display) (*en
 		Retry:      enrich.Backoff{Base: c.Retry.Base.Duration, Max: c.Retry.Max.Duration},
 		RetryInRun: inRun,
 		RetryFor:   c.Database.RetryFor.Duration, DatabaseTimeout: c.Database.Timeout.Duration,
-		Budget: st, Day: day, ConfirmMissing: c.GreenAPI.ConfirmMissing,
+		Budget: st, Day: day, ConfirmMissing: c.GreenAPI.ConfirmMissing, Avatars: keeper,
 		ProgressInterval: show.progressInterval(),
 		Observer:         obs,
 		Logger:           &a.log,
@@ -224,3 +233,14 @@ func isTerminal(w any) bool {
 	f, ok := w.(*os.File)
 	return ok && (isatty.IsTerminal(f.Fd()) || isatty.IsCygwinTerminal(f.Fd()))
 }
+
+// avatarsConfig is [avatars] for package avatars.
+func (c Config) avatarsConfig() avatars.Config {
+	return avatars.Config{Hosts: c.Avatars.Hosts, MaxBytes: c.Avatars.MaxBytes, Timeout: c.Avatars.Timeout.Duration,
+		Concurrency: c.Avatars.Concurrency}
+}
+
+// nopSaver stands in for the store while the configuration is checked.
+type nopSaver struct{}
+
+func (nopSaver) SaveAvatar(context.Context, string, string, []byte) error { return nil }

@@ -203,6 +203,9 @@ type Config struct {
 	// carry existsWhatsapp (seed, 2023); checkWhatsapp tells the truth for them. Their Truth
 	// says ReportedMissing. Default 0.
 	MissingRate float64
+	// ImageVariety is how many different images avatar links serve (ServeImagesAt). Default
+	// ImageVarietyDefault.
+	ImageVariety int
 	// EmptyTimes is how many getAvatar calls per such number get an empty 200 before it
 	// answers (a timeout-first number then times out TimeoutTimes times, then answers the
 	// truth). Default EmptyTimesDefault (1) when EmptyRate is set.

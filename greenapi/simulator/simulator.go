@@ -54,9 +54,11 @@ type Simulator struct {
 	cumulative       [4]float64 // upper edges of avatar, no photo, hidden, no WhatsApp in [0,1)
 	groupAvatarShare float64
 	oe               string
-	sigma            float64 // log-normal latency spread; 0 = constant
-	maxLatency       float64
-	retryAfter       []string
+	// imageHost is where avatar links point (ServeImagesAt); nil: https://pps.whatsapp.net.
+	imageHost  atomic.Pointer[string]
+	sigma      float64 // log-normal latency spread; 0 = constant
+	maxLatency float64
+	retryAfter []string
 
 	rngMu sync.Mutex
 	rng   *rand.Rand
@@ -183,6 +185,10 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }
 // state, the body (including whether the number's edition takes phoneNumber), and finally
 // the number's truth, after any empty 200s and timeouts it answers first.
 func (s *Simulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if strings.HasPrefix(r.URL.Path, imagePath) {
+		s.serveImage(w, r)
+		return
+	}
 	s.requests.Add(1)
 	id, methodSeg, token, ok := splitPath(r.URL.Path)
 	if !ok {

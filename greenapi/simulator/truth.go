@@ -209,7 +209,12 @@ func emptyBody(h uint64, i int) string {
 // oe is the fixed expiry, so it is exactly reproducible.
 func (s *Simulator) link(h uint64) string {
 	b := make([]byte, 0, 192)
-	b = append(b, "https://pps.whatsapp.net/v/t61.24694-24/"...)
+	if host := s.imageHost.Load(); host != nil {
+		b = append(b, *host...)
+	} else {
+		b = append(b, "https://pps.whatsapp.net"...)
+	}
+	b = append(b, imagePath+"t61.24694-24/"...)
 	b = strconv.AppendUint(b, derive(h, saltLink1)%1_000_000_000, 10)
 	b = append(b, '_')
 	b = strconv.AppendUint(b, derive(h, saltLink2)%1_000_000_000_000_000, 10)
