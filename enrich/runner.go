@@ -168,11 +168,18 @@ func (r *Runner) Run(ctx context.Context) (Summary, error) {
 
 	var bg sync.WaitGroup
 	bg.Go(func() { r.cutCallsAfterGrace(cancelCalls) })
-	bg.Go(r.countDue)
+	counted := make(chan struct{})
+	bg.Go(func() { defer close(counted); r.countDue() })
 	if r.cfg.ProgressInterval > 0 {
 		bg.Go(r.progress)
 	}
 	r.preflight()
+	// The rows due are counted before the first claim, so that Due is what this run has to do;
+	// the count has DatabaseTimeout, past which Due stays unknown rather than hold the run.
+	select {
+	case <-counted:
+	case <-stop.Done():
+	}
 	r.writeDone, r.renewDone = make(chan struct{}), make(chan struct{})
 	go func() { defer close(r.writeDone); r.w.loop() }()
 	r.renewer.Go(func() { r.renewLoop(r.renewDone) })

@@ -1,6 +1,7 @@
 package enrich
 
 import (
+	"context"
 	"math"
 	"sort"
 	"sync"
@@ -152,7 +153,9 @@ func (r *Runner) progress() {
 
 // countDue counts the rows due as the run begins, for Snapshot's Due and the ETA.
 func (r *Runner) countDue() {
-	due, err := r.store.Due(r.calls)
+	ctx, cancel := context.WithTimeout(r.calls, r.cfg.DatabaseTimeout)
+	defer cancel()
+	due, err := r.store.Due(ctx)
 	if err != nil {
 		r.log.Debug().Err(err).Msg("counting due rows for the ETA failed")
 		return
