@@ -12,10 +12,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/enrich-dev/enrich/internal/pgtest"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -376,49 +374,4 @@ FROM generate_series(1, $1 + 1000) AS i`, exportRows); err != nil {
 		}
 		t.Logf("stopped after %d rows", n)
 	})
-}
-
-// watchPeakRSS reads the process's VmHWM (the peak resident set of its own memory since its
-// exec) from /proc every 10 ms until the returned function is called, after the process was
-// waited for; that function returns the last reading in bytes (0 if none). The rusage's Maxrss
-// would not do: Go starts children with clone(CLONE_VM|CLONE_VFORK), so the kernel carries the
-// parent's peak RSS at the exec over into the child's maxrss, and a child of this test process
-// (race detector and all) would report this process's RSS. The export's memory is flat for
-// seconds, so a 10 ms poll does not miss its peak.
-func watchPeakRSS(pid int) func() int64 {
-	path := fmt.Sprintf("/proc/%d/status", pid)
-	var peak atomic.Int64
-	read := func() {
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return // exited
-		}
-		for _, line := range strings.Split(string(b), "\n") {
-			if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-				var kib int64
-				if _, err := fmt.Sscanf(strings.TrimSpace(v), "%d kB", &kib); err == nil && kib*1024 > peak.Load() {
-					peak.Store(kib * 1024)
-				}
-			}
-		}
-	}
-	stop, done := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(done)
-		tick := time.NewTicker(10 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			read()
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-			}
-		}
-	}()
-	return func() int64 {
-		close(stop)
-		<-done
-		return peak.Load()
-	}
 }

@@ -11,12 +11,9 @@ import (
 	"path/filepath"
 	"reflect"
 	"sort"
-	"strconv"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/enrich-dev/enrich/internal/pgtest"
 	"github.com/enrich-dev/enrich/store"
@@ -320,22 +317,6 @@ func TestEnqueueRegionCommand(t *testing.T) {
 	}
 }
 
-// vmHWM is the VmHWM line of a /proc status file in KiB, 0 if it cannot be read (the process
-// has ended).
-func vmHWM(path string) int64 {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			n, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			return n
-		}
-	}
-	return 0
-}
-
 // TestEnqueueMillionLines imports a generated 1,000,000-line messy CSV with the real binary and
 // reports its peak RSS: the import streams (COPY in chunks), so memory stays bounded whatever
 // the input's size.
@@ -392,33 +373,14 @@ func TestEnqueueMillionLines(t *testing.T) {
 	// child's own high-water mark (VmHWM, of its address space after exec) is read while it
 	// runs, and the bound is checked on it; Maxrss is reported beside it, and checked too when
 	// this process's own peak is below the bound.
-	var hwm atomic.Int64
-	stop := make(chan struct{})
-	polled := make(chan struct{})
-	go func() {
-		defer close(polled)
-		tick := time.NewTicker(10 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			if kib := vmHWM(fmt.Sprintf("/proc/%d/status", cmd.Process.Pid)); kib > hwm.Load() {
-				hwm.Store(kib)
-			}
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-			}
-		}
-	}()
+	hwm := watchPeakRSS(cmd.Process.Pid)
 	err = cmd.Wait()
-	close(stop)
-	<-polled
+	peak := hwm()
 	if err != nil {
 		t.Fatalf("enqueue: %v\n%s", err, stderr.String())
 	}
 	rss := cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss << 10 // KiB on Linux
-	own := vmHWM("/proc/self/status") << 10
-	peak := hwm.Load() << 10
+	own := vmHWM("/proc/self/status")
 	t.Logf("%d lines: peak RSS %.1f MiB (rusage Maxrss; the child's own VmHWM %.1f MiB, this test process's %.1f MiB), %s user, %s system",
 		lines, float64(rss)/(1<<20), float64(peak)/(1<<20), float64(own)/(1<<20), cmd.ProcessState.UserTime(), cmd.ProcessState.SystemTime())
 	if peak > maxRSS || (own < maxRSS && rss > maxRSS) {
