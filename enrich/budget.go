@@ -238,8 +238,17 @@ func (c *controller) spentError(g store.Grant) error {
 // stateSlot waits for the instance's next GetStateInstance slot, shared by every run: one state
 // check a second, whoever asks.
 func (c *controller) stateSlot(ctx context.Context) error {
+	return c.waitReserved(ctx, func(ctx context.Context) (time.Time, time.Time, error) {
+		return c.r.cfg.Budget.ReserveState(ctx, c.id, c.shared.max, policy)
+	})
+}
+
+// waitReserved reserves one slot of a one-at-a-time schedule in the budget (within
+// DatabaseTimeout) and sleeps until it comes: the slot is on the budget's clock, so the wait is
+// the slot less the budget's now, less the time the answer took since.
+func (c *controller) waitReserved(ctx context.Context, reserve func(context.Context) (slot, now time.Time, err error)) error {
 	dctx, cancel := context.WithTimeout(ctx, c.r.cfg.DatabaseTimeout)
-	slot, now, err := c.r.cfg.Budget.ReserveState(dctx, c.id, c.shared.max, policy)
+	slot, now, err := reserve(dctx)
 	received := c.r.cfg.Now()
 	cancel()
 	if err != nil {

@@ -2,7 +2,7 @@ package enrich
 
 import (
 	"context"
-	"errors"
+	"time"
 
 	"github.com/enrich-dev/enrich/greenapi"
 )
@@ -13,42 +13,8 @@ const (
 	SourceCheckWhatsapp = "checkWhatsapp"
 )
 
-// Avatars keeps avatar images (package avatars): Keep fetches the image at a link and stores it,
-// returning its SHA-256 in hex.
-type Avatars interface {
-	Keep(ctx context.Context, link string) (string, error)
-}
-
-// keepAvatar keeps the image behind a done row's link, when the run keeps images; "" when it
-// does not, or the image could not be kept (logged: the row is answered either way).
-func (r *Runner) keepAvatar(c *controller, av greenapi.Avatar) string {
-	if r.cfg.Avatars == nil || av.URLAvatar == "" {
-		return ""
-	}
-	start := r.cfg.Now()
-	sha, err := r.cfg.Avatars.Keep(r.calls, av.URLAvatar)
-	r.cfg.Observer.Call(c.id, "downloadAvatar", downloadOutcome(err), r.cfg.Now().Sub(start))
-	if err != nil {
-		r.log.Debug().Str("instance", c.id).Err(err).Msg("keeping an avatar failed; the row keeps its link")
-		return ""
-	}
-	return sha
-}
-
-// downloadOutcome names a download's outcome for the Observer.
-func downloadOutcome(err error) string {
-	if err == nil {
-		return "ok"
-	}
-	return "failed"
-}
-
 // CheckRPSDefault is CheckWhatsapp's documented limit per instance, apart from GetAvatar's.
 const CheckRPSDefault = 10
-
-// errConfirmQuota stops an instance's confirmations: CheckWhatsapp answered 466 (its own quota,
-// on low plans). GetAvatar goes on.
-var errConfirmQuota = errors.New("checkWhatsapp quota spent")
 
 // confirmable says whether a GetAvatar answer is one Green API is known to get wrong: an account
 // without a photo reported existsWhatsapp false (docs/greenapi.md). Only phone numbers can be
@@ -89,17 +55,17 @@ func (r *Runner) confirm(c *controller, h *held, av greenapi.Avatar) (greenapi.A
 func (c *controller) confirming() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.confirmErr == nil
+	return !c.confirmOff
 }
 
 // stopConfirming ends the instance's confirmations; it reports whether this call did.
 func (c *controller) stopConfirming() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.confirmErr != nil {
+	if c.confirmOff {
 		return false
 	}
-	c.confirmErr = errConfirmQuota
+	c.confirmOff = true
 	return true
 }
 
@@ -109,12 +75,7 @@ func (c *controller) checkSlot(ctx context.Context) error {
 	if c.r.cfg.Budget == nil {
 		return c.checkLimit.Wait(ctx)
 	}
-	dctx, cancel := context.WithTimeout(ctx, c.r.cfg.DatabaseTimeout)
-	slot, now, err := c.r.cfg.Budget.ReserveCheck(dctx, c.id, c.checkRPS, policy)
-	received := c.r.cfg.Now()
-	cancel()
-	if err != nil {
-		return err
-	}
-	return c.r.cfg.Sleep(ctx, slot.Sub(now)-c.r.cfg.Now().Sub(received))
+	return c.waitReserved(ctx, func(ctx context.Context) (time.Time, time.Time, error) {
+		return c.r.cfg.Budget.ReserveCheck(ctx, c.id, c.checkRPS, policy)
+	})
 }

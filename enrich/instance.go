@@ -119,8 +119,9 @@ type controller struct {
 	// suspects are rows answered "bad request" one after another since the last other answer,
 	// with those answers: a lone one is the row's fault, a run of them the request form's.
 	suspects []suspect
-	// confirmErr is why the instance confirms no more missing accounts (nil: it does).
-	confirmErr error
+	// confirmOff says the instance confirms no more missing accounts: CheckWhatsapp answered
+	// 466 (its own quota, on low plans). GetAvatar goes on.
+	confirmOff bool
 	// accepted counts answers that took the request's form (any real answer), refused the
 	// "bad request" answers found to be their rows' own: the share of bad rows so far.
 	accepted, refused int64

@@ -17,8 +17,7 @@ ON CONFLICT (sha256) DO NOTHING`
 // SaveAvatar stores an avatar's bytes under their SHA-256 (hex), once: a default picture shared
 // by many numbers is one row of enrich_avatars, named by each row's avatar_sha256.
 func (s *Store) SaveAvatar(ctx context.Context, sha256Hex, contentType string, data []byte) error {
-	q := fmt.Sprintf(sqlSaveAvatar, sharedIdentifier(s.table, avatarsTable).Sanitize())
-	if _, err := s.pool.Exec(ctx, q, sha256Hex, contentType, len(data), data); err != nil {
+	if _, err := s.pool.Exec(ctx, s.q.saveAvatar, sha256Hex, contentType, len(data), data); err != nil {
 		return fmt.Errorf("save avatar %s: %w", sha256Hex, err)
 	}
 	return nil

@@ -76,6 +76,7 @@ type queries struct {
 	statusCounts, statusReasons, statusQueue       string
 	budgetInsert, reserve, reserveState, throttled string
 	quotaSpent                                     string
+	saveAvatar                                     string
 }
 
 // New returns a Store for cfg.Table on pool, validating the table name so that a bad
@@ -117,6 +118,7 @@ func New(pool *pgxpool.Pool, cfg Config) (*Store, error) {
 			reserveState:  f(sqlReserveState),
 			throttled:     f(sqlThrottled),
 			quotaSpent:    f(sqlQuotaSpent),
+			saveAvatar:    fmt.Sprintf(sqlSaveAvatar, sharedIdentifier(id, avatarsTable).Sanitize()),
 		},
 		runs: newRunQueries(t, runs),
 		est:  newStatusQueries(t),
