@@ -28,7 +28,8 @@ type Budget interface {
 }
 
 // policy is the pacing policy of pacer.go, for the shared budget.
-var policy = store.BudgetPolicy{Headroom: paceHeadroom, Cut: rateCut, Floor: rateFloorShare, Quiet: rateQuiet,
+var policy = store.BudgetPolicy{Headroom: paceHeadroom, HeadroomStep: headroomStep, HeadroomMax: headroomMax,
+	HeadroomEase: headroomEase, Cut: rateCut, Floor: rateFloorShare, Quiet: rateQuiet,
 	Step: rateStep, StepEvery: rateStepEvery, Guard: blockGuard}
 
 const (
@@ -58,8 +59,8 @@ type shared struct {
 	// owner is this run, so the budget knows whose block came last.
 	owner string
 	max   float64
-	// rate is the instance's shared rate as of the last grant.
-	rate float64
+	// rate and headroom are the instance's shared rate and headroom as of the last grant.
+	rate, headroom float64
 	// last is when this process last sent to the instance.
 	last time.Time
 	// The current block: n slots from start (this process's clock), every iv; next is the
@@ -83,7 +84,9 @@ type shared struct {
 	endDB time.Time
 }
 
-func newShared(owner string, rps float64) *shared { return &shared{owner: owner, max: rps, rate: rps} }
+func newShared(owner string, rps float64) *shared {
+	return &shared{owner: owner, max: rps, rate: rps, headroom: paceHeadroom}
+}
 
 // nextSlot is the earliest time the next request may leave, as of now, or false when the block
 // is spent and another must be reserved.
@@ -125,7 +128,7 @@ func (s *shared) minGap() time.Duration {
 	if s.alone {
 		return s.iv
 	}
-	return time.Duration(float64(s.iv) * (1 + paceHeadroom*(1-catchUp)) / (1 + paceHeadroom))
+	return time.Duration(float64(s.iv) * (1 + s.headroom*(1-catchUp)) / (1 + s.headroom))
 }
 
 // sent records a request leaving at now and returns that time on the budget's clock.
@@ -168,7 +171,7 @@ func (s *shared) refill(g store.Grant, received time.Time, refunded int) {
 	s.offset = received.Sub(g.Now)
 	s.start = g.Start.Add(s.offset)
 	s.iv, s.n, s.next = g.Interval, g.Slots, 0
-	s.rate = g.Rate
+	s.rate, s.headroom = g.Rate, g.Headroom
 	s.unsent -= refunded
 	s.used = g.Used
 }

@@ -8,15 +8,29 @@ import "time"
 // 1/rps draws 429s from a minimum-gap server; and when anything else spends the same budget (a
 // second process, a person testing in the console), only the 429s tell. So the pacer
 //   - spaces requests by their actual send times, never by a schedule a late wake-up could
-//     compress, with a small headroom for jitter;
+//     compress, with a headroom for jitter;
 //   - cuts the rate multiplicatively on a 429 (once per round of requests sent at the old rate),
 //     down to a floor, and honours Retry-After for the whole instance;
-//   - climbs back additively to the configured rate once no 429 has come for a quiet period.
+//   - climbs back additively to the configured rate once no 429 has come for a quiet period;
+//   - learns the jitter: every cut widens the headroom by a step, and it narrows back a step at
+//     a time while no 429 comes. The jitter between two requests' journeys is the path's (a
+//     busy machine, a far network), so the 429 a jitter of 3 ms draws at a headroom of 1.5 ms
+//     would come back every few seconds at the full rate, each costing a cut; a wider headroom
+//     costs a share of the budget instead.
 const (
-	// paceHeadroom widens every gap by this share of it: at 10 rps, 1.5 ms of jitter between
-	// two requests' journeys costs no 429 against a minimum-gap server, and 0.985 of the budget
-	// is spent against a token bucket.
+	// paceHeadroom is the least headroom, where every instance starts: every gap is widened by
+	// this share of it. At 10 rps, 1.5 ms of jitter between two requests' journeys costs no 429
+	// against a minimum-gap server, and 0.985 of the budget is spent against a token bucket.
 	paceHeadroom = 0.015
+	// headroomStep is how much one cut widens the headroom (1.5 ms more at 10 rps), and how
+	// much it narrows back every headroomEase without a cut.
+	headroomStep = 0.015
+	// headroomMax bounds the headroom: 12 ms at 10 rps, past any jitter short of an outage.
+	headroomMax = 0.12
+	// headroomEase is how long without a cut narrows the headroom by a step: from headroomMax
+	// back to paceHeadroom in 7 minutes, when a 429 costs about the slots a minute's step of
+	// headroom does.
+	headroomEase = time.Minute
 	// rateCut is the multiplicative decrease on a 429: gentle, because against a minimum-gap
 	// server a lone 429 is jitter, and it cuts once per round of requests, so a server answering
 	// nothing but 429 still brings the rate to the floor within seconds.
@@ -43,6 +57,8 @@ type pacer struct {
 	notBefore time.Time
 	// cut is when the rate was last cut, raised when it last climbed.
 	cut, raised time.Time
+	// headroom is the headroom as the last cut left it (0 before any): headroomAt eases it.
+	headroom float64
 }
 
 func newPacer(rps float64) pacer {
@@ -52,9 +68,19 @@ func newPacer(rps float64) pacer {
 // rate is the current requests per second.
 func (p *pacer) rate() float64 { return p.cur }
 
-// gap is the least time between two requests at the current rate.
-func (p *pacer) gap() time.Duration {
-	return time.Duration(float64(time.Second) / p.cur * (1 + paceHeadroom))
+// gap is the least time between two requests at the current rate and headroom, as of now.
+func (p *pacer) gap(now time.Time) time.Duration {
+	return time.Duration(float64(time.Second) / p.cur * (1 + headroomAt(p.headroom, p.cut, now)))
+}
+
+// headroomAt is the headroom as of now, when the cut at cut left it at h: a step narrower for
+// every headroomEase since, never below paceHeadroom. The shared budget's SQL (store's
+// sqlReserve and sqlThrottled) computes the same from the policy.
+func headroomAt(h float64, cut, now time.Time) float64 {
+	if h <= paceHeadroom {
+		return paceHeadroom
+	}
+	return max(paceHeadroom, h-headroomStep*float64(now.Sub(cut)/headroomEase))
 }
 
 // next is the earliest time, as of now, the next request may leave. It is also where the rate
@@ -66,7 +92,7 @@ func (p *pacer) next(now time.Time) time.Time {
 	}
 	at := now
 	if !p.last.IsZero() {
-		at = later(at, p.last.Add(p.gap()))
+		at = later(at, p.last.Add(p.gap(now)))
 	}
 	return later(at, p.notBefore)
 }
@@ -75,8 +101,9 @@ func (p *pacer) next(now time.Time) time.Time {
 func (p *pacer) sent(now time.Time) { p.last = now }
 
 // throttled records a 429 at now for a request that left at sentAt, with the server's
-// Retry-After (0 when none). One round of requests sent at the old rate cuts the rate once: the
-// 429s of requests that left before the last cut only extend a Retry-After pause.
+// Retry-After (0 when none). One round of requests sent at the old rate cuts the rate once, and
+// widens the headroom once: the 429s of requests that left before the last cut only extend a
+// Retry-After pause.
 func (p *pacer) throttled(sentAt, now time.Time, retryAfter time.Duration) {
 	if retryAfter > 0 {
 		p.notBefore = later(p.notBefore, now.Add(retryAfter))
@@ -85,6 +112,7 @@ func (p *pacer) throttled(sentAt, now time.Time, retryAfter time.Duration) {
 		return
 	}
 	p.cur = max(p.floor, p.cur*rateCut)
+	p.headroom = min(headroomMax, headroomAt(p.headroom, p.cut, now)+headroomStep)
 	p.cut, p.raised = now, now
 }
 

@@ -6,14 +6,15 @@ import (
 )
 
 // TestPacer walks the pacing policy step by step on explicit times: gaps measured from actual
-// sends with headroom, one cut per round of 429s, a floor, Retry-After for the instance, and the
-// climb back after a quiet period.
+// sends with headroom, one cut (and one widening of the headroom) per round of 429s, a floor,
+// Retry-After for the instance, and the climb back after a quiet period.
 func TestPacer(t *testing.T) {
 	t.Parallel()
 	t0 := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
 	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
-	gap := func(rps float64) time.Duration {
-		return time.Duration(float64(time.Second) / rps * (1 + paceHeadroom))
+	// gap is the gap at rps after cuts widened the headroom.
+	gap := func(rps float64, cuts int) time.Duration {
+		return time.Duration(float64(time.Second) / rps * (1 + paceHeadroom + float64(cuts)*headroomStep))
 	}
 	type step struct {
 		name string
@@ -26,15 +27,15 @@ func TestPacer(t *testing.T) {
 	steps := []step{
 		{name: "first request leaves at once", now: 0, wantNext: at(0), wantRate: 10},
 		{name: "the next waits a gap plus headroom", do: func(p *pacer) { p.sent(at(0)) }, now: 50,
-			wantNext: at(0).Add(gap(10)), wantRate: 10},
+			wantNext: at(0).Add(gap(10, 0)), wantRate: 10},
 		{name: "a late send moves the next slot: gaps are measured on actual sends",
-			do: func(p *pacer) { p.sent(at(130)) }, now: 130, wantNext: at(130).Add(gap(10)), wantRate: 10},
-		{name: "a 429 cuts the rate", do: func(p *pacer) { p.throttled(at(130), at(140), 0) }, now: 140,
-			wantNext: at(130).Add(gap(8.5)), wantRate: 8.5},
+			do: func(p *pacer) { p.sent(at(130)) }, now: 130, wantNext: at(130).Add(gap(10, 0)), wantRate: 10},
+		{name: "a 429 cuts the rate and widens the headroom", do: func(p *pacer) { p.throttled(at(130), at(140), 0) }, now: 140,
+			wantNext: at(130).Add(gap(8.5, 1)), wantRate: 8.5},
 		{name: "a 429 for a request sent before the cut does not cut again",
-			do: func(p *pacer) { p.throttled(at(135), at(150), 0) }, now: 150, wantNext: at(130).Add(gap(8.5)), wantRate: 8.5},
+			do: func(p *pacer) { p.throttled(at(135), at(150), 0) }, now: 150, wantNext: at(130).Add(gap(8.5, 1)), wantRate: 8.5},
 		{name: "one sent after the cut does", do: func(p *pacer) { p.sent(at(300)); p.throttled(at(300), at(310), 0) },
-			now: 310, wantNext: at(300).Add(gap(7.225)), wantRate: 7.225},
+			now: 310, wantNext: at(300).Add(gap(7.225, 2)), wantRate: 7.225},
 		{name: "Retry-After pauses the instance", do: func(p *pacer) { p.throttled(at(200), at(320), 2*time.Second) },
 			now: 320, wantNext: at(2320), wantRate: 7.225},
 		{name: "no climb within the quiet period", now: 3309, wantNext: at(3309), wantRate: 7.225},
@@ -72,6 +73,58 @@ func TestPacer(t *testing.T) {
 		}
 		if !near(p.rate(), 10) {
 			t.Fatalf("after the quiet period and 20 s the rate is %.3f, want back at 10", p.rate())
+		}
+	})
+}
+
+// TestPacerHeadroom: the headroom the cuts widened narrows by a step every headroomEase without
+// a cut, never below paceHeadroom, and never passes headroomMax; a cut widens the eased one.
+func TestPacerHeadroom(t *testing.T) {
+	t.Parallel()
+	t0 := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	cases := []struct {
+		name string
+		cuts int           // one a second from t0
+		then time.Duration // after the last cut
+		want float64
+	}{
+		{name: "no cut", want: paceHeadroom},
+		{name: "one cut", cuts: 1, want: paceHeadroom + headroomStep},
+		{name: "three cuts", cuts: 3, want: paceHeadroom + 3*headroomStep},
+		{name: "three cuts, almost a headroomEase later", cuts: 3, then: headroomEase - time.Nanosecond, want: paceHeadroom + 3*headroomStep},
+		{name: "three cuts, a headroomEase later", cuts: 3, then: headroomEase, want: paceHeadroom + 2*headroomStep},
+		{name: "three cuts, an hour later", cuts: 3, then: time.Hour, want: paceHeadroom},
+		{name: "a hundred cuts", cuts: 100, want: headroomMax},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			p := newPacer(10)
+			now := t0
+			for range tc.cuts {
+				now = now.Add(time.Second)
+				p.sent(now)
+				p.throttled(now, now, 0)
+			}
+			now = now.Add(tc.then)
+			if got := headroomAt(p.headroom, p.cut, now); !near(got, tc.want) {
+				t.Fatalf("headroom %.4f, want %.4f", got, tc.want)
+			}
+			// The gap is the rate's, widened by the headroom.
+			if got, want := p.gap(now), time.Duration(float64(time.Second)/p.rate()*(1+tc.want)); got != want {
+				t.Fatalf("gap %s, want %s", got, want)
+			}
+		})
+	}
+	t.Run("a cut after an ease widens the eased headroom", func(t *testing.T) {
+		t.Parallel()
+		p := newPacer(10)
+		p.throttled(t0, t0, 0)
+		p.throttled(t0, t0.Add(time.Millisecond), 0) // another round: sent at the last cut
+		later := t0.Add(time.Millisecond + headroomEase)
+		p.throttled(later, later, 0)
+		if got, want := headroomAt(p.headroom, p.cut, later), paceHeadroom+2*headroomStep; !near(got, want) {
+			t.Fatalf("headroom %.4f, want %.4f", got, want)
 		}
 	})
 }

@@ -13,8 +13,12 @@ import (
 // they are passed with each statement rather than stored.
 type BudgetPolicy struct {
 	// Headroom widens every slot by this share: requests arrive with jitter, and a server that
-	// enforces a minimum gap rejects one that arrives early.
-	Headroom float64
+	// enforces a minimum gap rejects one that arrives early. It is the least headroom: every cut
+	// widens the instance's by HeadroomStep (to HeadroomMax at most), and every HeadroomEase
+	// without a cut narrows it back by a step, so the schedule learns the jitter of the path to
+	// the server.
+	Headroom, HeadroomStep, HeadroomMax float64
+	HeadroomEase                        time.Duration
 	// Cut is the multiplicative decrease on a 429; Floor the lowest rate, as a share of MaxRPS.
 	Cut, Floor float64
 	// Quiet is how long after a cut the rate starts to climb back, by Step of MaxRPS every
@@ -24,6 +28,15 @@ type BudgetPolicy struct {
 	StepEvery time.Duration
 	// Guard is the gap left before a block that goes to another run than the previous block's.
 	Guard time.Duration
+}
+
+// check refuses a policy the statements cannot use: a headroom that widens but never eases
+// (HeadroomEase is a divisor).
+func (p BudgetPolicy) check() error {
+	if p.HeadroomStep > 0 && p.HeadroomEase <= 0 {
+		return fmt.Errorf("bad budget policy: HeadroomStep %v needs a HeadroomEase above 0, not %s", p.HeadroomStep, p.HeadroomEase)
+	}
+	return nil
 }
 
 // DayStart says when an instance's day begins, for its daily cap: at Offset into the day in the
@@ -63,8 +76,9 @@ type Grant struct {
 	Start, Now time.Time
 	Interval   time.Duration
 	Slots      int
-	// Rate is the instance's shared rate now, requests per second.
-	Rate float64
+	// Rate is the instance's shared rate now, requests per second, and Headroom the share by
+	// which Interval is wider than 1/Rate.
+	Rate, Headroom float64
 	// Used is how many slots the instance was handed today, this block included.
 	Used int64
 	// QuotaSpent says the instance answered 466 (its plan's quota is spent) earlier today.
@@ -86,18 +100,22 @@ func (s *Store) Reserve(ctx context.Context, req BudgetRequest, p BudgetPolicy) 
 	if req.Instance == "" || !(req.MaxRPS > 0) || req.Want < 0 || req.Refund < 0 || req.PerDay < 0 {
 		return Grant{}, fmt.Errorf("reserve slots: bad request %+v", req)
 	}
+	if err := p.check(); err != nil {
+		return Grant{}, fmt.Errorf("reserve slots: %w", err)
+	}
 	zone := req.Day.Zone
 	if zone == "" {
 		zone = "UTC"
 	}
 	want := min(req.Want, maxGrant)
 	args := []any{s.clock(), req.Instance, req.MaxRPS, want, req.Refund, req.PerDay, zone, req.Day.Offset.Microseconds(),
-		p.Headroom, p.Quiet.Microseconds(), p.Step, p.StepEvery.Microseconds(), req.Owner, p.Guard.Microseconds(), req.Answered}
+		p.Headroom, p.Quiet.Microseconds(), p.Step, p.StepEvery.Microseconds(), req.Owner, p.Guard.Microseconds(), req.Answered,
+		p.HeadroomStep, p.HeadroomEase.Microseconds()}
 	for attempt := 0; ; attempt++ {
 		var g Grant
 		var intervalUS int64
 		err := s.pool.QueryRow(ctx, s.q.reserve, args...).
-			Scan(&g.Start, &g.Now, &intervalUS, &g.Slots, &g.Rate, &g.Used, &g.QuotaSpent, &g.AnsweredAt)
+			Scan(&g.Start, &g.Now, &intervalUS, &g.Slots, &g.Rate, &g.Headroom, &g.Used, &g.QuotaSpent, &g.AnsweredAt)
 		if errors.Is(err, pgx.ErrNoRows) && attempt == 0 {
 			// The instance's first use: make its row, then reserve.
 			if _, err := s.pool.Exec(ctx, s.q.budgetInsert, s.clock(), req.Instance, req.MaxRPS); err != nil {
@@ -157,10 +175,14 @@ func (s *Store) reserveSlot(ctx context.Context, key string, maxRPS float64, eve
 }
 
 // Throttled records a 429 for a request the instance got at sent (the database's clock): the
-// instance's rate is cut for every process, once per round of requests sent at the old rate,
-// and a Retry-After (when not 0) pauses the instance for everyone.
+// instance's rate is cut and its headroom widened for every process, once per round of requests
+// sent at the old rate, and a Retry-After (when not 0) pauses the instance for everyone.
 func (s *Store) Throttled(ctx context.Context, instance string, sent time.Time, maxRPS float64, retryAfter time.Duration, p BudgetPolicy) error {
-	_, err := s.pool.Exec(ctx, s.q.throttled, s.clock(), instance, sent, maxRPS*p.Floor, p.Cut, retryAfter.Microseconds())
+	if err := p.check(); err != nil {
+		return fmt.Errorf("record a 429 of %s: %w", instance, err)
+	}
+	_, err := s.pool.Exec(ctx, s.q.throttled, s.clock(), instance, sent, maxRPS*p.Floor, p.Cut, retryAfter.Microseconds(),
+		p.Headroom, p.HeadroomStep, p.HeadroomEase.Microseconds(), p.HeadroomMax)
 	if err != nil {
 		return fmt.Errorf("record a 429 of %s: %w", instance, err)
 	}

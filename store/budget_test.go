@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"fmt"
+	"math"
 	"sort"
 	"sync"
 	"testing"
@@ -13,7 +14,8 @@ import (
 )
 
 // policy is the engine's pacing policy, restated so the test reads alone.
-var policy = store.BudgetPolicy{Headroom: 0.015, Cut: 0.85, Floor: 0.05, Quiet: 3 * time.Second, Step: 0.05, StepEvery: time.Second}
+var policy = store.BudgetPolicy{Headroom: 0.015, HeadroomStep: 0.015, HeadroomMax: 0.12, HeadroomEase: time.Minute,
+	Cut: 0.85, Floor: 0.05, Quiet: 3 * time.Second, Step: 0.05, StepEvery: time.Second}
 
 func (b *bundle) reserve(t *testing.T, req store.BudgetRequest) store.Grant {
 	t.Helper()
@@ -143,6 +145,50 @@ func TestThrottled(t *testing.T) {
 	if g := b.reserve(t, store.BudgetRequest{Want: 1}); g.Rate != 10*policy.Floor {
 		t.Fatalf("rate after 40 cuts = %v, want the floor %v", g.Rate, 10*policy.Floor)
 	}
+}
+
+// TestThrottledHeadroom: every cut widens the instance's headroom by a step, for every process
+// (the slots of the next grant are wider apart), once per round; each HeadroomEase without a cut
+// narrows it back by a step, never below the least; it never passes HeadroomMax.
+func TestThrottledHeadroom(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	const id = "1101000001"
+	cut := func(sent time.Time) {
+		t.Helper()
+		if err := b.store.Throttled(b.ctx, id, sent, 10, 0, policy); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// want checks the next grant's headroom and that its slots are spaced by it at the rate.
+	want := func(step string, headroom float64) {
+		t.Helper()
+		g := b.reserve(t, store.BudgetRequest{Want: 1})
+		iv := time.Duration(math.Ceil(1e6*(1+headroom)/g.Rate)) * time.Microsecond
+		if math.Abs(g.Headroom-headroom) > 1e-9 || g.Interval != iv {
+			t.Fatalf("%s: headroom %.4f, slots every %s; want %.4f, every %s", step, g.Headroom, g.Interval, headroom, iv)
+		}
+	}
+	want("a new instance", 0.015)
+	first := b.clock.Advance(time.Millisecond)
+	cut(first)
+	want("after a cut", 0.03)
+	cut(first.Add(-time.Microsecond)) // sent before the cut: the same round
+	want("after a 429 of the same round", 0.03)
+	cut(b.clock.Advance(time.Millisecond))
+	want("after a second cut", 0.045)
+	b.clock.Advance(policy.HeadroomEase)
+	want("a quiet HeadroomEase later", 0.03)
+	cut(b.clock.Advance(time.Millisecond))
+	want("a cut after the ease widens the eased headroom", 0.045)
+	b.clock.Advance(2*policy.HeadroomEase - time.Millisecond)
+	want("almost two HeadroomEase later: one step", 0.03)
+	b.clock.Advance(time.Hour)
+	want("an hour later", 0.015)
+	for range 20 {
+		cut(b.clock.Advance(time.Millisecond))
+	}
+	want("after 20 cuts", policy.HeadroomMax)
 }
 
 // TestDailyCap: an instance is handed no more than its cap on a day, across every caller;

@@ -217,7 +217,9 @@ ON CONFLICT (instance_id) DO NOTHING`
 // toward $3 (by $11 of it every $12 µs, once $10 µs have passed since the last cut), then the
 // block starts at the next free slot ($14 µs later when the last block was another run's than
 // $13; never in the past, never before a Retry-After pause ends) and moves it on by the block's
-// length. $15 says the caller had a real answer since its last request. A daily cap ($6 > 0) grants at most what is left of
+// length. Slots are 1/rate apart, widened by the instance's headroom: what the last cut left
+// (sqlThrottled), narrowed by $16 every $17 µs since, never below $9. $15 says the caller had a
+// real answer since its last request. A daily cap ($6 > 0) grants at most what is left of
 // the day ($7 time zone, $8 µs into the day); $5 unsent slots of the caller's last block are
 // given back to the day's count first. A day on which the instance answered 466 grants none.
 const sqlReserve = `
@@ -236,13 +238,16 @@ WITH c AS (
                      * 1e6 / $12::bigint))
            END AS rate,
            CASE WHEN b.day = c.today THEN b.used - least($5::bigint, b.used) ELSE 0 END AS used0,
+           CASE WHEN b.headroom <= $9::float8 THEN $9::float8
+                ELSE greatest($9::float8, b.headroom - $16::float8 * floor(extract(epoch FROM c.now - b.cut_at) * 1e6 / $17::bigint))
+           END AS headroom,
            b.raised_at
     FROM %[2]s AS b, c
     WHERE b.instance_id = $2
     FOR UPDATE OF b
 ), g AS (
     SELECT cur.*,
-           ceil(1e6 * (1 + $9::float8) / cur.rate)::bigint AS iv_us,
+           ceil(1e6 * (1 + cur.headroom) / cur.rate)::bigint AS iv_us,
            greatest(cur.tat, cur.now, cur.not_before) AS start,
            CASE WHEN cur.quota_day = cur.today THEN 0
                 WHEN $6::bigint > 0 THEN greatest(0, least($4::bigint, $6::bigint - cur.used0))
@@ -261,7 +266,7 @@ SET rate       = g.rate,
     updated_at = g.now
 FROM g
 WHERE b.instance_id = g.instance_id
-RETURNING g.start, g.now, g.iv_us, g.granted, g.rate, g.used0 + g.granted, g.quota_day IS NOT DISTINCT FROM g.today,
+RETURNING g.start, g.now, g.iv_us, g.granted, g.rate, g.headroom, g.used0 + g.granted, g.quota_day IS NOT DISTINCT FROM g.today,
           g.answered_at`
 
 // sqlReserveState hands out the next slot of a method that takes one request at a time, one per
@@ -283,10 +288,17 @@ RETURNING old.slot, old.now`
 
 // sqlThrottled cuts the instance's rate to $5 of it (not below $4) for a 429 to a request sent at
 // $3 (the database's clock), unless the rate was already cut after that request left: one cut per
-// round of requests at the old rate. A Retry-After ($6 µs, 0 when none) pauses the instance.
+// round of requests at the old rate. The same cut widens the headroom, as eased since the last
+// cut (never below $7, a step of $8 every $9 µs, as in sqlReserve), by a step, to $10 at most. A
+// Retry-After ($6 µs, 0 when none) pauses the instance.
 const sqlThrottled = `
 UPDATE %[2]s AS b
-SET rate       = CASE WHEN b.cut_at <= $3::timestamptz THEN greatest($4::float8, b.rate * $5::float8) ELSE b.rate END,
+SET headroom   = CASE WHEN b.cut_at > $3::timestamptz THEN b.headroom
+                      WHEN b.headroom <= $7::float8 THEN least($10::float8, $7::float8 + $8::float8)
+                      ELSE least($10::float8, $8::float8 + greatest($7::float8, b.headroom - $8::float8 * floor(
+                           extract(epoch FROM coalesce($1::timestamptz, now()) - b.cut_at) * 1e6 / $9::bigint)))
+                 END,
+    rate       = CASE WHEN b.cut_at <= $3::timestamptz THEN greatest($4::float8, b.rate * $5::float8) ELSE b.rate END,
     raised_at  = CASE WHEN b.cut_at <= $3::timestamptz THEN coalesce($1::timestamptz, now()) ELSE b.raised_at END,
     cut_at     = CASE WHEN b.cut_at <= $3::timestamptz THEN coalesce($1::timestamptz, now()) ELSE b.cut_at END,
     not_before = greatest(b.not_before, coalesce($1::timestamptz, now()) + $6::bigint * interval '1 microsecond'),
