@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http/httptrace"
 	"strings"
 	"sync"
 	"time"
@@ -74,6 +75,9 @@ type controller struct {
 	r   *Runner
 	api API
 	id  string
+	// calls is the run's context for GetAvatar calls, traced so that a request's send time is
+	// when it was written to the connection (wrote), not when the pacer let it go.
+	calls context.Context
 
 	// turn has room for one: the worker holding it is the next to send, and only it waits for
 	// the pacer's slot. Others wait for the turn, not for a slot reserved in advance, so a stall
@@ -300,6 +304,22 @@ func (c *controller) send(ctx context.Context) (time.Time, error) {
 		c.pace.sent(now)
 	}
 	return now, nil
+}
+
+// wrote records that a GetAvatar request was written to its connection, now. The pacer spaces
+// the next request from the later of that and its send: between the two lie the client's own
+// work and a connection to find or dial, which on a busy machine take milliseconds, and a
+// request written late arrives late, as close to the next as the lateness. Its argument is
+// httptrace's, unused.
+func (c *controller) wrote(httptrace.WroteRequestInfo) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := c.r.cfg.Now()
+	if c.shared != nil {
+		c.shared.last = later(c.shared.last, now)
+	} else {
+		c.pace.last = later(c.pace.last, now)
+	}
 }
 
 // release passes the turn on without sending.

@@ -1,8 +1,11 @@
 package enrich
 
 import (
+	"net/http/httptrace"
 	"testing"
 	"time"
+
+	"github.com/enrich-dev/enrich/store"
 )
 
 // TestPacer walks the pacing policy step by step on explicit times: gaps measured from actual
@@ -130,3 +133,56 @@ func TestPacerHeadroom(t *testing.T) {
 }
 
 func near(a, b float64) bool { return a-b < 1e-9 && b-a < 1e-9 }
+
+// TestWroteSpacesFromTheWrite: a request written to its connection later than the pacer let it
+// go spaces the next request from the write, alone and on a shared budget's block; a write
+// traced before the last send moves nothing.
+func TestWroteSpacesFromTheWrite(t *testing.T) {
+	t.Parallel()
+	t0 := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	iv := 101500 * time.Microsecond // 100 ms widened by paceHeadroom
+	cases := []struct {
+		name  string
+		setup func(c *controller)
+		send  func(c *controller, at time.Time)
+		next  func(c *controller, now time.Time) time.Time
+		// gap is the least time from the write to the next send.
+		gap time.Duration
+	}{
+		{name: "alone", setup: func(c *controller) { c.pace = newPacer(10) },
+			send: func(c *controller, at time.Time) { c.pace.sent(at) },
+			next: func(c *controller, now time.Time) time.Time { return c.pace.next(now) }, gap: func() time.Duration {
+				p := newPacer(10)
+				return p.gap(t0) // 101.5 ms, as float64 rounds it
+			}()},
+		{name: "shared", setup: func(c *controller) {
+			c.shared = newShared("me", 10)
+			c.shared.refill(store.Grant{Start: t0, Now: t0, Interval: iv, Slots: 10, Rate: 10, Headroom: paceHeadroom}, t0, 0)
+		},
+			send: func(c *controller, at time.Time) { c.shared.sent(at) },
+			next: func(c *controller, now time.Time) time.Time { at, _ := c.shared.nextSlot(now); return at },
+			gap:  time.Duration(float64(iv) * (1 + paceHeadroom*(1-catchUp)) / (1 + paceHeadroom))},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			now := t0
+			c := &controller{r: &Runner{cfg: Config{Now: func() time.Time { return now }}}}
+			tc.setup(c)
+			tc.send(c, t0)
+			now = t0.Add(3 * time.Millisecond)
+			c.wrote(httptrace.WroteRequestInfo{})
+			if got, want := tc.next(c, now), now.Add(tc.gap); !got.Equal(want) {
+				t.Fatalf("written 3ms after its send: next at %s, want %s (the write plus %s)", got.Sub(t0), want.Sub(t0), tc.gap)
+			}
+			// The next request leaves; a write traced now for an earlier one does not pull it back.
+			sent := now.Add(tc.gap)
+			tc.send(c, sent)
+			now = sent.Add(-time.Millisecond)
+			c.wrote(httptrace.WroteRequestInfo{})
+			if got, want := tc.next(c, sent), sent.Add(tc.gap); !got.Equal(want) {
+				t.Fatalf("after a later send: next at %s, want %s", got.Sub(t0), want.Sub(t0))
+			}
+		})
+	}
+}

@@ -14,6 +14,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http/httptrace"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -164,6 +165,9 @@ func (r *Runner) Run(ctx context.Context) (Summary, error) {
 	dbCtx, cutDB := context.WithCancel(context.Background())
 	defer cutDB()
 	r.stop, r.cancelStop, r.calls, r.probeCtx, r.working, r.dbCtx = stop, cancelStop, calls, probeCtx, working, dbCtx
+	for _, c := range r.instances {
+		c.calls = httptrace.WithClientTrace(calls, &httptrace.ClientTrace{WroteRequest: c.wrote})
+	}
 	r.workersDone = make(chan struct{})
 
 	var bg sync.WaitGroup
@@ -624,7 +628,7 @@ func (r *Runner) work(c *controller) {
 // retried in the run after a backoff (a transient failure of the row's, with retries left).
 func (r *Runner) call(c *controller, h *held, sentAt time.Time) (retry bool) {
 	r.stats.inFlight.Add(1)
-	av, err := c.api.GetAvatar(r.calls, h.target)
+	av, err := c.api.GetAvatar(c.calls, h.target)
 	r.stats.inFlight.Add(-1)
 	r.stats.call(c.id, "getAvatar", err, sentAt, r.cfg.Now())
 	if err == nil {
