@@ -64,6 +64,10 @@ type InstanceSnapshot struct {
 	// Rate is the instance's current requests per second (shared by every run on it when the
 	// run has a Budget).
 	Rate float64
+	// Headroom is the share by which its requests are spaced wider than 1/Rate, for jitter: 0.015
+	// at first, more after 429s a minimum-gap server answered to requests that arrived early
+	// (see pacer.go). It is what separates Rate from the requests per second a run gets.
+	Headroom float64
 }
 
 // Instance states, as Snapshot and metrics name them.
@@ -95,9 +99,9 @@ func (r *Runner) Snapshot() Snapshot {
 func (c *controller) snapshot() InstanceSnapshot {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	s := InstanceSnapshot{ID: c.id, Rate: c.pace.rate()}
+	s := InstanceSnapshot{ID: c.id, Rate: c.pace.rate(), Headroom: headroomAt(c.pace.headroom, c.pace.cut, c.r.cfg.Now())}
 	if c.shared != nil {
-		s.Rate = c.shared.rate
+		s.Rate, s.Headroom = c.shared.rate, c.shared.headroom
 	}
 	switch c.state {
 	case running:
@@ -109,7 +113,7 @@ func (c *controller) snapshot() InstanceSnapshot {
 		if errors.Is(c.downErr, errCapped) {
 			s.State = StateCapped
 		}
-		s.Rate = 0
+		s.Rate, s.Headroom = 0, 0
 	}
 	return s
 }

@@ -139,6 +139,9 @@ var (
 	descRate = prometheus.NewDesc(namespace+"_instance_rate_rps",
 		"The instance's current request rate, shared by every run on it; below its rps after 429s, 0 once out of the run.",
 		[]string{"instance"}, nil)
+	descHeadroom = prometheus.NewDesc(namespace+"_instance_headroom_ratio",
+		"The share by which the instance's requests are spaced wider than 1/rate for jitter: 0.015 at first, more after 429s, 0 once out of the run.",
+		[]string{"instance"}, nil)
 	descState = prometheus.NewDesc(namespace+"_instance_state",
 		"1 for the instance's current state: running, paused (starting, unreachable or throttled), capped (daily cap spent) or out (taken out of the run).",
 		[]string{"instance", "state"}, nil)
@@ -148,6 +151,7 @@ func (c snapshotCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descDue
 	ch <- descInFlight
 	ch <- descRate
+	ch <- descHeadroom
 	ch <- descState
 }
 
@@ -165,6 +169,7 @@ func (c snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descInFlight, prometheus.GaugeValue, float64(s.InFlight))
 	for _, in := range s.Instances {
 		ch <- prometheus.MustNewConstMetric(descRate, prometheus.GaugeValue, in.Rate, in.ID)
+		ch <- prometheus.MustNewConstMetric(descHeadroom, prometheus.GaugeValue, in.Headroom, in.ID)
 		for _, st := range enrich.InstanceStates {
 			v := 0.0
 			if st == in.State {

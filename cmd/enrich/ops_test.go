@@ -63,6 +63,7 @@ func TestMetricsDuringRun(t *testing.T) {
 		"enrich_rows_due ",
 		"enrich_calls_in_flight ",
 		`enrich_instance_rate_rps{instance="1101000042"} 20`,
+		`enrich_instance_headroom_ratio{instance="1101000042"} 0.015`,
 		`enrich_instance_state{instance="1101000042",state="running"} 1`,
 		`enrich_instance_state{instance="1101000042",state="out"} 0`,
 		`enrich_build_info{`,
