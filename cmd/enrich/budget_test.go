@@ -195,8 +195,12 @@ func farFromDayTurn() string { return time.Now().UTC().Add(12 * time.Hour).Forma
 // three processes a minimum-gap check here would measure the simulator's own jitter under the
 // race detector (two requests of one process, sent at least 100.5 ms apart, were seen 85 ms apart
 // on a loaded machine), and each 429 it draws slows all three processes.
+//
+// It runs alone, not in parallel with the package's other tests: its count per 1 s window is of
+// arrivals as the simulator stamps them, and with the package's other binaries on the same 2
+// cores a request stamped 10 ms late puts 11 in one window (seen at a block's handover, though
+// no two of the requests left less than 101 ms apart).
 func TestSharedBudget(t *testing.T) {
-	t.Parallel()
 	testSharedBudget(t, false)
 }
 
