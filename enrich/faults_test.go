@@ -148,6 +148,46 @@ func TestNothingBut429(t *testing.T) {
 	t.Logf("%d calls answered 429 in %s, then out", sum.Calls["getAvatar rate_limited"], elapsed.Round(time.Millisecond))
 }
 
+// TestRateLimitedSharedBudget: with the shared budget, 429s are the instance's to pay: its
+// rate comes down and its headroom widens in the budget, for every process, while the rows they
+// met are called again and end done with no attempt spent. (Three 429s, not more: each gives up
+// the rest of the instance's block, up to a second, before the next block.)
+func TestRateLimitedSharedBudget(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	targets := phones(10)
+	b.insertPhones(t, targets...)
+	throttled := map[string]bool{targets[1]: true, targets[4]: true, targets[7]: true}
+	api := newFake("1", func(tg greenapi.Target, n int) (greenapi.Avatar, error) {
+		if n == 0 && throttled[tg.String()] {
+			return greenapi.Avatar{}, apiErr(greenapi.ClassRateLimited, 429, "too many requests (HTTP 429)")
+		}
+		return greenapi.Avatar{Available: yes()}, nil
+	})
+	cfg := config(api)
+	cfg.Budget = b.store
+	sum, err := runOnce(t, context.Background(), b.store, cfg)
+	if err != nil {
+		t.Fatalf("run: %v (%+v)", err, sum)
+	}
+	if sum.RateLimited != 3 || sum.Done != 10 {
+		t.Fatalf("summary %+v: want 3 429s and 10 rows done", sum)
+	}
+	if got := b.count(t, "status = 'done' AND attempts = 0 AND locked_by IS NULL"); got != 10 {
+		t.Fatalf("%d rows done with no attempt spent, want all 10", got)
+	}
+	var rate, headroom float64
+	if err := b.pool.QueryRow(context.Background(), `SELECT rate, headroom FROM enrich_instances WHERE instance_id = '1'`).
+		Scan(&rate, &headroom); err != nil {
+		t.Fatal(err)
+	}
+	if rate >= cfg.Instances[0].RPS || headroom <= 0.015 {
+		t.Fatalf("the instance's budget after 3 429s: rate %v of %v, headroom %v; want the rate cut and the headroom above 0.015",
+			rate, cfg.Instances[0].RPS, headroom)
+	}
+	t.Logf("after 3 429s: rate %.0f of %.0f, headroom %.3f; 10 rows done, 0 attempts", rate, cfg.Instances[0].RPS, headroom)
+}
+
 // TestRequestFormRefused: the API rejects the request's form for every valid number: the run
 // stops with ErrConfiguration naming request_by, and no row is failed.
 func TestRequestFormRefused(t *testing.T) {

@@ -141,6 +141,18 @@ func TestMinGapPacing(t *testing.T) {
 	if rate < 0.8*rps {
 		t.Errorf("%.2f requests/s accepted after the first %s: want at least %.1f (0.8 of the budget)", rate, settle, 0.8*rps)
 	}
+	// A 429 is the instance's to pay: the rows it met were called again or given back, and
+	// none of them spent an attempt or stayed leased.
+	var done, charged int
+	if err := pool.QueryRow(context.Background(), `SELECT count(*) FILTER (WHERE status = 'done'),
+		count(*) FILTER (WHERE status <> 'failed' AND (attempts > 0 OR locked_by IS NOT NULL))
+		FROM contacts`).Scan(&done, &charged); err != nil {
+		t.Fatal(err)
+	}
+	if done != int(sum.Done) || charged != 0 {
+		t.Errorf("rows: %d done (the summary says %d), %d not failed but charged an attempt or left leased: want 0",
+			done, sum.Done, charged)
+	}
 }
 
 // TestLeaseHoldsWithSlowCalls: with a 15 s lease and calls that take 2 s, two runs side by side
