@@ -17,7 +17,7 @@ VULNDB_VERSION ?= v0.0.0-20261105234957-e22db6528018
 BENCH_COUNT ?= 5
 FUZZTIME    ?= 30s
 
-.PHONY: all build test lint vuln bench bench-quick bench-go demo fuzz clean
+.PHONY: all build test test-deps lint vuln bench bench-quick bench-go demo fuzz clean
 
 all: lint test build
 
@@ -30,11 +30,16 @@ build:
 
 # Every test that touches the store runs against a real PostgreSQL: TEST_DATABASE_URL, else the
 # local server on 127.0.0.1:5432, else a throw-away cluster from the installed initdb/pg_ctl.
+# test-deps finds PostgreSQL and pgbouncer first, installs what is missing with apt-get when run
+# as root, or stops before any test naming the command (ENRICH_TEST_DEPS=check never installs).
 # One package at a time (-p 1; each package's tests still run in parallel): the pacing tests
 # measure 429s against a minimum-gap server, and on 2 cores a neighbour package importing a
 # million rows delays their requests enough to draw some.
-test:
+test: test-deps
 	$(GO) test -race -count=1 -p 1 -timeout 30m $(PKGS)
+
+test-deps:
+	@bash tools/test-deps.sh
 
 lint:
 	$(GO) vet $(PKGS)

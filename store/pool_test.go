@@ -254,11 +254,20 @@ func TestCancel(t *testing.T) {
 			start := time.Now()
 			for i := range rounds {
 				short, cancel := context.WithTimeout(ctx, 5*time.Millisecond)
-				// From 0 to 9.8 ms: around the deadline.
-				_, err := pool.Exec(short, `SELECT pg_sleep($1::float8)`, float64(i%50)*0.0002)
+				// From 0 to 9.8 ms: around the deadline, where a cancel request (a new
+				// connection the postmaster forks a process for) may land after the statement
+				// ended. Every tenth round sleeps 2 s instead, so that however slow the
+				// machine, some cancels must land mid-statement.
+				sleep, long := float64(i%50)*0.0002, i%10 == 9
+				if long {
+					sleep = 2
+				}
+				_, err := pool.Exec(short, `SELECT pg_sleep($1::float8)`, sleep)
 				cancel()
 				var pgErr *pgconn.PgError
 				switch {
+				case err == nil && long:
+					t.Fatalf("round %d: a 2 s statement with a 5 ms deadline was not cancelled", i)
 				case err == nil:
 				case errors.As(err, &pgErr) && pgErr.Code == "57014":
 					cancelled++
