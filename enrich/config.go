@@ -71,6 +71,9 @@ const (
 	ProgressIntervalDefault = 10 * time.Second
 	RetryForDefault         = time.Minute
 	DatabaseTimeoutDefault  = 10 * time.Second
+	// StallMarginDefault is what StallTimeout adds, by default, to the longest wait the
+	// configuration allows for.
+	StallMarginDefault = time.Minute
 	// WorkersMax bounds Workers: each worker is one concurrent call on one instance, and an
 	// instance takes 10 requests per second, so more than this is a typo, not a plan.
 	WorkersMax = 1000
@@ -126,6 +129,15 @@ type Config struct {
 	RetryFor time.Duration
 	// DatabaseTimeout bounds each database call (a claim, a write, a renewal). Default 10s.
 	DatabaseTimeout time.Duration
+	// CallTimeout is how long one API call may take (the client's timeout, greenapi.timeout),
+	// for the default StallTimeout. Default 0: the client's own timeout is not counted.
+	CallTimeout time.Duration
+	// StallTimeout ends the run with ErrStalled when nothing moves (no API answer, no row
+	// written, no row claimed) for this long: a run always ends by itself. Default: the
+	// longest wait the configuration allows for, StartingTimeout + Retry.Max + RetryFor +
+	// CallTimeout, plus StallMarginDefault (12m with the other defaults and no CallTimeout).
+	// Negative: no watchdog.
+	StallTimeout time.Duration
 	// Budget shares every instance's send slots with the other processes spending it (the
 	// store in production). nil: this run paces its instances alone, as if no other did.
 	Budget Budget
@@ -209,6 +221,7 @@ func (c Config) withDefaults() (Config, error) {
 	def(&c.ProgressInterval, ProgressIntervalDefault)
 	def(&c.RetryFor, RetryForDefault)
 	def(&c.DatabaseTimeout, DatabaseTimeoutDefault)
+	def(&c.StallTimeout, c.StartingTimeout+c.Retry.Max+c.RetryFor+max(c.CallTimeout, 0)+StallMarginDefault)
 	for _, f := range []struct {
 		key string
 		bad bool

@@ -209,7 +209,7 @@ func (c *controller) acquire(ctx context.Context) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		}
-		err := c.waitSlot(ctx)
+		err := c.waitSlot(ctx, false)
 		if err == nil {
 			return nil
 		}
@@ -221,8 +221,11 @@ func (c *controller) acquire(ctx context.Context) error {
 }
 
 // waitSlot waits, holding the turn, until the pacer lets a request leave. It returns errPaused
-// or errInstanceDown when the instance stops sending meanwhile.
-func (c *controller) waitSlot(ctx context.Context) error {
+// or errInstanceDown when the instance stops sending meanwhile. With the shared budget, a
+// caller with no row in hand (haveRow false) reserves new slots only once a row waits in the
+// queue, so an idle run takes no slots from the others; a caller holding a row reserves at once,
+// since the row it holds is the one waiting (the queue may hold no other, ever).
+func (c *controller) waitSlot(ctx context.Context, haveRow bool) error {
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -245,7 +248,7 @@ func (c *controller) waitSlot(ctx context.Context) error {
 		} else {
 			c.mu.Unlock()
 			// Reserve only for a row to call: an idle run must not take slots from the others.
-			if !c.r.queue.waitRows(ctx) {
+			if !haveRow && !c.r.queue.waitRows(ctx) {
 				return errNoRows
 			}
 			if err := c.reserve(ctx); err != nil {
@@ -289,7 +292,7 @@ func (c *controller) waitSlot(ctx context.Context) error {
 // rate was cut since acquire, and fails (passing the turn on) if the instance stopped sending.
 func (c *controller) send(ctx context.Context) (time.Time, error) {
 	defer c.release()
-	if err := c.waitSlot(ctx); err != nil {
+	if err := c.waitSlot(ctx, true); err != nil {
 		return time.Time{}, err
 	}
 	c.mu.Lock()

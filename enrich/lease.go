@@ -24,8 +24,9 @@ func (r *Runner) renewLoop(done <-chan struct{}) {
 }
 
 // renew renews the held rows' leases once. A row the database no longer has under its claim is
-// lost: if it waits in the queue it is dropped, never called; if it is in a call, its answer
-// will be fenced off. A failed renewal changes nothing: rows whose lease runs short are simply
+// lost: if it waits in the queue it is dropped, never called; if it is in a worker's hands, the
+// worker drops it instead of calling it or queueing it again (Runner.requeue), and an answer
+// already received is fenced off. A failed renewal changes nothing: rows whose lease runs short are simply
 // not started (callable) until a renewal succeeds.
 func (r *Runner) renew() {
 	if r.dbCtx.Err() != nil {
@@ -68,8 +69,8 @@ func (r *Runner) renew() {
 			// Written meanwhile, or claimed again under a newer claim.
 		case renewed[l.ID]:
 			h.expires.Store(expires)
-		case !h.resolved && !h.lost:
-			h.lost = true
+		case !h.resolved && !h.lost.Load():
+			h.lost.Store(true)
 			lost = append(lost, h)
 		}
 	}

@@ -27,8 +27,9 @@ type held struct {
 	// resolved is set once a result is queued for writing, so the end of the run does not give
 	// the row back as well. Guarded by Runner.mu.
 	resolved bool
-	// lost is set when a renewal found the row no longer ours. Guarded by Runner.mu.
-	lost bool
+	// lost is set when a renewal found the row no longer ours (another claim took it): the row
+	// is never called again by this run, and leaves the run wherever it is (Runner.requeue).
+	lost atomic.Bool
 	// tries counts the row's transient failures retried in this run, and firstFail is when its
 	// first failure that said nothing about the row left; only the worker holding the row
 	// touches them.

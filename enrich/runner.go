@@ -91,8 +91,10 @@ type Runner struct {
 	// them have their result queued for writing.
 	held     map[int64]*held
 	resolved int
-	// live counts instances still in the run; capped those set aside for their daily cap.
-	live, capped int
+	// live counts instances still in the run; out is why the first instance taken out for a
+	// fault (not for its daily cap) left, nil while none has.
+	live int
+	out  error
 	// ended says why claiming ended without a stop (the limit), for the summary.
 	ended error
 	// stoppedAt is when the run began to stop; zero while it runs.
@@ -105,6 +107,8 @@ type Runner struct {
 	// started is when Run began (nil before); due is what countDue found (-1 before).
 	started atomic.Pointer[time.Time]
 	due     atomic.Int64
+	// lastMove is when the run last made progress (UnixNano): see moved and watch.
+	lastMove atomic.Int64
 }
 
 // NewRunner checks cfg and prepares a run over st.
@@ -139,6 +143,7 @@ func NewRunner(st Store, cfg Config) (*Runner, error) {
 func (r *Runner) Run(ctx context.Context) (Summary, error) {
 	start := r.cfg.Now()
 	r.started.Store(&start)
+	r.moved()
 	// stop carries no deadline on purpose, not even ctx's: a deadline would make waits fail
 	// early near it, and every worker would give its row back at once.
 	stop, cancelStop := context.WithCancelCause(context.WithoutCancel(ctx))
@@ -172,6 +177,7 @@ func (r *Runner) Run(ctx context.Context) (Summary, error) {
 
 	var bg sync.WaitGroup
 	bg.Go(func() { r.cutCallsAfterGrace(cancelCalls) })
+	bg.Go(func() { r.watch(r.workersDone) })
 	counted := make(chan struct{})
 	bg.Go(func() { defer close(counted); r.countDue() })
 	if r.cfg.ProgressInterval > 0 {
@@ -300,6 +306,9 @@ func (r *Runner) outcome(ctx context.Context, cause error, sum Summary) (Summary
 		return sum, cause
 	case errors.Is(cause, ErrNoInstance):
 		sum.Stop = "no usable instance"
+		return sum, cause
+	case errors.Is(cause, ErrStalled):
+		sum.Stop = "stalled"
 		return sum, cause
 	case errors.Is(cause, errDeadline):
 		sum.Stop = "max_duration reached"
@@ -471,6 +480,9 @@ func (r *Runner) claim() {
 			r.log.Info().Str("after", down.Round(time.Millisecond).String()).Msg("the database is back: claiming again")
 		}
 		claimed += len(batch)
+		if len(batch) > 0 {
+			r.moved()
+		}
 		r.take(batch, sent)
 		fromStart := cursor == (store.Cursor{})
 		if len(batch) == n {
@@ -555,7 +567,7 @@ func (r *Runner) take(batch []store.Claimed, sent time.Time) {
 	for _, c := range batch {
 		if h, ok := r.held[c.ID]; ok {
 			h.lease = c.Lease
-			h.lost = false
+			h.lost.Store(false)
 			h.expires.Store(expires)
 			continue
 		}
@@ -583,7 +595,21 @@ func (r *Runner) take(batch []store.Claimed, sent time.Time) {
 // of a lease, so the answer can be written through the same claim. Rows whose renewals failed
 // (the database is away) wait in the queue until a renewal succeeds.
 func (r *Runner) callable(h *held) bool {
-	return h.expiry().Sub(r.cfg.Now()) > r.cfg.Lease/3
+	return !h.lost.Load() && h.expiry().Sub(r.cfg.Now()) > r.cfg.Lease/3
+}
+
+// requeue puts a row taken and not answered back at the front of the queue, for another try or
+// another instance, unless its claim was lost: then it leaves the run. A renewal that finds the
+// row lost sets lost before it looks for the row in the queue, so whichever of the two comes
+// second drops it, and a lost row never stays queued.
+func (r *Runner) requeue(h *held) {
+	if !h.lost.Load() {
+		r.queue.pushFront(h)
+		if !h.lost.Load() || !r.queue.remove(h) {
+			return
+		}
+	}
+	r.forget([]*held{h})
 }
 
 // work is one worker on one instance. It takes a row only when its instance can send (the gate
@@ -603,9 +629,15 @@ func (r *Runner) work(c *controller) {
 			}
 			continue
 		}
+		if h.lost.Load() { // lost since take found it callable
+			c.release()
+			r.forget([]*held{h})
+			r.queue.done()
+			continue
+		}
 		sentAt, err := c.send(r.working)
 		if err != nil {
-			r.queue.pushFront(h) // paused or out meanwhile: for another instance, or the end of the run
+			r.requeue(h) // paused or out meanwhile: for another instance, or the end of the run
 			r.queue.done()
 			if errors.Is(err, errPaused) || errors.Is(err, errInstanceDown) {
 				continue
@@ -617,7 +649,7 @@ func (r *Runner) work(c *controller) {
 			r.cfg.Observer.Retry(c.id, "transient")
 			h.tries++
 			if r.cfg.Sleep(r.stop, r.cfg.Retry.Full(h.tries-1, r.cfg.Rand)) == nil {
-				r.queue.pushFront(h)
+				r.requeue(h)
 			}
 		}
 		r.queue.done()
@@ -630,6 +662,7 @@ func (r *Runner) call(c *controller, h *held, sentAt time.Time) (retry bool) {
 	r.stats.inFlight.Add(1)
 	av, err := c.api.GetAvatar(c.calls, h.target)
 	r.stats.inFlight.Add(-1)
+	r.moved()
 	r.stats.call(c.id, "getAvatar", err, sentAt, r.cfg.Now())
 	if err == nil {
 		r.failInvalid(c.answered()...)
@@ -644,16 +677,16 @@ func (r *Runner) call(c *controller, h *held, sentAt time.Time) (retry bool) {
 	case greenapi.ClassStarting:
 		c.pause(troubleStarting, err)
 		r.cfg.Observer.Retry(c.id, "starting")
-		r.queue.pushFront(h)
+		r.requeue(h)
 	case greenapi.ClassRateLimited:
 		if down := c.throttled(r.dbCtx, sentAt, err); down != nil {
 			r.instanceDown(c, down)
 		}
 		r.cfg.Observer.Retry(c.id, "rate_limited")
-		r.queue.pushFront(h)
+		r.requeue(h)
 	case greenapi.ClassUnusable:
 		r.instanceDown(c, unusableError(c.id, err))
-		r.queue.pushFront(h)
+		r.requeue(h)
 		if r.cfg.Budget != nil && statusOf(err) == 466 {
 			// Recorded, so later runs today skip the instance without a call.
 			ctx, cancel := context.WithTimeout(r.dbCtx, r.cfg.DatabaseTimeout)
@@ -676,7 +709,7 @@ func (r *Runner) call(c *controller, h *held, sentAt time.Time) (retry bool) {
 		}
 		if systemic && c.systemic(h.row.ID) {
 			c.pause(troubleOutage, err)
-			r.queue.pushFront(h)
+			r.requeue(h)
 			return false
 		}
 		if h.tries < r.cfg.RetryInRun {
@@ -687,7 +720,7 @@ func (r *Runner) call(c *controller, h *held, sentAt time.Time) (retry bool) {
 			// the instance's fault, so the row is not charged. The probe tells; a row that
 			// fails again once the instance is known alive is charged then.
 			c.pause(troubleOutage, err)
-			r.queue.pushFront(h)
+			r.requeue(h)
 			return false
 		}
 		r.reschedule(h, err)
@@ -784,8 +817,8 @@ func (r *Runner) instanceDown(c *controller, err error) { r.leave(c, err, false)
 // own limit), or whose budget says it cannot work today (an error).
 func (r *Runner) setAside(c *controller, err error) { r.leave(c, err, errors.Is(err, errCapped)) }
 
-// leave takes an instance out of the run, once. With none left the run stops: normally when at
-// least one spent its daily cap, else with ErrNoInstance.
+// leave takes an instance out of the run, once. With none left the run stops: with
+// ErrNoInstance when any instance left for a fault, normally when every one spent its daily cap.
 func (r *Runner) leave(c *controller, err error, capped bool) {
 	if !c.fail(err) {
 		return
@@ -798,16 +831,17 @@ func (r *Runner) leave(c *controller, err error, capped bool) {
 	r.failInvalid(c.takeSuspects()...)
 	r.mu.Lock()
 	r.live--
-	if capped {
-		r.capped++
+	if !capped && r.out == nil {
+		r.out = err
 	}
-	last, anyCapped := r.live == 0, r.capped > 0
+	last, out := r.live == 0, r.out
 	r.mu.Unlock()
 	switch {
-	case last && anyCapped:
-		r.cancelStop(errDailyCap)
+	case last && out != nil:
+		// An instance a person must see to is never hidden by one that only spent its cap.
+		r.cancelStop(fmt.Errorf("%w: %w", ErrNoInstance, out))
 	case last:
-		r.cancelStop(fmt.Errorf("%w: %w", ErrNoInstance, err))
+		r.cancelStop(errDailyCap)
 	}
 	r.wakeClaimer()
 }

@@ -177,6 +177,9 @@ func (w *writer) flushBy(deadline time.Time) bool {
 		w.r.log.Info().Str("after", down.Round(time.Millisecond).String()).Int("results", len(batch)).
 			Msg("the database is back: results written")
 	}
+	if len(batch) > 0 {
+		w.r.moved()
+	}
 	if lost := w.r.stats.written(b, got); lost > 0 {
 		w.r.log.Warn().Int64("results", lost).
 			Msg("results not written: another claim holds those rows now (this run's lease on them lapsed)")

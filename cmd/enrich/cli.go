@@ -51,7 +51,8 @@ migrate, enqueue, run, status, requeue and export take --config FILE (or ENRICH_
 name; environment variables override the file and flags override both. "enrich COMMAND --help" lists a command's flags.
 
 Exit codes: 0 finished, 1 configuration or usage error, 2 no usable Green API instance,
-3 database error, 130/143 interrupted by SIGINT/SIGTERM.
+3 database error, 4 the run stalled (nothing moved for run.stall_timeout),
+130/143 interrupted by SIGINT/SIGTERM.
 `
 
 // commands maps a command name to its implementation.

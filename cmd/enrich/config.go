@@ -83,6 +83,9 @@ type RunConfig struct {
 	Limit           int      `toml:"limit"`
 	ShutdownGrace   Duration `toml:"shutdown_grace"`
 	StartingTimeout Duration `toml:"starting_timeout"`
+	// StallTimeout ends a run in which nothing moved for this long (exit 4); 0: the longest
+	// wait the other keys allow for, plus a minute (enrich.Config.StallTimeout).
+	StallTimeout Duration `toml:"stall_timeout"`
 	// RefreshAfter makes done rows due again once their answer is this old; 0: never by age.
 	// RefreshBeforeExpiry makes them due this long before their avatar link expires (the oe of
 	// a pps.whatsapp.net link). A run moves such rows back to pending before it claims.
@@ -375,6 +378,7 @@ func (c *Config) validate(needAPI bool) error {
 	}{
 		{"run.limit", "no limit", int64(c.Run.Limit)},
 		{"run.max_duration", "until no row is due", int64(c.Run.MaxDuration.Duration)},
+		{"run.stall_timeout", "what the other timeouts allow for, plus a minute", int64(c.Run.StallTimeout.Duration)},
 		{"retry.in_run", "no retry within the run", int64(c.Retry.InRun)},
 	} {
 		if nn.v < 0 {

@@ -318,6 +318,8 @@ func TestConfigBadValues(t *testing.T) {
 			want: []string{"run.limit must not be negative"}},
 		{name: "negative max_duration", cmd: "status", file: "[run]\nmax_duration = \"-1s\"\n",
 			want: []string{"run.max_duration must not be negative"}},
+		{name: "negative stall_timeout", cmd: "status", file: "[run]\nstall_timeout = \"-1s\"\n",
+			want: []string{"run.stall_timeout must not be negative"}},
 		{name: "negative refresh_after", cmd: "status", file: "[run]\nrefresh_after = \"-1h\"\n",
 			want: []string{"run.refresh_after is -1h0m0s: it must not be negative", "never refreshed by age"}},
 		{name: "negative refresh_before_expiry", cmd: "status", file: "[run]\nrefresh_before_expiry = \"-1s\"\n",
@@ -829,6 +831,7 @@ func TestExitCode(t *testing.T) {
 		{"query cancelled by SIGTERM", dbErr("status", &pgconn.PgError{Code: "57014", Message: "canceling statement due to user request"}),
 			syscall.SIGTERM, 143},
 		{"configuration refused by the API", wrap(enrich.ErrConfiguration), nil, 1},
+		{"stalled", wrap(enrich.ErrStalled), nil, 4},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

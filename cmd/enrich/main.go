@@ -22,6 +22,8 @@ const (
 	exitConfig     = 1
 	exitNoInstance = 2
 	exitDatabase   = 3
+	// exitStalled: nothing moved for run.stall_timeout; the rows were given back.
+	exitStalled = 4
 )
 
 func main() {
@@ -58,6 +60,8 @@ func exitCode(err error, sig os.Signal) int {
 		return exitNoInstance
 	case errors.Is(err, enrich.ErrDatabase):
 		return exitDatabase
+	case errors.Is(err, enrich.ErrStalled):
+		return exitStalled
 	case errors.Is(err, enrich.ErrInterrupted):
 		return 128 + int(syscall.SIGTERM)
 	}

@@ -38,6 +38,7 @@ func cmdRun(ctx context.Context, a *app, args []string) (err error) {
 	key(f, "limit", "stop after claiming this many rows; 0: no limit (run.limit)", func(c *Config) *int { return &c.Run.Limit })
 	key(f, "shutdown-grace", "time calls in flight get after SIGTERM (run.shutdown_grace)", func(c *Config) *Duration { return &c.Run.ShutdownGrace })
 	key(f, "starting-timeout", "how long an instance may stay starting (run.starting_timeout)", func(c *Config) *Duration { return &c.Run.StartingTimeout })
+	key(f, "stall-timeout", "end the run (exit 4) when nothing moves for this long; 0: what the other timeouts allow for, plus a minute (run.stall_timeout)", func(c *Config) *Duration { return &c.Run.StallTimeout })
 	var rf runFlags
 	f.StringVar(&rf.metricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics during the run, e.g. :9090; empty: none")
 	f.StringVar(&rf.pushgateway, "pushgateway", "", "push the batch-job metrics to this Pushgateway when the run ends, e.g. http://pushgateway:9091; empty: none")
@@ -167,6 +168,7 @@ func (a *app) newRunner(st *store.Store, obs enrich.Observer, show display) (*en
 		Retry:      enrich.Backoff{Base: c.Retry.Base.Duration, Max: c.Retry.Max.Duration},
 		RetryInRun: inRun,
 		RetryFor:   c.Database.RetryFor.Duration, DatabaseTimeout: c.Database.Timeout.Duration,
+		CallTimeout: c.GreenAPI.Timeout.Duration, StallTimeout: c.Run.StallTimeout.Duration,
 		Budget: st, Day: day, ConfirmMissing: c.GreenAPI.ConfirmMissing, Avatars: keeper,
 		ProgressInterval: show.progressInterval(),
 		Observer:         obs,

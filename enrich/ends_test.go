@@ -1,0 +1,186 @@
+package enrich_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/enrich-dev/enrich/enrich"
+	"github.com/enrich-dev/enrich/greenapi"
+	"github.com/rs/zerolog"
+)
+
+// runBounded runs cfg with a context that a hung run cannot outlive: the test then fails saying
+// so, rather than the whole package timing out.
+func runBounded(t *testing.T, b bundle, cfg enrich.Config, within time.Duration) (enrich.Summary, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
+	sum, err := runOnce(t, ctx, b.store, cfg)
+	if ctx.Err() != nil {
+		t.Fatalf("the run did not end by itself within %v (%+v, %v)", within, sum, err)
+	}
+	return sum, err
+}
+
+// TestLastRowOutlivesItsBlock: with the shared budget, the last row's first answer is a 503 that
+// comes after the instance's block of slots has expired. Its retry must find a slot; before the
+// fix the worker, holding the row, waited for another row to arrive in the queue before
+// reserving one (issue 13, defect 1: "1 row, 2 workers, rps 10, a first answer of 503 after
+// 1.5 s: never ends").
+func TestLastRowOutlivesItsBlock(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.insertPhones(t, phones(1)...)
+	api := newFake("1", func(_ greenapi.Target, n int) (greenapi.Avatar, error) {
+		if n == 0 {
+			time.Sleep(1500 * time.Millisecond) // past the block the call's slot came from
+			return greenapi.Avatar{}, apiErr(greenapi.ClassTransient, 503, "")
+		}
+		return greenapi.Avatar{Available: yes()}, nil
+	})
+	cfg := config(api)
+	cfg.Workers = 2
+	cfg.Instances[0].RPS = 10
+	cfg.Budget = b.store
+	sum, err := runBounded(t, b, cfg, 20*time.Second)
+	if err != nil {
+		t.Fatalf("run: %v (%+v)", err, sum)
+	}
+	if sum.Done != 1 || api.totalCalls() != 2 {
+		t.Fatalf("summary %+v after %d calls: want the row done on its second call", sum, api.totalCalls())
+	}
+}
+
+// TestLostRowIsNeverCalledAgain: a row whose claim another run took while this run's call for it
+// was in flight is not called again by this run after the call fails, and does not keep the run
+// waiting for it (issue 13, defect 2: renew dropped a lost row only when it found it queued; a
+// row in a call came back through the queue and was called again, or waited there for ever).
+func TestLostRowIsNeverCalledAgain(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ps := phones(1)
+	b.insertPhones(t, ps...)
+	const lease = 600 * time.Millisecond // renewed every 200 ms
+	stolen := make(chan struct{})
+	var calls atomic.Int32
+	api := newFake("1", func(_ greenapi.Target, n int) (greenapi.Avatar, error) {
+		calls.Add(1)
+		if n == 0 {
+			<-stolen
+			// Two renewals at least: the run learns the row is no longer its own.
+			time.Sleep(lease)
+			return greenapi.Avatar{}, apiErr(greenapi.ClassTransient, 503, "")
+		}
+		return greenapi.Avatar{Available: yes()}, nil
+	})
+	cfg := config(api)
+	cfg.Lease = lease
+	go func() {
+		defer close(stolen)
+		ctx := context.Background()
+		for calls.Load() == 0 {
+			time.Sleep(5 * time.Millisecond)
+		}
+		// Another run takes the row as if its lease had lapsed.
+		if _, err := b.pool.Exec(ctx, `UPDATE contacts SET locked_until = now() - interval '1 s',
+			next_attempt_at = now() - interval '1 s'`); err != nil {
+			t.Error(err)
+			return
+		}
+		if got, err := b.store.Claim(ctx, "thief", 1, 1, time.Hour); err != nil || len(got) != 1 {
+			t.Errorf("the thief's claim: %d rows, %v", len(got), err)
+		}
+	}()
+	sum, err := runBounded(t, b, cfg, 20*time.Second)
+	if err != nil && !errors.Is(err, enrich.ErrUnwritten) {
+		t.Fatalf("run: %v (%+v)", err, sum)
+	}
+	if n := api.callsFor(ps[0]); n != 1 {
+		t.Fatalf("the row was called %d times; after its claim was lost it must not be called again (%+v)", n, sum)
+	}
+	if got := b.count(t, "locked_by = 'thief'"); got != 1 {
+		t.Fatalf("the thief's claim was overwritten: %d rows still its own", got)
+	}
+}
+
+// TestOutInstanceNotHiddenByCapped: one instance spends its daily cap, the other has a wrong
+// token. The run needs a person and must not end as a normal "daily cap reached" (issue 13,
+// defect 3: Runner.leave ended such a run with errDailyCap, exit 0).
+func TestOutInstanceNotHiddenByCapped(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.insertPhones(t, phones(20)...)
+	capped := newFake("1", func(greenapi.Target, int) (greenapi.Avatar, error) { return greenapi.Avatar{Available: yes()}, nil })
+	wrong := newFake("2", func(greenapi.Target, int) (greenapi.Avatar, error) {
+		return greenapi.Avatar{}, apiErr(greenapi.ClassUnusable, 401, "wrong apiTokenInstance")
+	})
+	cfg := config(capped, wrong)
+	cfg.Budget = b.store
+	cfg.Instances[0].RPS, cfg.Instances[0].MaxPerDay = 100, 5
+	cfg.Instances[1].RPS = 100
+	sum, err := runBounded(t, b, cfg, 30*time.Second)
+	if !errors.Is(err, enrich.ErrNoInstance) {
+		t.Fatalf("err = %v (stop %q), want ErrNoInstance: an instance with a wrong token needs a person", err, sum.Stop)
+	}
+	if !strings.Contains(err.Error(), "2") || !strings.Contains(err.Error(), "401") {
+		t.Fatalf("the error does not name the instance that is out and why: %v", err)
+	}
+	if sum.Done != 5 {
+		t.Fatalf("done %d, want the capped instance's 5 (%+v)", sum.Done, sum)
+	}
+}
+
+// TestStallWatchdog: calls that never come back (a client with no timeout) and nothing else
+// moving: the run ends by itself with ErrStalled once StallTimeout passes, logs what each row
+// waits on, and gives every row back untouched.
+func TestStallWatchdog(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.insertPhones(t, phones(10)...)
+	hung := &hangingAPI{fakeAPI: newFake("1", nil), entered: func() {}}
+	cfg := config(hung)
+	cfg.Workers = 2
+	cfg.ShutdownGrace = 20 * time.Millisecond
+	cfg.StallTimeout = 500 * time.Millisecond
+	var logs syncBuffer
+	log := zerolog.New(&logs)
+	cfg.Logger = &log
+	sum, err := runBounded(t, b, cfg, 20*time.Second)
+	if !errors.Is(err, enrich.ErrStalled) || sum.Stop != "stalled" {
+		t.Fatalf("err = %v, stop %q: want ErrStalled", err, sum.Stop)
+	}
+	if got := b.count(t, "status = 'pending' AND attempts = 0 AND locked_by IS NULL"); got != 10 {
+		t.Fatalf("untouched rows = %d, want all 10 given back", got)
+	}
+	out := logs.String()
+	for _, want := range []string{`"message":"stalled: instance"`, `"instance":"1"`, `"state":"running"`,
+		`"waits":"in a worker's hands: a call, or a retry's backoff"`, `"waits":"in the queue for an instance's send slot"`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the stall report lacks %s:\n%s", want, out)
+		}
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger written from several goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}

@@ -1,0 +1,115 @@
+package enrich
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// ErrStalled ends a run in which nothing moved (no answer from the API, no row written, no row
+// claimed) for longer than its configuration allows for (Config.StallTimeout): a defect or a
+// fault nobody owns, never a normal end. The run logs what each instance and each held row waits
+// on, writes the answers it has, gives the rest back, and the CLI exits 4.
+var ErrStalled = errors.New("run stalled")
+
+// stallRowsLogged bounds how many held rows a stall report names one by one.
+const stallRowsLogged = 50
+
+// moved records that the run made progress now: an API answer about a row, rows written, rows
+// claimed. The watchdog reads it.
+func (r *Runner) moved() { r.lastMove.Store(r.cfg.Now().UnixNano()) }
+
+// watch is the stall watchdog: it stops the run with ErrStalled once nothing has moved for
+// StallTimeout, until done is closed. It checks every tenth of the timeout, so a stall is seen
+// within 1.1 timeouts.
+func (r *Runner) watch(done <-chan struct{}) {
+	if r.cfg.StallTimeout < 0 {
+		return
+	}
+	t := time.NewTicker(r.cfg.StallTimeout / 10)
+	defer t.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-r.stop.Done():
+			return
+		case <-t.C:
+		}
+		idle := r.cfg.Now().Sub(time.Unix(0, r.lastMove.Load()))
+		if idle < r.cfg.StallTimeout {
+			continue
+		}
+		r.reportStall(idle)
+		r.cancelStop(fmt.Errorf("%w: nothing moved (no answer, no write, no claim) for %v, longer than run.stall_timeout %v allows",
+			ErrStalled, idle.Round(time.Second), r.cfg.StallTimeout))
+		return
+	}
+}
+
+// reportStall logs what each instance and each held row waits on, so that a stall can be
+// understood from the log alone.
+func (r *Runner) reportStall(idle time.Duration) {
+	for _, c := range r.instances {
+		s := c.snapshot()
+		c.mu.Lock()
+		ev := r.log.Error().Str("instance", s.ID).Str("state", s.State).Float64("rate", s.Rate).
+			Int("suspects", len(c.suspects))
+		if c.lastCause != nil {
+			ev = ev.AnErr("last_trouble", c.lastCause)
+		}
+		if c.downErr != nil {
+			ev = ev.AnErr("out", c.downErr)
+		}
+		c.mu.Unlock()
+		ev.Msg("stalled: instance")
+	}
+	queued := make(map[*held]bool)
+	r.queue.mu.Lock()
+	for _, h := range r.queue.rows {
+		queued[h] = true
+	}
+	busy := r.queue.busy
+	r.queue.mu.Unlock()
+	suspect := make(map[*held]bool)
+	for _, c := range r.instances {
+		c.mu.Lock()
+		for _, s := range c.suspects {
+			suspect[s.h] = true
+		}
+		c.mu.Unlock()
+	}
+	now := r.cfg.Now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	arr := zerolog.Arr()
+	n := 0
+	for id, h := range r.held {
+		if n == stallRowsLogged {
+			break
+		}
+		n++
+		var waits string
+		switch {
+		case h.resolved:
+			waits = "its result to be written"
+		case h.lost.Load():
+			waits = "nothing: its claim was lost, it is dropped"
+		case suspect[h]:
+			waits = "more answers to tell whether its 'bad request' is its own"
+		case queued[h] && !r.callable(h):
+			waits = "in the queue for a lease renewal (its lease runs short)"
+		case queued[h]:
+			waits = "in the queue for an instance's send slot"
+		default:
+			waits = "in a worker's hands: a call, or a retry's backoff"
+		}
+		arr.Dict(zerolog.Dict().Int64("id", id).Str("waits", waits).
+			Str("lease_left", h.expiry().Sub(now).Round(time.Second).String()))
+	}
+	r.log.Error().Str("idle", idle.Round(time.Second).String()).Int("held", len(r.held)).
+		Int("queued", len(queued)).Int("in_hand", busy).Int64("in_flight", r.stats.inFlight.Load()).
+		Array("rows", arr).Msg("stalled: nothing moved; stopping the run and giving its rows back")
+}
