@@ -132,6 +132,10 @@ type Config struct {
 	// CallTimeout is how long one API call may take (the client's timeout, greenapi.timeout),
 	// for the default StallTimeout. Default 0: the client's own timeout is not counted.
 	CallTimeout time.Duration
+	// Hurry, once closed after the run began to stop (a second SIGTERM), cuts the calls in
+	// flight at once instead of after ShutdownGrace, and gives the last write HurriedWrite:
+	// the answers received are written, the rest given back. Default nil: never.
+	Hurry <-chan struct{}
 	// StallTimeout ends the run with ErrStalled when nothing moves (no API answer, no row
 	// written, no row claimed) for this long: a run always ends by itself. Default: the
 	// longest wait the configuration allows for, StartingTimeout + Retry.Max + RetryFor +

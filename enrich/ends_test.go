@@ -184,3 +184,71 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// TestHurryCutsCallsAtOnce: after a stop, closing Config.Hurry (a second SIGTERM) cuts the calls
+// in flight at once instead of after ShutdownGrace (here an hour): the answers received are
+// written and every other row goes back untouched (issue 13, defect 10).
+func TestHurryCutsCallsAtOnce(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.insertPhones(t, phones(100)...)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	hurry := make(chan struct{})
+	api := &answerThenHang{fakeAPI: newFake("1", nil), answer: 10, onHang: func(n int32) {
+		if n == 4 { // four calls hang: the first signal, then the second
+			cancel()
+			close(hurry)
+		}
+	}}
+	cfg := config(api)
+	cfg.ShutdownGrace = time.Hour
+	cfg.Hurry = hurry
+	r, err := enrich.NewRunner(b.store, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type outcome struct {
+		sum enrich.Summary
+		err error
+	}
+	ended := make(chan outcome, 1)
+	go func() {
+		sum, err := r.Run(ctx)
+		ended <- outcome{sum, err}
+	}()
+	var sum enrich.Summary
+	select {
+	case o := <-ended:
+		sum, err = o.sum, o.err
+	case <-time.After(30 * time.Second):
+		t.Fatal("the run still waits for its calls 30 s after Hurry: it did not cut them")
+	}
+	if !errors.Is(err, enrich.ErrInterrupted) {
+		t.Fatalf("err = %v, want ErrInterrupted (%+v)", err, sum)
+	}
+	if got := b.count(t, "status = 'done'"); got != 10 || sum.Done != 10 {
+		t.Fatalf("done rows %d (summary %d), want the 10 answered", got, sum.Done)
+	}
+	if got := b.count(t, "status = 'pending' AND attempts = 0 AND locked_by IS NULL"); got != 90 {
+		t.Fatalf("untouched rows = %d, want 90", got)
+	}
+}
+
+// answerThenHang answers its first `answer` GetAvatar calls, then hangs every later one until
+// its context ends, telling onHang how many hang.
+type answerThenHang struct {
+	*fakeAPI
+	answer         int32
+	onHang         func(n int32)
+	answered, hung atomic.Int32
+}
+
+func (a *answerThenHang) GetAvatar(ctx context.Context, _ greenapi.Target) (greenapi.Avatar, error) {
+	if a.answered.Add(1) <= a.answer {
+		return greenapi.Avatar{Available: yes()}, nil
+	}
+	a.onHang(a.hung.Add(1))
+	<-ctx.Done()
+	return greenapi.Avatar{}, ctx.Err()
+}

@@ -56,6 +56,11 @@ var (
 // flight used up shutdown_grace.
 const finalWriteMin = time.Second
 
+// HurriedWrite bounds the last write (and the refund of unsent slots) of a run told to hurry
+// (Config.Hurry): with calls cut at once, a second SIGTERM ends the run within it and a
+// little more.
+const HurriedWrite = 3 * time.Second
+
 // Runner runs one batch run. It is single-use: make one with NewRunner, call Run once.
 type Runner struct {
 	cfg   Config
@@ -97,8 +102,10 @@ type Runner struct {
 	out  error
 	// ended says why claiming ended without a stop (the limit), for the summary.
 	ended error
-	// stoppedAt is when the run began to stop; zero while it runs.
+	// stoppedAt is when the run began to stop; zero while it runs. hurried is set when
+	// Config.Hurry closed during the stop.
 	stoppedAt time.Time
+	hurried   bool
 	// probes are the state probers of paused instances.
 	probes sync.WaitGroup
 	// wake is signalled (never blocks) when the claimer may have something to do: rows were
@@ -239,10 +246,10 @@ func (r *Runner) windDown(cause error, cutDB context.CancelFunc) {
 		}
 	}
 	r.w.release(r.unresolved())
-	r.refundUnsent()
 	final := r.finalDeadline(cause)
 	cut := time.AfterFunc(time.Until(final), cutDB)
 	defer cut.Stop()
+	r.refundUnsent()
 	r.w.close(final)
 	<-r.writeDone
 	close(r.renewDone)
@@ -328,9 +335,11 @@ func (r *Runner) outcome(ctx context.Context, cause error, sum Summary) (Summary
 func (r *Runner) finalDeadline(cause error) time.Time {
 	now := time.Now()
 	r.mu.Lock()
-	stopped := r.stoppedAt
+	stopped, hurried := r.stoppedAt, r.hurried
 	r.mu.Unlock()
 	switch {
+	case hurried:
+		return now.Add(HurriedWrite)
 	case cause == nil || errors.Is(cause, errRunDone) || errors.Is(cause, errLimit) || errors.Is(cause, errDailyCap):
 		return now.Add(r.cfg.RetryFor)
 	case errors.Is(cause, ErrDatabase):
@@ -379,6 +388,13 @@ func (r *Runner) cutCallsAfterGrace(cancelCalls context.CancelFunc) {
 	case <-t.C:
 		r.log.Warn().Dur("shutdown_grace", r.cfg.ShutdownGrace).
 			Msg("calls still in flight at the end of shutdown_grace: cutting them, their rows are given back")
+		cancelCalls()
+	case <-r.cfg.Hurry:
+		r.mu.Lock()
+		r.hurried = true
+		r.mu.Unlock()
+		r.log.Warn().Int64("in_flight", r.stats.inFlight.Load()).
+			Msg("told to hurry: cutting the calls in flight now; answers received are written, the rest given back")
 		cancelCalls()
 	case <-r.workersDone:
 	}

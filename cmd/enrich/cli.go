@@ -28,6 +28,8 @@ type stdio struct {
 	in       io.Reader
 	out, err io.Writer
 	getenv   func(string) string
+	// hurry is closed by a second signal: a run stopping for the first cuts its calls now.
+	hurry <-chan struct{}
 }
 
 const usage = `enrich fills a PostgreSQL table of phone numbers with WhatsApp presence and avatar

@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"sync/atomic"
 	"syscall"
+	"time"
 	_ "time/tzdata" // greenapi.time_zone works in a static binary on a host without zoneinfo
 
 	"github.com/enrich-dev/enrich/enrich"
@@ -26,21 +27,36 @@ const (
 	exitStalled = 4
 )
 
+// hurryExit bounds how long the process lives after a second signal, whatever it is doing: the
+// run cuts its calls at once and writes within enrich.HurriedWrite, so this only catches a
+// command that does not listen.
+const hurryExit = 5 * time.Second
+
 func main() {
-	// The first SIGINT/SIGTERM asks the run to stop gracefully; the second exits at once
-	// (leases expire and the rows come back).
-	sigs := make(chan os.Signal, 2)
+	// The first SIGINT/SIGTERM asks the command to stop gracefully (a run lets calls in flight
+	// finish within shutdown_grace). The second tells it to hurry: a run cuts its calls in
+	// flight, writes the answers it has, gives the rest back and prints its summary, and the
+	// process exits within hurryExit in any case. The third exits at once (leases expire and
+	// the rows come back).
+	sigs := make(chan os.Signal, 3)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	ctx, cancel := context.WithCancelCause(context.Background())
+	hurry := make(chan struct{})
 	var got atomic.Value
 	go func() {
 		s := <-sigs
 		got.Store(s)
 		cancel(signalStop{s})
 		s = <-sigs
+		close(hurry)
+		backstop := time.NewTimer(hurryExit)
+		select {
+		case s = <-sigs:
+		case <-backstop.C:
+		}
 		os.Exit(signalExit(s))
 	}()
-	err := run(ctx, os.Args[1:], stdio{in: os.Stdin, out: os.Stdout, err: os.Stderr, getenv: os.Getenv})
+	err := run(ctx, os.Args[1:], stdio{in: os.Stdin, out: os.Stdout, err: os.Stderr, getenv: os.Getenv, hurry: hurry})
 	sig, _ := got.Load().(os.Signal)
 	os.Exit(exitCode(err, sig))
 }

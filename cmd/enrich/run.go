@@ -168,7 +168,7 @@ func (a *app) newRunner(st *store.Store, obs enrich.Observer, show display) (*en
 		Retry:      enrich.Backoff{Base: c.Retry.Base.Duration, Max: c.Retry.Max.Duration},
 		RetryInRun: inRun,
 		RetryFor:   c.Database.RetryFor.Duration, DatabaseTimeout: c.Database.Timeout.Duration,
-		CallTimeout: c.GreenAPI.Timeout.Duration, StallTimeout: c.Run.StallTimeout.Duration,
+		CallTimeout: c.GreenAPI.Timeout.Duration, StallTimeout: c.Run.StallTimeout.Duration, Hurry: a.io.hurry,
 		Budget: st, Day: day, ConfirmMissing: c.GreenAPI.ConfirmMissing, Avatars: keeper,
 		ProgressInterval: show.progressInterval(),
 		Observer:         obs,
