@@ -275,6 +275,107 @@ func TestJunkRowsAreNoConfigFault(t *testing.T) {
 	}
 }
 
+// otherLengths are n numbers of the lengths the seed did not document, 10 and 13 digits in turn
+// (Singapore's and Brazil's).
+func otherLengths(n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		if i%2 == 0 {
+			out[i] = fmt.Sprintf("659%07d", i)
+		} else {
+			out[i] = fmt.Sprintf("55119%08d", i)
+		}
+	}
+	return out
+}
+
+// TestOtherLengthRefusalsAreTheRows: an API that takes only the seed's 11 or 12 digits refuses
+// every number of 10 or 13 as "bad request data": each refusal is its row's own failure, however
+// many come in a row and whether or not the request's form has worked yet, so the run goes on
+// (five such refusals in a row stopped it as a configuration error). Only the numbers the form
+// is judged by count: among them, a run of refusals still stops it.
+func TestOtherLengthRefusalsAreTheRows(t *testing.T) {
+	t.Parallel()
+	badRequest := func(greenapi.Target, int) (greenapi.Avatar, error) {
+		return greenapi.Avatar{}, apiErr(greenapi.ClassInvalid, 400, greenapi.ReasonBadRequestData)
+	}
+	t.Run("from the first call", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		b.insertPhones(t, otherLengths(300)...)
+		api := newFake("1", badRequest)
+		sum, err := runOnce(t, context.Background(), b.store, config(api))
+		if err != nil {
+			t.Fatalf("run: %v (%+v)", err, sum)
+		}
+		if got := b.count(t, "status = 'failed' AND reason = 'bad request data' AND attempts = 1"); got != 300 || api.totalCalls() != 300 {
+			t.Fatalf("%d rows failed with the API's words after %d calls, want all 300 after 300 (%+v)", got, api.totalCalls(), sum)
+		}
+	})
+	t.Run("after answers", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		b.insertPhones(t, phones(50)...)
+		b.insertPhones(t, otherLengths(250)...)
+		api := newFake("1", func(tg greenapi.Target, n int) (greenapi.Avatar, error) {
+			if tg.SeedLength() {
+				return greenapi.Avatar{Available: yes()}, nil
+			}
+			return badRequest(tg, n)
+		})
+		cfg := config(api)
+		cfg.Workers = 1 // in claim order: 50 answers, then 250 refusals in a row
+		sum, err := runOnce(t, context.Background(), b.store, cfg)
+		if err != nil {
+			t.Fatalf("run: %v (%+v)", err, sum)
+		}
+		if done, failed := b.count(t, "status = 'done'"), b.count(t, "status = 'failed' AND reason = 'bad request data' AND attempts = 1"); done != 50 || failed != 250 {
+			t.Fatalf("done %d, failed %d; want 50 and the 250 refused (%+v)", done, failed, sum)
+		}
+	})
+	t.Run("neither counted nor a break in a run of the seed's lengths", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		var mixed []string
+		for i, p := range phones(100) {
+			mixed = append(mixed, p, otherLengths(200)[2*i+1])
+		}
+		b.insertPhones(t, mixed...)
+		api := newFake("1", badRequest)
+		cfg := config(api)
+		cfg.Workers = 1 // in claim order: 11 digits, 13 digits, 11 digits, ...
+		sum, err := runOnce(t, context.Background(), b.store, cfg)
+		if !errors.Is(err, enrich.ErrConfiguration) {
+			t.Fatalf("err = %v, want ErrConfiguration after 5 refusals of 11-digit numbers (%+v)", err, sum)
+		}
+		// The fifth 11-digit refusal stops the run: the four 13-digit ones between are failed.
+		if got := b.count(t, "status = 'failed' AND reason = 'bad request data' AND length(phone_number) = 13"); got != 4 {
+			t.Errorf("%d 13-digit rows failed, want the 4 refused before the stop", got)
+		}
+		if got := b.count(t, untouched+" AND length(phone_number) = 11"); got != 100 {
+			t.Errorf("%d 11-digit rows untouched, want all 100 (%+v)", got, sum)
+		}
+		if calls := api.totalCalls(); calls != 9 {
+			t.Errorf("%d calls, want 9", calls)
+		}
+	})
+	t.Run("the form's own words count whatever the number", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		b.insertPhones(t, otherLengths(200)...)
+		api := newFake("1", func(greenapi.Target, int) (greenapi.Avatar, error) {
+			return greenapi.Avatar{}, apiErr(greenapi.ClassInvalid, 400, "Validation failed. Details: 'chatId' is required")
+		})
+		sum, err := runOnce(t, context.Background(), b.store, config(api))
+		if !errors.Is(err, enrich.ErrConfiguration) {
+			t.Fatalf("err = %v, want ErrConfiguration", err)
+		}
+		if got := b.count(t, untouched); got != 200 {
+			t.Fatalf("untouched rows = %d, want 200 (%+v)", got, sum)
+		}
+	})
+}
+
 // TestRequestFormRefusedMidRun: the API begins to refuse every request after answering some (an
 // edition change under a running job): the run stops with ErrConfiguration within a few more
 // calls, the answered rows are done and the rest untouched.

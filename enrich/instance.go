@@ -350,6 +350,15 @@ func (c *controller) answered() []suspect {
 	return s
 }
 
+// answeredOwn records that the instance works: it answered, though not in a way that says whether the
+// request's form does (a number's own refusal). Neither the suspects nor the share of bad rows
+// change.
+func (c *controller) answeredOwn() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.aliveLocked()
+}
+
 // aliveLocked records that the instance works, now. c.mu must be held.
 func (c *controller) aliveLocked() {
 	c.alive = c.r.cfg.Now()

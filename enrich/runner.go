@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http/httptrace"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -578,7 +579,7 @@ func (r *Runner) wakeClaimer() {
 func (r *Runner) take(batch []store.Claimed, sent time.Time) {
 	expires := sent.Add(r.cfg.Lease).UnixNano()
 	fresh := make([]*held, 0, len(batch))
-	var invalid []*held
+	var invalid []suspect // rows that cannot be sent, and why
 	r.mu.Lock()
 	for _, c := range batch {
 		if h, ok := r.held[c.ID]; ok {
@@ -592,7 +593,7 @@ func (r *Runner) take(batch []store.Claimed, sent time.Time) {
 		r.held[c.ID] = h
 		t, err := targetOf(c)
 		if err != nil {
-			invalid = append(invalid, h)
+			invalid = append(invalid, suspect{h: h, err: err})
 			continue
 		}
 		h.target = t
@@ -600,9 +601,9 @@ func (r *Runner) take(batch []store.Claimed, sent time.Time) {
 	}
 	r.mu.Unlock()
 	r.stats.claimed.Add(int64(len(batch)))
-	for _, h := range invalid {
+	for _, s := range invalid {
 		r.stats.invalidLocal.Add(1)
-		r.resolve(h, result{kind: resultFailed, reason: greenapi.ReasonBadRequestData})
+		r.resolve(s.h, result{kind: resultFailed, reason: localReason(s.err)})
 	}
 	r.queue.push(fresh...)
 }
@@ -715,6 +716,13 @@ func (r *Runner) call(c *controller, h *held, sentAt time.Time) (retry bool) {
 		r.failInvalid(c.answered()...)
 		r.reschedule(h, err)
 	case greenapi.ClassInvalid:
+		if ownRefusal(h.target, err) {
+			// A length the seed did not document, refused: the number's answer, which says
+			// nothing of the request's form.
+			c.answeredOwn()
+			r.failInvalid(suspect{h: h, err: err})
+			break
+		}
 		// Held back as a suspect: its row's failure, or with a run of them the request form's
 		// (the run stops, and the rows go back untouched).
 		c.invalid(h, err)
@@ -872,6 +880,29 @@ func targetOf(row store.Claimed) (greenapi.Target, error) {
 		return greenapi.ParsePhone(*row.PhoneNumber)
 	}
 	return greenapi.Target{}, &greenapi.InvalidTargetError{Why: "the row has neither phone_number nor chat_id"}
+}
+
+// localReason is what the reason column keeps for a row refused without a call: that it is not
+// a phone number (or chatId), and why, in words of its own; never the API's "bad request data",
+// which a row gets only from the API.
+func localReason(err error) string {
+	var ie *greenapi.InvalidTargetError
+	if errors.As(err, &ie) {
+		return "not a phone number: " + ie.Why
+	}
+	return "not a phone number: " + err.Error()
+}
+
+// ownRefusal reports whether an API's refusal is the row's own whatever came before it: "bad
+// request data" for a number of other than the 11 or 12 digits the seed documents (Brazil's 13,
+// Singapore's 10). An API that takes only those lengths refuses a list of such numbers one after
+// another, and that says nothing of the request's form, so it never counts towards the detector
+// of a refused form. Other words ("Validation failed. Details: 'chatId' is required") name the
+// form, and count whatever the number.
+func ownRefusal(t greenapi.Target, err error) bool {
+	var ae *greenapi.Error
+	return !t.IsZero() && !t.SeedLength() && errors.As(err, &ae) &&
+		strings.Contains(strings.ToLower(ae.Reason), greenapi.ReasonBadRequestData)
 }
 
 // reasonOf is what the reason column keeps for a failure: the API's words when it said

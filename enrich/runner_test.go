@@ -308,7 +308,7 @@ func TestRunInvalidRowsNeverReachTheAPI(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	ctx := context.Background()
-	bad := []string{"123", "7900123456789", "abc", "+7 (900) 123-45-6x"}
+	bad := []string{"123", "7900123456789012", "abc", "+7 (900) 123-45-6x"}
 	b.insertPhones(t, bad...)
 	if _, err := b.pool.Exec(ctx, `INSERT INTO contacts (chat_id) VALUES (' 79001234567@c.us'), ('79001234567@g.us'), ('120363043968066561@g.us')`); err != nil {
 		t.Fatal(err)
@@ -318,8 +318,15 @@ func TestRunInvalidRowsNeverReachTheAPI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := b.count(t, "status = 'failed' AND reason = 'bad request data' AND attempts = 0"); got != 6 {
+	// Refused locally, in words of their own: "bad request data" is only ever the API's.
+	if got := b.count(t, "status = 'failed' AND reason LIKE 'not a phone number: %' AND attempts = 0"); got != 6 {
 		t.Fatalf("failed invalid rows = %d, want 6", got)
+	}
+	for phone, why := range map[string]string{"123": "3 digits; a phone number is 10 to 15 digits", "abc": "unexpected character 'a'",
+		"7900123456789012": "16 digits"} {
+		if r := b.row(t, phone); r.Reason == nil || !strings.HasPrefix(*r.Reason, "not a phone number: ") || !strings.Contains(*r.Reason, why) {
+			t.Errorf("%s: reason %v, want not a phone number, saying %q", phone, r.Reason, why)
+		}
 	}
 	if api.totalCalls() != 1 || api.callsFor("120363043968066561@g.us") != 1 {
 		t.Fatalf("calls = %v, want only the valid group", api.calls)

@@ -2,6 +2,7 @@ package greenapi
 
 import (
 	"errors"
+	"strings"
 	"testing"
 )
 
@@ -45,15 +46,33 @@ func TestParsePhone(t *testing.T) {
 		{"7.900.123.45.67", true, "79001234567"},
 		{"\t79001234567 ", true, "79001234567"},
 		{"+-()79001234567()-+", true, "79001234567"},
-		{"7900123456", false, ""},    // 10 digits
-		{"7900123456789", false, ""}, // 13 digits
+		// Every length E.164 allows from the shortest Green API serves: 10 to 15 digits.
+		{"6591234567", true, "6591234567"},            // Singapore, 10 digits
+		{"+47 912 34 567", true, "4791234567"},        // Norway, 10 digits
+		{"+55 11 91234-5678", true, "5511912345678"},  // Brazil, 13 digits
+		{"+54 9 11 2345-6789", true, "5491123456789"}, // Argentina, 13 digits
+		{"+52 1 55 1234 5678", true, "5215512345678"}, // Mexico's old mobile form, 13 digits
+		{"86138123456789", true, "86138123456789"},    // 14 digits
+		{"123456789012345", true, "123456789012345"},  // 15 digits
+		{"659123456", false, ""},                      // 9 digits
+		{"1234567890123456", false, ""},               // 16 digits
+		// Unicode separators: no-break spaces, dashes and the minus sign.
+		{"+7\u00a0900\u00a0123\u00a045\u00a067", true, "79001234567"},
+		{"+7\u202f900\u202f1234567", true, "79001234567"},
+		{"+7 900 123\u201045\u201167", true, "79001234567"},
+		{"+7 900 123\u201245\u201367", true, "79001234567"},
+		{"+7 900 123\u201445\u201567", true, "79001234567"},
+		{"+7 900 123\u221245\u221267", true, "79001234567"},
+		{"+7 900 123\u201645 67", false, ""}, // a double vertical line is no dash
+		{"+7 900 123\u200b45 67", false, ""}, // zero-width space
 		{"", false, ""},
 		{"+", false, ""},
 		{"   ", false, ""},
-		{"+7 900 123 45 6", false, ""},
-		{"٣٩٠٠١٢٣٤٥٦٧", false, ""}, // Arabic-Indic digits
-		{"7900123456٣", false, ""}, // one of them
-		{"７９００１２３４５６７", false, ""}, // fullwidth digits
+		{"+7 900 123 45", false, ""},            // 9 digits
+		{"+7 900 123 45 6", true, "7900123456"}, // 10 digits: a shape any country may have; the API judges it
+		{"٣٩٠٠١٢٣٤٥٦٧", false, ""},              // Arabic-Indic digits
+		{"7900123456٣", false, ""},              // one of them
+		{"７９００１２３４５６７", false, ""},              // fullwidth digits
 		{"7900123456a", false, ""},
 		{"79001234567\n", false, ""},
 		{"79001234567/", false, ""},
@@ -90,15 +109,25 @@ func TestParseChatID(t *testing.T) {
 		{"120363043968066561123@g.us", 0},              // 21 digits
 		{"79001234567-15812@g.us", 0},                  // 5-digit stamp
 		{"79001234567-1581234048123@g.us", 0},          // 13-digit stamp
-		{"7900123456-1581234048@g.us", 0},              // 10-digit owner
+		{"7900123456-1581234048@g.us", KindGroup},      // 10-digit owner
+		{"790012345-1581234048@g.us", 0},               // 9-digit owner
+		{"5511912345678-1581234048@g.us", KindGroup},   // 13-digit owner (Brazil)
+		{"123456789012345-1581234048@g.us", KindGroup}, // 15-digit owner
+		{"1234567890123456-1581234048@g.us", 0},        // 16-digit owner
 		{"-1581234048@g.us", 0},                        // no owner
 		{"79001234567-@g.us", 0},                       // no stamp
 		{"79001234567-1581-234048@g.us", 0},            // two dashes
 		{"79001234567@g.us", 0},                        // personal digits as a group
 		{"79001234567-1581234048@c.us", 0},             // group digits as a personal chat
 		{"120363043968066561@c.us", 0},                 // newer group digits as a personal chat
-		{"7900123456@c.us", 0},                         // 10 digits
-		{"7900123456789@c.us", 0},                      // 13 digits
+		{"6591234567@c.us", KindChat},                  // 10 digits (Singapore)
+		{"4791234567@c.us", KindChat},                  // 10 digits (Norway)
+		{"5511912345678@c.us", KindChat},               // 13 digits (Brazil)
+		{"5491123456789@c.us", KindChat},               // 13 digits (Argentina)
+		{"86138123456789@c.us", KindChat},              // 14 digits
+		{"123456789012345@c.us", KindChat},             // 15 digits
+		{"659123456@c.us", 0},                          // 9 digits
+		{"1234567890123456@c.us", 0},                   // 16 digits
 		{" 79001234567@c.us", 0},                       // no trimming
 		{"79001234567@c.us ", 0},                       // no trimming
 		{"79001234567@c.us\n", 0},                      // no trimming
@@ -130,9 +159,10 @@ func TestParseChatID(t *testing.T) {
 		{"x79001234567@c.us", 0},                       // junk before
 		{"79001234567@@c.us", 0},                       // double at
 		{"79001234567@c.us-1581234048@g.us", 0},        // mixed
-		{"1581234048-79001234567@g.us", 0},             // 10-digit owner, 11-digit stamp
+		{"1581234048-79001234567@g.us", KindGroup},     // 10-digit owner, 11-digit stamp: the shape fits
+		{"1581234048-7900123456789@g.us", 0},           // 13-digit stamp
 		{"380123456789-1581234048@g.us", KindGroup},    // 12-digit owner
-		{"3801234567890-1581234048@g.us", 0},           // 13-digit owner
+		{"3801234567890-1581234048@g.us", KindGroup},   // 13-digit owner
 		{"79001234567-1581234048@G.US", 0},             // suffix is case-sensitive
 		{"79001234567-1581234048@g.u", 0},              // truncated suffix
 		{"79001234567-1581234048g.us", 0},              // no at
@@ -188,11 +218,18 @@ func TestParseTarget(t *testing.T) {
 		{"+7 900 123 45 67@c.us", 0, ""}, // an '@' makes it a chatId: no formatting
 		{"79001234567-1581234048", 0, ""},
 		{"120363043968066561", 0, ""}, // group digits without @g.us are too many for a phone
+		{"6591234567", KindPhone, "6591234567"},
+		{"5511912345678", KindPhone, "5511912345678"},
+		{"5511912345678@c.us", KindChat, "5511912345678@c.us"},
+		{"4791234567@c.us", KindChat, "4791234567@c.us"},
+		{"123456789012345", KindPhone, "123456789012345"},
+		{"1234567890123456", 0, ""},
+		{"659123456", 0, ""},
 		{"٣٩٠٠١٢٣٤٥٦٧", 0, ""},
 		{"abc", 0, ""},
 		{"", 0, ""},
-		{"7900123456", 0, ""},
-		{"7900123456789", 0, ""},
+		{"790012345", 0, ""},
+		{"7900123456789012", 0, ""},
 		{"79001234567@", 0, ""},
 	}
 	for _, tt := range tests {
@@ -216,6 +253,9 @@ func TestTargetAccessors(t *testing.T) {
 		{"+380 12 345 67 89", "phone", "380123456789@c.us", 380123456789, true},
 		{"79001234567@c.us", "chat", "79001234567@c.us", 79001234567, true},
 		{"380123456789@c.us", "chat", "380123456789@c.us", 380123456789, true},
+		{"6591234567", "phone", "6591234567@c.us", 6591234567, true},
+		{"5511912345678@c.us", "chat", "5511912345678@c.us", 5511912345678, true},
+		{"123456789012345", "phone", "123456789012345@c.us", 123456789012345, true},
 		{"79001234567-1581234048@g.us", "group", "79001234567-1581234048@g.us", 0, false},
 		{"120363043968066561@g.us", "group", "120363043968066561@g.us", 0, false},
 	}
@@ -241,4 +281,50 @@ func TestTargetAccessors(t *testing.T) {
 			t.Error("zero Target has a PhoneNumber")
 		}
 	})
+}
+
+// TestSeedLength: the seed's 11 and 12 digits, told apart from the lengths it did not document,
+// for every kind that has phone digits; a newer group has none and counts as the seed's.
+func TestSeedLength(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]bool{
+		"79001234567":                   true,
+		"380123456789@c.us":             true,
+		"79001234567-1581234048@g.us":   true,
+		"120363043968066561@g.us":       true,
+		"6591234567":                    false,
+		"4791234567@c.us":               false,
+		"5511912345678":                 false,
+		"5491123456789@c.us":            false,
+		"5511912345678-1581234048@g.us": false,
+		"123456789012345":               false,
+	} {
+		if got := mustTarget(t, in).SeedLength(); got != want {
+			t.Errorf("SeedLength(%q) = %v, want %v", in, got, want)
+		}
+	}
+	if (Target{}).SeedLength() {
+		t.Error("the zero Target has the seed's length")
+	}
+}
+
+// TestParsePhoneShowsCharacters: a rejected character is shown as it is, with its code point
+// when it is not ASCII: never one byte of it read as a character ('Â' for a no-break space).
+func TestParsePhoneShowsCharacters(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]string{
+		"7900123456٣":           `'٣' (U+0663)`,
+		"+7 900 123\u200b45 67": `'\u200b' (U+200B)`,
+		"+7 900 123 45 6x":      `'x'`,
+		"+7\u00a0900 123 45 6é": `'é' (U+00E9)`,
+		"７９００１２３４５６７":           `'７' (U+FF17)`,
+	} {
+		_, err := ParsePhone(in)
+		if err == nil || !strings.Contains(err.Error(), "unexpected character "+want) {
+			t.Errorf("ParsePhone(%q) = %v, want it to name the character %s", in, err, want)
+		}
+		if err != nil && strings.ContainsRune(err.Error(), 'Â') {
+			t.Errorf("ParsePhone(%q): %v shows a byte as a character", in, err)
+		}
+	}
 }

@@ -224,10 +224,10 @@ func demoInput(n int) string {
 			fmt.Fprintf(&b, "7900%07d\n", i)
 		}
 	}
-	b.WriteString("79000000001\n")      // a duplicate
-	b.WriteString("12345\n")            // too short
-	b.WriteString("call me maybe\n")    // not a number
-	b.WriteString("7900123456@c.us \n") // a chatId one digit short
+	b.WriteString("79000000001\n")     // a duplicate
+	b.WriteString("12345\n")           // too short
+	b.WriteString("call me maybe\n")   // not a number
+	b.WriteString("790012345@c.us \n") // a chatId too short: 9 digits
 	return b.String()
 }
 

@@ -14,10 +14,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/enrich-dev/enrich/greenapi"
+	phonenum "github.com/enrich-dev/enrich/phone"
 	"github.com/enrich-dev/enrich/store"
-	"github.com/nyaruka/phonenumbers"
 )
 
 // enqueueReport is what enqueue counts; cmdEnqueue prints it.
@@ -80,7 +81,12 @@ func (l *rejectLog) add(line int64, input string, err error) {
 		return
 	}
 	if len(input) > inputShown {
-		input = input[:inputShown] + "…"
+		// Cut at a character's start, so the report never shows half of one.
+		cut := inputShown
+		for cut > 0 && !utf8.RuneStart(input[cut]) {
+			cut--
+		}
+		input = input[:cut] + "…"
 	}
 	l.n++
 	r := rejection{Line: line, Input: input, Reason: err.Error()}
@@ -101,11 +107,15 @@ func (l *rejectLog) finish() {
 func cmdEnqueue(ctx context.Context, a *app, args []string) error {
 	f := newFlags(a, "enqueue", "enqueue [flags] [FILE|-]\n\n"+
 		"Reads phone numbers or chatIds from FILE or - (stdin, the default): one per line (blank lines and "+
-		"lines starting with # are skipped), a CSV column, or a JSONL field. Phone numbers may carry +, spaces, "+
-		"dashes, dots and parentheses. With --region (or [input] region) they are read as numbers dialled in "+
-		"that region (RU: 8 900 123-45-67 is 79001234567; a (0) trunk prefix is dropped) and must be valid "+
-		"numbers of their country; without one they are taken as international digits (11 or 12). They are "+
-		"stored as digits. A phone number and its personal chatId (79001234567 and 79001234567@c.us) are one "+
+		"lines starting with # are skipped), a CSV column, or a JSONL field. Phone numbers may carry +, spaces "+
+		"(no-break ones too), dashes (Unicode ones too), dots and parentheses. Without --region they are taken as "+
+		"international digits, 10 to 15 of them, country code first (+49 (0) 30 1234567 is 49301234567). With "+
+		"--region (or [input] region) they must be valid numbers of their country: read as dialled in that region "+
+		"(RU: 8 900 123-45-67 is 79001234567), unless their digits are already a valid international number "+
+		"(442079460958 stays as it is); digits valid both ways in two countries (4930123456 in RU) are rejected, "+
+		"not moved to another country: write them with + or the trunk prefix (RU 8). Numbers are stored as "+
+		"digits; only what cannot be a phone number is rejected, and Green API judges the rest. A phone number "+
+		"and its personal chatId (79001234567 and 79001234567@c.us) are one "+
 		"target, stored once. Rejected lines are reported with their line numbers and why (the first 1000); "+
 		"nothing else is lost, and targets already in the table are counted as duplicates.")
 	tableFlag(f)
@@ -246,70 +256,20 @@ func enqueue(ctx context.Context, st *store.Store, in io.Reader, name string, op
 	return rep, flush()
 }
 
-// checkRegion validates an [input] region: "" (none) or an ISO 3166 alpha-2 region
-// phonenumbers knows, returned in upper case.
-func checkRegion(region string) (string, error) {
-	region = strings.ToUpper(strings.TrimSpace(region))
-	if region == "" {
-		return "", nil
-	}
-	if _, ok := phonenumbers.GetSupportedRegions()[region]; !ok {
-		return "", fmt.Errorf("%q is not a region phone numbers are known for: use an ISO 3166 alpha-2 code "+
-			"such as RU, DE, GB or US, or \"\" to take every number as international digits", region)
-	}
-	return region, nil
-}
-
-// phoneChars are the characters people write phone numbers with; anything else in a number is
-// a rejection, never a guess.
-const phoneChars = "0123456789+ \t-.()"
+// checkRegion validates an [input] region (see phonenum.CheckRegion).
+func checkRegion(region string) (string, error) { return phonenum.CheckRegion(region) }
 
 // normalize turns one input value into a contact: a chatId as given, a phone number as digits in
-// international format. national reports a phone number read without a region that looks like
-// a national one (a leading 8 or 0), whatever else is wrong with it.
+// international format (see phonenum.Normalize, which also says when national is reported).
 func normalize(s, region string) (c store.NewContact, national bool, err error) {
-	s = strings.TrimSpace(s)
-	if strings.IndexByte(s, '@') >= 0 {
-		t, err := greenapi.ParseChatID(s)
-		if err != nil {
-			return c, false, err
-		}
-		return store.NewContact{ChatID: t.String()}, false, nil
-	}
-	if region == "" {
-		t, err := greenapi.ParsePhone(s)
-		national = looksNational(s)
-		if err != nil {
-			return c, national, err
-		}
+	t, national, err := phonenum.Normalize(s, region)
+	switch {
+	case err != nil:
+		return c, national, err
+	case t.Kind() == greenapi.KindPhone:
 		return store.NewContact{PhoneNumber: t.String()}, national, nil
 	}
-	if i := strings.IndexFunc(s, func(r rune) bool { return !strings.ContainsRune(phoneChars, r) }); i >= 0 {
-		r := []rune(s[i:])[0]
-		return c, false, fmt.Errorf("%q: unexpected character %q: a phone number is digits with +, spaces, dashes, dots or parentheses", s, r)
-	}
-	num, err := phonenumbers.Parse(strings.ReplaceAll(s, "\t", " "), region)
-	if err != nil {
-		return c, false, fmt.Errorf("%q is not a phone number (region %s): %v", s, region, err)
-	}
-	if !phonenumbers.IsValidNumber(num) {
-		return c, false, fmt.Errorf("%q is not a valid number (read in region %s as +%d %d)", s, region,
-			num.GetCountryCode(), num.GetNationalNumber())
-	}
-	digits := strings.TrimPrefix(phonenumbers.Format(num, phonenumbers.E164), "+")
-	t, err := greenapi.ParsePhone(digits)
-	if err != nil {
-		return c, false, fmt.Errorf("%q is +%s, a valid number, but Green API takes 11 or 12 digits in international format and it has %d",
-			s, digits, len(digits))
-	}
-	return store.NewContact{PhoneNumber: t.String()}, false, nil
-}
-
-// looksNational reports whether a phone number's first digit is 8 or 0 with no '+' before it:
-// the national form of Russia and others (8 900 ...) or a trunk prefix (0 30 ...).
-func looksNational(s string) bool {
-	i := strings.IndexFunc(s, func(r rune) bool { return r >= '0' && r <= '9' || r == '+' })
-	return i >= 0 && (s[i] == '8' || s[i] == '0')
+	return store.NewContact{ChatID: t.String()}, national, nil
 }
 
 // badRecord is a record that cannot be read as a value (a missing column or field, a line that
@@ -411,7 +371,7 @@ func plausibleTarget(s string) bool {
 		switch {
 		case r >= '0' && r <= '9':
 			digits++
-		case strings.ContainsRune(phoneChars, r):
+		case greenapi.IsSeparator(r):
 		default:
 			return false
 		}

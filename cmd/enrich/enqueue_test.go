@@ -98,10 +98,20 @@ func TestEnqueue(t *testing.T) {
 		},
 		{
 			name:         "rejected lines are reported with their line numbers",
-			in:           "79001234567\nhello\n\n123\n# fine\n79001234567@c.uss\n+7 900 123 45 6x\n79001234568\n1234567890123\n79001234567@g.us\n",
+			in:           "79001234567\nhello\n\n123\n# fine\n79001234567@c.uss\n+7 900 123 45 6x\n79001234568\n1234567890123456\n79001234567@g.us\n",
 			want:         enqueueReport{Inserted: 2, Rejected: 6},
 			wantRejected: []int{2, 4, 6, 7, 9, 10},
 			wantRows:     []string{phone("79001234567"), phone("79001234568")},
+		},
+		{
+			// 10 to 15 digits, as numbers or chatIds (Brazil, Argentina, Singapore, Norway),
+			// written with no-break spaces and Unicode dashes too.
+			name: "every length Green API takes",
+			in: "5511912345678\n+54 9 11 2345-6789\n+65\u00a09123\u00a04567\n+47\u202f912\u201334\u2212567\n" +
+				"5521912345678@c.us\n6598765432@c.us\n123456789012345\n",
+			want: enqueueReport{Inserted: 7},
+			wantRows: []string{phone("5511912345678"), phone("5491123456789"), phone("6591234567"),
+				phone("4791234567"), chat("5521912345678@c.us"), chat("6598765432@c.us"), phone("123456789012345")},
 		},
 		{
 			// A phone number and its personal chatId are one target: the first form is stored.

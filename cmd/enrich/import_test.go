@@ -14,71 +14,13 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"unicode/utf8"
 
+	"github.com/enrich-dev/enrich/greenapi/simulator"
 	"github.com/enrich-dev/enrich/internal/pgtest"
-	"github.com/enrich-dev/enrich/store"
 )
 
-// TestNormalize: the messy forms people write numbers in, with and without a region.
-func TestNormalize(t *testing.T) {
-	t.Parallel()
-	tests := []struct {
-		in, region string
-		want       store.NewContact // zero: rejected
-		wantErr    string           // in the rejection's reason
-		national   bool
-	}{
-		// With a region: national forms become international digits.
-		{in: "8 900 123 45 67", region: "RU", want: store.NewContact{PhoneNumber: "79001234567"}},
-		{in: "8 (900) 123-45-67", region: "RU", want: store.NewContact{PhoneNumber: "79001234567"}},
-		{in: "89001234567", region: "RU", want: store.NewContact{PhoneNumber: "79001234567"}},
-		{in: "(900) 123-45-67", region: "RU", want: store.NewContact{PhoneNumber: "79001234567"}},
-		{in: "+7 900 123-45-67", region: "RU", want: store.NewContact{PhoneNumber: "79001234567"}},
-		{in: "7.900.123.45.67", region: "RU", want: store.NewContact{PhoneNumber: "79001234567"}},
-		{in: "  +7\t900 123 45 67 ", region: "RU", want: store.NewContact{PhoneNumber: "79001234567"}},
-		{in: "8-800-555-35-35", region: "RU", want: store.NewContact{PhoneNumber: "78005553535"}},
-		// The (0) trunk prefix of an international number is dropped, whatever the region.
-		{in: "+49 (0) 30 1234567", region: "RU", want: store.NewContact{PhoneNumber: "49301234567"}},
-		{in: "+49 (0) 30 1234567", region: "DE", want: store.NewContact{PhoneNumber: "49301234567"}},
-		{in: "030 1234567", region: "DE", want: store.NewContact{PhoneNumber: "49301234567"}},
-		{in: "+44 (0) 20 7946 0958", region: "RU", want: store.NewContact{PhoneNumber: "442079460958"}},
-		{in: "020 7946 0958", region: "GB", want: store.NewContact{PhoneNumber: "442079460958"}},
-		{in: "+1 (212) 555-0100", region: "RU", want: store.NewContact{PhoneNumber: "12125550100"}},
-		// A valid number Green API cannot take: 10 digits in international format.
-		{in: "+49 (0) 30 123456", region: "DE", wantErr: "Green API takes 11 or 12 digits"},
-		// Invalid for its country, or not a number at all.
-		{in: "8 (900) 123-45-6", region: "RU", wantErr: "not a valid number"},
-		{in: "123", region: "RU", wantErr: "not a valid number"},
-		{in: "hello", region: "RU", wantErr: "unexpected character"},
-		{in: "+7 900 123 45 6x", region: "RU", wantErr: "unexpected character 'x'"},
-		{in: "8 900 123 45 67 ext. 5", region: "RU", wantErr: "unexpected character"},
-		// chatIds are taken as given, with or without a region.
-		{in: "79001234567@c.us", region: "RU", want: store.NewContact{ChatID: "79001234567@c.us"}},
-		{in: "79001234567-1581234048@g.us", want: store.NewContact{ChatID: "79001234567-1581234048@g.us"}},
-		{in: "79001234567@c.uss", region: "RU", wantErr: "@c.us or @g.us"},
-		// Without a region: international digits, and national-looking numbers are flagged.
-		{in: "+7 (900) 123-45-67", want: store.NewContact{PhoneNumber: "79001234567"}},
-		{in: "8 900 123 45 67", want: store.NewContact{PhoneNumber: "89001234567"}, national: true},
-		{in: "0 30 123456", wantErr: "9 digits", national: true},
-		{in: "+49 (0) 30 123456", want: store.NewContact{PhoneNumber: "49030123456"}},
-		{in: "12345", wantErr: "5 digits"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.region+" "+tt.in, func(t *testing.T) {
-			t.Parallel()
-			got, national, err := normalize(tt.in, tt.region)
-			switch {
-			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
-				t.Errorf("normalize(%q, %q) = %+v, %v; want an error containing %q", tt.in, tt.region, got, err, tt.wantErr)
-			case tt.wantErr == "" && (err != nil || got != tt.want):
-				t.Errorf("normalize(%q, %q) = %+v, %v; want %+v", tt.in, tt.region, got, err, tt.want)
-			}
-			if national != tt.national {
-				t.Errorf("normalize(%q, %q): looks national %v, want %v", tt.in, tt.region, national, tt.national)
-			}
-		})
-	}
-}
+// The forms numbers are written in, and what is refused, are phone.TestNormalize's table.
 
 // TestCheckRegion: [input] region takes ISO 3166 alpha-2 codes in any case, and "" for none.
 func TestCheckRegion(t *testing.T) {
@@ -417,4 +359,80 @@ func TestEnqueueMillionLines(t *testing.T) {
 	if n != int64(wantUnique) {
 		t.Errorf("%d rows in the table, want %d", n, wantUnique)
 	}
+}
+
+// TestRejectLogCutsAtACharacter: a long rejected input is shortened at a character's start,
+// so the report never shows half of one (a no-break space cut in two printed as a stray byte).
+func TestRejectLogCutsAtACharacter(t *testing.T) {
+	t.Parallel()
+	in := strings.Repeat("7", inputShown-1) + "\u00a0" + strings.Repeat("7", 10) // the NBSP spans the cut
+	rej := &rejectLog{}
+	rej.add(1, in, fmt.Errorf("too long"))
+	if len(rej.shown) != 1 {
+		t.Fatalf("%d rejections kept, want 1", len(rej.shown))
+	}
+	got := rej.shown[0].Input
+	if !utf8.ValidString(got) || got != strings.Repeat("7", inputShown-1)+"…" {
+		t.Errorf("shown input %q, want the %d digits before the no-break space, then …", got, inputShown-1)
+	}
+}
+
+// TestEnqueueEveryLengthEndToEnd: numbers of 10 and 13 digits (Singapore and Norway, Brazil and
+// Argentina), as people write them (with no-break spaces and Unicode dashes too), imported by the
+// real binary's enqueue, are stored as their digits, then called by its run against the
+// simulator, which takes 10 to 15 digits as today's API does, and each is answered and written
+// as the simulator answered it. (enqueue refused every one of them: "bad request data".)
+func TestEnqueueEveryLengthEndToEnd(t *testing.T) {
+	t.Parallel()
+	const id = "1101000081"
+	inst := simulator.Instance{ID: id, Token: "tok-lengths-81", RPS: 50}
+	b := setupProc(t, 0, inst, weightsNoBadRequest(simulator.Config{Seed: 81, Edition: simulator.EditionCurrent}), "", 0)
+	var in strings.Builder
+	want := map[string]bool{}
+	for i := range 15 {
+		for _, n := range []struct{ written, digits string }{
+			{fmt.Sprintf("+65 9%03d %04d", i, 1000+i), fmt.Sprintf("659%03d%04d", i, 1000+i)},                       // 10
+			{fmt.Sprintf("+47\u00a0912\u00a0%02d\u00a0%03d", i, 100+i), fmt.Sprintf("47912%02d%03d", i, 100+i)},     // 10
+			{fmt.Sprintf("+55 (11) 9%04d\u2013%04d", 1000+i, 2000+i), fmt.Sprintf("55119%04d%04d", 1000+i, 2000+i)}, // 13
+			{fmt.Sprintf("54 9 11 %04d-%04d", 3000+i, 4000+i), fmt.Sprintf("54911%04d%04d", 3000+i, 4000+i)},        // 13
+		} {
+			fmt.Fprintln(&in, n.written)
+			want[n.digits] = true
+		}
+	}
+	file := writeFile(t, t.TempDir(), "numbers.txt", in.String())
+	cmd, out := b.command(t, "enqueue", file)
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("enqueue: %v\n%s", err, out)
+	}
+	if !strings.Contains(out.String(), "inserted 60, duplicates 0, rejected 0") {
+		t.Fatalf("enqueue reported:\n%s\nwant 60 inserted, none rejected", out)
+	}
+	rows := b.rows(t)
+	for _, r := range rows {
+		if !want[r.phone] {
+			t.Errorf("stored %q, not one of the numbers' digits", r.phone)
+		}
+	}
+	if len(rows) != len(want) {
+		t.Fatalf("%d rows stored, want %d", len(rows), len(want))
+	}
+
+	cmd, out = b.command(t, "run")
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("run: %v\n%s", err, out)
+	}
+	done, failed := b.checkWritten(t, b.rows(t))
+	if done != 60 || failed != 0 {
+		t.Errorf("done %d, failed %d; want all 60 answered\n%s", done, failed, out)
+	}
+	for n := range want {
+		if got := b.sim.Answers(n); got != 1 {
+			t.Errorf("%s answered %d times, want once", n, got)
+		}
+	}
+	if inv := b.sim.Stats().Invalid; inv != 0 {
+		t.Errorf("%d requests the simulator took for invalid", inv)
+	}
+	t.Logf("60 numbers of 10 and 13 digits: enqueued 60, answered %d, failed %d", done, failed)
 }

@@ -393,10 +393,10 @@ func TestBadRequestData(t *testing.T) {
 			serverRejects := find(t, b.sim, CategoryBadRequest, 0)
 			inputs := []struct{ body, key string }{
 				{chatBody("7900123@c.us"), "7900123@c.us"},
-				{chatBody("7900123456"), "7900123456"}, // a chatId must carry its suffix
+				{chatBody("79001234"), "79001234"}, // no suffix, and too few digits for a phone number
 				{chatBody("79001234567-15@g.us"), "79001234567-15@g.us"},
 				{`{"phoneNumber":790012345}`, "790012345"},
-				{`{"phoneNumber":7900123456789}`, "7900123456789"},
+				{`{"phoneNumber":7900123456789012}`, "7900123456789012"},
 				{chatBody(serverRejects + "@c.us"), serverRejects + "@c.us"},
 			}
 			for i, in := range inputs {
@@ -1497,5 +1497,47 @@ func TestAppendJSONText(t *testing.T) {
 		if err := json.Unmarshal([]byte(got), &back); err != nil || back != s {
 			t.Fatalf("%q encoded as %s, decoded %q (%v)", s, got, back, err)
 		}
+	}
+}
+
+// TestNumberLengths: today's editions take numbers of 10 to 15 digits as Green API does
+// (Singapore and Norway have 10, Brazil and Argentina 13) and answer each its truth; the seed
+// edition answers "bad request data" to every number of other than the 11 or 12 digits it
+// documents; nothing of 9 or 16 digits is a number at all.
+func TestNumberLengths(t *testing.T) {
+	t.Parallel()
+	numbers := []string{"6591234567", "4791234567", "79001234567", "380501234567", "5511912345678",
+		"5491123456789", "86138123456789", "123456789012345"}
+	for _, edition := range []string{EditionSeed, Edition2023, EditionCurrent, EditionCurrentBase64} {
+		t.Run(edition, func(t *testing.T) {
+			t.Parallel()
+			// No share of bad-request numbers: any "bad request data" is the length rule's.
+			b := setup(t, Config{Seed: 7, Edition: edition, WeightAvatar: 0.6, WeightNoPhoto: 0.2, WeightNoWhatsApp: 0.2})
+			for _, n := range append(numbers, "5511912345678-1581234048@g.us") {
+				chat := n
+				if !strings.Contains(n, "@") {
+					chat += "@c.us"
+				}
+				tr := b.sim.Truth(chat)
+				seedLen := len(n) == 11 || len(n) == 12 || strings.HasPrefix(n, "79001234567-")
+				got := b.avatar(t, chatBody(chat))
+				switch {
+				case edition == EditionSeed && !seedLen:
+					if tr.Category != CategoryBadRequest || !tr.BadRequest || got.status != 400 || got.body != "bad request data" {
+						t.Errorf("%s: %v, %d %q; want the seed's bad request data", chat, tr.Category, got.status, got.body)
+					}
+				case tr.BadRequest || tr.Category == CategoryInvalid || got.status != 200 || got.body != wantAvatarBody(tr, edition):
+					t.Errorf("%s: %v, %d %q; want its truth answered", chat, tr.Category, got.status, got.body)
+				}
+			}
+			for _, bad := range []string{"659123456@c.us", "1234567890123456@c.us"} {
+				if tr := b.sim.Truth(bad); tr.Category != CategoryInvalid {
+					t.Errorf("%s: %v, want invalid", bad, tr.Category)
+				}
+			}
+			if inv := b.sim.Stats().Invalid; inv != 0 {
+				t.Errorf("%d requests counted invalid, want 0", inv)
+			}
+		})
 	}
 }

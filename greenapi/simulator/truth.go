@@ -22,7 +22,9 @@ const (
 	CategoryHidden
 	// CategoryNoWhatsApp has no WhatsApp account.
 	CategoryNoWhatsApp
-	// CategoryBadRequest is well-formed yet rejected by the server as "bad request data".
+	// CategoryBadRequest is well-formed yet rejected by the server as "bad request data": a
+	// share of numbers (Config.WeightBadRequest), and in the seed edition every number of other
+	// than the 11 or 12 digits the seed documents. Today's editions take 10 to 15.
 	CategoryBadRequest
 )
 
@@ -140,6 +142,8 @@ func (s *Simulator) truthOf(key string, kind greenapi.Kind, h uint64) Truth {
 	switch {
 	case kind == 0:
 		tr.Category = CategoryInvalid
+	case tr.Edition == EditionSeed && !seedLength(key):
+		tr.Category = CategoryBadRequest
 	case kind == greenapi.KindGroup:
 		tr.Category = CategoryNoPhoto
 		if u < s.groupAvatarShare {
@@ -177,6 +181,13 @@ func (s *Simulator) truthOf(key string, kind greenapi.Kind, h uint64) Truth {
 		tr.EmptiesFirst = s.cfg.EmptyTimes
 	}
 	return tr
+}
+
+// seedLength reports whether a valid chat key's phone digits are the seed's 11 or 12 (see
+// greenapi.Target.SeedLength).
+func seedLength(key string) bool {
+	t, err := greenapi.ParseChatID(key)
+	return err == nil && t.SeedLength()
 }
 
 // editionOf is the edition the key whose keyHash is h answers in: Config.Edition, or its pick
