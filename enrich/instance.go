@@ -697,7 +697,15 @@ func remedy(err error) string {
 			return "the apiTokenInstance is wrong (or the instance is still being created): copy it again from the " +
 				"Green API console into token or token_file"
 		case 403:
-			return "the idInstance or api_url is wrong: check both against the Green API console"
+			// Green API serves each pool of instances on its own host and answers 403 on
+			// another pool's: the likeliest cause once the id is right.
+			host := ""
+			if ae.APIURL != "" {
+				host = " (it was called at " + ae.APIURL + ")"
+			}
+			return "the instance may live on another host" + host + ": each pool of Green API instances has " +
+				"its own; copy the instance's apiUrl from the Green API console into api_url under its " +
+				"[[greenapi.instance]], and check its id there too"
 		case 404:
 			return "the API answered 404 to a documented method: check api_url"
 		case 466:

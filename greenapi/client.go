@@ -32,8 +32,9 @@ const (
 // Defaults for Config, named so callers and docs can refer to them.
 const (
 	// TimeoutDefault is the per-request timeout: Green API's tail latency reaches tens of
-	// seconds, and a shorter client timeout turns slow answers into 499s.
-	TimeoutDefault = 60 * time.Second
+	// seconds, its own Python SDK waits up to 180 s, and a client that gives up before the
+	// server's work is done turns that work into a 499 and a retry.
+	TimeoutDefault = 180 * time.Second
 	// MaxConnsPerHostDefault is the connection pool size of the default HTTP client.
 	MaxConnsPerHostDefault = 16
 	// RequestByDefault is RequestByChatID, the form every API edition accepts.
@@ -85,9 +86,10 @@ const (
 // Config says which Green API instance a Client talks to and how. Pass it to New, which
 // validates it and fills in the defaults.
 type Config struct {
-	// APIURL is the account's API host, e.g. "https://api.green-api.com" or
-	// "https://7105.api.greenapi.com". Required; http or https; a trailing slash does not
-	// matter. No default: the host differs per account.
+	// APIURL is the instance's API host, its apiUrl in the Green API console, e.g.
+	// "https://api.green-api.com" or "https://7103.api.greenapi.com": each pool of instances
+	// has its own host, and the wrong one answers 403. Required; http or https; a trailing
+	// slash does not matter. No default: the host differs per instance.
 	APIURL string
 	// IDInstance is the instance's idInstance, digits only, e.g. "1101000001". Required.
 	IDInstance string
@@ -97,7 +99,7 @@ type Config struct {
 	// RequestBy chooses how a phone number is sent. Default RequestByChatID.
 	RequestBy RequestBy
 	// Timeout bounds one request, from sending it to reading the whole body. Default
-	// TimeoutDefault (60s); must not be negative.
+	// TimeoutDefault (180s); must not be negative.
 	Timeout time.Duration
 	// HTTPClient sends the requests. Share one between the Clients of many instances so they
 	// share a connection pool. Its own Timeout should be zero (the client times each request by
@@ -115,7 +117,20 @@ type Config struct {
 // the path and must not be sent to another URL. The client has no overall Timeout; Client
 // times each request through its context.
 func NewHTTPClient(maxConnsPerHost int) *http.Client {
-	return newHTTPClient(maxConnsPerHost, 2*TimeoutDefault)
+	return NewHTTPClientFor(maxConnsPerHost, TimeoutDefault)
+}
+
+// NewHTTPClientFor is NewHTTPClient for Clients whose Config.Timeout is timeout: its response
+// header timeout is no shorter than timeout, so the transport never cuts a call the Client
+// would still wait for. Share it between Clients that all use that timeout.
+func NewHTTPClientFor(maxConnsPerHost int, timeout time.Duration) *http.Client {
+	return newHTTPClient(maxConnsPerHost, headerTimeout(timeout))
+}
+
+// headerTimeout is the response header timeout of a transport serving calls of up to timeout:
+// a safety net behind the Client's own deadline, never in front of it.
+func headerTimeout(timeout time.Duration) time.Duration {
+	return max(2*TimeoutDefault, timeout+30*time.Second)
 }
 
 // newHTTPClient is NewHTTPClient with the response header timeout chosen by the caller, so New
@@ -176,7 +191,7 @@ func New(cfg Config) (*Client, error) {
 		c.timeout = TimeoutDefault
 	}
 	if c.hc == nil {
-		c.hc = newHTTPClient(MaxConnsPerHostDefault, max(2*TimeoutDefault, c.timeout+30*time.Second))
+		c.hc = newHTTPClient(MaxConnsPerHostDefault, headerTimeout(c.timeout))
 	} else {
 		// A shallow copy shares the caller's transport and pool but never follows redirects,
 		// whatever the caller's client does: a redirect would carry the token elsewhere.
@@ -636,6 +651,7 @@ func (c *Client) newError(method string, class Class, status int, reason string)
 		Status:   status,
 		Reason:   c.cleanReason(reason),
 		URL:      c.redactedURL(method),
+		APIURL:   redactToken(c.base, c.token),
 	}
 }
 

@@ -81,6 +81,10 @@ type Error struct {
 	RetryAfter time.Duration
 	// URL is the redacted request URL.
 	URL string
+	// APIURL is the host the call went to (Config.APIURL without trailing slashes), so that a
+	// 403 from the wrong pool's host can name the host that refused. It is not secret; the
+	// token is redacted from it all the same, in case one was pasted into it.
+	APIURL string
 	// Request is the request body as sent for GetAvatar and CheckWhatsapp, e.g.
 	// {"phoneNumber":79001234567} or {"chatId":"79001234567@c.us"}, so a caller can quote the
 	// form an API edition refused ("Validation failed. Details: 'chatId' is required" means

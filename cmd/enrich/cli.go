@@ -150,12 +150,15 @@ func noArgs(fs *flag.FlagSet) error {
 		fs.Arg(0), fs.Name(), fs.Name())
 }
 
-// warnPlainHTTP says so when greenapi.api_url is http://: every request carries the
-// apiTokenInstance in its URL path, in clear text on the wire.
+// warnPlainHTTP says so for each instance whose api_url (its own or greenapi.api_url) is
+// http://: every request carries the apiTokenInstance in its URL path, in clear text on the
+// wire. It names the instance and the URL, never the token.
 func (a *app) warnPlainHTTP() {
-	if u, err := url.Parse(a.cfg.GreenAPI.APIURL); err == nil && u.Scheme == "http" {
-		a.log.Warn().Str("api_url", a.cfg.GreenAPI.APIURL).Msg("greenapi.api_url is http://: the apiTokenInstance travels " +
-			"unencrypted in the URL path of every request; use https:// unless this is a simulator on a trusted network")
+	for _, in := range a.cfg.GreenAPI.Instances {
+		if u, err := url.Parse(in.APIURL); err == nil && u.Scheme == "http" {
+			a.log.Warn().Str("instance", in.ID).Str("api_url", in.APIURL).Msg("api_url is http://: the apiTokenInstance travels " +
+				"unencrypted in the URL path of every request; use https:// unless this is a simulator on a trusted network")
+		}
 	}
 }
 

@@ -49,6 +49,8 @@ type DatabaseConfig struct {
 
 // GreenAPIConfig is [greenapi].
 type GreenAPIConfig struct {
+	// APIURL is the host of every instance that names none of its own (InstanceConfig.APIURL).
+	// Env GREENAPI_API_URL, flag --api-url.
 	APIURL    string   `toml:"api_url"`
 	RequestBy string   `toml:"request_by"`
 	Timeout   Duration `toml:"timeout"`
@@ -65,7 +67,11 @@ type GreenAPIConfig struct {
 
 // InstanceConfig is one [[greenapi.instance]].
 type InstanceConfig struct {
-	ID        string   `toml:"id"`
+	ID string `toml:"id"`
+	// APIURL is the instance's host, its apiUrl in the Green API console: each pool of
+	// instances has its own, and the wrong one answers 403. "": greenapi.api_url, which
+	// validate fills in.
+	APIURL    string   `toml:"api_url"`
 	Token     string   `toml:"token"`
 	TokenFile string   `toml:"token_file"`
 	RPS       *float64 `toml:"rps"`
@@ -151,8 +157,10 @@ func (d *Duration) Set(s string) error { return d.UnmarshalText([]byte(s)) }
 const (
 	DatabaseURLDefault = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
 	APIURLDefault      = "https://api.green-api.com"
-	TimeoutDefault     = 60 * time.Second
-	RPSDefault         = 10.0
+	// TimeoutDefault is greenapi.timeout: Green API's own SDK waits 180 s, and a client that
+	// gives up before the server's work is done turns it into a 499 and a retry.
+	TimeoutDefault = greenapi.TimeoutDefault
+	RPSDefault     = 10.0
 )
 
 // Upper bounds of [run], so that a typo (workers = 100000000) is refused at once instead of
@@ -474,15 +482,31 @@ func (c *Config) validate(needAPI bool) error {
 	}
 	// The URL rules are greenapi's too. With an instance that passed above, what fails now is
 	// the URL's; greenapi redacts that instance's token from the message, and the others' are
-	// redacted here, in case one was pasted into the URL.
-	first := c.GreenAPI.Instances[0]
-	if _, err := greenapi.New(greenapi.Config{APIURL: c.GreenAPI.APIURL, IDInstance: first.ID, Token: first.Token,
-		RequestBy: greenapi.RequestBy(c.GreenAPI.RequestBy), Timeout: c.GreenAPI.Timeout.Duration}); err != nil {
-		msg := err.Error()
-		for _, in := range c.GreenAPI.Instances {
-			msg = strings.ReplaceAll(msg, in.Token, "***")
+	// redacted here, in case one was pasted into the URL. The default is checked even when
+	// every instance names its own: a bad value set is a mistake all the same.
+	checkURL := func(key, apiURL string, in InstanceConfig) error {
+		if _, err := greenapi.New(greenapi.Config{APIURL: apiURL, IDInstance: in.ID, Token: in.Token,
+			RequestBy: greenapi.RequestBy(c.GreenAPI.RequestBy), Timeout: c.GreenAPI.Timeout.Duration}); err != nil {
+			msg := err.Error()
+			for _, in := range c.GreenAPI.Instances {
+				msg = strings.ReplaceAll(msg, in.Token, "***")
+			}
+			return configErrorf("%s: %s", key, msg)
 		}
-		return configErrorf("greenapi.api_url: %s", msg)
+		return nil
+	}
+	if err := checkURL("greenapi.api_url", c.GreenAPI.APIURL, c.GreenAPI.Instances[0]); err != nil {
+		return err
+	}
+	for i := range c.GreenAPI.Instances {
+		in := &c.GreenAPI.Instances[i]
+		if in.APIURL == "" {
+			in.APIURL = c.GreenAPI.APIURL
+			continue
+		}
+		if err := checkURL(fmt.Sprintf("greenapi.instance[%d] (id %s).api_url", i, in.ID), in.APIURL, *in); err != nil {
+			return err
+		}
 	}
 	return nil
 }

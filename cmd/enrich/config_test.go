@@ -454,7 +454,7 @@ func TestConfigPrecedence(t *testing.T) {
 				want := defaultConfig()
 				want.Database.URL = closedURL
 				rps := RPSDefault
-				want.GreenAPI.Instances = []InstanceConfig{{ID: "1101000009", Token: "envtoken", RPS: &rps}}
+				want.GreenAPI.Instances = []InstanceConfig{{ID: "1101000009", Token: "envtoken", RPS: &rps, APIURL: APIURLDefault}}
 				if !reflect.DeepEqual(c, want) {
 					t.Errorf("got:\n%s\nwant:\n%s", dump(t, c), dump(t, want))
 				}

@@ -27,7 +27,7 @@ type runFlags struct {
 func cmdRun(ctx context.Context, a *app, args []string) (err error) {
 	f := newFlags(a, "run", "run [flags]")
 	tableFlag(f)
-	key(f, "api-url", "Green API host (greenapi.api_url, env GREENAPI_API_URL)", func(c *Config) *string { return &c.GreenAPI.APIURL })
+	key(f, "api-url", "Green API host of every instance without an api_url of its own (greenapi.api_url, env GREENAPI_API_URL)", func(c *Config) *string { return &c.GreenAPI.APIURL })
 	key(f, "request-by", "send phone numbers as chatId or phoneNumber (greenapi.request_by)", func(c *Config) *string { return &c.GreenAPI.RequestBy })
 	key(f, "timeout", "per-request timeout (greenapi.timeout)", func(c *Config) *Duration { return &c.GreenAPI.Timeout })
 	key(f, "workers", fmt.Sprintf("concurrent calls per instance, at most %d (run.workers)", WorkersMax), func(c *Config) *int { return &c.Run.Workers })
@@ -130,11 +130,13 @@ func (a *app) runOnce(ctx context.Context, st *store.Store) (enrich.Summary, err
 // run's owner id (locked_by).
 func (a *app) newRunner(st *store.Store, obs enrich.Observer, show display) (*enrich.Runner, string, error) {
 	c := a.cfg
-	hc := greenapi.NewHTTPClient(c.Run.Workers * len(c.GreenAPI.Instances))
+	// One pool of connections for every instance; each host (an instance's api_url) gets its
+	// own connections within it.
+	hc := greenapi.NewHTTPClientFor(c.Run.Workers*len(c.GreenAPI.Instances), c.GreenAPI.Timeout.Duration)
 	var instances []enrich.Instance
 	for _, in := range c.GreenAPI.Instances {
 		cl, err := greenapi.New(greenapi.Config{
-			APIURL: c.GreenAPI.APIURL, IDInstance: in.ID, Token: in.Token,
+			APIURL: in.APIURL, IDInstance: in.ID, Token: in.Token,
 			RequestBy: greenapi.RequestBy(c.GreenAPI.RequestBy), Timeout: c.GreenAPI.Timeout.Duration,
 			HTTPClient: hc,
 		})

@@ -155,6 +155,13 @@ type Instance struct {
 	// NewerWording makes starting and notAuthorized instances answer with the newer "instance
 	// is starting or not authorized" instead of the seed's two messages.
 	NewerWording bool
+	// Pool is the pool of instances the instance lives in. Green API serves each pool on a
+	// host of its own (its apiUrl in the console) and answers 403 when an instance is called
+	// on another pool's host. The simulator's own ServeHTTP is the host of pool "" and
+	// Simulator.Pool(name) that of every other pool; an instance called on another pool's
+	// handler is answered 403 and counted in InstanceStats.WrongHost. Default "": every
+	// instance on one host, as before pools.
+	Pool string
 }
 
 // Config says what the simulator serves and which faults it injects. Every field is a plain

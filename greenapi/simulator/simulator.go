@@ -9,6 +9,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -184,7 +185,41 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }
 // rate limit, quota, then (for admitted calls) latency and injected faults, the instance's
 // state, the body (including whether the number's edition takes phoneNumber), and finally
 // the number's truth, after any empty 200s and timeouts it answers first.
-func (s *Simulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+// ServeHTTP is the host of pool "": see Instance.Pool and Pool.
+func (s *Simulator) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.serve(w, r, "") }
+
+// Pool is the host of pool name: it serves the instances whose Instance.Pool is name and
+// answers 403 to the others, as Green API's host of another pool does. Every pool shares the
+// simulator's truth, counters and Stats. Pool("") is the simulator itself.
+func (s *Simulator) Pool(name string) http.Handler {
+	if name == "" {
+		return s
+	}
+	return poolHost{s: s, pool: name}
+}
+
+// Pools lists the pools of the configured instances, each once, in the order they first
+// appear: what a caller needs a host (a listener) for.
+func (s *Simulator) Pools() []string {
+	var pools []string
+	for _, in := range s.instances {
+		if !slices.Contains(pools, in.cfg.Pool) {
+			pools = append(pools, in.cfg.Pool)
+		}
+	}
+	return pools
+}
+
+// poolHost serves one named pool of s.
+type poolHost struct {
+	s    *Simulator
+	pool string
+}
+
+func (p poolHost) ServeHTTP(w http.ResponseWriter, r *http.Request) { p.s.serve(w, r, p.pool) }
+
+// serve answers one API call on the host of pool.
+func (s *Simulator) serve(w http.ResponseWriter, r *http.Request, pool string) {
 	if strings.HasPrefix(r.URL.Path, imagePath) {
 		s.serveImage(w, r)
 		return
@@ -197,6 +232,14 @@ func (s *Simulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	in := s.byID[id]
 	if in == nil {
+		writeStatus(w, http.StatusForbidden)
+		return
+	}
+	if in.cfg.Pool != pool {
+		// Another pool's host does not know the instance, whatever the token.
+		in.mu.Lock()
+		in.counters.wrongHost++
+		in.mu.Unlock()
 		writeStatus(w, http.StatusForbidden)
 		return
 	}

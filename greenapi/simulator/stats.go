@@ -36,6 +36,9 @@ type InstanceStats struct {
 	TooManyAt []time.Duration
 	// Unauthorized were answered 401 (wrong token); not part of Requests.
 	Unauthorized int
+	// WrongHost were answered 403 because they came to another pool's host (Instance.Pool);
+	// not part of Requests.
+	WrongHost int
 	// QuotaExceeded were answered 466 (they are part of Accepted).
 	QuotaExceeded int
 	// ServerErrors were answered an injected 5xx.
@@ -108,6 +111,7 @@ var methods = [numMethods]methodInfo{
 // instanceCounters are guarded by instance.mu.
 type instanceCounters struct {
 	requests, accepted, tooMany, unauthorized, quotaExceeded, serverErrors, hung, empty int
+	wrongHost                                                                           int
 	maxInAnySecond                                                                      int
 	methods                                                                             [numMethods]MethodStats
 	// tooManyAt is only ever appended to (Reset replaces it), so Stats can hand out its
@@ -169,7 +173,7 @@ func (s *Simulator) Stats() Stats {
 		c := in.counters
 		in.mu.Unlock()
 		is := InstanceStats{
-			Requests: c.requests, Accepted: c.accepted, TooMany: c.tooMany, Unauthorized: c.unauthorized,
+			Requests: c.requests, Accepted: c.accepted, TooMany: c.tooMany, Unauthorized: c.unauthorized, WrongHost: c.wrongHost,
 			QuotaExceeded: c.quotaExceeded, ServerErrors: c.serverErrors, Hung: c.hung, Empty: c.empty,
 			MaxInAnySecond: c.maxInAnySecond, Methods: make(map[string]MethodStats),
 			TooManyAt: c.tooManyAt[:len(c.tooManyAt):len(c.tooManyAt)],
