@@ -3,7 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"net/http/httptest"
 	"os"
@@ -13,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/enrich-dev/enrich/enrich"
+	"github.com/enrich-dev/enrich/greenapi"
 	"github.com/enrich-dev/enrich/greenapi/simulator"
 	"github.com/enrich-dev/enrich/internal/pgtest"
 	"github.com/rs/zerolog"
@@ -320,5 +323,102 @@ func TestWrongPoolHost(t *testing.T) {
 			}
 			t.Logf("%s: exit %d, %d rows finished, %d untouched; the 403 line: %s", tt.name, code, done, untouched, msg)
 		})
+	}
+}
+
+// TestSimulatePools: `enrich simulate` serves each pool on its own host (--pool NAME=ADDR, or a
+// free port), logs every host's api_url with its instances, and each host answers 403 to the
+// other pool's instances.
+func TestSimulatePools(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	out, errw := &output{}, &output{}
+	logged := errw.seen("pool serving")
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"simulate", "--addr", "127.0.0.1:0", "--log-format", "json",
+			"--instance", "1101000001:tok-1101", "--instance", "7103000001:tok-7103@7103", "--instance", "7103000002:tok-7103b@7103",
+			"--pool", "7103=127.0.0.1:0"}, stdio{in: strings.NewReader(""), out: out, err: errw, getenv: envOf(nil)})
+	}()
+	select {
+	case <-logged:
+	case err := <-done:
+		t.Fatalf("simulate ended: %v\n%s", err, errw)
+	}
+	hosts := map[string]string{}
+	for _, line := range strings.Split(errw.String(), "\n") {
+		var l struct {
+			Pool      string   `json:"pool"`
+			APIURL    string   `json:"api_url"`
+			Instances []string `json:"instances"`
+		}
+		if json.Unmarshal([]byte(line), &l) != nil || l.APIURL == "" {
+			continue
+		}
+		hosts[l.Pool] = l.APIURL
+		want := map[string]string{"": "1101000001", "7103": "7103000001,7103000002"}[l.Pool]
+		if got := strings.Join(l.Instances, ","); got != want {
+			t.Errorf("pool %q logged with instances %q, want %q", l.Pool, got, want)
+		}
+	}
+	if len(hosts) != 2 || hosts[""] == hosts["7103"] {
+		t.Fatalf("want two hosts logged, got %v:\n%s", hosts, errw)
+	}
+	for _, tt := range []struct {
+		id, token, pool, host string
+		want403               bool
+	}{
+		{"1101000001", "tok-1101", "", hosts[""], false},
+		{"7103000001", "tok-7103", "7103", hosts["7103"], false},
+		{"7103000001", "tok-7103", "7103", hosts[""], true},
+		{"1101000001", "tok-1101", "", hosts["7103"], true},
+	} {
+		c, err := greenapi.New(greenapi.Config{APIURL: tt.host, IDInstance: tt.id, Token: tt.token})
+		if err != nil {
+			t.Fatal(err)
+		}
+		state, err := c.GetStateInstance(ctx)
+		var e *greenapi.Error
+		switch {
+		case tt.want403 && (!errors.As(err, &e) || e.Status != 403):
+			t.Errorf("instance %s (pool %q) at %s: %q, %v; want a 403", tt.id, tt.pool, tt.host, state, err)
+		case !tt.want403 && (err != nil || state != simulator.StateAuthorized):
+			t.Errorf("instance %s (pool %q) at %s: %q, %v; want authorized", tt.id, tt.pool, tt.host, state, err)
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("simulate: %v", err)
+	}
+}
+
+// TestSimulatePoolFlagsRefused: malformed --pool and --instance values, and a --pool no
+// instance is in, are usage errors.
+func TestSimulatePoolFlagsRefused(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--pool", "7103"}, "write it as NAME=ADDR"},
+		{[]string{"--pool", "=127.0.0.1:0"}, "write it as NAME=ADDR"},
+		{[]string{"--instance", "7103000001:t@", "--pool", "7103=127.0.0.1:0"}, "ID:TOKEN@POOL"},
+		{[]string{"--instance", "7103000001:t@7103", "--pool", "9903=127.0.0.1:0"}, "no --instance is in pool 9903"},
+		{[]string{"--instance", "7103000001:t@7103", "--pool", "7103=127.0.0.1:0", "--pool", "7103=127.0.0.1:0"}, "pool 7103 is given twice"},
+	} {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			t.Parallel()
+			_, _, err := runCLI(t, nil, append([]string{"simulate", "--addr", "127.0.0.1:0"}, tt.args...)...)
+			var ce *configError
+			if !errors.As(err, &ce) || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("error %v, want a configuration error saying %q", err, tt.want)
+			}
+		})
+	}
+	_, stderr, err := runCLI(t, nil, "simulate", "--help")
+	if !errors.Is(err, flag.ErrHelp) || !strings.Contains(stderr, "--pool") || !strings.Contains(stderr, "ID:TOKEN@POOL") ||
+		!strings.Contains(stderr, "answers 403") {
+		t.Errorf("enrich simulate --help does not document pools (%v):\n%s", err, stderr)
 	}
 }

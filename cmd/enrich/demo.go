@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"net"
 	"strings"
 	"time"
 
@@ -43,8 +42,10 @@ func cmdDemo(ctx context.Context, a *app, args []string) (err error) {
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: enrich demo [flags]\n\n"+
 			"Runs the real job end to end against the built-in Green API simulator (with restarts, timeouts,\n"+
-			"5xx answers and every response edition) and PostgreSQL: DATABASE_URL's server if set, else the\n"+
-			"local server on 127.0.0.1:5432, else a throw-away cluster started from the installed binaries.\n"+
+			"5xx answers and every response edition; from --instances 2 on, two pools of instances on two\n"+
+			"hosts, one set by greenapi.api_url, one by api_url per instance) and PostgreSQL: DATABASE_URL's\n"+
+			"server if set, else the local server on 127.0.0.1:5432, else a throw-away cluster started from\n"+
+			"the installed binaries.\n"+
 			"It creates a new database there, %s<random hex>, migrates, enqueues numbers, runs,\n"+
 			"prints the summary and `enrich status`, checks every row against the simulator's truth, and\n"+
 			"drops the database again (also when it fails or is interrupted; --keep keeps it).\n\nFlags:\n", demoDatabasePrefix)
@@ -122,15 +123,22 @@ func cmdDemo(ctx context.Context, a *app, args []string) (err error) {
 	}()
 
 	// The simulator: one instance restarts for 2 s early on, 3% of numbers time out twice,
-	// 2% of answers are 5xx, and every edition and error body form is spoken.
+	// 2% of answers are 5xx, and every edition and error body form is spoken. Like Green API
+	// it serves two pools of instances, each on a host of its own that answers 403 to the
+	// other's: pool 1101 on the default host (greenapi.api_url) and, from the second instance
+	// on, every other instance in pool 7103 with its own api_url.
 	simCfg := simulator.Config{Edition: simulator.EditionMixed, ErrorBody: simulator.ErrorBodyMixed, Seed: 7,
 		ServerErrorRate: 0.02, TimeoutRate: 0.03, TimeoutTimes: 2,
 		LatencyMedian: 20 * time.Millisecond, LatencyP99: 300 * time.Millisecond}
 	cfg := defaultConfig()
 	for i := range *instances {
-		id := fmt.Sprintf("11010000%02d", i+1)
+		pool, label := "", demoPools[0]
+		if i%2 == 1 {
+			pool, label = demoPools[1], demoPools[1]
+		}
+		id := fmt.Sprintf("%s0000%02d", label, i+1)
 		token := fmt.Sprintf("demo-token-%d", i+1)
-		in := simulator.Instance{ID: id, Token: token, RPS: *rps, Burst: max(2, int(*rps/20))}
+		in := simulator.Instance{ID: id, Token: token, RPS: *rps, Burst: max(2, int(*rps/20)), Pool: pool}
 		if i == 0 {
 			in.StartingAfter, in.StartingFor = 500*time.Millisecond, 2*time.Second
 		}
@@ -144,18 +152,27 @@ func cmdDemo(ctx context.Context, a *app, args []string) (err error) {
 	}
 	simCtx, stopSim := context.WithCancel(ctx)
 	defer stopSim()
-	addrc := make(chan net.Addr, 1)
+	var hosts []simHost
+	for _, p := range sim.Pools() {
+		hosts = append(hosts, simHost{pool: p, addr: "127.0.0.1:0"})
+	}
+	urlc := make(chan map[string]string, 1)
 	simDone := make(chan error, 1)
-	go func() { simDone <- serveSimulator(simCtx, "127.0.0.1:0", sim, func(a net.Addr) { addrc <- a }) }()
-	var addr net.Addr
+	go func() { simDone <- serveSimulator(simCtx, hosts, sim, func(urls map[string]string) { urlc <- urls }) }()
+	var urls map[string]string
 	select {
-	case addr = <-addrc:
+	case urls = <-urlc:
 	case err := <-simDone:
 		return err
 	}
 
 	cfg.Database.URL = dbURL
-	cfg.GreenAPI.APIURL = "http://" + addr.String()
+	cfg.GreenAPI.APIURL = urls[""]
+	for i, in := range simCfg.Instances {
+		if in.Pool != "" {
+			cfg.GreenAPI.Instances[i].APIURL = urls[in.Pool]
+		}
+	}
 	cfg.Retry.Base = Duration{200 * time.Millisecond}
 	if err := cfg.validate(true); err != nil {
 		return err
@@ -171,8 +188,10 @@ func cmdDemo(ctx context.Context, a *app, args []string) (err error) {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "== enrich demo: database %s, simulator at %s with %d instances at %g rps\n",
-		database, cfg.GreenAPI.APIURL, *instances, *rps)
+	fmt.Fprintf(out, "== enrich demo: database %s, simulator with %d instances at %g rps\n", database, *instances, *rps)
+	for _, h := range hosts {
+		fmt.Fprintf(out, "   pool %s at %s: %s\n", poolLabel(h.pool), urls[h.pool], strings.Join(poolIDs(simCfg, h.pool), ", "))
+	}
 	if _, err := store.Migrate(ctx, pool, cfg.Database.Table); err != nil {
 		return dbErr("migrate", err)
 	}
@@ -197,8 +216,19 @@ func cmdDemo(ctx context.Context, a *app, args []string) (err error) {
 	if err != nil {
 		return dbErr("demo: verify", err)
 	}
+	stats := sim.Stats()
 	fmt.Fprintf(out, "== verified %d finished rows against the simulator's truth: %d wrong; simulator answered %d requests, %d of them 429\n",
-		checked, len(wrong), sim.Stats().Requests, tooMany(sim.Stats()))
+		checked, len(wrong), stats.Requests, tooMany(stats))
+	for _, h := range hosts {
+		answered, wrongHost := 0, 0
+		for _, in := range simCfg.Instances {
+			if in.Pool == h.pool {
+				answered += stats.Instances[in.ID].Methods["getAvatar"].Accepted
+				wrongHost += stats.Instances[in.ID].WrongHost
+			}
+		}
+		fmt.Fprintf(out, "   pool %s: %d getAvatar calls answered, %d calls on a wrong host\n", poolLabel(h.pool), answered, wrongHost)
+	}
 	for _, w := range wrong[:min(len(wrong), 10)] {
 		fmt.Fprintf(out, "   %s\n", w)
 	}
@@ -207,6 +237,29 @@ func cmdDemo(ctx context.Context, a *app, args []string) (err error) {
 	}
 	stopSim()
 	return <-simDone
+}
+
+// demoPools label the demo's two pools: the simulator's default pool (greenapi.api_url's host)
+// shows as the first, the other is its Instance.Pool and its instances' ids begin with it.
+var demoPools = [2]string{"1101", "7103"}
+
+// poolLabel names a simulator pool for people.
+func poolLabel(pool string) string {
+	if pool == "" {
+		return demoPools[0] + " (greenapi.api_url)"
+	}
+	return pool + " (api_url per instance)"
+}
+
+// poolIDs lists the instances of cfg in pool.
+func poolIDs(cfg simulator.Config, pool string) []string {
+	var ids []string
+	for _, in := range cfg.Instances {
+		if in.Pool == pool {
+			ids = append(ids, in.ID)
+		}
+	}
+	return ids
 }
 
 // demoInput is what a user might feed `enrich enqueue`: numbers in several formats, group

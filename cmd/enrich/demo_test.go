@@ -18,6 +18,10 @@ import (
 // demoDatabaseRE finds the demo's database name in its output.
 var demoDatabaseRE = regexp.MustCompile(`enrich_demo_[0-9a-f]{12}\b`)
 
+// demoPoolRE finds the demo's closing line for a pool: its name, the getAvatar calls it
+// answered and the calls that reached it on a wrong host.
+var demoPoolRE = regexp.MustCompile(`(?m)^   pool (\d+) [^:\n]*: (\d+) getAvatar calls answered, (\d+) calls on a wrong host$`)
+
 // databaseExists reports whether the server at adminURL has a database called name.
 func databaseExists(t *testing.T, adminURL, name string) bool {
 	t.Helper()
@@ -31,7 +35,9 @@ func databaseExists(t *testing.T, adminURL, name string) bool {
 
 // TestDemo runs the whole demo, small, against the test server: it says which server it
 // uses, creates a database of its own there, and drops it at the end, also when it is
-// interrupted; --keep keeps it and prints its URL.
+// interrupted; --keep keeps it and prints its URL. Its three instances are in two pools, each on
+// its own host: both pools answer (the first instance restarts early on, so pool 1101 has a
+// second), and no call goes to a wrong host.
 func TestDemo(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
@@ -42,7 +48,9 @@ func TestDemo(t *testing.T) {
 		keep        bool
 		wantOut     []string
 	}{
-		{name: "dropped at the end", wantOut: []string{"== verified ", "== dropped database enrich_demo_"}},
+		{name: "dropped at the end", wantOut: []string{"== verified ", "== dropped database enrich_demo_",
+			"   pool 1101 (greenapi.api_url) at http://127.0.0.1:", ": 1101000001, 1101000003\n",
+			"   pool 7103 (api_url per instance) at http://127.0.0.1:", ": 7103000002\n"}},
 		{name: "--keep", args: []string{"--keep"}, keep: true, wantOut: []string{"== verified ", "== kept database enrich_demo_"}},
 		{name: "interrupted", interruptAt: "== enrich run\n", wantOut: []string{"== dropped database enrich_demo_"}},
 	}
@@ -63,7 +71,7 @@ func TestDemo(t *testing.T) {
 					}
 				}()
 			}
-			args := append([]string{"demo", "--rows", "200", "--instances", "1", "--rps", "1000", "--log-format", "json"}, tt.args...)
+			args := append([]string{"demo", "--rows", "200", "--instances", "3", "--rps", "1000", "--log-format", "json"}, tt.args...)
 			err := run(ctx, args, stdio{in: strings.NewReader(""), out: out, err: errw,
 				getenv: envOf(map[string]string{"DATABASE_URL": server})})
 			stdout, stderr := out.String(), errw.String()
@@ -91,6 +99,17 @@ func TestDemo(t *testing.T) {
 			for _, w := range tt.wantOut {
 				if !strings.Contains(stdout, w) {
 					t.Errorf("stdout does not contain %q:\n%s", w, stdout)
+				}
+			}
+			if tt.interruptAt == "" {
+				pools := demoPoolRE.FindAllStringSubmatch(stdout, -1)
+				if len(pools) != 2 {
+					t.Errorf("want a line for each of the two pools, got %q:\n%s", pools, stdout)
+				}
+				for _, p := range pools {
+					if p[2] == "0" || p[3] != "0" {
+						t.Errorf("pool %s: %s getAvatar calls answered, %s on a wrong host; want some and 0", p[1], p[2], p[3])
+					}
 				}
 			}
 			names := map[string]bool{}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -8,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -17,6 +19,7 @@ import (
 // simFlags are the simulator's settings as flags, shared by simulate and demo.
 type simFlags struct {
 	instances  multiFlag
+	pools      multiFlag
 	state      string
 	rps        float64
 	burst      int
@@ -38,8 +41,12 @@ func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
 func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
 
 func addSimFlags(fs *flag.FlagSet, s *simFlags) {
-	fs.Var(&s.instances, "instance", "serve instance ID:TOKEN (repeatable); default "+
-		simulator.InstanceIDDefault+":"+simulator.TokenDefault)
+	fs.Var(&s.instances, "instance", "serve instance ID:TOKEN, or ID:TOKEN@POOL to serve it on pool POOL's host only, as Green API "+
+		"serves each pool of instances on its own host and answers 403 on another (repeatable); default "+
+		simulator.InstanceIDDefault+":"+simulator.TokenDefault+", on --addr")
+	fs.Var(&s.pools, "pool", "serve pool NAME's host at ADDR, written NAME=ADDR, e.g. 7103=127.0.0.1:7781 (repeatable); "+
+		"a pool of an --instance without --pool gets a free port on 127.0.0.1 (logged). Every host answers 403 to "+
+		"another pool's instances, --addr (the instances without @POOL) included")
 	fs.StringVar(&s.state, "state", simulator.StateAuthorized, "every instance's state: authorized, notAuthorized, blocked, expired, deleted, starting")
 	fs.Float64Var(&s.rps, "rps", simulator.RPSDefault, "getAvatar requests per second allowed per instance (429 above it); negative: unlimited")
 	fs.IntVar(&s.burst, "burst", simulator.BurstDefault, "token bucket size per instance (1: close to a minimum gap of 1/rps; see --min-gap)")
@@ -81,11 +88,12 @@ func (s *simFlags) config() (simulator.Config, error) {
 	}
 	for _, v := range ids {
 		id, token, ok := strings.Cut(v, ":")
-		if !ok || id == "" || token == "" {
-			return cfg, configErrorf("--instance %q: write it as ID:TOKEN, e.g. 1101000001:secret", v)
+		token, pool, atPool := strings.Cut(token, "@")
+		if !ok || id == "" || token == "" || atPool && pool == "" {
+			return cfg, configErrorf("--instance %q: write it as ID:TOKEN or ID:TOKEN@POOL, e.g. 1101000001:secret or 7103000001:secret@7103", v)
 		}
 		cfg.Instances = append(cfg.Instances, simulator.Instance{
-			ID: id, Token: token, State: s.state, RPS: s.rps, Burst: s.burst, Quota: s.quota, CheckQuota: s.checkQuota,
+			ID: id, Token: token, Pool: pool, State: s.state, RPS: s.rps, Burst: s.burst, Quota: s.quota, CheckQuota: s.checkQuota,
 			StartingAfter: s.startAt, StartingFor: s.startFor, StartingEvery: s.startEvry, NewerWording: s.newer,
 			TooManyAll: s.tooMany, MinGap: s.minGap,
 		})
@@ -93,34 +101,89 @@ func (s *simFlags) config() (simulator.Config, error) {
 	return cfg, nil
 }
 
-// serveSimulator listens on addr and serves sim, with its counters at /stats, until ctx ends.
-// It returns the bound address through ready (addr may end in :0).
-func serveSimulator(ctx context.Context, addr string, sim *simulator.Simulator, ready func(net.Addr)) error {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(sim.Stats())
-	})
-	mux.Handle("/", sim)
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return configErrorf("simulate: listen on %s: %v", addr, err)
+// hosts is where each pool of sim is served: defaultAddr for pool "" (always, as Green API's
+// default host serves the oldest pools whether or not any instance is in them), the --pool
+// address of every other pool, or a free port on 127.0.0.1.
+func (s *simFlags) hosts(defaultAddr string, sim *simulator.Simulator) ([]simHost, error) {
+	addrs := map[string]string{}
+	for _, v := range s.pools {
+		name, addr, ok := strings.Cut(v, "=")
+		if !ok || name == "" || addr == "" {
+			return nil, configErrorf("--pool %q: write it as NAME=ADDR, e.g. 7103=127.0.0.1:7781", v)
+		}
+		if !slices.Contains(sim.Pools(), name) {
+			return nil, configErrorf("--pool %q: no --instance is in pool %s: write the instances as ID:TOKEN@%s", v, name, name)
+		}
+		if _, dup := addrs[name]; dup {
+			return nil, configErrorf("--pool %q: pool %s is given twice", v, name)
+		}
+		addrs[name] = addr
 	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	ready(ln.Addr())
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	hosts := []simHost{{pool: "", addr: defaultAddr}}
+	for _, p := range sim.Pools() {
+		if p != "" {
+			hosts = append(hosts, simHost{pool: p, addr: cmp.Or(addrs[p], "127.0.0.1:0")})
+		}
+	}
+	return hosts, nil
+}
+
+// simHost is one host of the simulator: where pool (its Instance.Pool; "" the default one) is
+// served.
+type simHost struct{ pool, addr string }
+
+// serveSimulator listens on every host's addr and serves its pool of sim, with the counters at
+// GET /stats on each, until ctx ends. Once all listen it tells ready each pool's base URL
+// (http://host:port; an addr may end in :0).
+func serveSimulator(ctx context.Context, hosts []simHost, sim *simulator.Simulator, ready func(urls map[string]string)) error {
+	var lns []net.Listener
+	defer func() {
+		for _, ln := range lns {
+			ln.Close()
+		}
+	}()
+	urls := map[string]string{}
+	for _, h := range hosts {
+		ln, err := net.Listen("tcp", h.addr)
+		if err != nil {
+			return configErrorf("simulate: listen on %s: %v", h.addr, err)
+		}
+		lns = append(lns, ln)
+		urls[h.pool] = "http://" + ln.Addr().String()
+	}
+	errc := make(chan error, len(hosts))
+	var srvs []*http.Server
+	for i, h := range hosts {
+		mux := http.NewServeMux()
+		mux.HandleFunc("GET /stats", func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			_ = json.NewEncoder(w).Encode(sim.Stats())
+		})
+		mux.Handle("/", sim.Pool(h.pool))
+		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		srvs = append(srvs, srv)
+		go func() { errc <- srv.Serve(lns[i]) }()
+	}
+	ready(urls)
+	var failed error
 	select {
 	case err := <-errc:
-		return fmt.Errorf("simulate: %w", err)
+		failed = fmt.Errorf("simulate: %w", err)
 	case <-ctx.Done():
 	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	_ = srv.Shutdown(sctx)
-	srv.Close() // hung requests end here
-	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("simulate: %w", err)
+	for _, srv := range srvs {
+		_ = srv.Shutdown(sctx)
+		srv.Close() // hung requests end here
+	}
+	if failed != nil {
+		return failed
+	}
+	for range srvs {
+		if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("simulate: %w", err)
+		}
 	}
 	return nil
 }
@@ -130,7 +193,10 @@ func cmdSimulate(ctx context.Context, a *app, args []string) error {
 	fs.SetOutput(a.io.err)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: enrich simulate [flags]\n\nServes a Green API stand-in that follows the wire contract, "+
-			"faults included; counters at GET /stats. Point greenapi.api_url at it.\n\nFlags:\n")
+			"faults included; counters at GET /stats. Point greenapi.api_url at it.\n\n"+
+			"Like Green API it can serve pools of instances, each on a host of its own that answers 403 to the\n"+
+			"others' instances: --instance 7103000001:TOKEN@7103 --pool 7103=127.0.0.1:7781 serves that instance\n"+
+			"at http://127.0.0.1:7781 only; set api_url under its [[greenapi.instance]] to it.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	addr := fs.String("addr", "127.0.0.1:7780", "listen address")
@@ -157,9 +223,26 @@ func cmdSimulate(ctx context.Context, a *app, args []string) error {
 	if err != nil {
 		return configErrorf("%v", err)
 	}
-	err = serveSimulator(ctx, *addr, sim, func(addr net.Addr) {
-		a.log.Info().Str("api_url", "http://"+addr.String()).Int("instances", len(cfg.Instances)).
-			Msg("simulator serving; set greenapi.api_url to api_url")
+	hosts, err := sf.hosts(*addr, sim)
+	if err != nil {
+		return err
+	}
+	err = serveSimulator(ctx, hosts, sim, func(urls map[string]string) {
+		for _, h := range hosts {
+			var ids []string
+			for _, in := range cfg.Instances {
+				if in.Pool == h.pool {
+					ids = append(ids, in.ID)
+				}
+			}
+			if h.pool == "" {
+				a.log.Info().Str("api_url", urls[h.pool]).Strs("instances", ids).
+					Msg("simulator serving; set greenapi.api_url to api_url")
+				continue
+			}
+			a.log.Info().Str("pool", h.pool).Str("api_url", urls[h.pool]).Strs("instances", ids).
+				Msg("pool serving; set api_url under each of its [[greenapi.instance]] to api_url")
+		}
 	})
 	st := sim.Stats()
 	a.log.Info().Int("requests", st.Requests).Msg("simulator stopped")
