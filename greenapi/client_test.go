@@ -600,6 +600,13 @@ func TestRequestShape(t *testing.T) {
 		{"chat as number", RequestByPhoneNumber, "79001234567@c.us", `{"phoneNumber":79001234567}`},
 		{"group stays chatId", RequestByPhoneNumber, "79001234567-1581234048@g.us", `{"chatId":"79001234567-1581234048@g.us"}`},
 		{"new group stays chatId", RequestByPhoneNumber, "120363043968066561@g.us", `{"chatId":"120363043968066561@g.us"}`},
+		// Every length from 10 to 15 digits is sent, in either form.
+		{"10 digits", "", "+65 9123 4567", `{"chatId":"6591234567@c.us"}`},
+		{"10 digits as number", RequestByPhoneNumber, "4791234567", `{"phoneNumber":4791234567}`},
+		{"13 digits", "", "+55 11 91234-5678", `{"chatId":"5511912345678@c.us"}`},
+		{"13 digits as number", RequestByPhoneNumber, "5491123456789@c.us", `{"phoneNumber":5491123456789}`},
+		{"15 digits as number", RequestByPhoneNumber, "123456789012345", `{"phoneNumber":123456789012345}`},
+		{"13-digit owner's group", RequestByPhoneNumber, "5511912345678-1581234048@g.us", `{"chatId":"5511912345678-1581234048@g.us"}`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
