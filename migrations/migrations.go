@@ -17,6 +17,13 @@
 //	                 table of the schema runs it
 //
 // Any other {{...}} is an error, so a typo fails the migration instead of reaching PostgreSQL.
+//
+// A file whose first line is "-- enrich:no-transaction" runs outside a transaction, one
+// statement at a time (each ends with a semicolon at the end of a line), for CREATE INDEX
+// CONCURRENTLY, which the runs' reads and writes do not wait for. Its statements must be
+// idempotent (CREATE INDEX CONCURRENTLY IF NOT EXISTS): it may be cut half-way and run again, or
+// run by two pods at once. Build large indexes this way; a transactional file's CREATE INDEX
+// holds every write to the table until it ends.
 package migrations
 
 import "embed"
