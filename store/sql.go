@@ -222,12 +222,16 @@ ON CONFLICT (instance_id) DO NOTHING`
 // real answer since its last request. A daily cap ($6 > 0) grants at most what is left of
 // the day ($7 time zone, $8 µs into the day); $5 unsent slots of the caller's last block are
 // given back to the day's count first. A day on which the instance answered 466 grants none.
+// The day only moves forward: when the clocks go back over a day start that falls in the
+// repeated hour (Europe/Berlin at 02:30 on the last Sunday of October), the local time says the
+// day before for a while, and then the day again; the stored day stays, and so does its count,
+// which resets only on a later day.
 const sqlReserve = `
 WITH c AS (
     SELECT coalesce($1::timestamptz, now()) AS now,
            ((coalesce($1::timestamptz, now()) AT TIME ZONE $7::text) - $8::bigint * interval '1 microsecond')::date AS today
 ), cur AS (
-    SELECT b.instance_id, b.not_before, b.quota_day, c.now, c.today,
+    SELECT b.instance_id, b.not_before, b.quota_day, c.now, greatest(b.day, c.today) AS today,
            CASE WHEN b.tat_owner IS DISTINCT FROM $13::text
                 THEN b.tat + $14::bigint * interval '1 microsecond' ELSE b.tat END AS tat,
            CASE WHEN $15::boolean THEN c.now ELSE b.answered_at END AS answered_at,
@@ -237,7 +241,7 @@ WITH c AS (
                      extract(epoch FROM c.now - greatest(b.raised_at, b.cut_at + $10::bigint * interval '1 microsecond'))
                      * 1e6 / $12::bigint))
            END AS rate,
-           CASE WHEN b.day = c.today THEN b.used - least($5::bigint, b.used) ELSE 0 END AS used0,
+           CASE WHEN b.day >= c.today THEN b.used - least($5::bigint, b.used) ELSE 0 END AS used0,
            CASE WHEN b.headroom <= $9::float8 THEN $9::float8
                 ELSE greatest($9::float8, b.headroom - $16::float8 * floor(extract(epoch FROM c.now - b.cut_at) * 1e6 / $17::bigint))
            END AS headroom,
@@ -306,9 +310,9 @@ SET headroom   = CASE WHEN b.cut_at > $3::timestamptz THEN b.headroom
 WHERE b.instance_id = $2`
 
 // sqlQuotaSpent records the day ($3 time zone, $4 µs into the day) on which the instance answered
-// 466.
+// 466: the budget's day (sqlReserve) when the clocks went back behind it.
 const sqlQuotaSpent = `
 UPDATE %[2]s AS b
-SET quota_day  = ((coalesce($1::timestamptz, now()) AT TIME ZONE $3::text) - $4::bigint * interval '1 microsecond')::date,
+SET quota_day  = greatest(b.day, ((coalesce($1::timestamptz, now()) AT TIME ZONE $3::text) - $4::bigint * interval '1 microsecond')::date),
     updated_at = coalesce($1::timestamptz, now())
 WHERE b.instance_id = $2`
