@@ -16,6 +16,12 @@ const (
 	budgetLatencyMedian = 300 * time.Millisecond
 	budgetLatencyP99    = 400 * time.Millisecond
 	budgetRPS           = 10.0
+	// budgetTarget is the share of the budget a run must spend against a token bucket (issue
+	// 13: 0.985 for 1, 10 and 100 instances, with 0 429s).
+	budgetTarget = 0.985
+	// minGapTooManyMax is the most 429s a minimum-gap server may answer, as a share of the
+	// requests after the first mingapSettle (issue 13: under 1%).
+	minGapTooManyMax = 0.01
 )
 
 // budgetResult is one budget or shared run, as measured at the simulator.
@@ -42,18 +48,26 @@ type budgetResult struct {
 	GapsSkipped int                `json:"gaps_over_1_45_intervals"`
 	Summaries   []summary          `json:"summaries"`
 	PerInstance map[string]float64 `json:"-"`
+	// events are the getAvatar arrivals the simulator saw, for scenarios that measure more.
+	events []arrival
 }
 
 // budgetRun runs procs `enrich run` processes at once on one table, each with all of n
-// instances at 10 rps, for dur, against a simulator keeping each instance to 10 rps.
-func (e *env) budgetRun(ctx context.Context, n, procs int, rows int, dur time.Duration) (budgetResult, error) {
+// instances at 10 rps, for dur (0: until no row is due), against a simulator keeping each
+// instance to 10 rps: with a token bucket, or with minGap a minimum gap of 1/rps between the
+// requests it lets through (the strictest reading of the contract).
+func (e *env) budgetRun(ctx context.Context, n, procs int, rows int, dur time.Duration, minGap bool) (budgetResult, error) {
 	res := budgetResult{Instances: n, Processes: procs, Rows: rows, MaxDuration: dur.String()}
 	t, err := e.loadTable(ctx, "budget", rows)
 	if err != nil {
 		return res, err
 	}
 	defer e.dropDB(t.name)
-	cfg := simulator.Config{Seed: 1, Instances: instances(n, budgetRPS),
+	insts := instances(n, budgetRPS)
+	for i := range insts {
+		insts[i].MinGap = minGap
+	}
+	cfg := simulator.Config{Seed: 1, Instances: insts,
 		LatencyMedian: budgetLatencyMedian, LatencyP99: budgetLatencyP99}
 	ss, err := serveSim(cfg, true)
 	if err != nil {
@@ -81,6 +95,7 @@ func (e *env) budgetRun(ctx context.Context, n, procs int, rows int, dur time.Du
 		return res, firstErr
 	}
 	ev := ss.rec.arrivals()
+	res.events = ev
 	st := ss.sim.Stats()
 	s := measureSteady(ev, e.steadyTrim())
 	budget := budgetRPS * float64(n)
@@ -176,7 +191,7 @@ func (e *env) budget(ctx context.Context, d *details) ([]Figure, error) {
 	for _, n := range []int{1, 10, 100} {
 		rows := int(dur.Seconds()*budgetRPS*float64(n)*1.2) + 50
 		fmt.Fprintf(e.log, "   %d instance(s), %d rows, %v\n", n, rows, dur)
-		r, err := e.budgetRun(ctx, n, 1, rows, dur)
+		r, err := e.budgetRun(ctx, n, 1, rows, dur, false)
 		if err != nil {
 			return figs, err
 		}
@@ -189,7 +204,7 @@ func (e *env) budget(ctx context.Context, d *details) ([]Figure, error) {
 			Figure{Scenario: "budget", Name: label + ": calls/s ÷ budget", Value: r.Ratio, Unit: "ratio", N: 1,
 				Note: fmt.Sprintf("%.2f accepted getAvatar/s of %.0f, steady %.1f s window (%.1f s cut from each end); worst instance %.3f; whole run incl. ramp-up and wind-down %.3f; gap between one instance's calls: median %.2f ms, mean %.2f, p99 %.2f (the pacer's 1.015/rps: %.1f ms), %d of ≥ 145 ms",
 					r.CallsPerSec, budgetRPS*float64(n), r.WindowS, e.steadyTrim().Seconds(), r.MinInstance, r.WholeRatio,
-					r.GapMedianMS, r.GapMeanMS, r.GapP99MS, 1015/budgetRPS, r.GapsSkipped)}.target(">=", 0.98),
+					r.GapMedianMS, r.GapMeanMS, r.GapP99MS, 1015/budgetRPS, r.GapsSkipped)}.target(">=", budgetTarget),
 			Figure{Scenario: "budget", Name: label + ": 429s", Value: float64(r.TooMany), Unit: "", N: 1}.target("==", 0),
 			Figure{Scenario: "budget", Name: label + ": most getAvatar in any 1 s (worst instance)", Value: float64(r.MaxIn1s), Unit: "", N: 1,
 				Note: fmt.Sprintf("simulator's MaxInAnySecond, every method: %d; the issue's bound is rps + 1", r.SimMaxIn1s)}.target("<=", budgetRPS+1),
@@ -210,7 +225,7 @@ func (e *env) shared(ctx context.Context, d *details) ([]Figure, error) {
 	// enough rows that all three hold some, and for each to spend the whole budget alone.
 	rows := procs*(2*200+16*n) + int(dur.Seconds()*budgetRPS*n*procs)
 	fmt.Fprintf(e.log, "   %d processes, %d instances, %d rows, %v\n", procs, n, rows, dur)
-	r, err := e.budgetRun(ctx, n, procs, rows, dur)
+	r, err := e.budgetRun(ctx, n, procs, rows, dur, false)
 	if err != nil {
 		return nil, err
 	}
@@ -223,9 +238,89 @@ func (e *env) shared(ctx context.Context, d *details) ([]Figure, error) {
 	return []Figure{
 		Figure{Scenario: "shared", Name: "3 processes, 2 instances: calls/s ÷ budget", Value: r.Ratio, Unit: "ratio", N: 1,
 			Note: fmt.Sprintf("%.2f accepted getAvatar/s of %.0f in a %.1f s steady window; requests sent, 429s included: %.3f of the budget; rows done per process %v, 429s seen per process %v",
-				r.CallsPerSec, budgetRPS*n, r.WindowS, r.OfferedRatio, done, limited)}.target(">=", 0.98),
+				r.CallsPerSec, budgetRPS*n, r.WindowS, r.OfferedRatio, done, limited)}.target(">=", budgetTarget),
 		Figure{Scenario: "shared", Name: "3 processes, 2 instances: 429s", Value: float64(r.TooMany), Unit: "", N: 1}.target("==", 0),
 		Figure{Scenario: "shared", Name: "3 processes: most getAvatar in any 1 s (worst instance)", Value: float64(r.MaxIn1s), Unit: "", N: 1,
 			Note: fmt.Sprintf("simulator's MaxInAnySecond, every method: %d; the issue's bound is rps + 1", r.SimMaxIn1s)}.target("<=", budgetRPS+1),
+	}, nil
+}
+
+// mingap: one instance at 10 rps against a server that refuses any request within 1/rps of the
+// last it let through (the strictest reading of the contract): the pacer learns the path's
+// jitter from the 429s it draws. Figures: the share of 429s after the first mingapSettle, and
+// the accepted rate after it, as a share of the budget. This was TestMinGapPacing, a test that
+// measured the wall clock; it is a benchmark figure now.
+func (e *env) mingap(ctx context.Context, d *details) ([]Figure, error) {
+	dur, settle := 40*time.Second, 10*time.Second
+	if e.quick {
+		dur, settle = 6*time.Second, 2*time.Second
+	}
+	rows := int(dur.Seconds()*budgetRPS*1.2) + 50
+	fmt.Fprintf(e.log, "   1 instance, minimum gap, %d rows, %v\n", rows, dur)
+	r, err := e.budgetRun(ctx, 1, 1, rows, dur, true)
+	if err != nil {
+		return nil, err
+	}
+	d.set("mingap", r)
+	ev := r.events
+	var after, tooMany, accepted int
+	var first, last time.Duration = -1, -1
+	for _, a := range ev {
+		if a.at < settle {
+			continue
+		}
+		after++
+		if !a.accepted {
+			tooMany++
+			continue
+		}
+		accepted++
+		if first < 0 {
+			first = a.at
+		}
+		last = a.at
+	}
+	share, rate := 0.0, 0.0
+	if after > 0 {
+		share = float64(tooMany) / float64(after)
+	}
+	if accepted > 1 && last > first {
+		rate = float64(accepted-1) / (last - first).Seconds()
+	}
+	return []Figure{
+		Figure{Scenario: "mingap", Name: "1 instance, minimum gap: 429s after settling", Value: share, Unit: "share", N: 1,
+			Note: fmt.Sprintf("%d of %d getAvatar requests after the first %v answered 429; %d 429s over the whole run",
+				tooMany, after, settle, r.TooMany)}.target("<=", minGapTooManyMax),
+		Figure{Scenario: "mingap", Name: "1 instance, minimum gap: accepted calls/s ÷ budget after settling", Value: rate / budgetRPS, Unit: "ratio", N: 1,
+			Note: fmt.Sprintf("%.2f accepted getAvatar/s of %.0f", rate, budgetRPS)},
+	}, nil
+}
+
+// pods: 6 processes share 50 instances on 12,000 rows, beside one process on the same rows and
+// instances: pods must not cost budget (issue 13: 0.85 against 0.95 before). Each runs until no
+// row is due; the figures are the whole run's share of the budget, ramp-up and tail included,
+// and the two ratios' quotient.
+func (e *env) pods(ctx context.Context, d *details) ([]Figure, error) {
+	n, rows, procs := 50, 12_000, 6
+	if e.quick {
+		n, rows, procs = 10, 1_200, 3
+	}
+	var res [2]budgetResult
+	for i, p := range []int{1, procs} {
+		fmt.Fprintf(e.log, "   %d process(es), %d instances, %d rows, until done\n", p, n, rows)
+		r, err := e.budgetRun(ctx, n, p, rows, 0, false)
+		if err != nil {
+			return nil, err
+		}
+		res[i] = r
+	}
+	d.set("pods", res)
+	one, many := res[0], res[1]
+	return []Figure{
+		Figure{Scenario: "pods", Name: "1 process: whole run ÷ budget", Value: one.WholeRatio, Unit: "ratio", N: 1,
+			Note: fmt.Sprintf("steady window %.3f; 429s %d", one.Ratio, one.TooMany)},
+		Figure{Scenario: "pods", Name: fmt.Sprintf("%d processes: whole run ÷ budget", procs), Value: many.WholeRatio, Unit: "ratio", N: 1,
+			Note: fmt.Sprintf("steady window %.3f; 429s %d; most getAvatar in any 1 s %d", many.Ratio, many.TooMany, many.MaxIn1s)},
+		Figure{Scenario: "pods", Name: fmt.Sprintf("%d processes ÷ 1 process", procs), Value: many.WholeRatio / one.WholeRatio, Unit: "ratio", N: 1}.target(">=", 1),
 	}, nil
 }

@@ -31,7 +31,7 @@ import (
 )
 
 // scenarioNames in the order they run.
-var scenarioNames = []string{"budget", "shared", "ceiling", "memory", "claim", "naive"}
+var scenarioNames = []string{"budget", "shared", "mingap", "pods", "ceiling", "memory", "claim", "naive"}
 
 func main() {
 	os.Exit(mainCode())
@@ -125,6 +125,8 @@ func mainCode() int {
 	scenarios := map[string]func() ([]Figure, error){
 		"budget":  func() ([]Figure, error) { return e.budget(ctx, d) },
 		"shared":  func() ([]Figure, error) { return e.shared(ctx, d) },
+		"mingap":  func() ([]Figure, error) { return e.mingap(ctx, d) },
+		"pods":    func() ([]Figure, error) { return e.pods(ctx, d) },
 		"ceiling": func() ([]Figure, error) { return e.ceiling(ctx, d, ceilingRuns, *profile) },
 		"memory":  func() ([]Figure, error) { return e.memory(ctx, d) },
 		"claim":   func() ([]Figure, error) { return e.claimCost(ctx, d) },

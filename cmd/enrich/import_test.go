@@ -259,21 +259,17 @@ func TestEnqueueRegionCommand(t *testing.T) {
 	}
 }
 
-// TestEnqueueMillionLines imports a generated 1,000,000-line messy CSV with the real binary and
-// reports its peak RSS: the import streams (COPY in chunks), so memory stays bounded whatever
-// the input's size.
-func TestEnqueueMillionLines(t *testing.T) {
-	if testing.Short() {
-		t.Skip("a million rows: not in -short")
-	}
-	// Not parallel: a minute of a core's work would crowd the package's timing tests (the
-	// shared budget's requests per second), which wait until the sequential tests are done.
+// TestEnqueueLargeImport imports a generated 200,000-line messy CSV with the real binary and
+// checks every count and its peak RSS: the import streams (COPY in chunks), so memory stays
+// bounded whatever the input's size. The million-line figure is make bench's (scenario memory).
+func TestEnqueueLargeImport(t *testing.T) {
+	t.Parallel()
 	const (
-		lines  = 1_000_000
+		lines  = 200_000
 		maxRSS = 64 << 20
 	)
 	dir := t.TempDir()
-	path := filepath.Join(dir, "million.csv")
+	path := filepath.Join(dir, "large.csv")
 	fh, err := os.Create(path)
 	if err != nil {
 		t.Fatal(err)
