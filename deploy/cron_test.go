@@ -145,3 +145,206 @@ func TestCronField(t *testing.T) {
 		t.Error("parseCronD accepted a last line without a newline")
 	}
 }
+
+// installStep is one command of the cron file's install guide.
+type installStep struct {
+	line  string
+	words []string
+}
+
+// cronInstallSteps are the commands the cron file's header shows, indented under "#   ".
+func cronInstallSteps(text string) []installStep {
+	var steps []installStep
+	for line := range strings.Lines(text) {
+		cmd, ok := strings.CutPrefix(strings.TrimRight(line, "\n"), "#   ")
+		if !ok || !regexp.MustCompile(`^(useradd|install) `).MatchString(cmd) {
+			continue
+		}
+		steps = append(steps, installStep{line: cmd})
+	}
+	return steps
+}
+
+// installed is what the guide has made so far: users, and paths with owner, group and mode.
+type installed struct {
+	users map[string]string // user: home
+	paths map[string]pathInfo
+}
+
+type pathInfo struct {
+	dir          bool
+	owner, group string
+	mode         uint64
+}
+
+// systemDirs exist on any machine the guide runs on.
+var systemDirs = map[string]bool{"/usr/local/bin": true, "/etc/cron.d": true, "/var/lib": true, "/var/log": true, "/etc": true}
+
+// apply checks one step against what exists and records what it makes.
+func (st *installed) apply(words []string) error {
+	flags := map[string]string{}
+	var args []string
+	for i := 1; i < len(words); i++ {
+		w := words[i]
+		switch w {
+		case "-o", "-g", "-m", "--home-dir", "--shell":
+			if i+1 >= len(words) {
+				return fmt.Errorf("%s needs a value", w)
+			}
+			flags[w] = words[i+1]
+			i++
+		case "-d", "--system", "--create-home":
+			flags[w] = "1"
+		default:
+			if strings.HasPrefix(w, "-") {
+				return fmt.Errorf("option %s: the test does not know it", w)
+			}
+			args = append(args, w)
+		}
+	}
+	known := func(name string) error {
+		if name == "" || name == "root" {
+			return nil
+		}
+		if _, ok := st.users[name]; !ok {
+			return fmt.Errorf("user or group %q does not exist yet: create it (useradd) first", name)
+		}
+		return nil
+	}
+	if words[0] == "useradd" {
+		if len(args) != 1 {
+			return fmt.Errorf("useradd: want one user name, got %q", args)
+		}
+		home := flags["--home-dir"]
+		if flags["--system"] == "" || flags["--create-home"] == "" || home == "" {
+			return errors.New("useradd: want --system --create-home --home-dir DIR: a system user whose home exists, for its ~/.pgpass")
+		}
+		if !strings.HasSuffix(flags["--shell"], "nologin") {
+			return errors.New("useradd: want --shell /usr/sbin/nologin: nobody logs in as the job's user")
+		}
+		st.users[args[0]] = home
+		st.paths[home] = pathInfo{dir: true, owner: args[0], group: args[0], mode: 0o750}
+		return nil
+	}
+	if err := known(flags["-o"]); err != nil {
+		return err
+	}
+	if err := known(flags["-g"]); err != nil {
+		return err
+	}
+	mode, err := strconv.ParseUint(flags["-m"], 8, 32)
+	if err != nil {
+		return fmt.Errorf("-m %q: give the mode in octal", flags["-m"])
+	}
+	info := pathInfo{dir: flags["-d"] != "", owner: cmpOr(flags["-o"], "root"), group: cmpOr(flags["-g"], "root"), mode: mode}
+	dst := args[len(args)-1]
+	if info.dir {
+		if len(args) != 1 {
+			return fmt.Errorf("install -d: want one directory, got %q", args)
+		}
+	} else {
+		if len(args) != 2 {
+			return fmt.Errorf("install: want SOURCE DEST, got %q", args)
+		}
+		if dir := filepath.Dir(dst); !systemDirs[dir] && !st.paths[dir].dir {
+			return fmt.Errorf("install %s: the directory %s does not exist yet (install -d it first)", dst, dir)
+		}
+	}
+	st.paths[dst] = info
+	return nil
+}
+
+func cmpOr(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+// TestCronInstallGuide runs the cron file's install guide on paper: every command parses as
+// sh, each has what the earlier ones made (the user before a file it owns, /etc/enrich before
+// the config in it, the home directory before its .pgpass), and together they make what the
+// cron line and enrich need: the config and token where the line and the config name them, the
+// token readable by the job's user only, its .pgpass, the log directory, the cron file last.
+// The README shows the same commands.
+func TestCronInstallGuide(t *testing.T) {
+	t.Parallel()
+	text := readFile(t, cronFile)
+	entries, err := parseCronD(text)
+	if err != nil || len(entries) != 1 {
+		t.Fatalf("%s: %v, %d job lines", cronFile, err, len(entries))
+	}
+	e := entries[0]
+	steps := cronInstallSteps(text)
+	if len(steps) < 5 {
+		t.Fatalf("%s: %d install commands in the header: want the whole guide", cronFile, len(steps))
+	}
+	st := installed{users: map[string]string{}, paths: map[string]pathInfo{}}
+	for _, s := range steps {
+		if out, err := exec.Command("sh", "-n", "-c", s.line).CombinedOutput(); err != nil {
+			t.Errorf("%s: %q: sh -n: %v\n%s", cronFile, s.line, err, out)
+			continue
+		}
+		words, err := shellWords(s.line)
+		if err != nil {
+			t.Fatalf("%s: %q: %v", cronFile, s.line, err)
+		}
+		if err := st.apply(words); err != nil {
+			t.Errorf("%s: %q: %v", cronFile, s.line, err)
+		}
+	}
+	if t.Failed() {
+		return
+	}
+	user := e.user
+	home, ok := st.users[user]
+	if !ok {
+		t.Fatalf("%s: the cron line runs as %q, which the guide does not create", cronFile, user)
+	}
+	config := regexp.MustCompile(`--config[= ](\S+)`).FindStringSubmatch(e.command)
+	logFile := regexp.MustCompile(`>>\s*(\S+)`).FindStringSubmatch(e.command)
+	if config == nil || logFile == nil {
+		t.Fatalf("%s: the cron line lacks --config FILE or >> LOG", cronFile)
+	}
+	readable := func(p pathInfo, byUser bool) bool {
+		switch {
+		case p.owner == user:
+			return p.mode&0o400 != 0
+		case p.group == user:
+			return p.mode&0o040 != 0
+		}
+		return !byUser || p.mode&0o004 != 0
+	}
+	for _, tt := range []struct {
+		what string
+		ok   bool
+	}{
+		{"the config file " + config[1], st.paths[config[1]] != (pathInfo{}) && readable(st.paths[config[1]], true)},
+		{"its directory " + filepath.Dir(config[1]) + ", which the user can enter",
+			st.paths[filepath.Dir(config[1])].dir && readable(st.paths[filepath.Dir(config[1])], true) && st.paths[filepath.Dir(config[1])].mode&0o007 == 0},
+		{"the config not writable by the job's user", st.paths[config[1]].owner != user && st.paths[config[1]].mode&0o022 == 0},
+		{"the token file " + tokenPath + ", the user's alone (0400 or 0600)",
+			st.paths[tokenPath].owner == user && st.paths[tokenPath].mode&0o077 == 0},
+		{"the .pgpass in the user's home, 0600", st.paths[filepath.Join(home, ".pgpass")].owner == user && st.paths[filepath.Join(home, ".pgpass")].mode == 0o600},
+		{"the log directory " + filepath.Dir(logFile[1]) + ", the user's", st.paths[filepath.Dir(logFile[1])].dir && st.paths[filepath.Dir(logFile[1])].owner == user},
+		{"the binary in /usr/local/bin (the cron PATH)", st.paths["/usr/local/bin/enrich"].mode&0o001 != 0},
+		{"the cron file, installed last", strings.HasPrefix(steps[len(steps)-1].line, "install ") &&
+			strings.HasPrefix(st.paths["/etc/cron.d/enrich"].owner, "root") && st.paths["/etc/cron.d/enrich"].mode == 0o644},
+	} {
+		if !tt.ok {
+			t.Errorf("%s: the guide does not make %s", cronFile, tt.what)
+		}
+	}
+	if !strings.Contains(text, `token_file = "`+tokenPath+`"`) {
+		t.Errorf("%s: the header does not tell the config's token_file = %q", cronFile, tokenPath)
+	}
+	readme := readFile(t, filepath.Join(repoRoot, "README.md"))
+	for _, s := range steps {
+		if !strings.Contains(readme, "\n  "+s.line+"\n") {
+			t.Errorf("README.md (Running from cron on a VM) lacks the guide's command %q", s.line)
+		}
+	}
+}
+
+// tokenPath is where the cron guide puts the Green API token, the config's token_file.
+const tokenPath = "/etc/enrich/greenapi-token"

@@ -21,6 +21,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	k8slabels "k8s.io/apimachinery/pkg/labels"
 	"sigs.k8s.io/yaml"
 )
 
@@ -40,6 +41,15 @@ const (
 	// startSlack is what a Job needs beyond enrich's own durations: scheduling, the image pull,
 	// connecting.
 	startSlack = 5 * time.Minute
+	// alertJob is the job label the alert rules and the dashboard select (deploy/prometheus/).
+	alertJob = "enrich"
+	// sizedForRows is the backfill Job's annotation saying how many rows its
+	// activeDeadlineSeconds was sized for.
+	sizedForRows = "enrich.dev/sized-for-rows"
+	// backfillMargin and backfillMarginMax bound the backfill's deadline as a multiple of the
+	// time its rows take at the instances' rps: room for retries, 429 cuts and restarts, but not
+	// so much that a hung backfill holds on for days.
+	backfillMargin, backfillMarginMax = 1.2, 2.0
 	// graceSlack is what a pod needs between run.shutdown_grace and the kubelet's SIGKILL:
 	// writing the last answers and giving the rest back.
 	graceSlack = 5 * time.Second
@@ -51,6 +61,25 @@ type manifests struct {
 	jobs       []located[*batchv1.Job]
 	configMaps []located[*corev1.ConfigMap]
 	secrets    []located[*corev1.Secret]
+	// podMonitors are the Prometheus Operator's scrape configurations.
+	podMonitors []located[*podMonitor]
+}
+
+// podMonitor is the part of the Prometheus Operator's PodMonitor (monitoring.coreos.com/v1)
+// the example uses. The operator's Go types are a large module of their own; decoded strictly
+// into this, a field the example misspells or uses without this test knowing it fails.
+type podMonitor struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata"`
+	Spec              struct {
+		JobLabel            string               `json:"jobLabel"`
+		Selector            metav1.LabelSelector `json:"selector"`
+		PodMetricsEndpoints []struct {
+			Port     string `json:"port"`
+			Path     string `json:"path"`
+			Interval string `json:"interval"`
+		} `json:"podMetricsEndpoints"`
+	} `json:"spec"`
 }
 
 // located is a decoded object and where it came from, for failure messages.
@@ -142,8 +171,14 @@ func (m *manifests) add(where string, doc []byte) error {
 		if o, err = decodeStrict[*corev1.Secret](doc); err == nil {
 			m.secrets = append(m.secrets, located[*corev1.Secret]{where, o})
 		}
+	case "monitoring.coreos.com/v1 PodMonitor":
+		var o *podMonitor
+		if o, err = decodeStrict[*podMonitor](doc); err == nil {
+			m.podMonitors = append(m.podMonitors, located[*podMonitor]{where, o})
+		}
 	default:
-		return fmt.Errorf("apiVersion %q kind %q: this test knows batch/v1 CronJob and Job, v1 ConfigMap and Secret; "+
+		return fmt.Errorf("apiVersion %q kind %q: this test knows batch/v1 CronJob and Job, v1 ConfigMap and Secret, "+
+			"monitoring.coreos.com/v1 PodMonitor; "+
 			"add the kind to manifests.add with its checks", tm.APIVersion, tm.Kind)
 	}
 	if err != nil {
@@ -173,6 +208,8 @@ type workload struct {
 	c           *corev1.Container
 	// command is enrich's subcommand, the first argument: migrate or run.
 	command string
+	// annotations are the Job's (a CronJob's job template has none of interest).
+	annotations map[string]string
 }
 
 func newWorkload(t *testing.T, where, name string, job *batchv1.JobSpec) workload {
@@ -199,13 +236,15 @@ type deployment struct {
 	backfill  workload // the Job running enrich run
 	configMap located[*corev1.ConfigMap]
 	secret    located[*corev1.Secret]
+	monitor   located[*podMonitor]
 	cfg       enrichConfig
 }
 
 func loadDeployment(t *testing.T) deployment {
 	t.Helper()
 	m := loadManifests(t)
-	d := deployment{cron: the(t, "CronJob", m.cronJobs), configMap: the(t, "ConfigMap", m.configMaps), secret: the(t, "Secret", m.secrets)}
+	d := deployment{cron: the(t, "CronJob", m.cronJobs), configMap: the(t, "ConfigMap", m.configMaps), secret: the(t, "Secret", m.secrets),
+		monitor: the(t, "PodMonitor", m.podMonitors)}
 	d.nightly = newWorkload(t, d.cron.where, "CronJob "+d.cron.obj.Name, &d.cron.obj.Spec.JobTemplate.Spec)
 	if d.nightly.command != "run" {
 		t.Fatalf("%s: the CronJob runs %q: want enrich run", d.cron.where, d.nightly.command)
@@ -217,6 +256,7 @@ func loadDeployment(t *testing.T) deployment {
 			name = j.obj.GenerateName + "*"
 		}
 		w := newWorkload(t, j.where, "Job "+name, &j.obj.Spec)
+		w.annotations = j.obj.Annotations
 		byCommand[w.command] = append(byCommand[w.command], w)
 	}
 	for _, cmd := range []string{"migrate", "run"} {
@@ -256,9 +296,10 @@ type enrichConfig struct {
 		APIURL    string        `toml:"api_url"`
 		Timeout   *tomlDuration `toml:"timeout"`
 		Instances []struct {
-			ID        string `toml:"id"`
-			Token     string `toml:"token"`
-			TokenFile string `toml:"token_file"`
+			ID        string   `toml:"id"`
+			Token     string   `toml:"token"`
+			TokenFile string   `toml:"token_file"`
+			RPS       *float64 `toml:"rps"`
 		} `toml:"instance"`
 	} `toml:"greenapi"`
 	Run struct {
@@ -449,27 +490,31 @@ var commonChecks = []check{
 		}
 		return nil
 	}},
-	{"GOMEMLIMIT from the memory limit", func(d deployment, w workload) error {
+	{"GOMEMLIMIT about 85% of the memory limit", func(d deployment, w workload) error {
+		lim, ok := w.c.Resources.Limits[corev1.ResourceMemory]
+		if !ok {
+			return errors.New("no memory limit: set one, and GOMEMLIMIT to about 85% of it")
+		}
 		for _, e := range w.c.Env {
 			if e.Name != "GOMEMLIMIT" {
 				continue
 			}
-			if e.ValueFrom == nil || e.ValueFrom.ResourceFieldRef == nil {
-				return errors.New("env GOMEMLIMIT: take it from the memory limit (valueFrom.resourceFieldRef, limits.memory)")
+			if e.ValueFrom != nil {
+				return errors.New("env GOMEMLIMIT from valueFrom: the downward API gives the whole limit (a divisor changes the unit, not the share), " +
+					"which leaves Go no room for what it does not count; write about 85% of the limit as value (218MiB for 256Mi)")
 			}
-			r := e.ValueFrom.ResourceFieldRef
-			if r.Resource != "limits.memory" || (r.ContainerName != "" && r.ContainerName != w.c.Name) {
-				return fmt.Errorf("env GOMEMLIMIT: resourceFieldRef is %s of container %q: want limits.memory of %q", r.Resource, r.ContainerName, w.c.Name)
+			n, err := parseGoMemLimit(e.Value)
+			if err != nil {
+				return fmt.Errorf("env GOMEMLIMIT: %w", err)
 			}
-			if !r.Divisor.IsZero() && r.Divisor.Cmp(resource.MustParse("1")) != 0 {
-				return fmt.Errorf("env GOMEMLIMIT: divisor %s: leave it out, Go reads a plain number as bytes", r.Divisor.String())
-			}
-			if _, ok := w.c.Resources.Limits[corev1.ResourceMemory]; !ok {
-				return errors.New("env GOMEMLIMIT: the container has no memory limit to read")
+			share := float64(n) / float64(lim.Value())
+			if share < memLimitShareMin || share > memLimitShareMax {
+				return fmt.Errorf("env GOMEMLIMIT %s is %.1f%% of the memory limit %s: want %.0f%% to %.0f%% (about %dMiB)",
+					e.Value, 100*share, lim.String(), 100*memLimitShareMin, 100*memLimitShareMax, int64(0.85*float64(lim.Value()))>>20)
 			}
 			return nil
 		}
-		return errors.New("no env GOMEMLIMIT: set it from limits.memory through the downward API")
+		return fmt.Errorf("no env GOMEMLIMIT: set it to about 85%% of the memory limit %s", lim.String())
 	}},
 	{"resources", func(d deployment, w workload) error {
 		r := w.c.Resources
@@ -515,6 +560,26 @@ var commonChecks = []check{
 		}
 		return nil
 	}},
+}
+
+// GOMEMLIMIT's share of the container's memory limit: below it the heap gets less than it could,
+// above it Go's uncounted memory (stacks, the binary, the kernel's buffers) can tip the pod over.
+const memLimitShareMin, memLimitShareMax = 0.80, 0.90
+
+// parseGoMemLimit reads GOMEMLIMIT as the Go runtime does: a number of bytes with an optional
+// unit B, KiB, MiB, GiB or TiB (not "M" or "MB": the runtime refuses those and the pod dies at
+// start).
+func parseGoMemLimit(v string) (int64, error) {
+	m := regexp.MustCompile(`^([0-9]+)(B|KiB|MiB|GiB|TiB)?$`).FindStringSubmatch(v)
+	if m == nil {
+		return 0, fmt.Errorf("%q: write a number of bytes with an optional unit B, KiB, MiB, GiB or TiB, e.g. 218MiB", v)
+	}
+	n, err := strconv.ParseInt(m[1], 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("%q: %w", v, err)
+	}
+	shift := map[string]uint{"": 0, "B": 0, "KiB": 10, "MiB": 20, "GiB": 30, "TiB": 40}[m[2]]
+	return n << shift, nil
 }
 
 // runChecks hold for the pods that run enrich run (the CronJob's and the backfill's).
@@ -719,15 +784,14 @@ func TestCronJob(t *testing.T) {
 			}
 			return nil
 		}},
-		{"pushgateway", func() error {
-			v, ok := argValue(w.c.Args, "pushgateway")
-			if !ok {
-				return errors.New("no --pushgateway: the batch metrics (last success) are what the \"no success in 26 h\" alert reads")
+		{"pushgateway opt-in", func() error {
+			if v, ok := argValue(w.c.Args, "pushgateway"); ok {
+				return fmt.Errorf("--pushgateway %s is live: an example address logs an error every night where there is no Pushgateway; "+
+					"leave it commented out, for the operator to turn on", v)
 			}
-			if !strings.HasPrefix(v, "http://") && !strings.HasPrefix(v, "https://") {
-				return fmt.Errorf("--pushgateway %q: want the Pushgateway's http(s) base URL", v)
-			}
-			return nil
+			file, _, _ := strings.Cut(d.cron.where, " (")
+			_, err := pushgatewayExample(readFile(t, file))
+			return err
 		}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -737,6 +801,19 @@ func TestCronJob(t *testing.T) {
 			}
 		})
 	}
+}
+
+// pushgatewayExample is the Pushgateway address the CronJob's manifest shows commented out, as
+// "# - --pushgateway" and "# - URL" lines in its args: what an operator uncomments.
+func pushgatewayExample(manifest string) (string, error) {
+	m := regexp.MustCompile(`(?m)^\s*#\s*- --pushgateway\s*\n\s*#\s*- (\S+)\s*$`).FindStringSubmatch(manifest)
+	if m == nil {
+		return "", errors.New("no commented-out example \"# - --pushgateway\" / \"# - http://...\" in the args: show the operator how to turn the push on")
+	}
+	if !strings.HasPrefix(m[1], "http://") && !strings.HasPrefix(m[1], "https://") {
+		return "", fmt.Errorf("the example --pushgateway %q: want the Pushgateway's http(s) base URL", m[1])
+	}
+	return m[1], nil
 }
 
 // TestJobs checks the migration Job and the backfill Job.
@@ -777,16 +854,37 @@ func TestJobs(t *testing.T) {
 			}
 			return nil
 		}},
-		{"backfill deadline", d.backfill, func(w workload) error {
+		{"backfill deadline sized for its rows", d.backfill, func(w workload) error {
+			if w.job.ActiveDeadlineSeconds == nil {
+				return errors.New("activeDeadlineSeconds: set it, so a backfill that hangs ends: rows ÷ (instances × rps) plus a margin")
+			}
+			deadline := seconds(w.job.ActiveDeadlineSeconds)
 			maxDuration, err := w.duration("max-duration", d.cfg.Run.MaxDuration)
-			if err != nil || w.job.ActiveDeadlineSeconds == nil {
+			if err != nil {
 				return err
 			}
-			if maxDuration == 0 {
-				return fmt.Errorf("activeDeadlineSeconds %d with --max-duration 0s would cut the backfill in the middle: drop one", *w.job.ActiveDeadlineSeconds)
+			if maxDuration > 0 && deadline < maxDuration+startSlack {
+				return fmt.Errorf("activeDeadlineSeconds is %s, below max_duration %s + %s", deadline, maxDuration, startSlack)
 			}
-			if seconds(w.job.ActiveDeadlineSeconds) < maxDuration+startSlack {
-				return fmt.Errorf("activeDeadlineSeconds is below max_duration %s", maxDuration)
+			v, ok := w.annotations[sizedForRows]
+			rows, err := strconv.ParseInt(strings.ReplaceAll(v, ",", ""), 10, 64)
+			if !ok || err != nil || rows <= 0 {
+				return fmt.Errorf("annotation %s %q: say how many rows activeDeadlineSeconds was sized for", sizedForRows, v)
+			}
+			var rps float64
+			for _, in := range d.cfg.GreenAPI.Instances {
+				if in.RPS == nil {
+					return fmt.Errorf("%s: instance %s: state rps explicitly: the backfill's deadline is sized on it", d.configMap.where, in.ID)
+				}
+				rps += *in.RPS
+			}
+			if rps <= 0 {
+				return errors.New("the instances' rps add up to 0")
+			}
+			need := time.Duration(float64(rows) / rps * float64(time.Second))
+			if lo, hi := time.Duration(float64(need)*backfillMargin), time.Duration(float64(need)*backfillMarginMax); deadline < lo || deadline > hi {
+				return fmt.Errorf("activeDeadlineSeconds is %s: %d rows ÷ %g requests a second (%d instances) take %s; want that plus %.0f%% to %.0f%%, %s to %s",
+					deadline, rows, rps, len(d.cfg.GreenAPI.Instances), need, 100*(backfillMargin-1), 100*(backfillMarginMax-1), lo, hi)
 			}
 			return nil
 		}},
@@ -842,6 +940,71 @@ func TestNoSecretCommitted(t *testing.T) {
 	}
 	if d.cfg.Database.URL != "" {
 		t.Errorf("%s: database.url is set in the ConfigMap: it comes from the Secret through DATABASE_URL", d.configMap.where)
+	}
+}
+
+// TestParseGoMemLimit checks the GOMEMLIMIT reader on what the Go runtime takes and refuses.
+func TestParseGoMemLimit(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		v    string
+		want int64
+		ok   bool
+	}{
+		{"218MiB", 218 << 20, true}, {"268435456", 256 << 20, true}, {"1GiB", 1 << 30, true}, {"512B", 512, true},
+		{"218M", 0, false}, {"218MB", 0, false}, {"85%", 0, false}, {"", 0, false}, {"-1", 0, false},
+	} {
+		got, err := parseGoMemLimit(tt.v)
+		if (err == nil) != tt.ok || got != tt.want {
+			t.Errorf("parseGoMemLimit(%q) = %d, %v; want %d, ok %v", tt.v, got, err, tt.want, tt.ok)
+		}
+	}
+}
+
+// TestPodMonitor checks the example scrape configuration: it selects the pods that serve
+// /metrics (the CronJob's and the backfill's, not the migration's) on their port named metrics,
+// and names the job as the alert rules and the dashboard expect.
+func TestPodMonitor(t *testing.T) {
+	t.Parallel()
+	d := loadDeployment(t)
+	pm := d.monitor.obj
+	sel, err := metav1.LabelSelectorAsSelector(&pm.Spec.Selector)
+	if err != nil {
+		t.Fatalf("%s: selector: %v", d.monitor.where, err)
+	}
+	if sel.Empty() {
+		t.Fatalf("%s: the selector is empty: it would scrape every pod of the namespace", d.monitor.where)
+	}
+	if len(pm.Spec.PodMetricsEndpoints) != 1 {
+		t.Fatalf("%s: %d podMetricsEndpoints, want one", d.monitor.where, len(pm.Spec.PodMetricsEndpoints))
+	}
+	ep := pm.Spec.PodMetricsEndpoints[0]
+	if ep.Path != "" && ep.Path != "/metrics" {
+		t.Errorf("%s: path %q: enrich serves /metrics", d.monitor.where, ep.Path)
+	}
+	if iv, err := time.ParseDuration(ep.Interval); ep.Interval != "" && (err != nil || iv > 30*time.Second) {
+		t.Errorf("%s: interval %q: want 30s or less, a run can be short", d.monitor.where, ep.Interval)
+	}
+	for _, w := range d.workloads() {
+		labels := w.job.Template.Labels
+		selected := sel.Matches(k8slabels.Set(labels))
+		serves := false
+		for _, p := range w.c.Ports {
+			serves = serves || p.Name == ep.Port
+		}
+		_, metricsOn := argValue(w.c.Args, "metrics-addr")
+		switch {
+		case metricsOn && !selected:
+			t.Errorf("%s: the PodMonitor does not select %s (labels %v), which serves /metrics", d.monitor.where, w.name, labels)
+		case metricsOn && !serves:
+			t.Errorf("%s: %s has no container port named %q, the PodMonitor's port", w.where, w.name, ep.Port)
+		case !metricsOn && selected:
+			t.Errorf("%s: the PodMonitor selects %s, which serves no /metrics (a target always down)", d.monitor.where, w.name)
+		}
+		if selected && labels[pm.Spec.JobLabel] != alertJob {
+			t.Errorf("%s: jobLabel %q is %q on %s: the alert rules and the dashboard want job=%q",
+				d.monitor.where, pm.Spec.JobLabel, labels[pm.Spec.JobLabel], w.name, alertJob)
+		}
 	}
 }
 

@@ -207,8 +207,15 @@ func TestManifestsRunEnrich(t *testing.T) {
 	numbers := []string{"79001230001", "79001230002", "79001230003"}
 	p.run(t, "enqueue", p.env(t, mig), []string{"enqueue", "--config", config, "-"}, strings.Join(numbers, "\n")+"\n")
 
-	cron := d.nightly.c
-	p.run(t, "CronJob", p.env(t, cron), p.args(cron), "")
+	// The CronJob as an operator with a Pushgateway runs it: the commented-out example turned on.
+	cron := *d.nightly.c
+	file, _, _ := strings.Cut(d.cron.where, " (")
+	example, err := pushgatewayExample(readFile(t, file))
+	if err != nil {
+		t.Fatalf("%s: %v", d.cron.where, err)
+	}
+	cron.Args = append(append([]string(nil), cron.Args...), "--pushgateway", example)
+	p.run(t, "CronJob", p.env(t, &cron), p.args(&cron), "")
 	pool := pgtest.Connect(t, p.dbURL)
 	var done int
 	table := d.cfg.Database.Table
@@ -219,7 +226,7 @@ func TestManifestsRunEnrich(t *testing.T) {
 		t.Errorf("after the CronJob's run, %d rows done, want %d", done, len(numbers))
 	}
 	if pushes.Load() == 0 {
-		t.Error("the CronJob's run pushed nothing to --pushgateway")
+		t.Error("the CronJob's run with the example --pushgateway turned on pushed nothing")
 	}
 
 	bf := d.backfill.c
