@@ -71,8 +71,11 @@ type shared struct {
 	// offset is this process's clock minus the budget's, as of the last grant (never less than
 	// the truth: the grant's clock was read before the answer arrived).
 	offset time.Duration
-	// unsent counts the slots given up since the last reservation, to give back to the day.
-	unsent int
+	// unsent counts the slots given up since the last reservation, to give back to the day;
+	// refunded is the total the budget acknowledged as given back, so a reservation asked again
+	// after a lost reply gives nothing back twice (store.BudgetRequest.Refunded).
+	unsent   int
+	refunded int64
 	// used is the day's count as of the last grant; answered says a real answer came since the
 	// last reservation.
 	used     int64
@@ -149,7 +152,7 @@ func (s *shared) drop() {
 func (s *shared) request(id string, perDay int64, day store.DayStart) store.BudgetRequest {
 	want := int(math.Ceil(s.rate * blockFor.Seconds()))
 	req := store.BudgetRequest{Instance: id, Owner: s.owner, Answered: s.answered, MaxRPS: s.max, Want: max(1, want),
-		Refund: s.unsent, PerDay: perDay, Day: day}
+		Refund: s.unsent, Refunded: s.refunded, PerDay: perDay, Day: day}
 	s.answered = false
 	return req
 }
@@ -173,6 +176,7 @@ func (s *shared) refill(g store.Grant, received time.Time, refunded int) {
 	s.iv, s.n, s.next = g.Interval, g.Slots, 0
 	s.rate, s.headroom = g.Rate, g.Headroom
 	s.unsent -= refunded
+	s.refunded += int64(refunded)
 	s.used = g.Used
 }
 

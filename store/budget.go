@@ -63,6 +63,12 @@ type BudgetRequest struct {
 	// Refund is how many slots of the caller's previous block went unsent: they are given back
 	// to today's count (never to the schedule: their time has passed).
 	Refund int
+	// Refunded is how many slots Owner gave back to this instance by its earlier requests, as
+	// far as it knows (the Refund of each request it had an answer to). The budget records each
+	// owner's total and gives back only what it has not counted yet, so a request asked again
+	// after its answer was lost (it committed, the reply did not arrive) gives nothing back
+	// twice.
+	Refunded int64
 	// PerDay caps the slots handed out on one day; 0 means no cap.
 	PerDay int64
 	// Day says when the day turns.
@@ -97,7 +103,7 @@ const maxGrant = 1_000_000
 // instance's, adapted by every process's 429s (Throttled), and climbs back to req.MaxRPS after a
 // quiet period. With a daily cap, fewer slots (or none) are granted once the day's are spent.
 func (s *Store) Reserve(ctx context.Context, req BudgetRequest, p BudgetPolicy) (Grant, error) {
-	if req.Instance == "" || !(req.MaxRPS > 0) || req.Want < 0 || req.Refund < 0 || req.PerDay < 0 {
+	if req.Instance == "" || !(req.MaxRPS > 0) || req.Want < 0 || req.Refund < 0 || req.Refunded < 0 || req.PerDay < 0 {
 		return Grant{}, fmt.Errorf("reserve slots: bad request %+v", req)
 	}
 	if err := p.check(); err != nil {
@@ -110,7 +116,7 @@ func (s *Store) Reserve(ctx context.Context, req BudgetRequest, p BudgetPolicy) 
 	want := min(req.Want, maxGrant)
 	args := []any{s.clock(), req.Instance, req.MaxRPS, want, req.Refund, req.PerDay, zone, req.Day.Offset.Microseconds(),
 		p.Headroom, p.Quiet.Microseconds(), p.Step, p.StepEvery.Microseconds(), req.Owner, p.Guard.Microseconds(), req.Answered,
-		p.HeadroomStep, p.HeadroomEase.Microseconds()}
+		p.HeadroomStep, p.HeadroomEase.Microseconds(), req.Refunded}
 	for attempt := 0; ; attempt++ {
 		var g Grant
 		var intervalUS int64

@@ -48,3 +48,46 @@ func berlin(t *testing.T) *time.Location {
 	}
 	return loc
 }
+
+// TestRefundOnce: a reservation that gave unsent slots back committed, but its reply was lost,
+// so the run asks again with the same slots to give back: they go back to the day's count once,
+// and the day's cap still holds. A later refund of new unsent slots goes back as well.
+func TestRefundOnce(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	day := store.DayStart{Zone: "UTC"}
+	const perDay = 25
+	req := store.BudgetRequest{Owner: "run-a", Want: 10, PerDay: perDay, Day: day}
+	granted := 0
+	for range 3 {
+		granted += b.reserve(t, req).Slots
+	}
+	// 3 slots of the last block went unsent: given back, they can be taken again.
+	refund := req
+	refund.Refund = 3
+	first := b.reserve(t, refund)
+	granted += first.Slots
+	// The reply was lost: the run does not know its 3 went back, and asks again.
+	again := b.reserve(t, refund)
+	granted += again.Slots
+	t.Logf("after the refund: %d slots, %d used; asked again: %d slots, %d used", first.Slots, first.Used, again.Slots, again.Used)
+	if first.Slots != 3 || first.Used != perDay || again.Slots != 0 || again.Used != perDay {
+		t.Errorf("refund %+v then the same refund again %+v: want 3 slots, then none, %d used", first, again, perDay)
+	}
+	// The second reply arrived: the run counts its 3 given back, and later gives back 2 more.
+	next := req
+	next.Refunded, next.Refund = 3, 2
+	if g := b.reserve(t, next); g.Slots != 2 || g.Used != perDay {
+		t.Errorf("a new refund of 2: %+v, want 2 slots, %d used", g, perDay)
+	} else {
+		granted += g.Slots
+	}
+	if want := perDay + 3 + 2; granted != want {
+		t.Errorf("%d slots handed out today, want %d (the cap and the 5 slots given back once)", granted, want)
+	}
+	// Another run's refunds are its own.
+	other := store.BudgetRequest{Owner: "run-b", Want: 10, PerDay: perDay, Day: day, Refund: 1}
+	if g := b.reserve(t, other); g.Slots != 1 {
+		t.Errorf("another run's refund of 1: %+v, want 1 slot", g)
+	}
+}

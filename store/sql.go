@@ -155,7 +155,7 @@ FROM unnest($2::text[], $3::text[]) AS u(phone_number, chat_id)
 ON CONFLICT DO NOTHING`
 
 // sqlCheck reads no row but names every column enrich uses, of the contacts table, of the
-// instances' budget (%[2]s) and of the runs table (%[3]s), so a missing table or one from an older
+// instances' budget (%[2]s), of the runs table (%[3]s) and of the refunds (%[4]s), so a missing table or one from an older
 // migration fails it with 42P01 or 42703.
 const sqlCheck = `
 SELECT t.id, t.phone_number, t.chat_id, t.status, t.exists_whatsapp, t.avatar_available, t.url_avatar, t.reason,
@@ -163,8 +163,9 @@ SELECT t.id, t.phone_number, t.chat_id, t.status, t.exists_whatsapp, t.avatar_av
        t.updated_at, t.exists_source, t.url_expires_at, t.avatar_sha256, b.instance_id, b.tat, b.tat_owner, b.state_tat, b.answered_at, b.rate, b.cut_at, b.raised_at,
        b.not_before, b.day, b.used, b.quota_day, b.headroom, r.id, r.table_name, r.owner, r.host, r.version, r.started_at,
        r.seen_at, r.finished_at, r.outcome, r.stop, r.exit_code, r.done, r.failed, r.rescheduled, r.released,
-       r.claimed, r.rate_limited, r.calls, r.error
-FROM %[1]s AS t, (SELECT * FROM %[2]s LIMIT 0) AS b, (SELECT * FROM %[3]s LIMIT 0) AS r
+       r.claimed, r.rate_limited, r.calls, r.error, f.instance_id, f.owner, f.refunded, f.prev, f.seen_at
+FROM %[1]s AS t, (SELECT * FROM %[2]s LIMIT 0) AS b, (SELECT * FROM %[3]s LIMIT 0) AS r,
+     (SELECT * FROM %[4]s LIMIT 0) AS f
 LIMIT 0`
 
 // sqlDue counts claimable rows; it reads the due prefix of the partial index only.
@@ -221,13 +222,28 @@ ON CONFLICT (instance_id) DO NOTHING`
 // (sqlThrottled), narrowed by $16 every $17 µs since, never below $9. $15 says the caller had a
 // real answer since its last request. A daily cap ($6 > 0) grants at most what is left of
 // the day ($7 time zone, $8 µs into the day); $5 unsent slots of the caller's last block are
-// given back to the day's count first. A day on which the instance answered 466 grants none.
+// given back to the day's count first, once: the caller ($13) says it gave $18 back before, and
+// %[3]s records its total, so a request asked again after a lost reply gives back only what
+// the record has not counted (ref). A day on which the instance answered 466 grants none.
 // The day only moves forward: when the clocks go back over a day start that falls in the
 // repeated hour (Europe/Berlin at 02:30 on the last Sunday of October), the local time says the
 // day before for a while, and then the day again; the stored day stays, and so does its count,
 // which resets only on a later day.
 const sqlReserve = `
-WITH c AS (
+WITH ref AS (
+    INSERT INTO %[3]s AS r (instance_id, owner, refunded, seen_at)
+    SELECT $2, coalesce($13::text, ''), $18::bigint + $5::bigint, coalesce($1::timestamptz, now())
+    WHERE $5::bigint > 0
+    ON CONFLICT (instance_id, owner) DO UPDATE
+    SET refunded = greatest(r.refunded, excluded.refunded),
+        prev     = r.refunded,
+        seen_at  = excluded.seen_at
+    RETURNING least($5::bigint, r.refunded - r.prev) AS fresh
+), pruned AS (
+    DELETE FROM %[3]s AS r
+    WHERE $5::bigint > 0 AND r.instance_id = $2 AND r.owner <> coalesce($13::text, '')
+      AND r.seen_at < coalesce($1::timestamptz, now()) - interval '7 days'
+), c AS (
     SELECT coalesce($1::timestamptz, now()) AS now,
            ((coalesce($1::timestamptz, now()) AT TIME ZONE $7::text) - $8::bigint * interval '1 microsecond')::date AS today
 ), cur AS (
@@ -241,7 +257,7 @@ WITH c AS (
                      extract(epoch FROM c.now - greatest(b.raised_at, b.cut_at + $10::bigint * interval '1 microsecond'))
                      * 1e6 / $12::bigint))
            END AS rate,
-           CASE WHEN b.day >= c.today THEN b.used - least($5::bigint, b.used) ELSE 0 END AS used0,
+           CASE WHEN b.day >= c.today THEN b.used - least(coalesce((SELECT fresh FROM ref), 0), b.used) ELSE 0 END AS used0,
            CASE WHEN b.headroom <= $9::float8 THEN $9::float8
                 ELSE greatest($9::float8, b.headroom - $16::float8 * floor(extract(epoch FROM c.now - b.cut_at) * 1e6 / $17::bigint))
            END AS headroom,

@@ -35,6 +35,10 @@ const (
 // budgetTable is the instances' shared budget, beside the contacts table (migrations/0003).
 const budgetTable = "enrich_instances"
 
+// refundsTable records each run's slots given back to each instance's day, so none is given
+// back twice (see migrations/0012_refunds.sql).
+const refundsTable = "enrich_refunds"
+
 // ChunkSize is how many rows one statement of Enqueue or Write carries at most, so a huge input
 // becomes several statements of bounded size (memory on both sides, statement time) instead of
 // one unbounded one.
@@ -94,6 +98,7 @@ func New(pool *pgxpool.Pool, cfg Config) (*Store, error) {
 	}
 	t, budget := id.Sanitize(), sharedIdentifier(id, budgetTable).Sanitize()
 	runs := sharedIdentifier(id, runsTable).Sanitize()
+	refunds := sharedIdentifier(id, refundsTable).Sanitize()
 	f := func(q string) string { return fmt.Sprintf(q, t, budget) }
 	return &Store{
 		pool:  pool,
@@ -103,7 +108,7 @@ func New(pool *pgxpool.Pool, cfg Config) (*Store, error) {
 			claim:         f(sqlClaim),
 			claimAfter:    f(strings.Replace(sqlClaim, "/*after*/", sqlClaimAfter, 1)),
 			renew:         f(sqlRenew),
-			check:         fmt.Sprintf(sqlCheck, t, budget, runs),
+			check:         fmt.Sprintf(sqlCheck, t, budget, runs, refunds),
 			complete:      f(sqlComplete),
 			reschedule:    f(sqlReschedule),
 			fail:          f(sqlFail),
@@ -114,7 +119,7 @@ func New(pool *pgxpool.Pool, cfg Config) (*Store, error) {
 			statusReasons: f(sqlStatusReasons),
 			statusQueue:   f(sqlStatusQueue),
 			budgetInsert:  f(sqlBudgetInsert),
-			reserve:       f(sqlReserve),
+			reserve:       fmt.Sprintf(sqlReserve, t, budget, refunds),
 			reserveState:  f(sqlReserveState),
 			throttled:     f(sqlThrottled),
 			quotaSpent:    f(sqlQuotaSpent),
