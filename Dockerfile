@@ -4,8 +4,8 @@
 #   docker build -t registry.example.com/enrich:1.0.0 \
 #     --build-arg VERSION=1.0.0 --build-arg REVISION="$(git rev-parse HEAD)" .
 #
-# The build is the Makefile's, flag for flag (deploy/deploy_test.go compares the two lines):
-# CGO_ENABLED=0, -trimpath, ./cmd/enrich. The build context keeps .git (.dockerignore leaves it
+# The build is the Makefile's, flag for flag (deploy/build_test.go compares the two lines):
+# CGO_ENABLED=0, -trimpath, -buildvcs=true, VERSION linked into main.version, ./cmd/enrich. The build context keeps .git (.dockerignore leaves it
 # in, and excludes only files git ignores), so Go stamps the image's binary with the same VCS
 # revision, time and "modified" flag as `make build` in the same checkout, and `enrich version`
 # says which commit an image runs. From a source tree without .git (a tarball), Go stamps
@@ -19,7 +19,9 @@ WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
-RUN CGO_ENABLED=0 go build -trimpath -o bin/enrich ./cmd/enrich
+# VERSION is linked into the binary (`enrich version`), as `make build VERSION=...` does.
+ARG VERSION=dev
+RUN CGO_ENABLED=0 go build -trimpath -buildvcs=true -ldflags "-X main.version=${VERSION}" -o bin/enrich ./cmd/enrich
 
 # Runtime: distroless static has /etc/ssl/certs/ca-certificates.crt (Green API is https),
 # /usr/share/zoneinfo (greenapi.time_zone), /etc/passwd with nonroot = 65532, and no shell.

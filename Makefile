@@ -16,17 +16,23 @@ VULNDB_VERSION ?= v0.0.0-20261105234957-e22db6528018
 # shared and noisy). The end-to-end bench (make bench) takes medians of its own runs.
 BENCH_COUNT ?= 5
 FUZZTIME    ?= 30s
+# The binary's version (`enrich version`, the runs table, enrich_build_info): the nearest tag,
+# commits since and the commit, "-dirty" with uncommitted changes; `make build VERSION=1.2.3`
+# names a release. Empty outside a git checkout: the module version Go records.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null)
 
 .PHONY: all build test test-deps lint vuln bench bench-quick bench-go demo fuzz clean
 
 all: lint test build
 
 # The release build: a static binary (no cgo), no local paths in it, and never an unpatched Go.
+# -buildvcs=true stamps the revision even where GOFLAGS=-buildvcs=false, and fails rather than
+# leave it out when git is missing; VERSION is linked into main.version.
 build:
 	@v=$$($(GO) env GOVERSION); \
 	if [ "$$(printf '%s\n' "$(GO_MIN)" "$$v" | sort -V | head -n1)" != "$(GO_MIN)" ]; then \
 	  echo "build: $$v is older than $(GO_MIN), the toolchain go.mod names (GOTOOLCHAIN=$$GOTOOLCHAIN)"; exit 1; fi
-	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN) ./cmd/enrich
+	CGO_ENABLED=0 $(GO) build -trimpath -buildvcs=true -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/enrich
 
 # Every test that touches the store runs against a real PostgreSQL: TEST_DATABASE_URL, else the
 # local server on 127.0.0.1:5432, else a throw-away cluster from the installed initdb/pg_ctl.

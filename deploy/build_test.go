@@ -183,9 +183,14 @@ func parseGoBuild(words []string) (goBuild, error) {
 	return b, nil
 }
 
-// makeBuild is the `go build` line of the Makefile's build target, with its variables expanded.
-func makeBuild(makefile string) (goBuild, error) {
+// makeBuild is the `go build` line of the Makefile's build target, with its variables expanded;
+// set holds variables given on make's command line (`make build VERSION=1.2.3`), which win over
+// the Makefile's own.
+func makeBuild(makefile string, set map[string]string) (goBuild, error) {
 	vars := map[string]string{}
+	for k, v := range set {
+		vars[k] = v
+	}
 	assign := regexp.MustCompile(`^([A-Za-z_][A-Za-z0-9_]*)\s*[?:]?=\s*(.*?)\s*$`)
 	lines := strings.Split(makefile, "\n")
 	var recipe []string
@@ -337,7 +342,8 @@ func loadImage(t *testing.T) image {
 func TestImageBuildsAsMake(t *testing.T) {
 	t.Parallel()
 	img := loadImage(t)
-	mk, err := makeBuild(readFile(t, filepath.Join(repoRoot, "Makefile")))
+	// The image's VERSION build argument is what `make build VERSION=...` sets.
+	mk, err := makeBuild(readFile(t, filepath.Join(repoRoot, "Makefile")), map[string]string{"VERSION": "${VERSION}"})
 	if err != nil {
 		t.Fatalf("Makefile: %v", err)
 	}
@@ -347,6 +353,16 @@ func TestImageBuildsAsMake(t *testing.T) {
 	if !slices.Equal(img.build.flags, mk.flags) {
 		t.Errorf("go build flags: Dockerfile %q, Makefile %q", img.build.flags, mk.flags)
 	}
+	// An ARG is seen only in the stage that declares it: without one in the builder, ${VERSION}
+	// is empty there whatever --build-arg says.
+	hasArg := false
+	for _, in := range img.builder.ins {
+		name, _, _ := strings.Cut(in.args, "=")
+		hasArg = hasArg || (in.cmd == "ARG" && name == "VERSION")
+	}
+	if !hasArg {
+		t.Errorf("Dockerfile: the builder stage declares no ARG VERSION: its go build would link an empty version")
+	}
 	if !slices.Equal(img.build.pkgs, mk.pkgs) {
 		t.Errorf("go build packages: Dockerfile %q, Makefile %q", img.build.pkgs, mk.pkgs)
 	}
@@ -354,6 +370,10 @@ func TestImageBuildsAsMake(t *testing.T) {
 		{"CGO_ENABLED (a static binary for a base without libc)", mk.env["CGO_ENABLED"], "0"},
 		{"-trimpath (no local paths in the binary)", fmt.Sprint(slices.Contains(mk.flags, "-trimpath")), "true"},
 		{"the package", strings.Join(mk.pkgs, " "), "./cmd/enrich"},
+		{"-buildvcs=true (the revision is stamped even where GOFLAGS turns it off)",
+			fmt.Sprint(slices.Contains(mk.flags, "-buildvcs=true")), "true"},
+		{"VERSION linked into main.version (enrich version names the release)",
+			fmt.Sprint(slices.Contains(mk.flags, "-ldflags=-X main.version=${VERSION}")), "true"},
 	} {
 		if want.got != want.want {
 			t.Errorf("Makefile build: %s is %q: want %q", want.what, want.got, want.want)

@@ -40,7 +40,7 @@ func removeBinary() {
 func enrichBinary(t *testing.T) string {
 	t.Helper()
 	buildOnce.Do(func() {
-		mk, err := makeBuild(readFile(t, filepath.Join(repoRoot, "Makefile")))
+		mk, err := makeBuild(readFile(t, filepath.Join(repoRoot, "Makefile")), map[string]string{"VERSION": "deploy-test"})
 		if err != nil {
 			buildErr = fmt.Errorf("Makefile: %w", err)
 			return

@@ -47,7 +47,7 @@ Commands:
   export     write rows as CSV or JSONL, streamed from one snapshot (--format, --status, --since, --output)
   simulate   serve the built-in Green API simulator (for trials and load tests)
   demo       the whole job end to end against the simulator and a local PostgreSQL
-  version    the module version, VCS revision and Go version (also enrich --version)
+  version    the version it was built as, VCS revision and Go version (also enrich --version)
 
 migrate, enqueue, run, status, requeue and export take --config FILE (or ENRICH_CONFIG) after their
 name; environment variables override the file and flags override both. "enrich COMMAND --help" lists a command's flags.

@@ -15,11 +15,18 @@ import (
 // outside a checkout, or -buildvcs=false).
 const versionUnknown = "unknown"
 
+// version is the release's name, set at link time by `make build` and the Dockerfile
+// (-ldflags "-X main.version=$(VERSION)"): a checkout's build records "(devel)" as the module
+// version, which says nothing of the release. Empty: the module version Go recorded.
+var version string
+
 // versionInfo is what the binary knows of its own build, from debug.ReadBuildInfo: for `enrich
 // version`, the runs table and the build_info metric.
 type versionInfo struct {
-	// Version is the main module's version: a tag such as v1.2.3 for `go install ...@v1.2.3`,
-	// a pseudo-version or "(devel)" for a build from a checkout.
+	// Version is the VERSION the binary was built with (make build VERSION=..., the Dockerfile's
+	// build argument; by default `git describe --tags --always --dirty`), else the main
+	// module's version: a tag such as v1.2.3 for `go install ...@v1.2.3`, a pseudo-version or
+	// "(devel)" for a plain go build from a checkout.
 	Version string `json:"version"`
 	// Revision is the VCS commit the binary was built from; "unknown" when not recorded.
 	Revision string `json:"revision"`
@@ -32,8 +39,17 @@ type versionInfo struct {
 }
 
 // buildVersion reads the binary's build information; what is missing reads "(devel)" or
-// "unknown".
+// "unknown". A version set at link time (version) comes before the module version.
 func buildVersion() versionInfo {
+	v := readBuildInfo()
+	if version != "" {
+		v.Version = version
+	}
+	return v
+}
+
+// readBuildInfo is what Go recorded in the binary.
+func readBuildInfo() versionInfo {
 	v := versionInfo{Version: "(devel)", Revision: versionUnknown, Time: versionUnknown, GoVersion: runtime.Version()}
 	bi, ok := debug.ReadBuildInfo()
 	if !ok {
@@ -84,7 +100,7 @@ func cmdVersion(_ context.Context, a *app, args []string) error {
 	fs.SetOutput(a.io.err)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: enrich version [--json]   (or enrich --version)\n\n"+
-			"Prints the module version, the VCS revision, its time and modified flag, and the Go version the\n"+
+			"Prints the version (make build VERSION=...), the VCS revision, its time and modified flag, and the Go version the\n"+
 			"binary was built with, from the build information Go records in it.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}

@@ -3,6 +3,9 @@ package main
 import (
 	"encoding/json"
 	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
@@ -77,5 +80,59 @@ func TestVersionHelp(t *testing.T) {
 	_, stderr, err := runCLI(t, nil, "version", "--help")
 	if exitCode(err, nil) != exitOK || !strings.Contains(stderr, "Usage: enrich version") || !strings.Contains(stderr, "\n  -json") {
 		t.Errorf("version --help: %v\n%s", err, stderr)
+	}
+}
+
+// TestVersionFromMakeBuild: `make build VERSION=...` on a machine whose Go settings turn VCS
+// stamping off (GOFLAGS=-buildvcs=false) still gives a binary that names its release, and its
+// commit where Go can read the checkout; without VERSION, make names `git describe`'s.
+func TestVersionFromMakeBuild(t *testing.T) {
+	t.Parallel()
+	git := func(args ...string) string {
+		t.Helper()
+		out, err := exec.Command("git", args...).Output()
+		if err != nil {
+			t.Fatalf("git %s: %v (the test needs the checkout make build stamps)", strings.Join(args, " "), err)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	root, head := git("rev-parse", "--show-toplevel"), git("rev-parse", "HEAD")
+	make := func(args ...string) string {
+		t.Helper()
+		mk := exec.Command("make", append([]string{"-C", root}, args...)...)
+		mk.Env = append(os.Environ(), "GOFLAGS=-buildvcs=false")
+		out, err := mk.CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", mk, err, out)
+		}
+		return string(out)
+	}
+	describe := git("describe", "--tags", "--always", "--dirty")
+	if dry := make("-n", "build"); !strings.Contains(dry, `-ldflags "-X main.version=`+describe+`"`) ||
+		!strings.Contains(dry, "-buildvcs=true") {
+		t.Errorf("make -n build (git describe says %s):\n%s", describe, dry)
+	}
+	bin := filepath.Join(t.TempDir(), "enrich")
+	make("build", "VERSION=v9.8.7-test", "BIN="+bin)
+	out, err := exec.Command(bin, "version", "--json").Output()
+	if err != nil {
+		t.Fatalf("enrich version --json: %v", err)
+	}
+	var v versionInfo
+	if err := json.Unmarshal(out, &v); err != nil {
+		t.Fatalf("enrich version --json: %v\n%s", err, out)
+	}
+	t.Logf("make build VERSION=v9.8.7-test with GOFLAGS=-buildvcs=false: %+v", v)
+	if v.Version != "v9.8.7-test" {
+		t.Errorf("enrich version --json = %+v, want version v9.8.7-test", v)
+	}
+	// Go reads a checkout whose .git is a directory; a `git worktree` (.git a file) it does not
+	// recognise at all, -buildvcs=true or not, so there only the version can be checked.
+	if fi, err := os.Stat(filepath.Join(root, ".git")); err == nil && fi.IsDir() {
+		if v.Revision != head || v.Time == versionUnknown {
+			t.Errorf("enrich version --json = %+v, want revision %s and its time (-buildvcs=true)", v, head)
+		}
+	} else {
+		t.Logf("%s/.git is not a directory (a git worktree): Go stamps no revision there; checked the version only", root)
 	}
 }
