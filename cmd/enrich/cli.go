@@ -39,7 +39,8 @@ Usage:
   enrich COMMAND [flags]
 
 Commands:
-  migrate    create or upgrade the contacts table (safe to run from many pods at once)
+  migrate    create or upgrade the contacts table (safe to run from many pods at once);
+             migrate status lists applied and pending files, migrate --dry-run prints their SQL
   enqueue    add phone numbers or chatIds from FILE or - (stdin): lines, CSV or JSONL (--region, --report json)
   run        enrich due rows until none is left (the nightly job)
   status     counts by status and reason, rows due now, the oldest due, the last runs (--json)

@@ -2,7 +2,11 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"strings"
+	"text/tabwriter"
+	"time"
 
 	"github.com/enrich-dev/enrich/store"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -40,13 +44,43 @@ func (a *app) connectStore(ctx context.Context) (*pgxpool.Pool, *store.Store, er
 }
 
 func cmdMigrate(ctx context.Context, a *app, args []string) error {
-	f := newFlags(a, "migrate", "migrate [flags]")
+	if len(args) > 0 && args[0] == "status" {
+		return cmdMigrateStatus(ctx, a, args[1:])
+	}
+	f := newFlags(a, "migrate", "migrate [status] [flags]\n\n"+
+		"Brings the table up to the newest migration (safe from many pods at once).\n"+
+		"  enrich migrate status [--json]   lists each migration file, applied (when) or pending, and changes nothing")
 	tableFlag(f)
+	dryRun := f.Bool("dry-run", false, "print the SQL of the pending migrations, as they would run on the table, and change nothing")
 	pool, st, _, err := openStore(ctx, f, args, false)
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
+	if *dryRun {
+		states, err := store.Migrations(ctx, pool, a.cfg.Database.Table)
+		if err != nil {
+			return dbErr("migrate --dry-run", err)
+		}
+		pending := 0
+		for _, m := range states {
+			if m.Applied {
+				continue
+			}
+			pending++
+			how := "in one transaction, under the migration lock, with lock_timeout"
+			if m.Concurrent {
+				how = "outside a transaction (CREATE INDEX CONCURRENTLY), then recorded under the migration lock"
+			}
+			fmt.Fprintf(a.io.out, "-- %s: would run %s\n%s\n\n", m.Name, how, strings.TrimSpace(m.SQL))
+		}
+		if pending == 0 {
+			fmt.Fprintf(a.io.out, "%s is up to date: nothing would run\n", st.Table())
+		} else {
+			fmt.Fprintf(a.io.out, "-- dry run: %d migration(s) pending for %s, nothing was changed\n", pending, st.Table())
+		}
+		return nil
+	}
 	applied, err := store.Migrate(ctx, pool, a.cfg.Database.Table)
 	if err != nil {
 		return dbErr("migrate", err)
@@ -57,6 +91,56 @@ func cmdMigrate(ctx context.Context, a *app, args []string) error {
 	}
 	for _, m := range applied {
 		fmt.Fprintf(a.io.out, "applied %s to %s\n", m, st.Table())
+	}
+	return nil
+}
+
+// cmdMigrateStatus prints each migration file and whether the table has it: what an upgrade
+// would apply, without taking a lock.
+func cmdMigrateStatus(ctx context.Context, a *app, args []string) error {
+	f := newFlags(a, "migrate status", "migrate status [flags]")
+	tableFlag(f)
+	asJSON := f.Bool("json", false, "print one JSON object: the table, and each file with version, name, applied, applied_at")
+	pool, st, _, err := openStore(ctx, f, args, false)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	states, err := store.Migrations(ctx, pool, a.cfg.Database.Table)
+	if err != nil {
+		return dbErr("migrate status", err)
+	}
+	pending := 0
+	for i := range states {
+		states[i].SQL = "" // the status is a list; the SQL is --dry-run's
+		if !states[i].Applied {
+			pending++
+		}
+	}
+	if *asJSON {
+		enc := json.NewEncoder(a.io.out)
+		return enc.Encode(struct {
+			Table      string                 `json:"table"`
+			Pending    int                    `json:"pending"`
+			Migrations []store.MigrationState `json:"migrations"`
+		}{st.Table(), pending, states})
+	}
+	w := tabwriter.NewWriter(a.io.out, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(w, "migration\tstate\tapplied at\n")
+	for _, m := range states {
+		state, at := "pending", ""
+		if m.Applied {
+			state, at = "applied", m.AppliedAt.UTC().Format(time.RFC3339)
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\n", m.Name, state, at)
+	}
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	if pending > 0 {
+		fmt.Fprintf(a.io.out, "%s: %d migration(s) pending: run enrich migrate (enrich migrate --dry-run prints their SQL)\n", st.Table(), pending)
+	} else {
+		fmt.Fprintf(a.io.out, "%s is up to date\n", st.Table())
 	}
 	return nil
 }
