@@ -275,6 +275,9 @@ func (a *app) setupLog(format, level string) error {
 // connect opens the database pool and checks it answers, so a wrong URL fails here with
 // exit code 3 rather than in the middle of a run. Errors never carry the password.
 func (a *app) connect(ctx context.Context) (*pgxpool.Pool, error) {
+	if a.cfg.Database.URL == "" {
+		return nil, errNoDatabase
+	}
 	pc, err := store.NewPoolConfig(a.cfg.Database.URL, store.PoolOptions{Pooler: a.cfg.Database.Pooler})
 	if err != nil {
 		return nil, configErrorf("%v", err)
@@ -290,8 +293,18 @@ func (a *app) connect(ctx context.Context) (*pgxpool.Pool, error) {
 		return nil, fmt.Errorf("connect to database %s@%s/%s: %w: %w", pc.ConnConfig.User, pc.ConnConfig.Host,
 			pc.ConnConfig.Database, enrich.ErrDatabase, err)
 	}
+	// Which server, database and table: the URL came from a file, the environment or a flag,
+	// and a wrong one is best seen before anything is written. Never the password.
+	a.log.Info().Str("host", pc.ConnConfig.Host).Uint16("port", pc.ConnConfig.Port).Str("database", pc.ConnConfig.Database).
+		Str("user", pc.ConnConfig.User).Str("table", a.cfg.Database.Table).Msg("database")
 	return pool, nil
 }
+
+// errNoDatabase is a database command run with no database.url and no DATABASE_URL. There is
+// no default: libpq's (the local server's maintenance database) is where `enrich migrate` would
+// have created tables nobody meant to have. Only `enrich demo` picks a server by itself.
+var errNoDatabase = configErrorf("no database: set DATABASE_URL or database.url in the config file " +
+	"(e.g. postgres://enrich@db.example.com:5432/crm)")
 
 // dbErr marks err as the database's, for exit code 3, with a hint when the table is missing.
 func dbErr(step string, err error) error {

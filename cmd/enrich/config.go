@@ -34,7 +34,7 @@ type Config struct {
 
 // DatabaseConfig is [database].
 type DatabaseConfig struct {
-	// URL is a libpq URL or DSN. Env DATABASE_URL.
+	// URL is a libpq URL or DSN. Env DATABASE_URL. No default: validate refuses "".
 	URL string `toml:"url"`
 	// Table is the contacts table, schema-qualified if needed.
 	Table string `toml:"table"`
@@ -153,10 +153,11 @@ func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil
 // Set and String make Duration a flag.Value.
 func (d *Duration) Set(s string) error { return d.UnmarshalText([]byte(s)) }
 
-// Defaults of the keys that are not the engine's.
+// Defaults of the keys that are not the engine's. database.url has none: a guess (the local
+// server's maintenance database) would have `enrich migrate` create tables where nobody meant
+// them; only `enrich demo` picks a server by itself.
 const (
-	DatabaseURLDefault = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
-	APIURLDefault      = "https://api.green-api.com"
+	APIURLDefault = "https://api.green-api.com"
 	// TimeoutDefault is greenapi.timeout: Green API's own SDK waits 180 s, and a client that
 	// gives up before the server's work is done turns it into a 499 and a retry.
 	TimeoutDefault = greenapi.TimeoutDefault
@@ -184,7 +185,7 @@ const (
 // defaultConfig is every key at its default, so a file only says what it changes.
 func defaultConfig() Config {
 	return Config{
-		Database: DatabaseConfig{URL: DatabaseURLDefault, Table: store.TableDefault,
+		Database: DatabaseConfig{Table: store.TableDefault,
 			RetryFor: Duration{enrich.RetryForDefault}, Timeout: Duration{enrich.DatabaseTimeoutDefault}},
 		GreenAPI: GreenAPIConfig{
 			APIURL:      APIURLDefault,
@@ -341,15 +342,13 @@ func unquotedDuration(typ reflect.Type, data []byte) string {
 
 // validate checks every value before anything is touched, naming the key at fault.
 func (c *Config) validate(needAPI bool) error {
-	if c.Database.URL == "" {
-		return configErrorf("database.url is empty: set it in the config file or DATABASE_URL")
-	}
 	if _, err := store.ParseTable(c.Database.Table); err != nil {
 		return configErrorf("database.table: %v", err)
 	}
 	// The URL's syntax and the pooler are checked here, before any connection; the error names
-	// the key (database.url or database.pooler) and never holds a password.
-	if _, err := store.NewPoolConfig(c.Database.URL, store.PoolOptions{Pooler: c.Database.Pooler}); err != nil {
+	// the key (database.url or database.pooler) and never holds a password. An empty URL is
+	// refused where a command connects (errNoDatabase), so that the other keys are checked first.
+	if _, err := store.NewPoolConfig(c.Database.URL, store.PoolOptions{Pooler: c.Database.Pooler}); c.Database.URL != "" && err != nil {
 		return configErrorf("%v", err)
 	}
 	for _, p := range []struct {

@@ -357,7 +357,7 @@ func TestConfigBadValues(t *testing.T) {
 		{name: "empty table", cmd: "migrate", file: "[database]\ntable = \"\"\n",
 			want: []string{"database.table"}},
 		{name: "empty database url", cmd: "status", file: "[database]\nurl = \"\"\n", env: map[string]string{"DATABASE_URL": ""},
-			want: []string{"database.url is empty"}},
+			want: []string{"no database", "DATABASE_URL", "database.url"}},
 		{name: "several instances and GREENAPI_ID_INSTANCE",
 			file: validInstance + "[[greenapi.instance]]\nid = \"1101000002\"\ntoken = \"t\"\n",
 			env:  map[string]string{"GREENAPI_ID_INSTANCE": "1101000003"},
