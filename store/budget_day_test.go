@@ -1,9 +1,11 @@
 package store_test
 
 import (
+	"context"
 	"testing"
 	"time"
 
+	"github.com/enrich-dev/enrich/internal/pgtest"
 	"github.com/enrich-dev/enrich/store"
 )
 
@@ -89,5 +91,58 @@ func TestRefundOnce(t *testing.T) {
 	other := store.BudgetRequest{Owner: "run-b", Want: 10, PerDay: perDay, Day: day, Refund: 1}
 	if g := b.reserve(t, other); g.Slots != 1 {
 		t.Errorf("another run's refund of 1: %+v, want 1 slot", g)
+	}
+}
+
+// TestReserveAfterLockWait: a reservation that waits for another's lock on the instance's row
+// places its grant by the database's clock after the wait, not at its transaction's start: the
+// caller measures its clock's offset from Grant.Now, and a grant dated before the wait would
+// put its slots early, over the block of the process that held the row.
+func TestReserveAfterLockWait(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := pgtest.NewPool(t)
+	st, err := store.New(pool, store.Config{}) // the database's clock, as in production
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := store.BudgetRequest{Instance: "1101000001", Owner: "run-a", MaxRPS: 1000, Want: 1}
+	if _, err := st.Reserve(ctx, req, policy); err != nil {
+		t.Fatal(err)
+	}
+	holder, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Rollback(ctx)
+	if _, err := holder.Exec(ctx, `SELECT FROM enrich_instances WHERE instance_id = '1101000001' FOR UPDATE`); err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		g   store.Grant
+		err error
+	}
+	res := make(chan result, 1)
+	go func() {
+		g, err := st.Reserve(ctx, store.BudgetRequest{Instance: "1101000001", Owner: "run-b", MaxRPS: 1000, Want: 5}, policy)
+		res <- result{g, err}
+	}()
+	waitForLockWait(t, pool, "%WITH ref AS%") // sqlReserve (the start: pg_stat_activity keeps 1 kB)
+	var released time.Time
+	if err := holder.QueryRow(ctx, `SELECT clock_timestamp()`).Scan(&released); err != nil {
+		t.Fatal(err)
+	}
+	if err := holder.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r := <-res
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	t.Logf("lock released at %s; grant made at %s, first slot %s", released.Format("15:04:05.000000"),
+		r.g.Now.Format("15:04:05.000000"), r.g.Start.Format("15:04:05.000000"))
+	if r.g.Now.Before(released) || r.g.Start.Before(released) {
+		t.Errorf("grant dated %s, first slot %s: %s before the lock it waited for was released",
+			r.g.Now.Format("15:04:05.000000"), r.g.Start.Format("15:04:05.000000"), released.Sub(r.g.Now))
 	}
 }

@@ -224,7 +224,12 @@ ON CONFLICT (instance_id) DO NOTHING`
 // the day ($7 time zone, $8 µs into the day); $5 unsent slots of the caller's last block are
 // given back to the day's count first, once: the caller ($13) says it gave $18 back before, and
 // %[3]s records its total, so a request asked again after a lost reply gives back only what
-// the record has not counted (ref). A day on which the instance answered 466 grants none.
+// the record has not counted (ref).
+//
+// The clock is read after the row lock (lk, then t: clock_timestamp() of the locked row), not
+// now(), the transaction's start: a reservation that waited for another's lock would otherwise
+// date its grant, and the caller's offset from the database's clock, before the wait, and place
+// its slots early, over the other process's block. A day on which the instance answered 466 grants none.
 // The day only moves forward: when the clocks go back over a day start that falls in the
 // repeated hour (Europe/Berlin at 02:30 on the last Sunday of October), the local time says the
 // day before for a while, and then the day again; the stored day stays, and so does its count,
@@ -243,9 +248,17 @@ WITH ref AS (
     DELETE FROM %[3]s AS r
     WHERE $5::bigint > 0 AND r.instance_id = $2 AND r.owner <> coalesce($13::text, '')
       AND r.seen_at < coalesce($1::timestamptz, now()) - interval '7 days'
+), lk AS (
+    SELECT b.*
+    FROM %[2]s AS b
+    WHERE b.instance_id = $2
+    FOR UPDATE OF b
+), t AS (
+    SELECT coalesce($1::timestamptz, clock_timestamp()) AS now
+    FROM lk
 ), c AS (
-    SELECT coalesce($1::timestamptz, now()) AS now,
-           ((coalesce($1::timestamptz, now()) AT TIME ZONE $7::text) - $8::bigint * interval '1 microsecond')::date AS today
+    SELECT t.now, ((t.now AT TIME ZONE $7::text) - $8::bigint * interval '1 microsecond')::date AS today
+    FROM t
 ), cur AS (
     SELECT b.instance_id, b.not_before, b.quota_day, c.now, greatest(b.day, c.today) AS today,
            CASE WHEN b.tat_owner IS DISTINCT FROM $13::text
@@ -262,9 +275,7 @@ WITH ref AS (
                 ELSE greatest($9::float8, b.headroom - $16::float8 * floor(extract(epoch FROM c.now - b.cut_at) * 1e6 / $17::bigint))
            END AS headroom,
            b.raised_at
-    FROM %[2]s AS b, c
-    WHERE b.instance_id = $2
-    FOR UPDATE OF b
+    FROM lk AS b, c
 ), g AS (
     SELECT cur.*,
            ceil(1e6 * (1 + cur.headroom) / cur.rate)::bigint AS iv_us,
@@ -292,13 +303,19 @@ RETURNING g.start, g.now, g.iv_us, g.granted, g.rate, g.headroom, g.used0 + g.gr
 // sqlReserveState hands out the next slot of a method that takes one request at a time, one per
 // $4 microseconds widened by $3, and returns it with the clock: the instance's GetStateInstance
 // (every second), and on the row of the instance's CheckWhatsapp (ReserveCheck) its 10 a second.
+// The clock is read after the row lock, as in sqlReserve.
 const sqlReserveState = `
-WITH c AS (SELECT coalesce($1::timestamptz, now()) AS now),
-old AS (
-    SELECT greatest(b.state_tat, c.now) AS slot, c.now
-    FROM %[2]s AS b, c
+WITH lk AS (
+    SELECT b.state_tat
+    FROM %[2]s AS b
     WHERE b.instance_id = $2
     FOR UPDATE OF b
+), c AS (
+    SELECT lk.state_tat, coalesce($1::timestamptz, clock_timestamp()) AS now
+    FROM lk
+), old AS (
+    SELECT greatest(c.state_tat, c.now) AS slot, c.now
+    FROM c
 )
 UPDATE %[2]s AS b
 SET state_tat = old.slot + (1 + $3::float8) * $4::float8 * interval '1 microsecond'
