@@ -75,9 +75,10 @@ type podMonitor struct {
 		JobLabel            string               `json:"jobLabel"`
 		Selector            metav1.LabelSelector `json:"selector"`
 		PodMetricsEndpoints []struct {
-			Port     string `json:"port"`
-			Path     string `json:"path"`
-			Interval string `json:"interval"`
+			Port        string `json:"port"`
+			Path        string `json:"path"`
+			Interval    string `json:"interval"`
+			HonorLabels bool   `json:"honorLabels"`
 		} `json:"podMetricsEndpoints"`
 	} `json:"spec"`
 }
@@ -981,6 +982,10 @@ func TestPodMonitor(t *testing.T) {
 	ep := pm.Spec.PodMetricsEndpoints[0]
 	if ep.Path != "" && ep.Path != "/metrics" {
 		t.Errorf("%s: path %q: enrich serves /metrics", d.monitor.where, ep.Path)
+	}
+	if !ep.HonorLabels {
+		t.Errorf("%s: honorLabels: want true: enrich's instance label (the Green API instance id) would become exported_instance, "+
+			"and the alert rules and the dashboard group by instance", d.monitor.where)
 	}
 	if iv, err := time.ParseDuration(ep.Interval); ep.Interval != "" && (err != nil || iv > 30*time.Second) {
 		t.Errorf("%s: interval %q: want 30s or less, a run can be short", d.monitor.where, ep.Interval)

@@ -80,8 +80,26 @@ func TestMetricsDuringRun(t *testing.T) {
 	if strings.Contains(text, token) || strings.Contains(out.String(), token) {
 		t.Errorf("the token appears in /metrics or in the output")
 	}
+	promtoolCheckMetrics(t, "/metrics during a run", body)
 	if t.Failed() {
 		t.Logf("/metrics:\n%s", text)
+	}
+}
+
+// promtoolPath is where tools/test-deps.sh makes promtool be (Debian's prometheus package).
+const promtoolPath = "/usr/bin/promtool"
+
+// promtoolCheckMetrics runs Prometheus's own linter on an exposition: names, units, help and
+// types as Prometheus's conventions want them. Without promtool the test fails, never skips.
+func promtoolCheckMetrics(t *testing.T, what string, exposition []byte) {
+	t.Helper()
+	if _, err := os.Stat(promtoolPath); err != nil {
+		t.Fatalf("%s: %v: install it with tools/test-deps.sh (as root), or apt-get install prometheus", promtoolPath, err)
+	}
+	cmd := exec.Command(promtoolPath, "check", "metrics")
+	cmd.Stdin = bytes.NewReader(exposition)
+	if out, err := cmd.CombinedOutput(); err != nil || len(bytes.TrimSpace(out)) > 0 {
+		t.Errorf("%s: promtool check metrics: %v\n%s", what, err, out)
 	}
 }
 
