@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -196,6 +197,15 @@ type runReport struct {
 	Summary    enrich.Summary
 	Err        error
 	ExitCode   int
+	// Signal is the signal that stopped the run ("SIGINT", "SIGTERM"), or "".
+	Signal string
+}
+
+// stopped says the run ended by a signal with every answer written: a normal end (README),
+// reported as "stopped" and a success, with the signal's exit code all the same.
+func (rep runReport) stopped() bool {
+	return rep.Signal != "" && errors.Is(rep.Err, enrich.ErrInterrupted) && !errors.Is(rep.Err, enrich.ErrUnwritten) &&
+		rep.ExitCode != exitOK
 }
 
 // summaryJSON is --summary json: one object, stable snake_case keys (documented in README.md).
@@ -231,12 +241,12 @@ func (d display) printSummary(a *app, rep runReport) error {
 		j := summaryJSON{
 			Run: rep.Run, Table: rep.Table, StartedAt: rep.Start.UTC(), FinishedAt: rep.End.UTC(),
 			ElapsedS: math.Round(rep.End.Sub(rep.Start).Seconds()*1000) / 1000, ExitCode: rep.ExitCode,
-			Success: rep.ExitCode == exitOK, Stop: s.Stop,
+			Success: rep.ExitCode == exitOK || rep.stopped(), Stop: s.Stop,
 			Claimed: s.Claimed, Done: s.Done, Failed: s.Failed, Rescheduled: s.Rescheduled, Released: s.Released,
 			Lost: s.Lost, Unwritten: s.Unwritten, InvalidLocal: s.InvalidLocal, RateLimited: s.RateLimited,
 			RowsPerSecond: math.Round(s.RowsPerSecond()*10) / 10, Calls: s.Calls,
 		}
-		if rep.Err != nil {
+		if rep.Err != nil && !rep.stopped() {
 			j.Error = rep.Err.Error()
 		}
 		if j.Calls == nil {
@@ -256,7 +266,10 @@ func (d display) printSummary(a *app, rep runReport) error {
 func writeSummaryText(w io.Writer, rep runReport) error {
 	s := rep.Summary
 	outcome := "finished"
-	if rep.ExitCode != exitOK {
+	switch {
+	case rep.stopped():
+		outcome = fmt.Sprintf("stopped by %s (exit %d)", rep.Signal, rep.ExitCode)
+	case rep.ExitCode != exitOK:
 		outcome = fmt.Sprintf("failed (exit %d)", rep.ExitCode)
 	}
 	var b strings.Builder
@@ -282,7 +295,7 @@ func writeSummaryText(w io.Writer, rep runReport) error {
 	for _, k := range keys {
 		fmt.Fprintf(&b, "  calls: %-30s %s\n", k, thousands(s.Calls[k]))
 	}
-	if rep.Err != nil {
+	if rep.Err != nil && !rep.stopped() {
 		fmt.Fprintf(&b, "  error: %v\n", rep.Err)
 	}
 	_, err := io.WriteString(w, b.String())

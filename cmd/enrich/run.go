@@ -108,6 +108,9 @@ func cmdRun(ctx context.Context, a *app, args []string) (err error) {
 	}
 	rep := runReport{Run: owner, Table: a.cfg.Database.Table, Start: start, End: time.Now(), Summary: sum, Err: err,
 		ExitCode: exitCode(err, stopSignal(ctx))}
+	if sig := stopSignal(ctx); sig != nil {
+		rep.Signal = signalStop{sig}.Error()
+	}
 	finish(sum, err, rep.ExitCode)
 	if werr := show.printSummary(a, rep); werr != nil && err == nil {
 		err = werr

@@ -1,0 +1,59 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestInterruptSummary: SIGINT mid-run is a normal end (README): the summary says "stopped by
+// SIGINT", JSON says success without an error, and the exit code stays 130.
+func TestInterruptSummary(t *testing.T) {
+	t.Parallel()
+	for _, format := range []string{"text", "json"} {
+		t.Run(format, func(t *testing.T) {
+			t.Parallel()
+			inst, simCfg := opsInstance("tok-int-" + format)
+			b := setupProc(t, 400, inst, simCfg, "", 5)
+			cmd, logs := b.command(t, "run", "--log-format", "json", "--progress", "off", "--summary", format)
+			var stdout bytes.Buffer
+			cmd.Stdout = &stdout
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case <-b.answered:
+			case <-time.After(60 * time.Second):
+				_ = cmd.Process.Kill()
+				_ = cmd.Wait()
+				t.Fatalf("the simulator saw too few requests in 60 s; logs:\n%s", logs)
+			}
+			if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+				t.Fatal(err)
+			}
+			if code := exitStatus(cmd.Wait()); code != 130 {
+				t.Fatalf("exit %d, want 130; logs:\n%s", code, logs)
+			}
+			out := stdout.String()
+			t.Logf("summary after SIGINT:\n%s", out)
+			switch format {
+			case "text":
+				if !strings.Contains(out, ": stopped by SIGINT (exit 130) after ") || strings.Contains(out, "failed (exit") ||
+					strings.Contains(out, "error:") {
+					t.Errorf("text summary after SIGINT: want \"stopped by SIGINT (exit 130)\", no failure, no error line:\n%s", out)
+				}
+			case "json":
+				var s summaryJSON
+				if err := json.Unmarshal(stdout.Bytes(), &s); err != nil {
+					t.Fatalf("summary: %v\n%s", err, out)
+				}
+				if !s.Success || s.ExitCode != 130 || s.Error != "" || s.Stop != "interrupted" {
+					t.Errorf("JSON summary after SIGINT %+v: want success, exit_code 130, no error, stop interrupted", s)
+				}
+			}
+		})
+	}
+}
