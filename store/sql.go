@@ -168,14 +168,6 @@ FROM %[1]s AS t, (SELECT * FROM %[2]s LIMIT 0) AS b, (SELECT * FROM %[3]s LIMIT 
      (SELECT * FROM %[4]s LIMIT 0) AS f
 LIMIT 0`
 
-// sqlDue counts claimable rows; it reads the due prefix of the partial index only.
-const sqlDue = `
-SELECT count(*)
-FROM %[1]s
-WHERE status = 'pending'
-  AND next_attempt_at <= coalesce($1::timestamptz, now())
-  AND (locked_until IS NULL OR locked_until <= coalesce($1::timestamptz, now()))`
-
 // sqlStatusCounts splits the table by status.
 const sqlStatusCounts = `
 SELECT status, count(*)

@@ -99,8 +99,9 @@ WHERE c.oid = $1::text::regclass`
 	// sqlStatusNow is the time the figures are for.
 	sqlStatusNow = `SELECT coalesce($1::timestamptz, now())`
 
-	// sqlStatusDueCapped counts due rows (as sqlDue) up to $2, in claim order so that it walks
-	// the due index rather than a table whose first millions of rows may be done.
+	// sqlStatusDueCapped counts due rows (those a claim would take: pending, due, not leased) up
+	// to $2, in claim order so that it walks the due index rather than a table whose first
+	// millions of rows may be done. Overview and Due (every run's start) count with it.
 	sqlStatusDueCapped = `
 SELECT count(*) FROM (
     SELECT FROM %[1]s

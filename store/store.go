@@ -76,7 +76,7 @@ type Store struct {
 type queries struct {
 	claim, claimAfter, renew                       string
 	complete, reschedule, fail, release            string
-	enqueue, due, check                            string
+	enqueue, check                                 string
 	statusCounts, statusReasons, statusQueue       string
 	budgetInsert, reserve, reserveState, throttled string
 	quotaSpent                                     string
@@ -114,7 +114,6 @@ func New(pool *pgxpool.Pool, cfg Config) (*Store, error) {
 			fail:          f(sqlFail),
 			release:       f(sqlRelease),
 			enqueue:       f(sqlEnqueue),
-			due:           f(sqlDue),
 			statusCounts:  f(sqlStatusCounts),
 			statusReasons: f(sqlStatusReasons),
 			statusQueue:   f(sqlStatusQueue),
@@ -592,14 +591,39 @@ func (s *Store) Status(ctx context.Context) (Report, error) {
 	return r, nil
 }
 
-// Due counts rows a Claim would take now. It reads only the due part of the partial index, so
-// it is cheap enough to poll for a progress ETA.
+// Due counts rows a Claim would take now, as DueUpTo with StatusExactBelow: exact up to 100,000,
+// an estimate past it, so that every run's start (its ETA) reads a bounded number of rows
+// whatever the table's size.
 func (s *Store) Due(ctx context.Context) (int64, error) {
-	var n int64
-	if err := s.pool.QueryRow(ctx, s.q.due, s.clock()).Scan(&n); err != nil {
-		return 0, fmt.Errorf("count due: %w", err)
+	n, _, err := s.DueUpTo(ctx, StatusExactBelow)
+	return n, err
+}
+
+// DueUpTo counts rows a Claim would take now, exactly up to limit, walking the due index in
+// claim order (as Overview does) and stopping after limit+1 rows. Past limit, estimated is true
+// and n is the pending rows PostgreSQL's statistics estimate (as Overview's ByStatus), never
+// less than limit; limit itself when the table has no statistics.
+func (s *Store) DueUpTo(ctx context.Context, limit int64) (n int64, estimated bool, err error) {
+	if limit <= 0 {
+		limit = StatusExactBelow
 	}
-	return n, nil
+	if err := s.pool.QueryRow(ctx, s.est.dueCapped, s.clock(), limit+1).Scan(&n); err != nil {
+		return 0, false, fmt.Errorf("count due rows up to %d: %w", limit+1, err)
+	}
+	if n <= limit {
+		return n, false, nil
+	}
+	var st tableStats
+	err = s.pool.QueryRow(ctx, s.est.stats, s.Table()).Scan(&st.reltuples, &st.relpages, &st.pages, &st.analyzedAt,
+		&st.statistics, &st.statusVals, &st.statusFreq, &st.reasonVals, &st.reasonFreq)
+	if err != nil {
+		return 0, false, fmt.Errorf("count due rows: read statistics: %w", err)
+	}
+	n = limit
+	if rows := st.rows(); rows > 0 && st.statistics {
+		n = max(limit, estimateStatuses(rows, st.statusVals, st.statusFreq)[StatusPending])
+	}
+	return n, true, nil
 }
 
 // ExplainClaim returns PostgreSQL's plan for a Claim of n rows, without running it (EXPLAIN
