@@ -12,14 +12,15 @@ import (
 // runsTable records each run of enrich beside the contacts table (migrations/0005).
 const runsTable = "enrich_runs"
 
-// RunHeartbeat is how often a run moves its seen_at (HeartbeatRun), so that status can tell a
-// run that still works from one that was killed.
-const RunHeartbeat = 30 * time.Second
+// RunHeartbeat is how often a run moves its seen_at and its counts so far (ProgressRun), so
+// that status can tell a run that still works from one that was killed, and what each has done:
+// a run stuck at 1,499 of 1,500 rows from one that just started, and a killed run's work.
+const RunHeartbeat = 10 * time.Second
 
 // RunLostAfter is how long a run may go without a heartbeat before status shows it as lost:
-// four heartbeats, so a busy database or a slow heartbeat or two never makes a live run look
+// twelve heartbeats, so a busy database or a slow heartbeat or two never makes a live run look
 // dead.
-const RunLostAfter = 4 * RunHeartbeat
+const RunLostAfter = 2 * time.Minute
 
 // RunsKept is how many runs of a contacts table FinishRun keeps: the runs table stays small
 // (a few hundred kilobytes per contacts table) whatever the schedule.
@@ -99,14 +100,14 @@ type Run struct {
 
 // runQueries are the runs table's statements with the tables filled in.
 type runQueries struct {
-	start, heartbeat, finish, trim, last string
+	start, heartbeat, progress, finish, trim, last string
 }
 
 // newRunQueries fills in the runs table beside table t (%[1]s) and the runs table (%[2]s).
 func newRunQueries(t, runs string) runQueries {
 	f := func(q string) string { return fmt.Sprintf(q, t, runs) }
 	return runQueries{
-		start: f(sqlRunStart), heartbeat: f(sqlRunHeartbeat), finish: f(sqlRunFinish),
+		start: f(sqlRunStart), heartbeat: f(sqlRunHeartbeat), progress: f(sqlRunProgress), finish: f(sqlRunFinish),
 		trim: f(sqlRunTrim), last: f(sqlRunLast),
 	}
 }
@@ -124,6 +125,19 @@ RETURNING id`
 	sqlRunHeartbeat = `
 UPDATE %[2]s
 SET seen_at = coalesce($1::timestamptz, now())
+WHERE id = $2::bigint AND finished_at IS NULL`
+
+	// sqlRunProgress moves an unfinished run's seen_at and records its counts so far.
+	sqlRunProgress = `
+UPDATE %[2]s
+SET seen_at      = coalesce($1::timestamptz, now()),
+    done         = $3::bigint,
+    failed       = $4::bigint,
+    rescheduled  = $5::bigint,
+    released     = $6::bigint,
+    claimed      = $7::bigint,
+    rate_limited = $8::bigint,
+    calls        = $9::bigint
 WHERE id = $2::bigint AND finished_at IS NULL`
 
 	// sqlRunFinish records a run's end, once.
@@ -184,6 +198,17 @@ func (s *Store) StartRun(ctx context.Context, r RunStart) (RunID, error) {
 func (s *Store) HeartbeatRun(ctx context.Context, id RunID) error {
 	if _, err := s.pool.Exec(ctx, s.runs.heartbeat, s.clock(), int64(id)); err != nil {
 		return fmt.Errorf("heartbeat run %d: %w", id, err)
+	}
+	return nil
+}
+
+// ProgressRun is HeartbeatRun that also records what run id did so far, so the runs table shows
+// a running run's counts (and a lost run's, as of its last heartbeat) rather than zeros until
+// its end. A run that already finished is left alone.
+func (s *Store) ProgressRun(ctx context.Context, id RunID, c RunCounts) error {
+	if _, err := s.pool.Exec(ctx, s.runs.progress, s.clock(), int64(id), c.Done, c.Failed, c.Rescheduled, c.Released,
+		c.Claimed, c.RateLimited, c.Calls); err != nil {
+		return fmt.Errorf("record progress of run %d: %w", id, err)
 	}
 	return nil
 }

@@ -146,3 +146,33 @@ func TestRunsRecordKeepsTheLast(t *testing.T) {
 		t.Errorf("LastRuns(more than RunsMax) = %d runs, %v; want %d, the new one first", len(runs), err, store.RunsMax)
 	}
 }
+
+// TestProgressRun: a running run's heartbeat records its counts so far, and moves seen_at; a
+// finished run's row keeps the counts of its end.
+func TestProgressRun(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	id, err := b.store.StartRun(b.ctx, store.RunStart{Owner: "host:1:live", Host: "host", Version: "v"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.clock.Advance(store.RunHeartbeat)
+	so := store.RunCounts{Done: 1499, Failed: 1, Claimed: 1500, Calls: 1502, RateLimited: 2}
+	if err := b.store.ProgressRun(b.ctx, id, so); err != nil {
+		t.Fatal(err)
+	}
+	runs, err := b.store.LastRuns(b.ctx, 1)
+	if err != nil || len(runs) != 1 || runs[0].Counts != so || runs[0].State != store.RunRunning || !runs[0].SeenAt.Equal(b.clock.Now()) {
+		t.Fatalf("after a heartbeat with counts: %+v, %v; want running, seen now, with %+v", runs, err, so)
+	}
+	end := store.RunCounts{Done: 1500, Failed: 1, Claimed: 1501, Calls: 1503, RateLimited: 2}
+	if err := b.store.FinishRun(b.ctx, id, store.RunEnd{Outcome: "finished", Counts: end}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.store.ProgressRun(b.ctx, id, so); err != nil {
+		t.Fatal(err)
+	}
+	if runs, err := b.store.LastRuns(b.ctx, 1); err != nil || runs[0].Counts != end {
+		t.Fatalf("a late heartbeat after the end: %+v, %v; want the end's counts %+v", runs, err, end)
+	}
+}

@@ -98,7 +98,7 @@ func cmdRun(ctx context.Context, a *app, args []string) (err error) {
 	a.log.Info().Int64("rows", refreshed).Str("refresh_after", a.cfg.Run.RefreshAfter.String()).
 		Str("refresh_before_expiry", a.cfg.Run.RefreshBeforeExpiry.String()).Msg("refresh: done rows due again are pending")
 	m.Follow(r.Snapshot)
-	finish := a.recordRun(ctx, st, owner)
+	finish := a.recordRun(ctx, st, owner, func() enrich.Summary { return r.Snapshot().Summary })
 	a.log.Info().Str("run", owner).Str("table", st.Table()).Int("instances", len(a.cfg.GreenAPI.Instances)).
 		Int("workers", a.cfg.Run.Workers).Msg("run starting")
 	sum, err = show.run(a, r, ctx)

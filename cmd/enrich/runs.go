@@ -26,19 +26,20 @@ const (
 )
 
 // recordRun records a run in the runs table, for `enrich status`: its start now, a heartbeat
-// every store.RunHeartbeat until finish is called, and its end when it is. Every write is on a
+// every store.RunHeartbeat (10 s) with the counts progress gives so far (nil: no counts) until
+// finish is called, and its end when it is. Every write is on a
 // context a SIGTERM does not cut, bounded by runRecordTimeout. The record never changes the
 // run: a database error is logged as a warning (status will then not show the run, or show it
 // as lost) and the run goes on. finish stops the heartbeat and records the end once; calling it
 // again does nothing.
-func (a *app) recordRun(ctx context.Context, st *store.Store, owner string) (finish func(sum enrich.Summary, err error, exitCode int)) {
-	return a.recordRunEvery(ctx, st, owner, store.RunHeartbeat, nil)
+func (a *app) recordRun(ctx context.Context, st *store.Store, owner string, progress func() enrich.Summary) (finish func(sum enrich.Summary, err error, exitCode int)) {
+	return a.recordRunEvery(ctx, st, owner, progress, store.RunHeartbeat, nil)
 }
 
 // recordRunEvery is recordRun with the heartbeat's interval, and beat (when not nil) called
 // after each heartbeat with its error, so tests can wait for one.
-func (a *app) recordRunEvery(ctx context.Context, st *store.Store, owner string, every time.Duration,
-	beat func(error)) (finish func(sum enrich.Summary, err error, exitCode int)) {
+func (a *app) recordRunEvery(ctx context.Context, st *store.Store, owner string, progress func() enrich.Summary,
+	every time.Duration, beat func(error)) (finish func(sum enrich.Summary, err error, exitCode int)) {
 	bg := context.WithoutCancel(ctx)
 	host, err := os.Hostname()
 	if err != nil || host == "" {
@@ -66,7 +67,12 @@ func (a *app) recordRunEvery(ctx context.Context, st *store.Store, owner string,
 			case <-t.C:
 			}
 			hctx, cancel := context.WithTimeout(bg, runRecordTimeout)
-			err := st.HeartbeatRun(hctx, id)
+			var err error
+			if progress != nil {
+				err = st.ProgressRun(hctx, id, runCounts(progress()))
+			} else {
+				err = st.HeartbeatRun(hctx, id)
+			}
 			cancel()
 			if err != nil && !failing {
 				a.log.Warn().Err(err).Str("run", owner).Msg("could not record the run's heartbeat in the runs table: " +
@@ -85,9 +91,7 @@ func (a *app) recordRunEvery(ctx context.Context, st *store.Store, owner string,
 			close(stop)
 			<-stopped
 			end := store.RunEnd{
-				Outcome: runOutcome(sum, runErr), Stop: sum.Stop, ExitCode: exitCode,
-				Counts: store.RunCounts{Done: sum.Done, Failed: sum.Failed, Rescheduled: sum.Rescheduled,
-					Released: sum.Released, Claimed: sum.Claimed, RateLimited: sum.RateLimited, Calls: totalCalls(sum)},
+				Outcome: runOutcome(sum, runErr), Stop: sum.Stop, ExitCode: exitCode, Counts: runCounts(sum),
 			}
 			if runErr != nil {
 				end.Error = a.redact(runErr.Error())
@@ -113,6 +117,12 @@ func runOutcome(sum enrich.Summary, err error) string {
 		return outcomeInterrupted
 	}
 	return outcomeFailed
+}
+
+// runCounts is what the runs table records of a run's summary, so far or at its end.
+func runCounts(sum enrich.Summary) store.RunCounts {
+	return store.RunCounts{Done: sum.Done, Failed: sum.Failed, Rescheduled: sum.Rescheduled,
+		Released: sum.Released, Claimed: sum.Claimed, RateLimited: sum.RateLimited, Calls: totalCalls(sum)}
 }
 
 // totalCalls is every API call of the run, of any method and outcome.
