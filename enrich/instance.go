@@ -65,6 +65,19 @@ const (
 	troubleRateLimited
 )
 
+// String names the trouble in debug logs.
+func (t trouble) String() string {
+	switch t {
+	case troubleStarting:
+		return "starting"
+	case troubleOutage:
+		return "outage"
+	case troubleRateLimited:
+		return "rate_limited"
+	}
+	return "none"
+}
+
 // controller is one Green API instance during a run: every worker on the instance asks it before
 // a call and tells it the outcome. It owns the instance's pacing (one adaptive rate, a
 // Retry-After pause), its gate (closed for everyone while the instance is starting or
@@ -482,6 +495,9 @@ func (c *controller) pause(kind trouble, cause error) {
 	defer c.mu.Unlock()
 	now := c.r.cfg.Now()
 	c.troubleLocked(kind, cause, now)
+	if e := c.r.log.Debug(); e.Enabled() {
+		e.Str("instance", c.id).Stringer("trouble", kind).Bool("already_paused", c.state != running).AnErr("cause", cause).Msg("pause")
+	}
 	if c.state != running {
 		return
 	}
@@ -511,6 +527,7 @@ func (c *controller) resume() {
 	}
 	c.state = running
 	c.alive = c.r.cfg.Now()
+	c.r.log.Debug().Str("instance", c.id).Dur("trouble_for", c.alive.Sub(c.since)).Msg("resume")
 	clear(c.failing)
 	close(c.open)
 	c.changedLocked()

@@ -500,6 +500,9 @@ func (r *Runner) claim() {
 		if len(batch) > 0 {
 			r.moved()
 		}
+		if e := r.log.Debug(); e.Enabled() {
+			e.Int("rows", len(batch)).Int("asked", n).Int("in_hand", inHand).Dur("took", r.cfg.Now().Sub(sent)).Msg("claimed")
+		}
 		r.take(batch, sent)
 		fromStart := cursor == (store.Cursor{})
 		if len(batch) == n {
@@ -681,6 +684,14 @@ func (r *Runner) call(c *controller, h *held, sentAt time.Time) (retry bool) {
 	r.stats.inFlight.Add(-1)
 	r.moved()
 	r.stats.call(c.id, "getAvatar", err, sentAt, r.cfg.Now())
+	if e := r.log.Debug(); e.Enabled() {
+		class := "ok"
+		if err != nil {
+			class = greenapi.ClassOf(err).String()
+		}
+		e.Str("instance", c.id).Int64("row", h.row.ID).Str("class", class).Dur("took", r.cfg.Now().Sub(sentAt)).
+			AnErr("error", err).Msg("call")
+	}
 	if err == nil {
 		r.failInvalid(c.answered()...)
 		source := SourceGetAvatar

@@ -146,7 +146,8 @@ func (w *writer) flushBy(deadline time.Time) bool {
 		return true
 	}
 	b := w.batch(batch)
-	until := time.Now().Add(w.r.cfg.DatabaseTimeout)
+	start := time.Now()
+	until := start.Add(w.r.cfg.DatabaseTimeout)
 	if !deadline.IsZero() && deadline.Before(until) {
 		until = deadline
 	}
@@ -179,6 +180,9 @@ func (w *writer) flushBy(deadline time.Time) bool {
 	}
 	if len(batch) > 0 {
 		w.r.moved()
+	}
+	if e := w.r.log.Debug(); e.Enabled() {
+		e.Int("results", len(batch)).Dur("took", time.Since(start)).Msg("results written")
 	}
 	if lost := w.r.stats.written(b, got); lost > 0 {
 		w.r.log.Warn().Int64("results", lost).
