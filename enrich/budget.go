@@ -32,6 +32,11 @@ var policy = store.BudgetPolicy{Headroom: paceHeadroom, HeadroomStep: headroomSt
 	HeadroomEase: headroomEase, Cut: rateCut, Floor: rateFloorShare, Quiet: rateQuiet,
 	Step: rateStep, StepEvery: rateStepEvery, Guard: blockGuard}
 
+// SharedPolicy is the pacing policy every run applies to the shared budget, for what reads the
+// budget without spending it (enrich status shows each instance's rate and headroom as a run
+// starting now would find them).
+func SharedPolicy() store.BudgetPolicy { return policy }
+
 const (
 	// blockFor is how much of the rate one reservation takes: one round trip a second per
 	// instance and process, and a process killed with -9 wastes no more than that.

@@ -81,6 +81,7 @@ type queries struct {
 	budgetInsert, reserve, reserveState, throttled string
 	quotaSpent                                     string
 	saveAvatar                                     string
+	instances                                      string // instances.go
 }
 
 // New returns a Store for cfg.Table on pool, validating the table name so that a bad
@@ -123,6 +124,7 @@ func New(pool *pgxpool.Pool, cfg Config) (*Store, error) {
 			throttled:     f(sqlThrottled),
 			quotaSpent:    f(sqlQuotaSpent),
 			saveAvatar:    fmt.Sprintf(sqlSaveAvatar, sharedIdentifier(id, avatarsTable).Sanitize()),
+			instances:     f(sqlInstances),
 		},
 		runs: newRunQueries(t, runs),
 		est:  newStatusQueries(t),

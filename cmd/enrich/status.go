@@ -26,12 +26,18 @@ type statusView struct {
 	Runs int
 	// Options are the store's: --exact and --exact-below.
 	Options store.StatusOptions
+	// Day says when the instances' day turns (greenapi.day_starts_at, time_zone), for the slots
+	// used today; Configured are the config's instances, for their rps and max_per_day.
+	Day        store.DayStart
+	Configured []InstanceConfig
 }
 
 func cmdStatus(ctx context.Context, a *app, args []string) error {
 	f := newFlags(a, "status", "status [flags]\n\n"+
 		"Counts by status and by reason, rows due now, leased and scheduled, the oldest due row, done rows whose avatar\n"+
-		"link expires within 24 h, and the last runs.\n"+
+		"link expires within 24 h, the last runs, and each Green API instance's shared budget: its state, rate and\n"+
+		"headroom, slots used today of its max_per_day (from the config, when it names the instance), whether its\n"+
+		"quota is spent today, and its last answer.\n"+
 		"A table of more than --exact-below rows is not scanned: its counts by status and reason are PostgreSQL's\n"+
 		"estimates from the last ANALYZE (marked ~), and its due, leased and scheduled rows are counted through the\n"+
 		"due index up to --exact-below (marked ≥ when there are more), the expiring links through their index likewise.\n"+
@@ -53,6 +59,11 @@ func cmdStatus(ctx context.Context, a *app, args []string) error {
 	if v.Runs < 0 || v.Runs > store.RunsMax {
 		return configErrorf("--runs %d: use 0 (no runs) to %d", v.Runs, store.RunsMax)
 	}
+	day, err := a.cfg.day()
+	if err != nil {
+		return err
+	}
+	v.Day, v.Configured = day, a.cfg.GreenAPI.Instances
 	pool, st, err := a.connectStore(ctx)
 	if err != nil {
 		return err
@@ -63,7 +74,7 @@ func cmdStatus(ctx context.Context, a *app, args []string) error {
 
 // printStatus writes the status report people read after a run.
 func printStatus(ctx context.Context, w io.Writer, st *store.Store, explain bool) error {
-	return writeStatus(ctx, w, st, statusView{Explain: explain, Runs: statusRunsDefault})
+	return writeStatus(ctx, w, st, statusView{Explain: explain, Runs: statusRunsDefault, Day: store.DayStart{Zone: "UTC"}})
 }
 
 // writeStatus gathers the figures and writes them as v says: the table or the JSON object, the
@@ -87,6 +98,10 @@ func writeStatus(ctx context.Context, w io.Writer, st *store.Store, v statusView
 	if exp.n, exp.capped, err = st.ExpiringLinks(ctx, store.ExpiringWithin, limit); err != nil {
 		return dbErr("status", err)
 	}
+	insts, err := readInstances(ctx, st, v)
+	if err != nil {
+		return dbErr("status", err)
+	}
 	var plan string
 	if v.Explain {
 		if plan, err = st.ExplainClaim(ctx, store.ChunkSize); err != nil {
@@ -96,9 +111,9 @@ func writeStatus(ctx context.Context, w io.Writer, st *store.Store, v statusView
 	if v.JSON {
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
-		return enc.Encode(newStatusJSON(st, ov, exp, runs, plan))
+		return enc.Encode(newStatusJSON(st, ov, exp, runs, insts, plan))
 	}
-	printStatusTable(w, st, ov, exp, runs, plan)
+	printStatusTable(w, st, ov, exp, runs, insts, plan)
 	return nil
 }
 
@@ -139,7 +154,7 @@ func ago(taken, t time.Time) string {
 
 // printStatusTable writes the report as a table: a label in the first 13 columns, its figure
 // after.
-func printStatusTable(w io.Writer, st *store.Store, ov store.Overview, exp expiring, runs []store.Run, plan string) {
+func printStatusTable(w io.Writer, st *store.Store, ov store.Overview, exp expiring, runs []store.Run, insts instancesView, plan string) {
 	line := func(label, format string, args ...any) {
 		fmt.Fprintf(w, "%-13s"+format+"\n", append([]any{label}, args...)...)
 	}
@@ -215,6 +230,7 @@ func printStatusTable(w io.Writer, st *store.Store, ov store.Overview, exp expir
 		}
 		_ = tw.Flush()
 	}
+	printInstances(w, insts)
 	if plan != "" {
 		fmt.Fprintf(w, "claim plan\n%s", indent(plan, "  "))
 	}
@@ -254,7 +270,11 @@ type statusJSON struct {
 	LinksExpiring24h       int64     `json:"links_expiring_24h"`
 	LinksExpiring24hCapped bool      `json:"links_expiring_24h_capped"`
 	Runs                   []runJSON `json:"runs"`
-	ClaimPlan              *string   `json:"claim_plan,omitempty"`
+	// InstancesDay is the instances' day (greenapi.day_starts_at in time_zone) that used_today
+	// and quota_spent count, as YYYY-MM-DD.
+	InstancesDay string         `json:"instances_day"`
+	Instances    []instanceJSON `json:"instances"`
+	ClaimPlan    *string        `json:"claim_plan,omitempty"`
 }
 
 // reasonJSON is one entry of "reasons"; status is null for an estimate.
@@ -300,7 +320,7 @@ func utc(t *time.Time) *time.Time {
 	return &u
 }
 
-func newStatusJSON(st *store.Store, ov store.Overview, exp expiring, runs []store.Run, plan string) statusJSON {
+func newStatusJSON(st *store.Store, ov store.Overview, exp expiring, runs []store.Run, insts instancesView, plan string) statusJSON {
 	j := statusJSON{
 		Table: tableName(st), TakenAt: ov.TakenAt.UTC(), Exact: ov.Exact, SmallTable: ov.Small,
 		Statistics: ov.Statistics, AnalyzedAt: utc(ov.AnalyzedAt), Limit: ov.Limit,
@@ -309,7 +329,12 @@ func newStatusJSON(st *store.Store, ov store.Overview, exp expiring, runs []stor
 		DueNow:  ov.Due, DueNowCapped: ov.DueCapped, Leased: ov.Leased, LeasedCapped: ov.LeasedCapped,
 		Scheduled: ov.Scheduled, ScheduledCapped: ov.ScheduledCapped, OldestDue: utc(ov.OldestDue),
 		LinksExpiring24h: exp.n, LinksExpiring24hCapped: exp.capped,
-		Runs: []runJSON{},
+		Runs:         []runJSON{},
+		InstancesDay: insts.day.Format(time.DateOnly),
+		Instances:    []instanceJSON{},
+	}
+	for _, in := range insts.list {
+		j.Instances = append(j.Instances, in.json())
 	}
 	for _, r := range ov.Reasons {
 		rj := reasonJSON{Reason: r.Reason, Count: r.Count}

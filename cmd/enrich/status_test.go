@@ -92,6 +92,10 @@ type statusTable struct {
 	oldestDue     *time.Time
 	reasons       []reasonJSON
 	runs          []runJSON
+	// instancesDay and instances are the instances section: its day, and each line's cells.
+	instancesDay string
+	instanceCols []string
+	instances    []map[string]string
 }
 
 var (
@@ -129,8 +133,28 @@ func parseStatusTable(t *testing.T, out string) statusTable {
 		case line == "claim plan":
 			section = "plan"
 			continue
+		case strings.HasPrefix(line, "instances (day "):
+			section, st.instancesDay = "instances", strings.TrimSuffix(strings.TrimPrefix(line, "instances (day "), ")")
+			continue
 		}
 		switch section {
+		case "instances":
+			f := strings.Fields(line)
+			if f[0] == "ID" {
+				st.instanceCols = f
+				continue
+			}
+			if f[0] == "none:" {
+				continue
+			}
+			if len(f) != len(st.instanceCols) {
+				t.Fatalf("instance line %q has %d cells, the header %d", line, len(f), len(st.instanceCols))
+			}
+			row := map[string]string{}
+			for i, c := range st.instanceCols {
+				row[c] = f[i]
+			}
+			st.instances = append(st.instances, row)
 		case "reasons":
 			m := reasonLine.FindStringSubmatch(line)
 			if m == nil {
