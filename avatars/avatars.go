@@ -24,6 +24,7 @@ import (
 const (
 	MaxBytesDefault    = 1 << 20
 	TimeoutDefault     = 10 * time.Second
+	SaveTimeoutDefault = 10 * time.Second
 	ConcurrencyDefault = 4
 )
 
@@ -48,6 +49,10 @@ type Config struct {
 	Timeout time.Duration
 	// Concurrency is how many downloads run at once. Default 4.
 	Concurrency int
+	// SaveTimeout bounds storing one image (the run's database.timeout): a lock on the images'
+	// table must not hold a worker and a download slot until the run stops; the image is then
+	// not kept and the row keeps its link. Default SaveTimeoutDefault.
+	SaveTimeout time.Duration
 	// Client is the HTTP client (its transport; its redirect policy is replaced). Default: a
 	// client of its own.
 	Client *http.Client
@@ -87,8 +92,11 @@ func New(cfg Config, s Saver) (*Keeper, error) {
 	if cfg.Concurrency == 0 {
 		cfg.Concurrency = ConcurrencyDefault
 	}
-	if cfg.MaxBytes < 0 || cfg.Timeout < 0 || cfg.Concurrency < 0 {
-		return nil, fmt.Errorf("avatars: max_bytes, timeout and concurrency must not be negative")
+	if cfg.SaveTimeout == 0 {
+		cfg.SaveTimeout = SaveTimeoutDefault
+	}
+	if cfg.MaxBytes < 0 || cfg.Timeout < 0 || cfg.Concurrency < 0 || cfg.SaveTimeout < 0 {
+		return nil, fmt.Errorf("avatars: max_bytes, timeout, concurrency and the save timeout must not be negative")
 	}
 	base := cfg.Client
 	if base == nil {
@@ -129,8 +137,10 @@ func (k *Keeper) Keep(ctx context.Context, link string) (string, error) {
 	}
 	sum := sha256.Sum256(data)
 	hash := hex.EncodeToString(sum[:])
-	if err := k.saver.SaveAvatar(ctx, hash, contentType, data); err != nil {
-		return "", fmt.Errorf("save avatar %s: %w", hash[:12], err)
+	sctx, cancel := context.WithTimeout(ctx, k.cfg.SaveTimeout)
+	defer cancel()
+	if err := k.saver.SaveAvatar(sctx, hash, contentType, data); err != nil {
+		return "", fmt.Errorf("save avatar %s (within %s): %w", hash[:12], k.cfg.SaveTimeout, err)
 	}
 	return hash, nil
 }

@@ -244,7 +244,7 @@ func isTerminal(w any) bool {
 // avatarsConfig is [avatars] for package avatars.
 func (c Config) avatarsConfig() avatars.Config {
 	return avatars.Config{Hosts: c.Avatars.Hosts, MaxBytes: c.Avatars.MaxBytes, Timeout: c.Avatars.Timeout.Duration,
-		Concurrency: c.Avatars.Concurrency}
+		Concurrency: c.Avatars.Concurrency, SaveTimeout: c.Database.Timeout.Duration}
 }
 
 // nopSaver stands in for the store while the configuration is checked.
