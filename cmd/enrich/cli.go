@@ -41,7 +41,7 @@ Usage:
 Commands:
   migrate    create or upgrade the contacts table (safe to run from many pods at once);
              migrate status lists applied and pending files, migrate --dry-run prints their SQL
-  enqueue    add phone numbers or chatIds from FILE or - (stdin): lines, CSV or JSONL (--region, --report json)
+  enqueue    add phone numbers or chatIds from FILE or - (stdin): lines, CSV or JSONL (--region, --dry-run, --rejects, --report json)
   run        enrich due rows until none is left (the nightly job)
   status     counts by status and reason, rows due now, the oldest due, the last runs (--json)
   requeue    put failed or done rows back in the queue (--status, --reason, --older-than)
@@ -312,7 +312,7 @@ func dbErr(step string, err error) error {
 		return nil
 	}
 	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == "42P01" /* undefined_table */ {
+	if errors.As(err, &pgErr) && pgErr.Code == "42P01" /* undefined_table */ && !strings.Contains(err.Error(), "enrich migrate") {
 		err = fmt.Errorf("%w (run `enrich migrate` first, with the same database.url and database.table)", err)
 	}
 	if errors.Is(err, enrich.ErrDatabase) {

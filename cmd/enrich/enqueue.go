@@ -72,10 +72,16 @@ type rejectLog struct {
 	n     int         // lines shown
 	shown []rejection // kept for JSON (w nil)
 	more  int64       // lines not shown
+	// file, when set (--rejects), gets every rejected line, uncut, under a "# name:line:
+	// reason" comment: a lines file to fix and enqueue again.
+	file *bufio.Writer
 }
 
 // add reports one rejected line.
 func (l *rejectLog) add(line int64, input string, err error) {
+	if l.file != nil {
+		fmt.Fprintf(l.file, "# %s:%d: %s\n%s\n", l.name, line, oneLine(err.Error()), oneLine(input))
+	}
 	if l.n >= rejectedShown {
 		l.more++
 		return
@@ -97,6 +103,54 @@ func (l *rejectLog) add(line int64, input string, err error) {
 	l.shown = append(l.shown, r)
 }
 
+// oneLine keeps a rejected value on one line of the rejects file (a quoted CSV cell may hold
+// newlines).
+func oneLine(s string) string {
+	return strings.NewReplacer("\r\n", " ", "\n", " ", "\r", " ").Replace(s)
+}
+
+// maxRejected is --max-rejected: at most N lines, or at most P percent of the values read.
+type maxRejected struct {
+	set     bool
+	n       int64
+	percent float64
+	text    string
+}
+
+// parseMaxRejected reads "N" or "P%".
+func parseMaxRejected(s string) (maxRejected, error) {
+	if s == "" {
+		return maxRejected{}, nil
+	}
+	m := maxRejected{set: true, text: s}
+	bad := configErrorf("--max-rejected %q: give a number of lines (e.g. 10) or a percentage of the lines read (e.g. 0.5%%)", s)
+	if p, ok := strings.CutSuffix(s, "%"); ok {
+		v, err := strconv.ParseFloat(p, 64)
+		if err != nil || v < 0 || v > 100 || v != v {
+			return m, bad
+		}
+		m.percent = v
+		return m, nil
+	}
+	v, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || v < 0 {
+		return m, bad
+	}
+	m.n, m.percent = v, -1
+	return m, nil
+}
+
+// exceeded says whether rejected of read values is more than allowed.
+func (m maxRejected) exceeded(rejected, read int64) bool {
+	switch {
+	case !m.set:
+		return false
+	case m.percent < 0:
+		return rejected > m.n
+	}
+	return float64(rejected)*100 > m.percent*float64(read)
+}
+
 // finish writes the count of the lines not shown.
 func (l *rejectLog) finish() {
 	if l.w != nil && l.more > 0 {
@@ -104,7 +158,7 @@ func (l *rejectLog) finish() {
 	}
 }
 
-func cmdEnqueue(ctx context.Context, a *app, args []string) error {
+func cmdEnqueue(ctx context.Context, a *app, args []string) (err error) {
 	f := newFlags(a, "enqueue", "enqueue [flags] [FILE|-]\n\n"+
 		"Reads phone numbers or chatIds from FILE or - (stdin, the default): one per line (blank lines and "+
 		"lines starting with # are skipped), a CSV column, or a JSONL field. Phone numbers may carry +, spaces "+
@@ -127,6 +181,9 @@ func cmdEnqueue(ctx context.Context, a *app, args []string) error {
 	f.StringVar(&opt.Column, "column", "", "CSV column: a header name or a 1-based index (default: a column named phone, phone_number, number, msisdn, chat_id or chatId, else the first holding a number)")
 	f.StringVar(&opt.Field, "field", "", "JSONL field (default: phone_number, phone, chat_id or chatId, the first present)")
 	f.StringVar(&report, "report", "text", "report: text (a summary on stdout, rejected lines on stderr) or json (one JSON object on stdout)")
+	dryRun := f.Bool("dry-run", false, "read and check everything and count what would be inserted, duplicates and rejected lines, in a transaction rolled back: nothing is written")
+	rejectsPath := f.String("rejects", "", "write every rejected line to this FILE, each under a '# input:line: reason' comment, to fix and enqueue again")
+	maxRej := f.String("max-rejected", "", "fail (exit 1) and commit nothing when more than N lines, or more than P% of the lines read, are rejected, e.g. 10 or 0.5%; the whole input is then one transaction")
 	f.file = true
 	rest, err := f.parse(args, false)
 	if err != nil {
@@ -139,8 +196,15 @@ func cmdEnqueue(ctx context.Context, a *app, args []string) error {
 	if report != "text" && report != "json" {
 		return configErrorf("--report %q: use text or json", report)
 	}
-	// The file is opened before connecting: a wrong path is a usage error, found without the
-	// database.
+	limit, err := parseMaxRejected(*maxRej)
+	if err != nil {
+		return err
+	}
+	if n, err := strconv.Atoi(opt.Column); err == nil && n < 1 {
+		return configErrorf("--column %d: columns are numbered from 1", n)
+	}
+	// Everything that can be checked is checked before the input is read: the file, the format
+	// and the column or field against the first line, the rejects file, then the table.
 	var in io.Reader = a.io.in
 	name := "stdin"
 	if len(rest) == 1 && rest[0] != "-" {
@@ -151,17 +215,63 @@ func cmdEnqueue(ctx context.Context, a *app, args []string) error {
 		defer fh.Close()
 		in, name = fh, rest[0]
 	}
+	src, err := newSource(in, name, opt)
+	if err != nil {
+		return err
+	}
+	rej := &rejectLog{name: name}
+	if report == "text" {
+		rej.w = a.io.err
+	}
+	if *rejectsPath != "" {
+		fh, err := os.Create(*rejectsPath)
+		if err != nil {
+			return configErrorf("--rejects: %v", err)
+		}
+		defer fh.Close()
+		rej.file = bufio.NewWriter(fh)
+		defer func() {
+			if ferr := rej.file.Flush(); ferr == nil {
+				ferr = fh.Close()
+			} else if err == nil {
+				err = configErrorf("--rejects %s: %v", *rejectsPath, ferr)
+			}
+		}()
+	}
 	pool, st, err := a.connectStore(ctx)
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
-	rej := &rejectLog{name: name}
-	if report == "text" {
-		rej.w = a.io.err
+	if err := st.Check(ctx); err != nil {
+		return dbErr("enqueue", err)
 	}
-	rep, err := enqueue(ctx, st, in, name, opt, rej)
+	var dst enqueuer = st
+	var im *store.Import
+	if *dryRun || limit.set {
+		if im, err = st.BeginImport(ctx); err != nil {
+			return dbErr("enqueue", err)
+		}
+		defer func() { _ = im.Rollback(context.WithoutCancel(ctx)) }()
+		dst = im
+	}
+	rep, read, err := enqueueFrom(ctx, dst, src, name, opt, rej, limit)
 	rej.finish()
+	switch {
+	case err != nil:
+	case limit.exceeded(rep.Rejected, read):
+		err = configErrorf("enqueue: %d of %d lines read were rejected, more than --max-rejected %s allows: nothing was written "+
+			"(fix them, e.g. from --rejects FILE, and enqueue again, or raise --max-rejected)",
+			rep.Rejected, read, limit.text)
+	case *dryRun:
+	case im != nil:
+		if cerr := im.Commit(ctx); cerr != nil {
+			err = dbErr("enqueue", cerr)
+		}
+	}
+	// written: the inserted rows are in the table (a dry run, or an import that failed as a
+	// whole, wrote none; a chunked one may have written some before an error).
+	written := !*dryRun && (err == nil || im == nil)
 	if report == "json" {
 		out := struct {
 			Input        string      `json:"input"`
@@ -173,7 +283,10 @@ func cmdEnqueue(ctx context.Context, a *app, args []string) error {
 			Rejected     []rejection `json:"rejected"`
 			RejectedMore int64       `json:"rejected_more"`
 			Error        string      `json:"error,omitempty"`
-		}{name, opt.Region, rep.Inserted, rep.Duplicates, rep.Rejected, rep.National, rej.shown, rej.more, ""}
+			DryRun       bool        `json:"dry_run"`
+			Written      bool        `json:"written"`
+		}{name, opt.Region, rep.Inserted, rep.Duplicates, rep.Rejected, rep.National, rej.shown, rej.more, "", *dryRun,
+			written}
 		if out.Rejected == nil {
 			out.Rejected = []rejection{}
 		}
@@ -188,6 +301,12 @@ func cmdEnqueue(ctx context.Context, a *app, args []string) error {
 		return err
 	}
 	line := fmt.Sprintf("inserted %d, duplicates %d, rejected %d", rep.Inserted, rep.Duplicates, rep.Rejected)
+	switch {
+	case *dryRun:
+		line = fmt.Sprintf("dry run, nothing written: would insert %d, duplicates %d, rejected %d", rep.Inserted, rep.Duplicates, rep.Rejected)
+	case !written:
+		line = fmt.Sprintf("nothing written: would have inserted %d, duplicates %d, rejected %d", rep.Inserted, rep.Duplicates, rep.Rejected)
+	}
 	if rep.National > 0 {
 		line += fmt.Sprintf(" (looking national: %d)", rep.National)
 		fmt.Fprintf(a.io.err, "%s: %d phone numbers look national (a leading 8 or 0) and were taken as international "+
@@ -201,8 +320,26 @@ func cmdEnqueue(ctx context.Context, a *app, args []string) error {
 // enqueue streams the input into the table in chunks of store.CopyChunkSize (COPY into a
 // staging table, then one INSERT), so memory stays flat for any input size. Rejected lines go to
 // rej. A read error stops the input with a *configError after the lines before it were enqueued.
-func enqueue(ctx context.Context, st *store.Store, in io.Reader, name string, opt enqueueOptions, rej *rejectLog) (enqueueReport, error) {
-	var rep enqueueReport
+func enqueue(ctx context.Context, st enqueuer, in io.Reader, name string, opt enqueueOptions, rej *rejectLog) (enqueueReport, error) {
+	src, err := newSource(in, name, opt)
+	if err != nil {
+		return enqueueReport{}, err
+	}
+	rep, _, err := enqueueFrom(ctx, st, src, name, opt, rej, maxRejected{})
+	return rep, err
+}
+
+// enqueuer is where enqueue writes: the store (a transaction a chunk) or an import (one
+// transaction for the whole input).
+type enqueuer interface {
+	EnqueueCopy(ctx context.Context, cs []store.NewContact) (int64, error)
+}
+
+// enqueueFrom is enqueue from a source already made; read counts the values and bad records
+// read, inserted or not yet. With limit a number of lines, it stops reading once more than that
+// many were rejected (the caller commits nothing then).
+func enqueueFrom(ctx context.Context, st enqueuer, src source, name string, opt enqueueOptions, rej *rejectLog,
+	limit maxRejected) (rep enqueueReport, read int64, err error) {
 	batch := make([]store.NewContact, 0, store.CopyChunkSize)
 	flush := func() error {
 		if len(batch) == 0 {
@@ -217,14 +354,16 @@ func enqueue(ctx context.Context, st *store.Store, in io.Reader, name string, op
 		batch = batch[:0]
 		return nil
 	}
-	src, err := newSource(in, name, opt)
-	if err != nil {
-		return rep, err
-	}
 	for {
+		if limit.set && limit.percent < 0 && rep.Rejected > limit.n {
+			return rep, read, nil // the caller says so, and commits nothing
+		}
 		line, text, err := src.next()
 		if errors.Is(err, io.EOF) {
 			break
+		}
+		if err == nil || errors.As(err, new(*badRecord)) {
+			read++
 		}
 		var bad *badRecord
 		switch {
@@ -234,9 +373,9 @@ func enqueue(ctx context.Context, st *store.Store, in io.Reader, name string, op
 			continue
 		case err != nil:
 			if ferr := flush(); ferr != nil {
-				return rep, ferr
+				return rep, read, ferr
 			}
-			return rep, configErrorf("read %s: %v (the lines before it were enqueued)", name, err)
+			return rep, read, configErrorf("read %s: %v (the lines before it were enqueued)", name, err)
 		}
 		c, national, err := normalize(text, opt.Region)
 		if national {
@@ -249,11 +388,11 @@ func enqueue(ctx context.Context, st *store.Store, in io.Reader, name string, op
 		}
 		if batch = append(batch, c); len(batch) == cap(batch) {
 			if err := flush(); err != nil {
-				return rep, err
+				return rep, read, err
 			}
 		}
 	}
-	return rep, flush()
+	return rep, read, flush()
 }
 
 // checkRegion validates an [input] region (see phonenum.CheckRegion).
@@ -311,6 +450,9 @@ func newSource(in io.Reader, name string, opt enqueueOptions) (source, error) {
 	if opt.Field != "" && format != formatJSONL {
 		return nil, configErrorf("--field is for JSONL input, and %s is read as %s: pass --format jsonl, or drop --field", name, format)
 	}
+	if err := checkFirstLine(firstLine(br), name, format, opt); err != nil {
+		return nil, err
+	}
 	switch format {
 	case formatCSV:
 		return newCSVSource(&lineLimit{r: br}, firstLine(br), opt.Column), nil
@@ -318,6 +460,43 @@ func newSource(in io.Reader, name string, opt enqueueOptions) (source, error) {
 		return newJSONLSource(br, opt.Field), nil
 	}
 	return newLineSource(br), nil
+}
+
+// checkFirstLine checks --column and --field against the input's first line, so that a wrong
+// one stops enqueue before it reads the input (and before every line is rejected for it): a
+// column number past the first row's fields, a column name not in it, a field the first JSON
+// object lacks.
+func checkFirstLine(first, name, format string, opt enqueueOptions) error {
+	if first == "" {
+		return nil
+	}
+	switch {
+	case format == formatCSV && opt.Column != "":
+		cr := newCSVSource(strings.NewReader(first), first, "").r
+		rec, err := cr.Read()
+		if err != nil {
+			return nil // the record spans lines or does not parse: the reader says so later
+		}
+		n, err := strconv.Atoi(opt.Column)
+		if err == nil && n > len(rec) {
+			return configErrorf("--column %d: the first row of %s has %d columns (%q): give a number from 1 to %d, or a column name",
+				n, name, len(rec), rec, len(rec))
+		}
+		if err != nil && !slices.ContainsFunc(rec, func(h string) bool { return strings.EqualFold(strings.TrimSpace(h), opt.Column) }) {
+			return configErrorf("--column %q: the first row of %s has no such column (it has %q): name a column of the header, "+
+				"or give its number from 1", opt.Column, name, rec)
+		}
+	case format == formatJSONL && opt.Field != "":
+		var obj map[string]json.RawMessage
+		if json.Unmarshal([]byte(first), &obj) != nil {
+			return nil
+		}
+		if _, ok := obj[opt.Field]; !ok {
+			return configErrorf("--field %q: the first line of %s has no such field (it has %q): give one of its fields",
+				opt.Field, name, sortedKeys(obj))
+		}
+	}
+	return nil
 }
 
 // firstLine is the input's first non-blank, non-comment line as far as the buffer holds it,

@@ -323,8 +323,9 @@ func TestEnqueueCommand(t *testing.T) {
 			steps: []step{{args: []string{"{dir}/in.txt", "{dir}/in.txt"}, code: exitConfig, wantErr: "one FILE"}},
 		},
 		{
-			name:  "table that does not exist",
-			steps: []step{{args: []string{"--table", "nosuch", "{dir}/in.txt"}, code: exitDatabase, wantOut: "inserted 0, duplicates 0, rejected 1\n"}},
+			name: "table that does not exist",
+			steps: []step{{args: []string{"--table", "nosuch", "{dir}/in.txt"}, code: exitDatabase, wantErr: "does not exist: run `enrich migrate`",
+				wantErrNot: "rejected"}},
 		},
 	}
 	for _, tt := range tests {
