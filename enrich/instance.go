@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http/httptrace"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/enrich-dev/enrich/greenapi"
@@ -566,11 +568,37 @@ func (c *controller) timeoutErrorLocked() error {
 	default:
 		what = fmt.Sprintf("instance %s is still starting after %s (starting_timeout)", c.id, limit)
 	}
-	what += ": its rows are given back for a later run, untouched; check the instance in the Green API console"
+	advice := "check the instance in the Green API console"
+	if a, ok := unreachableAdvice(c.lastCause); ok && c.kind == troubleOutage {
+		advice = a
+	}
+	what += ": its rows are given back for a later run, untouched; " + advice
 	if c.lastCause != nil {
 		return fmt.Errorf("%s (last error: %w)", what, c.lastCause)
 	}
 	return errors.New(what)
+}
+
+// unreachableAdvice is what to check when no connection to the instance's host could be made: a
+// name that does not resolve or a refused connection is api_url's fault (or this machine's
+// network's), not the instance's, which the console would show as fine.
+func unreachableAdvice(cause error) (string, bool) {
+	var ae *greenapi.Error
+	if !errors.As(cause, &ae) || ae.Status != 0 {
+		return "", false
+	}
+	check := "check greenapi.api_url (or api_url under the instance's [[greenapi.instance]]) against the instance's apiUrl in the Green API console"
+	var dns *net.DNSError
+	var op *net.OpError
+	switch {
+	case errors.As(cause, &dns):
+		return fmt.Sprintf("api_url %s: its host name does not resolve (%s): %s, and this machine's DNS", ae.APIURL, dns.Err, check), true
+	case errors.Is(cause, syscall.ECONNREFUSED):
+		return fmt.Sprintf("api_url %s refused the connection (nothing listens there): %s", ae.APIURL, check), true
+	case errors.As(cause, &op) && op.Op == "dial":
+		return fmt.Sprintf("api_url %s could not be reached (%v): %s, and this machine's network, firewall and proxy", ae.APIURL, op.Err, check), true
+	}
+	return "", false
 }
 
 // getState asks GetStateInstance within the instance's 1 request per second: this run's own, or

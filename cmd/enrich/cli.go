@@ -132,13 +132,31 @@ func (a *app) logOutcome(ctx context.Context, err error) {
 			a.log.Warn().Err(err).Msg(msg) // it says what could not be written
 			return
 		case errors.Is(err, enrich.ErrInterrupted):
-			a.log.Info().Msg(msg + ": answers received are written, the rest given back")
+			a.log.Info().Msg(msg + ": answers received are written, the rest released")
 			return
 		}
 		a.log.Info().Err(err).Msg(msg)
 	default:
 		a.log.Error().Err(err).Msg("enrich failed")
 	}
+}
+
+// parseFlags parses a command's flags. A wrong flag is one configError, logged once at the top
+// and pointing at --help, without the flag package's own copy of the error and the whole usage;
+// -h or --help prints the usage (to the flag set's output) and returns flag.ErrHelp.
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	out := fs.Output()
+	fs.SetOutput(io.Discard)
+	err := fs.Parse(args)
+	fs.SetOutput(out)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, flag.ErrHelp):
+		fs.Usage()
+		return err
+	}
+	return configErrorf("%v (see enrich %s --help)", err, fs.Name())
 }
 
 // noArgs refuses positional arguments, for the commands that take none: `enrich run extra`
@@ -215,11 +233,8 @@ func key[T any](f *flags, name, usage string, field func(*Config) *T) {
 // parse reads the flags, sets up logging, loads the config (file, environment, flags) and
 // validates it; needAPI says whether the command calls Green API.
 func (f *flags) parse(args []string, needAPI bool) ([]string, error) {
-	if err := f.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil, err
-		}
-		return nil, configErrorf("%v (see enrich %s --help)", err, f.Name())
+	if err := parseFlags(f.FlagSet, args); err != nil {
+		return nil, err
 	}
 	switch {
 	case !f.file:

@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"reflect"
+	"regexp"
 	"strings"
 	"time"
 
@@ -134,14 +135,15 @@ type AvatarsConfig struct {
 	Concurrency int `toml:"concurrency"`
 }
 
-// Duration reads "90s", "10m", "1h30m" from TOML and from flags.
+// Duration reads "90s", "10m", "1h30m" or whole days ("7d", as --since and --older-than take)
+// from TOML and from flags.
 type Duration struct{ time.Duration }
 
-// UnmarshalText parses a Go duration string.
+// UnmarshalText parses a Go duration string or a whole number of days.
 func (d *Duration) UnmarshalText(b []byte) error {
-	v, err := time.ParseDuration(string(b))
+	v, err := parseAge(string(b))
 	if err != nil {
-		return fmt.Errorf("%q is not a duration: write it like \"90s\", \"10m\" or \"1h30m\"", string(b))
+		return fmt.Errorf("%q is not a duration: write it like \"90s\", \"10m\", \"1h30m\" or \"1d\"", string(b))
 	}
 	d.Duration = v
 	return nil
@@ -288,7 +290,7 @@ func describeTOMLError(path string, data []byte, err error) string {
 		if key != "" {
 			key += ": "
 		}
-		return fmt.Sprintf("%s:%d:%d: %s%s", path, row, col, key, strings.TrimPrefix(de.Error(), "toml: "))
+		return fmt.Sprintf("%s:%d:%d: %s%s", path, row, col, key, plainTOMLError(strings.TrimPrefix(de.Error(), "toml: ")))
 	}
 	// go-toml hands a number or a boolean meant for a Duration (timeout = 60) to UnmarshalText
 	// and returns its error bare, with neither position nor key: find the key.
@@ -296,6 +298,31 @@ func describeTOMLError(path string, data []byte, err error) string {
 		return fmt.Sprintf("%s: %s: %v", path, key, err)
 	}
 	return fmt.Sprintf("%s: %v", path, err)
+}
+
+// tomlTypeError is go-toml's message for a value of the wrong type, which names Go's types
+// ("cannot decode TOML integer into struct field main.InstanceConfig.ID of type string").
+var tomlTypeError = regexp.MustCompile(`^cannot decode TOML (\w+) into struct field \S+ of type (\S+)$`)
+
+// plainTOMLError says a type mismatch in the file's words: what was written and what to write.
+func plainTOMLError(msg string) string {
+	m := tomlTypeError.FindStringSubmatch(msg)
+	if m == nil {
+		return msg
+	}
+	switch m[2] {
+	case "string":
+		return fmt.Sprintf("this is a TOML %s, and the key takes a string: put the value in double quotes (id = \"1101000001\")", m[1])
+	case "int", "int64":
+		return fmt.Sprintf("this is a TOML %s, and the key takes a whole number: write it without quotes (workers = 16)", m[1])
+	case "float64", "*float64":
+		return fmt.Sprintf("this is a TOML %s, and the key takes a number: write it without quotes (rps = 10)", m[1])
+	case "bool":
+		return fmt.Sprintf("this is a TOML %s, and the key takes true or false, without quotes", m[1])
+	case "[]string":
+		return fmt.Sprintf("this is a TOML %s, and the key takes a list of strings ([\"a\", \"b\"])", m[1])
+	}
+	return fmt.Sprintf("this is a TOML %s, which the key does not take: see config.example.toml", m[1])
 }
 
 // unquotedDuration returns the dotted key of the first Duration in the TOML document data

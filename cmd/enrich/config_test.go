@@ -847,7 +847,7 @@ func TestExitCode(t *testing.T) {
 // logged at info, never as "enrich failed".
 func TestLogOutcome(t *testing.T) {
 	t.Parallel()
-	const written = ": answers received are written, the rest given back"
+	const written = ": answers received are written, the rest released"
 	interrupted := fmt.Errorf("run: %w", enrich.ErrInterrupted)
 	tests := []struct {
 		name      string

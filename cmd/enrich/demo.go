@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -58,11 +57,8 @@ func cmdDemo(ctx context.Context, a *app, args []string) (err error) {
 	logFormat := fs.String("log-format", "console", "log format: json, console, or auto")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	keep := fs.Bool("keep", false, "keep the demo's database at the end and print its URL, to look at it with psql")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return configErrorf("%v (see enrich demo --help)", err)
+	if err := parseFlags(fs, args); err != nil {
+		return err
 	}
 	if err := noArgs(fs); err != nil {
 		return err

@@ -257,7 +257,7 @@ func TestSIGTERMMidBatch(t *testing.T) {
 	}
 	stopped := 0
 	for _, line := range strings.Split(out.String(), "\n") {
-		if strings.Contains(line, `"message":"stopped by SIGTERM: answers received are written, the rest given back"`) &&
+		if strings.Contains(line, `"message":"stopped by SIGTERM: answers received are written, the rest released"`) &&
 			strings.Contains(line, `"level":"info"`) {
 			stopped++
 		}

@@ -278,7 +278,7 @@ func writeSummaryText(w io.Writer, rep runReport) error {
 	fmt.Fprintf(&b, "  done         %12s\n", thousands(s.Done))
 	fmt.Fprintf(&b, "  failed       %12s\n", thousands(s.Failed))
 	fmt.Fprintf(&b, "  rescheduled  %12s\n", thousands(s.Rescheduled))
-	fmt.Fprintf(&b, "  given back   %12s\n", thousands(s.Released))
+	fmt.Fprintf(&b, "  released     %12s\n", thousands(s.Released))
 	if s.Lost > 0 {
 		fmt.Fprintf(&b, "  lost         %12s  (another run's claim took them over)\n", thousands(s.Lost))
 	}

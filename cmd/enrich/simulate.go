@@ -203,11 +203,8 @@ func cmdSimulate(ctx context.Context, a *app, args []string) error {
 	logFormat := fs.String("log-format", "auto", "log format: json, console, or auto")
 	var sf simFlags
 	addSimFlags(fs, &sf)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return configErrorf("%v (see enrich simulate --help)", err)
+	if err := parseFlags(fs, args); err != nil {
+		return err
 	}
 	if err := noArgs(fs); err != nil {
 		return err

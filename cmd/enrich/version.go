@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"runtime"
@@ -105,11 +104,8 @@ func cmdVersion(_ context.Context, a *app, args []string) error {
 		fs.PrintDefaults()
 	}
 	asJSON := fs.Bool("json", false, "print one JSON object (version, revision, time, modified, go_version)")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return configErrorf("%v (see enrich version --help)", err)
+	if err := parseFlags(fs, args); err != nil {
+		return err
 	}
 	if err := noArgs(fs); err != nil {
 		return err
