@@ -177,7 +177,7 @@ func TestRateLimitedSharedBudget(t *testing.T) {
 		t.Fatalf("%d rows done with no attempt spent, want all 10", got)
 	}
 	var rate, headroom float64
-	if err := b.pool.QueryRow(context.Background(), `SELECT rate, headroom FROM enrich_instances WHERE instance_id = '1'`).
+	if err := b.pool.QueryRow(context.Background(), `SELECT rate, headroom FROM enrich.enrich_instances WHERE instance_id = '1'`).
 		Scan(&rate, &headroom); err != nil {
 		t.Fatal(err)
 	}

@@ -115,7 +115,7 @@ func TestReserveAfterLockWait(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer holder.Rollback(ctx)
-	if _, err := holder.Exec(ctx, `SELECT FROM enrich_instances WHERE instance_id = '1101000001' FOR UPDATE`); err != nil {
+	if _, err := holder.Exec(ctx, `SELECT FROM enrich.enrich_instances WHERE instance_id = '1101000001' FOR UPDATE`); err != nil {
 		t.Fatal(err)
 	}
 	type result struct {

@@ -95,11 +95,11 @@ func TestCheck(t *testing.T) {
 		t.Errorf("missing table: %v, want a remedy naming enrich migrate", err)
 	}
 	// The instances' budget before migration 0010 fails the check, not the first reservation.
-	b.exec(t, "ALTER TABLE enrich_instances DROP COLUMN headroom")
+	b.exec(t, "ALTER TABLE enrich.enrich_instances DROP COLUMN headroom")
 	if err := b.store.Check(b.ctx); err == nil || !strings.Contains(err.Error(), "upgrade") {
 		t.Errorf("budget without headroom: %v, want a remedy naming the upgrade", err)
 	}
-	b.exec(t, "ALTER TABLE enrich_instances ADD COLUMN headroom double precision NOT NULL DEFAULT 0")
+	b.exec(t, "ALTER TABLE enrich.enrich_instances ADD COLUMN headroom double precision NOT NULL DEFAULT 0")
 	if err := b.store.Check(b.ctx); err != nil {
 		t.Fatalf("budget with headroom again: %v", err)
 	}

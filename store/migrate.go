@@ -106,6 +106,9 @@ type MigrateOptions struct {
 	// Backoff is the wait after the first timed-out attempt; it doubles after each, up to 30 s.
 	// Default MigrateBackoffDefault.
 	Backoff time.Duration
+	// BudgetSchema is the schema of the instances' shared budget, as Config.BudgetSchema.
+	// Default BudgetSchemaDefault; created if missing.
+	BudgetSchema string
 }
 
 // The defaults of MigrateOptions: about two minutes of attempts in all, each holding the
@@ -162,6 +165,11 @@ func MigrateWith(ctx context.Context, pool *pgxpool.Pool, table string, o Migrat
 	if o.Backoff <= 0 {
 		o.Backoff = MigrateBackoffDefault
 	}
+	if o.BudgetSchema == "" {
+		o.BudgetSchema = BudgetSchemaDefault
+	} else if err := CheckSchema(o.BudgetSchema); err != nil {
+		return nil, fmt.Errorf("migrate: %w", err)
+	}
 	files, err := loadMigrations(migrations.FS)
 	if err != nil {
 		return nil, fmt.Errorf("migrate: load files: %w", err)
@@ -174,11 +182,17 @@ func MigrateWith(ctx context.Context, pool *pgxpool.Pool, table string, o Migrat
 		record:  fmt.Sprintf(sqlMigrationsRecord, trackingSQL),
 	}
 	for _, m := range files {
-		body, err := renderMigration(m.sql, id)
+		body, err := renderMigration(m.sql, id, o.BudgetSchema)
 		if err != nil {
 			return applied, fmt.Errorf("migrate: render %s: %w", m.name, err)
 		}
 		did, err := migrateRetrying(ctx, pool, q, id, m, body, o)
+		if err != nil && isPermissionDenied(err) && strings.Contains(m.sql, "{{budget_schema}}") {
+			return applied, fmt.Errorf("migrate: %s to %s: %w; the instances' shared budget lives in schema %q "+
+				"(database.budget_schema), which this role may not create or create tables in: create it once as the "+
+				"database's owner (CREATE SCHEMA %s AUTHORIZATION <this role>), or set database.budget_schema to a "+
+				"schema this role may create tables in", m.name, id.Sanitize(), err, o.BudgetSchema, pgx.Identifier{o.BudgetSchema}.Sanitize())
+		}
 		if err != nil {
 			return applied, fmt.Errorf("migrate: %s to %s: %w", m.name, id.Sanitize(), err)
 		}
@@ -211,6 +225,12 @@ func migrateRetrying(ctx context.Context, pool *pgxpool.Pool, q migrateQueries, 
 		}
 		wait = min(2*wait, migrateBackoffMax)
 	}
+}
+
+// isPermissionDenied says err is PostgreSQL's insufficient_privilege (42501).
+func isPermissionDenied(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == "42501"
 }
 
 // isLockTimeout says err is PostgreSQL's lock_not_available (55P03): lock_timeout passed.
@@ -496,7 +516,7 @@ var placeholder = regexp.MustCompile(`\{\{([^{}]*)\}\}`)
 
 // renderMigration replaces the placeholders documented in package migrations with quoted
 // identifiers for table id.
-func renderMigration(sql string, id pgx.Identifier) (string, error) {
+func renderMigration(sql string, id pgx.Identifier, budgetSchema string) (string, error) {
 	var bad []string
 	out := placeholder.ReplaceAllStringFunc(sql, func(m string) string {
 		inner := strings.TrimSpace(m[2 : len(m)-2])
@@ -507,13 +527,18 @@ func renderMigration(sql string, id pgx.Identifier) (string, error) {
 			return pgx.Identifier{indexName(id, strings.TrimPrefix(inner, "name:"))}.Sanitize()
 		case strings.HasPrefix(inner, "shared:") && len(inner) > len("shared:"):
 			return sharedIdentifier(id, strings.TrimPrefix(inner, "shared:")).Sanitize()
+		case strings.HasPrefix(inner, "budget:") && len(inner) > len("budget:"):
+			return budgetIdentifier(budgetSchema, strings.TrimPrefix(inner, "budget:")).Sanitize()
+		case inner == "budget_schema":
+			// A string literal (the name is a plain identifier: no quote to escape).
+			return "'" + budgetIdentifier(budgetSchema, "")[0] + "'"
 		default:
 			bad = append(bad, m)
 			return m
 		}
 	})
 	if len(bad) > 0 {
-		return "", fmt.Errorf("unknown placeholders %v: use {{table}}, {{name:SUFFIX}} or {{shared:NAME}}", bad)
+		return "", fmt.Errorf("unknown placeholders %v: use {{table}}, {{name:SUFFIX}}, {{shared:NAME}}, {{budget:NAME}} or {{budget_schema}}", bad)
 	}
 	return out, nil
 }

@@ -30,9 +30,9 @@ type MigrationState struct {
 }
 
 // Migrations lists every migration file for table (default "contacts") in order, with what is
-// recorded as applied. It only reads: a database that was never migrated has every file
+// recorded as applied (o.BudgetSchema names the budget's schema in the SQL). It only reads: a database that was never migrated has every file
 // pending. Pending files carry the SQL Migrate would run.
-func Migrations(ctx context.Context, pool *pgxpool.Pool, table string) ([]MigrationState, error) {
+func Migrations(ctx context.Context, pool *pgxpool.Pool, table string, o MigrateOptions) ([]MigrationState, error) {
 	if table == "" {
 		table = TableDefault
 	}
@@ -66,7 +66,7 @@ func Migrations(ctx context.Context, pool *pgxpool.Pool, table string) ([]Migrat
 		s := MigrationState{Version: m.version, Name: m.name, Concurrent: m.concurrent()}
 		if at, ok := applied[m.version]; ok {
 			s.Applied, s.AppliedAt = true, &at
-		} else if s.SQL, err = renderMigration(m.sql, id); err != nil {
+		} else if s.SQL, err = renderMigration(m.sql, id, o.BudgetSchema); err != nil {
 			return nil, fmt.Errorf("migrations: render %s: %w", m.name, err)
 		}
 		out = append(out, s)

@@ -32,12 +32,26 @@ const (
 	StatusFailed = "failed"
 )
 
-// budgetTable is the instances' shared budget, beside the contacts table (migrations/0003).
+// budgetTable is the instances' shared budget (migrations/0003, moved by 0013 into the budget
+// schema).
 const budgetTable = "enrich_instances"
 
 // refundsTable records each run's slots given back to each instance's day, so none is given
-// back twice (see migrations/0012_refunds.sql).
+// back twice (see migrations/0012_refunds.sql); it lives beside budgetTable.
 const refundsTable = "enrich_refunds"
+
+// BudgetSchemaDefault is the schema that holds the instances' shared budget: one schema for the
+// whole database, so that an instance used for contacts tables in two schemas has one budget,
+// not one per schema (migrations/0013_budget_schema.sql).
+const BudgetSchemaDefault = "enrich"
+
+// budgetIdentifier names a budget table in schema (default BudgetSchemaDefault).
+func budgetIdentifier(schema, name string) pgx.Identifier {
+	if schema == "" {
+		schema = BudgetSchemaDefault
+	}
+	return pgx.Identifier{schema, name}
+}
 
 // ChunkSize is how many rows one statement of Enqueue or Write carries at most, so a huge input
 // becomes several statements of bounded size (memory on both sides, statement time) instead of
@@ -53,6 +67,11 @@ type Config struct {
 	// ("crm.contacts") are allowed; each part is always quoted as an identifier, so it is taken
 	// literally and is case-sensitive. See ParseTable.
 	Table string
+
+	// BudgetSchema is the schema of the instances' shared budget (enrich_instances,
+	// enrich_refunds), the same for every contacts table of the database. Default
+	// BudgetSchemaDefault ("enrich"). It must be the one Migrate was given.
+	BudgetSchema string
 
 	// Now is the clock used for leases, schedules and checked_at. Default nil: the database's
 	// now(), one clock for all pods whatever their own clocks say. Tests set a stub to move time
@@ -97,9 +116,14 @@ func New(pool *pgxpool.Pool, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	t, budget := id.Sanitize(), sharedIdentifier(id, budgetTable).Sanitize()
+	if cfg.BudgetSchema != "" {
+		if err := CheckSchema(cfg.BudgetSchema); err != nil {
+			return nil, err
+		}
+	}
+	t, budget := id.Sanitize(), budgetIdentifier(cfg.BudgetSchema, budgetTable).Sanitize()
 	runs := sharedIdentifier(id, runsTable).Sanitize()
-	refunds := sharedIdentifier(id, refundsTable).Sanitize()
+	refunds := budgetIdentifier(cfg.BudgetSchema, refundsTable).Sanitize()
 	f := func(q string) string { return fmt.Sprintf(q, t, budget) }
 	return &Store{
 		pool:  pool,

@@ -87,3 +87,15 @@ func indexName(id pgx.Identifier, suffix string) string {
 }
 
 func isRuneStart(b byte) bool { return b&0xC0 != 0x80 }
+
+// CheckSchema validates a schema name (database.budget_schema) the way ParseTable validates a
+// table's parts, so a bad one fails at start-up.
+func CheckSchema(name string) error {
+	switch {
+	case len(name) > maxIdentifierBytes:
+		return fmt.Errorf("store: budget schema %q is longer than PostgreSQL's %d bytes: shorten it", name, maxIdentifierBytes)
+	case !isIdentifier(name):
+		return fmt.Errorf("store: budget schema %q is not a plain identifier: use letters, digits and underscores, not starting with a digit", name)
+	}
+	return nil
+}

@@ -465,7 +465,7 @@ func testDailyCap(t *testing.T, lease string) {
 	// sent are given back), which the next run's cap goes by.
 	counted := func() int {
 		var used int
-		if err := pool.QueryRow(context.Background(), `SELECT used FROM enrich_instances WHERE instance_id = $1`, id).Scan(&used); err != nil {
+		if err := pool.QueryRow(context.Background(), `SELECT used FROM enrich.enrich_instances WHERE instance_id = $1`, id).Scan(&used); err != nil {
 			t.Fatal(err)
 		}
 		return used
@@ -560,7 +560,7 @@ func TestDailyCapCountsSent(t *testing.T) {
 		}
 		var used int
 		if err := pool.QueryRow(context.Background(),
-			`SELECT coalesce((SELECT used FROM enrich_instances WHERE instance_id = $1), 0)`, id).Scan(&used); err != nil {
+			`SELECT coalesce((SELECT used FROM enrich.enrich_instances WHERE instance_id = $1), 0)`, id).Scan(&used); err != nil {
 			t.Fatal(err)
 		}
 		counts = append(counts, fmt.Sprint(used))
@@ -720,7 +720,7 @@ func newRateSampler(t *testing.T, pool *pgxpool.Pool, api *budgetAPI) *rateSampl
 				return
 			case <-tick.C:
 			}
-			rows, err := pool.Query(context.Background(), `SELECT instance_id, rate FROM enrich_instances`)
+			rows, err := pool.Query(context.Background(), `SELECT instance_id, rate FROM enrich.enrich_instances`)
 			if err != nil {
 				continue // the table is made by the first reservation; a failed read is a gap
 			}

@@ -35,7 +35,7 @@ func (a *app) connectStore(ctx context.Context) (*pgxpool.Pool, *store.Store, er
 	if err != nil {
 		return nil, nil, err
 	}
-	st, err := store.New(pool, store.Config{Table: a.cfg.Database.Table})
+	st, err := store.New(pool, store.Config{Table: a.cfg.Database.Table, BudgetSchema: a.cfg.Database.BudgetSchema})
 	if err != nil {
 		pool.Close()
 		return nil, nil, configErrorf("database.table: %v", err)
@@ -58,7 +58,7 @@ func cmdMigrate(ctx context.Context, a *app, args []string) error {
 	}
 	defer pool.Close()
 	if *dryRun {
-		states, err := store.Migrations(ctx, pool, a.cfg.Database.Table)
+		states, err := store.Migrations(ctx, pool, a.cfg.Database.Table, a.cfg.migrateOptions())
 		if err != nil {
 			return dbErr("migrate --dry-run", err)
 		}
@@ -81,7 +81,7 @@ func cmdMigrate(ctx context.Context, a *app, args []string) error {
 		}
 		return nil
 	}
-	applied, err := store.Migrate(ctx, pool, a.cfg.Database.Table)
+	applied, err := store.MigrateWith(ctx, pool, a.cfg.Database.Table, a.cfg.migrateOptions())
 	if err != nil {
 		return dbErr("migrate", err)
 	}
@@ -106,7 +106,7 @@ func cmdMigrateStatus(ctx context.Context, a *app, args []string) error {
 		return err
 	}
 	defer pool.Close()
-	states, err := store.Migrations(ctx, pool, a.cfg.Database.Table)
+	states, err := store.Migrations(ctx, pool, a.cfg.Database.Table, a.cfg.migrateOptions())
 	if err != nil {
 		return dbErr("migrate status", err)
 	}

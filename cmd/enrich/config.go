@@ -46,6 +46,9 @@ type DatabaseConfig struct {
 	RetryFor Duration `toml:"retry_for"`
 	// Timeout bounds each database call of a run.
 	Timeout Duration `toml:"timeout"`
+	// BudgetSchema holds the instances' shared budget for every contacts table of the
+	// database (store.BudgetSchemaDefault).
+	BudgetSchema string `toml:"budget_schema"`
 }
 
 // GreenAPIConfig is [greenapi].
@@ -187,7 +190,7 @@ const (
 // defaultConfig is every key at its default, so a file only says what it changes.
 func defaultConfig() Config {
 	return Config{
-		Database: DatabaseConfig{Table: store.TableDefault,
+		Database: DatabaseConfig{Table: store.TableDefault, BudgetSchema: store.BudgetSchemaDefault,
 			RetryFor: Duration{enrich.RetryForDefault}, Timeout: Duration{enrich.DatabaseTimeoutDefault}},
 		GreenAPI: GreenAPIConfig{
 			APIURL:      APIURLDefault,
@@ -372,6 +375,9 @@ func (c *Config) validate(needAPI bool) error {
 	if _, err := store.ParseTable(c.Database.Table); err != nil {
 		return configErrorf("database.table: %v", err)
 	}
+	if err := store.CheckSchema(c.Database.BudgetSchema); err != nil {
+		return configErrorf("database.budget_schema: %v", err)
+	}
 	// The URL's syntax and the pooler are checked here, before any connection; the error names
 	// the key (database.url or database.pooler) and never holds a password. An empty URL is
 	// refused where a command connects (errNoDatabase), so that the other keys are checked first.
@@ -550,4 +556,9 @@ func (c *Config) day() (store.DayStart, error) {
 		return store.DayStart{}, configErrorf("greenapi.time_zone is %q: use an IANA time zone name such as \"UTC\" or \"Europe/Moscow\"", zone)
 	}
 	return store.DayStart{Zone: zone, Offset: time.Duration(h)*time.Hour + time.Duration(m)*time.Minute}, nil
+}
+
+// migrateOptions is how migrate and its status read the configuration.
+func (c *Config) migrateOptions() store.MigrateOptions {
+	return store.MigrateOptions{BudgetSchema: c.Database.BudgetSchema}
 }

@@ -318,6 +318,8 @@ func TestConfigBadValues(t *testing.T) {
 			want: []string{"run.limit must not be negative"}},
 		{name: "negative max_duration", cmd: "status", file: "[run]\nmax_duration = \"-1s\"\n",
 			want: []string{"run.max_duration must not be negative"}},
+		{name: "budget_schema not an identifier", cmd: "status", file: "[database]\nbudget_schema = \"enrich; drop\"\n",
+			want: []string{"database.budget_schema", "not a plain identifier"}},
 		{name: "negative stall_timeout", cmd: "status", file: "[run]\nstall_timeout = \"-1s\"\n",
 			want: []string{"run.stall_timeout must not be negative"}},
 		{name: "negative refresh_after", cmd: "status", file: "[run]\nrefresh_after = \"-1h\"\n",

@@ -180,7 +180,7 @@ func cmdDemo(ctx context.Context, a *app, args []string) (err error) {
 		return err
 	}
 	defer pool.Close()
-	st, err := store.New(pool, store.Config{Table: cfg.Database.Table})
+	st, err := store.New(pool, store.Config{Table: cfg.Database.Table, BudgetSchema: cfg.Database.BudgetSchema})
 	if err != nil {
 		return err
 	}
@@ -188,7 +188,7 @@ func cmdDemo(ctx context.Context, a *app, args []string) (err error) {
 	for _, h := range hosts {
 		fmt.Fprintf(out, "   pool %s at %s: %s\n", poolLabel(h.pool), urls[h.pool], strings.Join(poolIDs(simCfg, h.pool), ", "))
 	}
-	if _, err := store.Migrate(ctx, pool, cfg.Database.Table); err != nil {
+	if _, err := store.MigrateWith(ctx, pool, cfg.Database.Table, cfg.migrateOptions()); err != nil {
 		return dbErr("migrate", err)
 	}
 	fmt.Fprintf(out, "== enrich migrate: table %s created\n", st.Table())

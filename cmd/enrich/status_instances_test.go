@@ -60,7 +60,7 @@ func TestStatusInstances(t *testing.T) {
 	}
 	reserve(throttled, 1, 0, true)
 	// A cut the quiet period has not passed since, however slow the test: cut_at ahead.
-	if _, err := pool.Exec(ctx, `UPDATE enrich_instances SET rate = 4, cut_at = now() + interval '1 hour' WHERE instance_id = $1`, throttled); err != nil {
+	if _, err := pool.Exec(ctx, `UPDATE enrich.enrich_instances SET rate = 4, cut_at = now() + interval '1 hour' WHERE instance_id = $1`, throttled); err != nil {
 		t.Fatal(err)
 	}
 	reserve(ready, 1, 0, true)
