@@ -3,10 +3,13 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"io"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/creack/pty"
 )
 
 // TestInterruptSummary: SIGINT mid-run is a normal end (README): the summary says "stopped by
@@ -55,5 +58,52 @@ func TestInterruptSummary(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestInterruptedBar: on a terminal, the bar of a run stopped by SIGINT stays where the run got
+// to; it is not drawn full.
+func TestInterruptedBar(t *testing.T) {
+	t.Parallel()
+	inst, simCfg := opsInstance("tok-int-bar")
+	b := setupProc(t, 400, inst, simCfg, "", 5)
+	cmd, _ := b.command(t, "run", "--summary", "log")
+	cmd.Stdout, cmd.Stderr = nil, nil
+	tty, err := pty.StartWithSize(cmd, &pty.Winsize{Rows: 40, Cols: 200})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	copied := make(chan struct{})
+	go func() { defer close(copied); _, _ = io.Copy(&buf, tty) }() // ends with EIO when the process exits
+	select {
+	case <-b.answered:
+	case <-time.After(60 * time.Second):
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		t.Fatalf("the simulator saw too few requests in 60 s")
+	}
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	err = cmd.Wait()
+	<-copied
+	tty.Close()
+	if code := exitStatus(err); code != 130 {
+		t.Fatalf("exit %d, want 130:\n%q", code, buf.String())
+	}
+	out := buf.String()
+	i := strings.LastIndex(out, " / 400 rows")
+	if i < 0 {
+		t.Fatalf("no bar of 400 rows drawn:\n%q", out)
+	}
+	frame := out[i:]
+	if j := strings.IndexAny(frame, "\r\n"); j >= 0 {
+		frame = frame[:j]
+	}
+	t.Logf("the last frame after SIGINT: %q", frame)
+	open, shut := strings.Index(frame, "["), strings.Index(frame, "]")
+	if open < 0 || shut < open || !strings.Contains(frame[open:shut], "-") || strings.Contains(out, "400 / 400 rows") {
+		t.Errorf("the bar after SIGINT is drawn full (or not at all): %q", frame)
 	}
 }

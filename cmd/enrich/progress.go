@@ -126,9 +126,17 @@ func (d display) run(a *app, r *enrich.Runner, ctx context.Context) (enrich.Summ
 	close(stop)
 	<-updated
 	s := snap()
-	bar.SetTotal(max(s.Finished(), 1), false)
-	bar.SetCurrent(s.Finished())
-	bar.SetTotal(-1, true) // complete: the bar is drawn once more and stays
+	if s.Due >= 0 && s.Finished() < s.Due {
+		// Stopped short (a signal, --max-duration, --limit, a failure): the bar stays where the
+		// run got to, not drawn full.
+		bar.SetTotal(s.Due, false)
+		bar.SetCurrent(s.Finished())
+		bar.Abort(false)
+	} else {
+		bar.SetTotal(max(s.Finished(), 1), false)
+		bar.SetCurrent(s.Finished())
+		bar.SetTotal(-1, true) // complete: the bar is drawn once more and stays
+	}
 	p.Wait()
 	a.log = logger
 	return sum, err
@@ -277,7 +285,7 @@ func writeSummaryText(w io.Writer, rep runReport) error {
 		rep.End.Sub(rep.Start).Round(time.Millisecond), s.Stop)
 	fmt.Fprintf(&b, "  done         %12s\n", thousands(s.Done))
 	fmt.Fprintf(&b, "  failed       %12s\n", thousands(s.Failed))
-	fmt.Fprintf(&b, "  rescheduled  %12s\n", thousands(s.Rescheduled))
+	fmt.Fprintf(&b, "  rescheduled  %12s  (times: a row put off again counts again; status counts rows)\n", thousands(s.Rescheduled))
 	fmt.Fprintf(&b, "  released     %12s\n", thousands(s.Released))
 	if s.Lost > 0 {
 		fmt.Fprintf(&b, "  lost         %12s  (another run's claim took them over)\n", thousands(s.Lost))
