@@ -38,7 +38,7 @@ func (a *app) connectStore(ctx context.Context) (*pgxpool.Pool, *store.Store, er
 	st, err := store.New(pool, store.Config{Table: a.cfg.Database.Table, BudgetSchema: a.cfg.Database.BudgetSchema})
 	if err != nil {
 		pool.Close()
-		return nil, nil, configErrorf("database.table: %v", err)
+		return nil, nil, configErrorf("database.table: %s", plainError(err))
 	}
 	return pool, st, nil
 }

@@ -373,7 +373,7 @@ func unquotedDuration(typ reflect.Type, data []byte) string {
 // validate checks every value before anything is touched, naming the key at fault.
 func (c *Config) validate(needAPI bool) error {
 	if _, err := store.ParseTable(c.Database.Table); err != nil {
-		return configErrorf("database.table: %v", err)
+		return configErrorf("database.table: %s", plainError(err))
 	}
 	if err := store.CheckSchema(c.Database.BudgetSchema); err != nil {
 		return configErrorf("database.budget_schema: %v", err)
@@ -509,7 +509,7 @@ func (c *Config) validate(needAPI bool) error {
 		// greenapi.New checks what the client will send (a token that cannot travel in a URL
 		// path, say). Against the default URL, what fails is the instance's. Nothing is sent.
 		if _, err := greenapi.New(greenapi.Config{APIURL: APIURLDefault, IDInstance: in.ID, Token: in.Token}); err != nil {
-			return configErrorf("%s: %v", key, err)
+			return configErrorf("%s: %s", key, plainError(err))
 		}
 	}
 	// The URL rules are greenapi's too. With an instance that passed above, what fails now is
@@ -519,7 +519,7 @@ func (c *Config) validate(needAPI bool) error {
 	checkURL := func(key, apiURL string, in InstanceConfig) error {
 		if _, err := greenapi.New(greenapi.Config{APIURL: apiURL, IDInstance: in.ID, Token: in.Token,
 			RequestBy: greenapi.RequestBy(c.GreenAPI.RequestBy), Timeout: c.GreenAPI.Timeout.Duration}); err != nil {
-			msg := err.Error()
+			msg := plainError(err)
 			for _, in := range c.GreenAPI.Instances {
 				msg = strings.ReplaceAll(msg, in.Token, "***")
 			}
@@ -541,6 +541,18 @@ func (c *Config) validate(needAPI bool) error {
 		}
 	}
 	return nil
+}
+
+// plainError is a package's error as a person reads it in a message about a config key: without
+// the package's name ("store: ", "greenapi: invalid Config: "), which says nothing to them.
+func plainError(err error) string {
+	msg := err.Error()
+	for _, prefix := range []string{"greenapi: invalid Config: ", "greenapi: ", "store: "} {
+		if m, ok := strings.CutPrefix(msg, prefix); ok {
+			return m
+		}
+	}
+	return msg
 }
 
 // day is when an instance's day turns, for max_per_day: greenapi.day_starts_at ("HH:MM") in

@@ -68,6 +68,28 @@ func TestMessagesForPeople(t *testing.T) {
 		}
 	}
 
+	// Package names stay out of messages about config keys.
+	for _, tc := range []struct {
+		file string
+		args []string
+		want string
+	}{
+		{"", []string{"status", "--table", "x;y"}, "database.table: table name"},
+		{"[[greenapi.instance]]\nid = \"1101000001\"\ntoken = \"a/b\"\n", []string{"run"}, "greenapi.instance[0] (id 1101000001): Token contains"},
+		{"[greenapi]\napi_url = \"ftp://x\"\n[[greenapi.instance]]\nid = \"1101000001\"\ntoken = \"ab\"\n", []string{"run"},
+			"greenapi.api_url: APIURL \"ftp://x\" must start with https://"},
+	} {
+		args := tc.args
+		if tc.file != "" {
+			args = append(args, "--config", writeFile(t, dir, "p.toml", tc.file))
+		}
+		_, _, err := runCLI(t, map[string]string{"DATABASE_URL": closedURL}, args...)
+		if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "store:") ||
+			strings.Contains(err.Error(), "greenapi:") || strings.Contains(err.Error(), "invalid Config") {
+			t.Errorf("%v: %v, want %q without a package's name", args, err, tc.want)
+		}
+	}
+
 	var d Duration
 	if err := d.Set("1d"); err != nil || d.Duration != 24*time.Hour {
 		t.Errorf("--max-duration 1d: %v, %s; want 24h as --since 1d takes it", err, d)
