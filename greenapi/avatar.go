@@ -12,4 +12,12 @@ type Avatar struct {
 	// URLAvatar is the link to the image, "" when there is none. Links expire (see the oe
 	// query parameter).
 	URLAvatar string
+	// Base64Avatar is the image itself, base64-encoded, when the edition inlines it (seen in
+	// Green API's own code in 2026); "" when the answer carries none. Like a link, it means the
+	// account exists.
+	Base64Avatar string
 }
+
+// HasAvatar says whether the answer carries an avatar: a link or an inlined image. Only an
+// existing account has one.
+func (a Avatar) HasAvatar() bool { return a.URLAvatar != "" || a.Base64Avatar != "" }

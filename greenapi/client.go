@@ -314,6 +314,9 @@ func (c *Client) parseAvatar(status int, body []byte, header http.Header) (Avata
 	if w.URLAvatar != nil {
 		a.URLAvatar = *w.URLAvatar
 	}
+	if w.Base64Avatar != nil {
+		a.Base64Avatar = *w.Base64Avatar
+	}
 	return a, nil
 }
 
@@ -374,12 +377,12 @@ func (c *Client) GetStateInstance(ctx context.Context) (string, error) {
 }
 
 // wireResponse is the union of the 200 bodies of every method and edition. Pointers keep
-// "absent" (or null) apart from false and ""; unknown fields (base64Avatar, future ones) are
-// ignored.
+// "absent" (or null) apart from false and ""; unknown fields (future ones) are ignored.
 type wireResponse struct {
 	ExistsWhatsapp *bool   `json:"existsWhatsapp"`
 	Available      *bool   `json:"available"`
 	URLAvatar      *string `json:"urlAvatar"`
+	Base64Avatar   *string `json:"base64Avatar"`
 	Reason         string  `json:"reason"`
 	StateInstance  string  `json:"stateInstance"`
 }
@@ -483,7 +486,7 @@ func classifyMessage(msg string) Class {
 		return ClassUnusable
 	case has(ReasonAvatarTimeout, ReasonCheckNumberTimeout, "timeout limit exceeded"):
 		return ClassAvatarTimeout
-	case has(ReasonBadRequestData, ReasonValidationFailedPfx, "unexpected token", "in json at position", "unexpected end of json"):
+	case has(ReasonBadRequestData, ReasonBadPhoneNumber, ReasonValidationFailedPfx, "unexpected token", "in json at position", "unexpected end of json"):
 		return ClassInvalid
 	}
 	return ClassTransient
@@ -526,32 +529,58 @@ func jsonMessage(body []byte) string {
 	return ""
 }
 
-// quotaMessage describes a 466 body's invokeStatus, or "" when it has none.
+// quotaMessage describes a 466 body, or "" when it has no invokeStatus: the limit that was hit,
+// from whichever object says so. A method's quota says it in invokeStatus (status
+// QUOTE_EXCEEDED, the method, used of total); the chats limit answers invokeStatus.status
+// QUOTE_ALLOWED (the method itself is allowed) with a correspondentsStatus object naming the
+// limit, so that object is what is reported, as "chats limit: ...", never "QUOTE_ALLOWED".
 func quotaMessage(body []byte) string {
+	type status struct {
+		Method      string          `json:"method"`
+		Used        json.RawMessage `json:"used"`
+		Total       json.RawMessage `json:"total"`
+		Status      string          `json:"status"`
+		Description string          `json:"description"`
+	}
 	var q struct {
-		InvokeStatus *struct {
-			Method      string          `json:"method"`
-			Used        json.RawMessage `json:"used"`
-			Total       json.RawMessage `json:"total"`
-			Status      string          `json:"status"`
-			Description string          `json:"description"`
-		} `json:"invokeStatus"`
+		InvokeStatus         *status `json:"invokeStatus"`
+		CorrespondentsStatus *status `json:"correspondentsStatus"`
 	}
 	if json.Unmarshal(bytes.TrimSpace(body), &q) != nil || q.InvokeStatus == nil {
 		return ""
 	}
-	s := q.InvokeStatus
-	var parts []string
-	for _, p := range []string{s.Status, s.Method, s.Description} {
-		if p = strings.TrimSpace(p); p != "" {
-			parts = append(parts, p)
+	describe := func(s *status, skipStatus string) string {
+		var parts []string
+		for _, p := range []string{s.Status, s.Method, s.Description} {
+			if p = strings.TrimSpace(p); p != "" && !strings.EqualFold(p, skipStatus) {
+				parts = append(parts, p)
+			}
 		}
+		if len(s.Used) > 0 && len(s.Total) > 0 {
+			parts = append(parts, fmt.Sprintf("used %s of %s", s.Used, s.Total))
+		}
+		return strings.Join(parts, ": ")
 	}
-	if len(s.Used) > 0 && len(s.Total) > 0 {
-		parts = append(parts, fmt.Sprintf("used %s of %s", s.Used, s.Total))
+	if strings.EqualFold(strings.TrimSpace(q.InvokeStatus.Status), QuotaAllowed) {
+		msg := "chats limit"
+		if c := q.CorrespondentsStatus; c != nil {
+			if d := describe(c, ""); d != "" {
+				msg += ": " + d
+			}
+		} else {
+			msg += " (no correspondentsStatus in the answer)"
+		}
+		if m := strings.TrimSpace(q.InvokeStatus.Method); m != "" {
+			msg += " (method " + m + ")"
+		}
+		return msg
 	}
-	return strings.Join(parts, ": ")
+	return describe(q.InvokeStatus, "")
 }
+
+// QuotaAllowed is invokeStatus.status when the method's own quota is not what a 466 is about: the
+// chats (correspondents) limit was hit, and correspondentsStatus says how.
+const QuotaAllowed = "QUOTE_ALLOWED"
 
 // parseRetryAfter reads a Retry-After header, delay-seconds or HTTP-date, relative to now. It
 // is 0 when the header is absent, malformed or in the past, and at most maxRetryAfter.

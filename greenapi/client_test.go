@@ -281,7 +281,9 @@ func TestGetAvatarEditions(t *testing.T) {
 		{"current available no photo", `{"urlAvatar":"","available":true}`, Avatar{Available: boolPtr(true)}},
 		{"current hidden", `{"urlAvatar":"","available":false}`, Avatar{Available: boolPtr(false)}},
 		{"base64Avatar", `{"urlAvatar":"` + link + `","available":true,"base64Avatar":"/9j/4AAQSkZJRgABAQAAAQABAAD"}`,
-			Avatar{Available: boolPtr(true), URLAvatar: link}},
+			Avatar{Available: boolPtr(true), URLAvatar: link, Base64Avatar: "/9j/4AAQSkZJRgABAQAAAQABAAD"}},
+		{"base64Avatar without a link", `{"urlAvatar":"","available":true,"base64Avatar":"/9j/4AAQ"}`,
+			Avatar{Available: boolPtr(true), Base64Avatar: "/9j/4AAQ"}},
 		{"unknown fields", `{"urlAvatar":"","available":false,"extra":{"a":[1,2]},"n":null,"existsWhatsapp":null}`, Avatar{Available: boolPtr(false)}},
 		{"whitespace around", "\n {\"existsWhatsapp\":false}\n", Avatar{ExistsWhatsapp: boolPtr(false)}},
 		{"english: urlAvatar only", `{"urlAvatar":""}`, Avatar{}},
@@ -290,7 +292,7 @@ func TestGetAvatarEditions(t *testing.T) {
 		{"null urlAvatar beside a field", `{"urlAvatar":null,"available":true}`, Avatar{Available: boolPtr(true)}},
 		{"null existsWhatsapp beside a field", `{"existsWhatsapp":null,"urlAvatar":""}`, Avatar{}},
 		{"huge base64Avatar", `{"urlAvatar":"x","available":true,"base64Avatar":"` + strings.Repeat("A", 300<<10) + `"}`,
-			Avatar{Available: boolPtr(true), URLAvatar: "x"}},
+			Avatar{Available: boolPtr(true), URLAvatar: "x", Base64Avatar: strings.Repeat("A", 300<<10)}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -301,10 +303,14 @@ func TestGetAvatarEditions(t *testing.T) {
 				t.Fatalf("GetAvatar: %v", err)
 			}
 			if ptrString(got.ExistsWhatsapp) != ptrString(tt.want.ExistsWhatsapp) ||
-				ptrString(got.Available) != ptrString(tt.want.Available) || got.URLAvatar != tt.want.URLAvatar {
+				ptrString(got.Available) != ptrString(tt.want.Available) || got.URLAvatar != tt.want.URLAvatar ||
+				got.Base64Avatar != tt.want.Base64Avatar {
 				t.Fatalf("got {exists %s, available %s, url %q}, want {exists %s, available %s, url %q}",
 					ptrString(got.ExistsWhatsapp), ptrString(got.Available), got.URLAvatar,
 					ptrString(tt.want.ExistsWhatsapp), ptrString(tt.want.Available), tt.want.URLAvatar)
+			}
+			if got.HasAvatar() != (tt.want.URLAvatar != "" || tt.want.Base64Avatar != "") {
+				t.Errorf("HasAvatar = %v for %+v", got.HasAvatar(), tt.want)
 			}
 		})
 	}
@@ -927,6 +933,12 @@ func TestCheckWhatsapp(t *testing.T) {
 		{"timeout reason", 200, `{"existsWhatsapp":false,"reason":"check phone number timeout limit exceeded"}`, ClassAvatarTimeout},
 		{"466", 466, `{"invokeStatus":{"method":"checkWhatsapp","used":3000,"total":3000,"status":"QUOTE_EXCEEDED","description":"quota"}}`, ClassUnusable},
 		{"missing field", 200, `{}`, ClassTransient},
+		// Its errors are HTTP 400s (docs/greenapi.md, "Related methods").
+		{"timeout 400", 400, "check phone number timeout limit exceeded", ClassAvatarTimeout},
+		{"bad phone number 400", 400, "bad phone number, valid 11 or 12 digits", ClassInvalid},
+		{"bad phone number 400 json", 400, `{"statusCode":400,"message":"bad phone number, valid 11 or 12 digits"}`, ClassInvalid},
+		{"starting 400", 400, "instance is starting or not authorized", ClassStarting},
+		{"validation 400", 400, `{"statusCode":400,"message":"Validation failed. Details: 'phoneNumber' is required"}`, ClassInvalid},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -1151,5 +1163,45 @@ func TestTokenNeverLeaks(t *testing.T) {
 				t.Errorf("CheckWhatsapp error %#v, want Request with the token redacted", err)
 			}
 		}
+	}
+}
+
+// TestQuota466Named: a 466 reports the limit that was hit, from whichever object says so. The
+// chats limit answers invokeStatus.status QUOTE_ALLOWED (the method's own quota is fine) with a
+// correspondentsStatus object: the reason names the chats limit from that object, and never
+// reports "QUOTE_ALLOWED" as if it were the problem.
+func TestQuota466Named(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name, body string
+		want       []string
+		notWant    string
+	}{
+		{"method quota", `{"invokeStatus":{"method":"checkWhatsapp","used":100,"total":100,"status":"QUOTE_EXCEEDED","description":"Monthly quota has been exceeded"}}`,
+			[]string{"HTTP 466", "QUOTE_EXCEEDED", "checkWhatsapp", "used 100 of 100"}, "chats limit"},
+		{"chats limit", `{"invokeStatus":{"method":"checkWhatsapp","status":"QUOTE_ALLOWED","description":"The method is allowed"},` +
+			`"correspondentsStatus":{"status":"CORRESPONDENTS_QUOTE_EXCEEDED","description":"Exceeded the limit on the number of chats","used":3,"total":3}}`,
+			[]string{"HTTP 466", "chats limit", "CORRESPONDENTS_QUOTE_EXCEEDED", "Exceeded the limit on the number of chats", "used 3 of 3", "checkWhatsapp"}, "QUOTE_ALLOWED:"},
+		{"chats limit without its object", `{"invokeStatus":{"method":"getAvatar","status":"QUOTE_ALLOWED"}}`,
+			[]string{"chats limit", "no correspondentsStatus"}, "QUOTE_ALLOWED:"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, reply(466, tt.body))
+			_, err := b.client.CheckWhatsapp(context.Background(), mustTarget(t, "79001234567"))
+			e := asError(t, err, methodCheckWhatsapp)
+			if e.Class != ClassUnusable || e.Status != 466 {
+				t.Fatalf("Class, Status = %v, %d; want unusable, 466", e.Class, e.Status)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(e.Reason, w) {
+					t.Errorf("Reason %q lacks %q", e.Reason, w)
+				}
+			}
+			if strings.Contains(e.Reason, tt.notWant) || strings.HasSuffix(e.Reason, "QUOTE_ALLOWED") {
+				t.Errorf("Reason %q reports %q", e.Reason, tt.notWant)
+			}
+		})
 	}
 }

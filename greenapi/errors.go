@@ -53,12 +53,15 @@ func (c Class) String() string {
 
 // Reasons the API sends in a 200 body's "reason" field or as a 400 body.
 const (
-	ReasonBadRequestData      = "bad request data"
-	ReasonAvatarTimeout       = "get avatar timeout limit exceeded"
-	ReasonStarting            = "instance in starting process try later"
-	ReasonStartingOrNotAuth   = "instance is starting or not authorized"
-	ReasonNotAuthorized       = "instance account not authorized"
-	ReasonCheckNumberTimeout  = "check phone number timeout limit exceeded"
+	ReasonBadRequestData     = "bad request data"
+	ReasonAvatarTimeout      = "get avatar timeout limit exceeded"
+	ReasonStarting           = "instance in starting process try later"
+	ReasonStartingOrNotAuth  = "instance is starting or not authorized"
+	ReasonNotAuthorized      = "instance account not authorized"
+	ReasonCheckNumberTimeout = "check phone number timeout limit exceeded"
+	// ReasonBadPhoneNumber is CheckWhatsapp's refusal of a number ("bad phone number, valid 11
+	// or 12 digits"): permanent for that number, the row's own (ClassInvalid).
+	ReasonBadPhoneNumber      = "bad phone number"
 	ReasonValidationFailedPfx = "validation failed"
 )
 

@@ -28,7 +28,9 @@ const (
 	// Edition2023 has the seed's fields, but "bad request data" comes as an HTTP 200 with the
 	// reason in the body.
 	Edition2023 = "2023"
-	// EditionCurrent is today's urlAvatar and available; "bad request data" is an HTTP 400.
+	// EditionCurrent is today's urlAvatar and available; "bad request data" is an HTTP 400. As
+	// the contract says, {"urlAvatar":"","available":true} is both an account without a photo
+	// and no account at all: only a link or available false tell that the account exists.
 	// Like Green API today it takes only chatId: a getAvatar body with an integer phoneNumber
 	// and no chatId is answered 400 "Validation failed. Details: 'chatId' is required" (JSON).
 	EditionCurrent = "current"
@@ -228,6 +230,12 @@ type Config struct {
 	// RetryAfter, when positive, is sent as a Retry-After header (whole seconds, at least 1)
 	// with every 429. Default 0: none, as the contract documents.
 	RetryAfter time.Duration
+	// OutageAfter and OutageFor make the server unreachable for OutageFor, starting OutageAfter
+	// after Start: every API request in that window (every instance, every method) gets no
+	// answer at all, its connection closed as soon as the request is read, as a host that is
+	// down or a load balancer with no backend does; the client sees a network error. Images
+	// are still served. Counted in Stats.Refused. OutageFor 0 (the default): never.
+	OutageAfter, OutageFor time.Duration
 
 	// Start is the simulator's start: starting windows are measured from it and avatar links
 	// expire LinkLifetime after it. Default Now() when New runs.
@@ -307,6 +315,9 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	if cfg.LatencyMedian < 0 || cfg.LatencyP99 < 0 || cfg.RetryAfter < 0 {
 		return cfg, errConfig("latency and retry-after durations must not be negative")
+	}
+	if cfg.OutageAfter < 0 || cfg.OutageFor < 0 {
+		return cfg, errConfig("outage after %v and for %v must not be negative", cfg.OutageAfter, cfg.OutageFor)
 	}
 	if len(cfg.Instances) == 0 {
 		cfg.Instances = []Instance{{ID: InstanceIDDefault}}

@@ -32,6 +32,8 @@ const (
 	// msgChatIDRequired is the current editions' answer to a body without a chatId, and so
 	// to one naming the number as phoneNumber.
 	msgChatIDRequired = "Validation failed. Details: 'chatId' is required"
+	// msgBadPhoneNumber is checkWhatsapp's refusal of a number (its errors are HTTP 400s).
+	msgBadPhoneNumber = "bad phone number, valid 11 or 12 digits"
 )
 
 const (
@@ -66,6 +68,7 @@ type Simulator struct {
 
 	requests atomic.Int64
 	invalid  atomic.Int64
+	refused  atomic.Int64
 	errSeq   atomic.Uint64
 	shards   [chatShards]chatShard
 }
@@ -225,6 +228,10 @@ func (s *Simulator) serve(w http.ResponseWriter, r *http.Request, pool string) {
 		return
 	}
 	s.requests.Add(1)
+	if s.outageAt(s.cfg.Now()) {
+		s.refuse(w)
+		return
+	}
 	id, methodSeg, token, ok := splitPath(r.URL.Path)
 	if !ok {
 		writeStatus(w, http.StatusNotFound)
@@ -404,7 +411,12 @@ func (s *Simulator) serve(w http.ResponseWriter, r *http.Request, pool string) {
 	case timeout && m == mGetAvatar:
 		reason = greenapi.ReasonAvatarTimeout
 	case timeout:
-		reason = greenapi.ReasonCheckNumberTimeout
+		// checkWhatsapp's errors are HTTP 400s in every edition (docs/greenapi.md).
+		s.write400(w, bp, in, m, greenapi.ReasonCheckNumberTimeout, false)
+		return
+	case tr.BadRequest && m == mCheckWhatsapp:
+		s.write400(w, bp, in, m, msgBadPhoneNumber, false)
+		return
 	case tr.BadRequest:
 		if tr.Edition != Edition2023 {
 			s.write400(w, bp, in, m, greenapi.ReasonBadRequestData, false)
@@ -844,16 +856,38 @@ func appendAvatar(b []byte, tr *Truth, reason string) []byte {
 	return append(b, '}')
 }
 
-// appendCheck writes a CheckWhatsapp 200 body; a reason replaces the truth.
-func appendCheck(b []byte, tr *Truth, reason string) []byte {
+// appendCheck writes a CheckWhatsapp 200 body: the truth (its errors are 400s, never a reason
+// in a 200).
+func appendCheck(b []byte, tr *Truth, _ string) []byte {
 	b = append(b, `{"existsWhatsapp":`...)
-	b = strconv.AppendBool(b, tr.ExistsWhatsapp && reason == "")
-	if reason != "" {
-		b = append(b, `,"reason":"`...)
-		b = appendJSONText(b, reason)
-		b = append(b, '"')
-	}
+	b = strconv.AppendBool(b, tr.ExistsWhatsapp)
 	return append(b, '}')
+}
+
+// outageAt says whether now falls in the configured outage (Config.OutageAfter, OutageFor).
+func (s *Simulator) outageAt(now time.Time) bool {
+	if s.cfg.OutageFor <= 0 {
+		return false
+	}
+	since := now.Sub(s.cfg.Start)
+	return since >= s.cfg.OutageAfter && since < s.cfg.OutageAfter+s.cfg.OutageFor
+}
+
+// refuse answers nothing: it closes the request's connection, as an unreachable server does,
+// so the client gets a network error and no status. A ResponseWriter that cannot be hijacked
+// (HTTP/2) gets its handler aborted instead, which resets the stream.
+func (s *Simulator) refuse(w http.ResponseWriter) {
+	s.refused.Add(1)
+	if hj, ok := w.(http.Hijacker); ok {
+		if conn, _, err := hj.Hijack(); err == nil {
+			if tc, ok := conn.(interface{ SetLinger(int) error }); ok {
+				_ = tc.SetLinger(0) // a reset, not a graceful close
+			}
+			_ = conn.Close()
+			return
+		}
+	}
+	panic(http.ErrAbortHandler)
 }
 
 // appendJSONText appends s escaped for the inside of a JSON string.

@@ -336,7 +336,7 @@ func TestEditions(t *testing.T) {
 				CategoryAvatar:     {true, true, true},
 				CategoryNoPhoto:    {true, true, false},
 				CategoryHidden:     {true, false, false},
-				CategoryNoWhatsApp: {false, false, false},
+				CategoryNoWhatsApp: {false, true, false}, // today's edition cannot tell it from no photo
 			} {
 				tr := b.sim.Truth(find(t, b.sim, cat, 0))
 				if got := [3]bool{tr.ExistsWhatsapp, tr.Available, tr.URLAvatar != ""}; got != want || tr.BadRequest || (tr.Base64Avatar != "") != want[2] {
@@ -426,9 +426,9 @@ func TestBadRequestData(t *testing.T) {
 					t.Fatalf("after %s: Invalid %d, want %d", in.body, st.Invalid, wantInvalid)
 				}
 			}
+			// checkWhatsapp's errors are HTTP 400s in every edition, in its own words.
 			check := b.check(t, `{"phoneNumber":12345}`)
-			wantCheck := map[bool]string{true: `{"existsWhatsapp":false,"reason":"bad request data"}`, false: "bad request data"}[tc.edition == Edition2023]
-			if check.status != tc.status || check.body != wantCheck {
+			if check.status != http.StatusBadRequest || !strings.Contains(check.body, msgBadPhoneNumber) {
 				t.Fatalf("checkWhatsapp: got %d %q", check.status, check.body)
 			}
 		})
@@ -849,7 +849,7 @@ func TestEmpties(t *testing.T) {
 			// checkWhatsapp never answers empty.
 			wantCheck := `{"existsWhatsapp":true}`
 			if tc.timeouts {
-				wantCheck = `{"existsWhatsapp":false,"reason":"check phone number timeout limit exceeded"}`
+				wantCheck = "check phone number timeout limit exceeded" // an HTTP 400
 			}
 			if got := b.check(t, `{"phoneNumber":`+n+`}`); got.body != wantCheck {
 				t.Fatalf("checkWhatsapp: %q", got.body)
@@ -1064,14 +1064,18 @@ func TestTimeoutsFirst(t *testing.T) {
 					t.Fatalf("call %d: got %d %q, want %q", i, got.status, got.body, want)
 				}
 			}
-			for i, want := range []string{
-				`{"existsWhatsapp":false,"reason":"check phone number timeout limit exceeded"}`,
-				`{"existsWhatsapp":false,"reason":"check phone number timeout limit exceeded"}`,
-				`{"existsWhatsapp":false,"reason":"check phone number timeout limit exceeded"}`,
-				`{"existsWhatsapp":true}`,
+			// checkWhatsapp's timeouts are HTTP 400s, as all its errors (docs/greenapi.md).
+			for i, want := range []struct {
+				status int
+				body   string
+			}{
+				{400, "check phone number timeout limit exceeded"},
+				{400, "check phone number timeout limit exceeded"},
+				{400, "check phone number timeout limit exceeded"},
+				{200, `{"existsWhatsapp":true}`},
 			} {
-				if got := b.check(t, `{"phoneNumber":`+n+`}`); got.body != want {
-					t.Fatalf("check %d: got %q, want %q", i, got.body, want)
+				if got := b.check(t, `{"phoneNumber":`+n+`}`); got.status != want.status || got.body != want.body {
+					t.Fatalf("check %d: got %d %q, want %d %q", i, got.status, got.body, want.status, want.body)
 				}
 			}
 			want := ChatStats{Calls: 5, Answers: 2, Timeouts: 3, CheckCalls: 4, CheckAnswers: 1, CheckTimeouts: 3}
@@ -1539,5 +1543,105 @@ func TestNumberLengths(t *testing.T) {
 				t.Errorf("%d requests counted invalid, want 0", inv)
 			}
 		})
+	}
+}
+
+// TestTodayByDefault: with no Edition set the simulator answers as Green API does today:
+// {urlAvatar, available}, and a number without WhatsApp is {"urlAvatar":"","available":true},
+// the same answer as an account without a photo (docs/greenapi.md); only checkWhatsapp tells
+// them apart. Existence says what a correct client records for each.
+func TestTodayByDefault(t *testing.T) {
+	t.Parallel()
+	b := setup(t, Config{Seed: 3})
+	if got := b.sim.Config().Edition; got != EditionCurrent {
+		t.Fatalf("default edition %q, want %q", got, EditionCurrent)
+	}
+	yes, no := true, false
+	tests := []struct {
+		cat        Category
+		body       string // "" means the link answer
+		check      string
+		wantExists *bool
+		wantSource string
+	}{
+		{CategoryNoWhatsApp, `{"urlAvatar":"","available":true}`, `{"existsWhatsapp":false}`, &no, SourceCheckWhatsapp},
+		{CategoryNoPhoto, `{"urlAvatar":"","available":true}`, `{"existsWhatsapp":true}`, &yes, SourceCheckWhatsapp},
+		{CategoryHidden, `{"urlAvatar":"","available":false}`, `{"existsWhatsapp":true}`, &yes, SourceAvatar},
+		{CategoryAvatar, "", `{"existsWhatsapp":true}`, &yes, SourceAvatar},
+	}
+	for _, tt := range tests {
+		n := find(t, b.sim, tt.cat, 0)
+		tr := b.sim.Truth(n)
+		want := tt.body
+		if want == "" {
+			want = `{"urlAvatar":"` + tr.URLAvatar + `","available":true}`
+		}
+		if got := b.avatar(t, chatBody(n+"@c.us")); got.status != 200 || got.body != want {
+			t.Errorf("%v: getAvatar %d %q, want %q", tt.cat, got.status, got.body, want)
+		}
+		if got := b.check(t, `{"phoneNumber":`+n+`}`); got.status != 200 || got.body != tt.check {
+			t.Errorf("%v: checkWhatsapp %d %q, want %q", tt.cat, got.status, got.body, tt.check)
+		}
+		if exists, source := tr.Existence(false); exists == nil || *exists != *tt.wantExists || source != tt.wantSource {
+			t.Errorf("%v: Existence = %v %q, want %v %q", tt.cat, exists, source, *tt.wantExists, tt.wantSource)
+		}
+	}
+	// The seed edition is still there to choose.
+	seed := setup(t, Config{Seed: 3, Edition: EditionSeed})
+	n := find(t, seed.sim, CategoryNoWhatsApp, 0)
+	if got := seed.avatar(t, chatBody(n+"@c.us")); got.body != `{"existsWhatsapp":false,"urlAvatar":"","reason":""}` {
+		t.Errorf("seed edition, no WhatsApp: %q", got.body)
+	}
+	if exists, source := seed.sim.Truth(n).Existence(false); exists == nil || *exists || source != SourceCheckWhatsapp {
+		t.Errorf("seed edition, no WhatsApp: Existence = %v %q, want false checkWhatsapp", exists, source)
+	}
+	if exists, source := seed.sim.Truth(find(t, seed.sim, CategoryNoPhoto, 0)).Existence(false); exists == nil || !*exists || source != SourceGetAvatar {
+		t.Errorf("seed edition, no photo: Existence = %v %q, want true getAvatar", exists, source)
+	}
+}
+
+// TestOutage: between OutageAfter and OutageAfter+OutageFor every API request gets no answer, its
+// connection closed (a network error to the client, systemic, no status); before and after, the
+// same requests are answered. Stats.Refused counts the refused ones.
+func TestOutage(t *testing.T) {
+	t.Parallel()
+	clock := &fakeClock{t: testStart}
+	sim, err := New(Config{Now: clock.Now, Start: testStart, OutageAfter: time.Minute, OutageFor: 30 * time.Second,
+		Instances: []Instance{{ID: testID, Token: testToken, RPS: -1, StateRPS: -1}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(sim)
+	t.Cleanup(srv.Close)
+	c, err := greenapi.New(greenapi.Config{APIURL: srv.URL, IDInstance: testID, Token: testToken, Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	target, _ := greenapi.ParseTarget("79001234567")
+	for _, tt := range []struct {
+		at      time.Duration
+		refused bool
+	}{
+		{0, false}, {time.Minute - time.Nanosecond, false}, {time.Minute, true}, {80 * time.Second, true},
+		{90*time.Second - time.Nanosecond, true}, {90 * time.Second, false}, {time.Hour, false},
+	} {
+		clock.Set(tt.at)
+		_, err := c.GetAvatar(context.Background(), target)
+		var e *greenapi.Error
+		switch {
+		case tt.refused && !(errors.As(err, &e) && e.Status == 0 && greenapi.IsSystemic(err)):
+			t.Errorf("at %v: %v, want a network error (systemic, no status)", tt.at, err)
+		case !tt.refused && err != nil:
+			t.Errorf("at %v: %v, want an answer", tt.at, err)
+		}
+		if _, err := c.GetStateInstance(context.Background()); (err != nil) != tt.refused {
+			t.Errorf("at %v: getStateInstance %v, refused %v", tt.at, err, tt.refused)
+		}
+	}
+	if got := sim.Stats().Refused; got != 6 {
+		t.Errorf("Refused = %d, want 6 (3 instants, 2 methods)", got)
+	}
+	if _, err := New(Config{OutageFor: -time.Second}); err == nil {
+		t.Error("a negative outage is accepted")
 	}
 }

@@ -16,6 +16,9 @@ type Stats struct {
 	// Invalid is getAvatar and checkWhatsapp requests naming a number or chatId that fails
 	// greenapi validation: a correct client sends none.
 	Invalid int
+	// Refused is every request met by an outage (Config.OutageAfter, OutageFor): its
+	// connection closed with no answer. They are part of Requests, and of nothing else.
+	Refused int
 	// Instances are per idInstance.
 	Instances map[string]InstanceStats
 	// Chats are per normalized chat key (see Truth.Key).
@@ -165,6 +168,7 @@ func (s *Simulator) Stats() Stats {
 	st := Stats{
 		Requests:  int(s.requests.Load()),
 		Invalid:   int(s.invalid.Load()),
+		Refused:   int(s.refused.Load()),
 		Instances: make(map[string]InstanceStats, len(s.instances)),
 		Chats:     make(map[string]ChatStats),
 	}

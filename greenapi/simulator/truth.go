@@ -60,7 +60,9 @@ type Truth struct {
 	Edition string
 	// ExistsWhatsapp is the seed edition's existsWhatsapp (and checkWhatsapp's answer).
 	ExistsWhatsapp bool
-	// Available is the current edition's available: false when hidden or without WhatsApp.
+	// Available is the current edition's available: false only when the avatar is hidden (the
+	// account exists); true with a photo, without one, and without WhatsApp at all, which the
+	// current edition does not tell apart from an account without a photo.
 	Available bool
 	// URLAvatar is the exact link answered: empty unless Category is CategoryAvatar. Its oe
 	// is Config.Start plus LinkLifetime, so it is reproducible.
@@ -167,6 +169,8 @@ func (s *Simulator) truthOf(key string, kind greenapi.Kind, h uint64) Truth {
 		tr.ExistsWhatsapp, tr.Available = true, true
 	case CategoryHidden:
 		tr.ExistsWhatsapp = true
+	case CategoryNoWhatsApp:
+		tr.Available = true
 	case CategoryInvalid, CategoryBadRequest:
 		tr.BadRequest = true
 	}
@@ -263,5 +267,41 @@ func (t Truth) Avatar() greenapi.Avatar {
 		available := t.Available
 		a.Available = &available
 	}
+	if t.Edition == EditionCurrentBase64 {
+		a.Base64Avatar = t.Base64Avatar
+	}
 	return a
+}
+
+// Existence sources, as enrich records them in exists_source (enrich.Source*): the simulator
+// names them so that tests and the demo can say what a correct client writes.
+const (
+	SourceGetAvatar     = "getAvatar"
+	SourceAvatar        = "avatar"
+	SourceCheckWhatsapp = "checkWhatsapp"
+)
+
+// Existence is what a correct client that checks existence (enrich's greenapi.confirm_missing,
+// on by default) records for this number once every call succeeded: exists_whatsapp and where it
+// came from. A group is not asked of CheckWhatsapp: it records the seed editions' existsWhatsapp
+// (source getAvatar), else nothing (nil, ""). A personal number: the seed editions'
+// existsWhatsapp true stands (getAvatar); a link, an inlined image or available false mean the
+// account exists (avatar); anything else (existsWhatsapp false, or {"urlAvatar":"",
+// "available":true}) is asked of CheckWhatsapp, which tells the truth (checkWhatsapp).
+// Meaningless when BadRequest is true.
+func (t Truth) Existence(group bool) (*bool, string) {
+	yes := true
+	av := t.Avatar()
+	switch {
+	case group && av.ExistsWhatsapp != nil:
+		return av.ExistsWhatsapp, SourceGetAvatar
+	case group:
+		return nil, ""
+	case av.ExistsWhatsapp != nil && *av.ExistsWhatsapp:
+		return &yes, SourceGetAvatar
+	case av.ExistsWhatsapp == nil && (av.HasAvatar() || av.Available != nil && !*av.Available):
+		return &yes, SourceAvatar
+	}
+	exists := t.ExistsWhatsapp
+	return &exists, SourceCheckWhatsapp
 }
