@@ -9,6 +9,7 @@ package avatars
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -141,6 +142,32 @@ func (k *Keeper) Keep(ctx context.Context, link string) (string, error) {
 	defer cancel()
 	if err := k.saver.SaveAvatar(sctx, hash, contentType, data); err != nil {
 		return "", fmt.Errorf("save avatar %s (within %s): %w", hash[:12], k.cfg.SaveTimeout, err)
+	}
+	return hash, nil
+}
+
+// KeepData stores an image GetAvatar inlined as base64Avatar, under the same limits as Keep's
+// downloads (avatars.max_bytes, an image by its content), and returns its SHA-256 in hex. No
+// download is made: the bytes came with the answer.
+func (k *Keeper) KeepData(ctx context.Context, b64 string) (string, error) {
+	if int64(base64.StdEncoding.DecodedLen(len(b64))) > k.cfg.MaxBytes+2 {
+		return "", fmt.Errorf("%w: inlined avatar over avatars.max_bytes (%d)", ErrRefused, k.cfg.MaxBytes)
+	}
+	data, err := base64.StdEncoding.DecodeString(strings.TrimSpace(b64))
+	if err != nil {
+		return "", fmt.Errorf("%w: inlined avatar is not base64: %v", ErrRefused, err)
+	}
+	if int64(len(data)) > k.cfg.MaxBytes {
+		return "", fmt.Errorf("%w: inlined avatar over avatars.max_bytes (%d)", ErrRefused, k.cfg.MaxBytes)
+	}
+	contentType := http.DetectContentType(data)
+	if !strings.HasPrefix(contentType, "image/") {
+		return "", fmt.Errorf("%w: inlined avatar is not an image (content looks like %q)", ErrRefused, contentType)
+	}
+	sum := sha256.Sum256(data)
+	hash := hex.EncodeToString(sum[:])
+	if err := k.saver.SaveAvatar(ctx, hash, contentType, data); err != nil {
+		return "", fmt.Errorf("save avatar %s: %w", hash[:12], err)
 	}
 	return hash, nil
 }

@@ -12,10 +12,28 @@ type Avatars interface {
 	Keep(ctx context.Context, link string) (string, error)
 }
 
-// keepAvatar keeps the image behind a done row's link, when the run keeps images; "" when it
-// does not, or the image could not be kept (logged: the row is answered either way).
+// InlineAvatars is what an Avatars that can also keep an image GetAvatar inlined (base64Avatar)
+// has: KeepData stores the base64 image and returns its SHA-256 in hex (package avatars).
+type InlineAvatars interface {
+	KeepData(ctx context.Context, b64 string) (string, error)
+}
+
+// keepAvatar keeps a done row's avatar, when the run keeps images: the image the answer inlined
+// (base64Avatar), when the Avatars can keep it (no download needed), else the one behind its
+// link. "" when it does not keep images, or the image could not be kept (logged: the row is
+// answered either way).
 func (r *Runner) keepAvatar(c *controller, av greenapi.Avatar) string {
-	if r.cfg.Avatars == nil || av.URLAvatar == "" {
+	if r.cfg.Avatars == nil || !av.HasAvatar() {
+		return ""
+	}
+	if inline, ok := r.cfg.Avatars.(InlineAvatars); ok && av.Base64Avatar != "" {
+		sha, err := inline.KeepData(r.calls, av.Base64Avatar)
+		if err == nil {
+			return sha
+		}
+		r.log.Debug().Str("instance", c.id).Err(err).Msg("keeping an inlined avatar failed; trying its link")
+	}
+	if av.URLAvatar == "" {
 		return ""
 	}
 	start := r.cfg.Now()

@@ -36,7 +36,8 @@ type API interface {
 	ID() string
 	GetAvatar(ctx context.Context, t greenapi.Target) (greenapi.Avatar, error)
 	GetStateInstance(ctx context.Context) (string, error)
-	// CheckWhatsapp confirms an account GetAvatar reported missing (Config.ConfirmMissing).
+	// CheckWhatsapp says whether an account exists where GetAvatar's answer could not
+	// (Config.ConfirmMissing).
 	CheckWhatsapp(ctx context.Context, t greenapi.Target) (bool, error)
 }
 
@@ -153,10 +154,14 @@ type Config struct {
 	// expires): the row records its SHA-256. A download that fails leaves the row answered,
 	// without a new image. Default nil: links only.
 	Avatars Avatars
-	// ConfirmMissing confirms every "existsWhatsapp: false" GetAvatar answer for a phone number
-	// with CheckWhatsapp, which Green API advises: GetAvatar reports some accounts without a
-	// photo as missing. The row then records the confirmed value and that it came from
-	// CheckWhatsapp. Default false.
+	// ConfirmMissing asks CheckWhatsapp whether a personal row's account exists wherever
+	// GetAvatar's answer cannot say: today's {"urlAvatar":"","available":true} (no photo or no
+	// account) and the seed editions' existsWhatsapp false (which Green API gets wrong for
+	// accounts without a photo). The row records the answer and exists_source checkWhatsapp, or
+	// NULL and unchecked when the check could not be made (a 466 stops the checks on that
+	// instance). Without it those rows are left unchecked (today's edition) or keep GetAvatar's
+	// false. Default false here; the CLI's greenapi.confirm_missing defaults to true. See
+	// Runner.existence.
 	ConfirmMissing bool
 	// Observer is told of every call, retry and written row as it happens (metrics). Default:
 	// none. Runner.Snapshot gives the rest (rows due, calls in flight, instance states).

@@ -2,36 +2,81 @@ package enrich
 
 import (
 	"context"
+	"strings"
 	"time"
 
 	"github.com/enrich-dev/enrich/greenapi"
 )
 
-// Where a row's exists_whatsapp came from (store.Done.ExistsSource).
+// Where a row's exists_whatsapp came from (store.Done.ExistsSource), or why it is still NULL.
 const (
-	SourceGetAvatar     = "getAvatar"
+	// SourceGetAvatar: GetAvatar's existsWhatsapp (the seed editions), true, or false with the
+	// checks off.
+	SourceGetAvatar = "getAvatar"
+	// SourceAvatar: inferred from the answer: a link, an inlined base64Avatar or available false
+	// (privacy hides the photo of an account that exists) mean the account exists.
+	SourceAvatar = "avatar"
+	// SourceCheckWhatsapp: CheckWhatsapp's answer, asked where GetAvatar could not say.
 	SourceCheckWhatsapp = "checkWhatsapp"
+	// SourceUnchecked: existence unknown (exists_whatsapp NULL) because CheckWhatsapp was not
+	// asked or did not answer: its quota on the instance is spent (466), the check failed, or the
+	// checks are off (ConfirmMissing false). A later run with the checks on completes the row
+	// (store.RefreshPolicy.ExistsUnknown).
+	SourceUnchecked = "unchecked"
+	// SourceBadPhoneNumber: existence unknown because CheckWhatsapp refused the number ("bad
+	// phone number, valid 11 or 12 digits"): permanent for that number, so it is not asked
+	// again. GetAvatar's answer is kept.
+	SourceBadPhoneNumber = "badPhoneNumber"
 )
 
 // CheckRPSDefault is CheckWhatsapp's documented limit per instance, apart from GetAvatar's.
 const CheckRPSDefault = 10
 
-// confirmable says whether a GetAvatar answer is one Green API is known to get wrong: an account
-// without a photo reported existsWhatsapp false (docs/greenapi.md). Only phone numbers can be
-// confirmed (CheckWhatsapp takes a phoneNumber), and only on an instance whose confirmations go on.
-func (r *Runner) confirmable(c *controller, h *held, av greenapi.Avatar) bool {
-	return r.cfg.ConfirmMissing && av.ExistsWhatsapp != nil && !*av.ExistsWhatsapp &&
-		h.target.Kind() == greenapi.KindPhone && c.confirming()
+// existence decides what a GetAvatar answer says of the account and where that came from,
+// asking CheckWhatsapp where the answer cannot say (docs/greenapi.md, "Successful response"):
+//   - existsWhatsapp true: the account exists (getAvatar);
+//   - a link, an inlined image or available false: it exists (avatar);
+//   - otherwise, for a phone number or personal chat ({"urlAvatar":"","available":true} in
+//     today's edition: no photo or no account; existsWhatsapp false in the seed editions, which
+//     Green API gets wrong for accounts without a photo): CheckWhatsapp's answer
+//     (checkWhatsapp), or NULL when it could not be asked (unchecked, badPhoneNumber). With the
+//     checks off, the seed editions' false stands (getAvatar) and today's answer is unchecked.
+//
+// A group is not a personal row: it is never asked of CheckWhatsapp, and records only what
+// GetAvatar said (existsWhatsapp, or nothing).
+func (r *Runner) existence(c *controller, h *held, av greenapi.Avatar) (greenapi.Avatar, string) {
+	yes := true
+	switch {
+	case av.ExistsWhatsapp != nil && *av.ExistsWhatsapp:
+		return av, SourceGetAvatar
+	case h.target.Kind() == greenapi.KindGroup:
+		if av.ExistsWhatsapp != nil {
+			return av, SourceGetAvatar
+		}
+		return av, ""
+	case av.ExistsWhatsapp == nil && (av.HasAvatar() || av.Available != nil && !*av.Available):
+		av.ExistsWhatsapp = &yes
+		return av, SourceAvatar
+	case !r.cfg.ConfirmMissing && av.ExistsWhatsapp != nil:
+		return av, SourceGetAvatar
+	case !r.cfg.ConfirmMissing:
+		return av, SourceUnchecked
+	}
+	return r.confirm(c, h, av)
 }
 
-// confirm asks CheckWhatsapp whether the account GetAvatar reported missing exists, within the
-// instance's CheckWhatsapp limit, and returns the answer to write with its source. A
-// confirmation that fails leaves GetAvatar's answer, marked as such: the row is answered either
-// way, and a later refresh can confirm it. A 466 stops confirmations on the instance for the rest
-// of the run, not its avatars.
+// confirm asks CheckWhatsapp whether the account exists, within the instance's CheckWhatsapp
+// limit, and returns the answer to write with its source. A check that cannot be made leaves
+// existence unknown (NULL), marked unchecked for a later run, or badPhoneNumber when
+// CheckWhatsapp refused the number; the row is answered either way, with GetAvatar's avatar. A
+// 466 stops the checks on the instance for the rest of the run, not its avatars.
 func (r *Runner) confirm(c *controller, h *held, av greenapi.Avatar) (greenapi.Avatar, string) {
+	av.ExistsWhatsapp = nil
+	if !c.confirming() {
+		return av, SourceUnchecked
+	}
 	if err := c.checkSlot(r.calls); err != nil {
-		return av, SourceGetAvatar // the run is stopping, or the budget failed: GetAvatar's answer stands
+		return av, SourceUnchecked // the run is stopping, or the budget failed
 	}
 	start := r.cfg.Now()
 	exists, err := c.api.CheckWhatsapp(r.calls, h.target)
@@ -40,15 +85,19 @@ func (r *Runner) confirm(c *controller, h *held, av greenapi.Avatar) (greenapi.A
 	case err == nil:
 		av.ExistsWhatsapp = &exists
 		return av, SourceCheckWhatsapp
+	case greenapi.ClassOf(err) == greenapi.ClassInvalid && strings.Contains(strings.ToLower(reasonOf(err)), greenapi.ReasonBadPhoneNumber):
+		r.log.Debug().Str("instance", c.id).Err(err).Msg("checkWhatsapp refused the number: its existence stays unknown")
+		return av, SourceBadPhoneNumber
 	case greenapi.ClassOf(err) == greenapi.ClassUnusable && statusOf(err) == 466:
 		if c.stopConfirming() {
-			r.log.Warn().Str("instance", c.id).Err(err).Msg("checkWhatsapp quota spent: no more confirmations " +
-				"on this instance in this run; its avatars go on, and rows it reported missing keep getAvatar's answer")
+			r.log.Warn().Str("instance", c.id).Err(err).Msg("checkWhatsapp quota spent: no more existence checks " +
+				"on this instance in this run; its avatars go on, and rows it cannot tell the existence of are left " +
+				"unchecked (exists_whatsapp NULL) for a later run")
 		}
 	default:
-		r.log.Debug().Str("instance", c.id).Err(err).Msg("confirming a missing account failed; getAvatar's answer stands")
+		r.log.Debug().Str("instance", c.id).Err(err).Msg("checking existence failed; left unchecked for a later run")
 	}
-	return av, SourceGetAvatar
+	return av, SourceUnchecked
 }
 
 // confirming says whether the instance still confirms missing accounts.

@@ -694,10 +694,8 @@ func (r *Runner) call(c *controller, h *held, sentAt time.Time) (retry bool) {
 	}
 	if err == nil {
 		r.failInvalid(c.answered()...)
-		source := SourceGetAvatar
-		if r.confirmable(c, h, av) {
-			av, source = r.confirm(c, h, av)
-		}
+		av, source := r.existence(c, h, av)
+		r.stats.exists(source)
 		r.resolve(h, result{kind: resultDone, avatar: av, source: source, avatarSHA: r.keepAvatar(c, av)})
 		return false
 	}

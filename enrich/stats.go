@@ -35,6 +35,13 @@ type Summary struct {
 	Calls map[string]int64
 	// RateLimited is the number of 429 answers.
 	RateLimited int64
+	// Existence counts the run's answers by where their exists_whatsapp came from (SourceAvatar,
+	// SourceCheckWhatsapp, ...; "none" for a group whose answer says nothing of it), counted as
+	// answered: a result later lost to another claim is still here.
+	Existence map[string]int64
+	// ExistsUnknown is those answers of personal rows whose existence stays unknown and that a
+	// later run completes: Existence's SourceUnchecked.
+	ExistsUnknown int64
 	// Elapsed is the run's wall time.
 	Elapsed time.Duration
 	// Stop says why the run ended.
@@ -66,6 +73,21 @@ func (s Summary) MarshalZerologObject(e *zerolog.Event) {
 		d.Int64(k, s.Calls[k])
 	}
 	e.Dict("calls", d)
+	ex := zerolog.Dict()
+	for _, k := range sortedKeys(s.Existence) {
+		ex.Int64(k, s.Existence[k])
+	}
+	e.Dict("existence", ex).Int64("exists_unknown", s.ExistsUnknown)
+}
+
+// sortedKeys is m's keys in order, for stable output.
+func sortedKeys(m map[string]int64) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }
 
 // stats are the run's counters, safe for every worker at once.
@@ -75,11 +97,25 @@ type stats struct {
 	inFlight atomic.Int64
 	obs      Observer
 
-	mu    sync.Mutex
-	calls map[string]int64
+	mu        sync.Mutex
+	calls     map[string]int64
+	existence map[string]int64
 }
 
-func newStats(obs Observer) *stats { return &stats{calls: make(map[string]int64), obs: obs} }
+func newStats(obs Observer) *stats {
+	return &stats{calls: make(map[string]int64), existence: make(map[string]int64), obs: obs}
+}
+
+// exists counts one answer by the source of its exists_whatsapp ("" for a group that says
+// nothing of it).
+func (s *stats) exists(source string) {
+	if source == "" {
+		source = "none"
+	}
+	s.mu.Lock()
+	s.existence[source]++
+	s.mu.Unlock()
+}
 
 // call counts one API call to instance by its outcome, begun at start and answered at end.
 func (s *stats) call(instance, method string, err error, start, end time.Time) {
@@ -118,13 +154,18 @@ func (s *stats) summary(elapsed time.Duration) Summary {
 	for k, v := range s.calls {
 		calls[k] = v
 	}
+	existence := make(map[string]int64, len(s.existence))
+	for k, v := range s.existence {
+		existence[k] = v
+	}
 	s.mu.Unlock()
 	return Summary{
 		Claimed: s.claimed.Load(), Done: s.done.Load(), Failed: s.failed.Load(),
 		Rescheduled: s.rescheduled.Load(), Released: s.released.Load(), Lost: s.lost.Load(),
 		InvalidLocal: s.invalidLocal.Load(), Calls: calls,
 		RateLimited: calls["getAvatar "+greenapi.ClassRateLimited.String()],
-		Elapsed:     elapsed,
+		Existence:   existence, ExistsUnknown: existence[SourceUnchecked],
+		Elapsed: elapsed,
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -65,7 +66,7 @@ const (
 	sqlExportDeclare = `
 DECLARE enrich_export NO SCROLL CURSOR FOR
 SELECT id, phone_number, chat_id, status, exists_whatsapp, avatar_available, url_avatar, reason, attempts,
-       checked_at, updated_at
+       checked_at, updated_at, exists_source
 FROM %[1]s
 WHERE ($1::text IS NULL OR status = $1::text)
   AND ($2::timestamptz IS NULL OR coalesce(checked_at, updated_at) >= $2::timestamptz)
@@ -102,20 +103,37 @@ type exportRow struct {
 // counted in the result, and w may hold a partial last row. Errors from w are wrapped in
 // an *ExportWriteError, so a caller can tell the output's failure from the database's.
 func (s *Store) Export(ctx context.Context, w io.Writer, f ExportFilter) (int64, error) {
+	c, err := s.ExportCounted(ctx, w, f)
+	return c.Rows, err
+}
+
+// ExportCounts is what an export wrote.
+type ExportCounts struct {
+	// Rows is how many rows were written.
+	Rows int64
+	// ExistsUnknown is how many of them are done personal rows whose exists_whatsapp is NULL
+	// and that a run with the checks on completes (Report.ExistsUnknown's rows): the ones a
+	// reader of the file cannot tell the existence of yet.
+	ExistsUnknown int64
+}
+
+// ExportCounted is Export, counting also the rows whose existence is unknown.
+func (s *Store) ExportCounted(ctx context.Context, w io.Writer, f ExportFilter) (ExportCounts, error) {
+	var c ExportCounts
 	enc, err := newExportEncoder(f.Format, w)
 	if err != nil {
-		return 0, err
+		return c, err
 	}
 	switch f.Status {
 	case "", StatusDone, StatusFailed, StatusPending:
 	default:
-		return 0, fmt.Errorf("export: status %q: use %q, %q, %q or \"\" for every row", f.Status, StatusDone, StatusFailed, StatusPending)
+		return c, fmt.Errorf("export: status %q: use %q, %q, %q or \"\" for every row", f.Status, StatusDone, StatusFailed, StatusPending)
 	}
 	if f.Within < 0 {
-		return 0, fmt.Errorf("export: negative age %v", f.Within)
+		return c, fmt.Errorf("export: negative age %v", f.Within)
 	}
 	if f.Within > 0 && !f.Since.IsZero() {
-		return 0, errors.New("export: both a time (Since) and an age (Within) given: set one")
+		return c, errors.New("export: both a time (Since) and an age (Within) given: set one")
 	}
 	var status *string
 	if f.Status != "" {
@@ -140,8 +158,9 @@ func (s *Store) Export(ctx context.Context, w io.Writer, f ExportFilter) (int64,
 		}
 		fetch := fmt.Sprintf(sqlExportFetch, ExportFetch)
 		var r exportRow
+		var source *string
 		dest := []any{&r.ID, &r.PhoneNumber, &r.ChatID, &r.Status, &r.ExistsWhatsapp, &r.AvatarAvailable, &r.URLAvatar,
-			&r.Reason, &r.Attempts, &r.CheckedAt, &r.UpdatedAt}
+			&r.Reason, &r.Attempts, &r.CheckedAt, &r.UpdatedAt, &source}
 		for {
 			rows, err := tx.Query(ctx, fetch)
 			if err != nil {
@@ -159,6 +178,10 @@ func (s *Store) Export(ctx context.Context, w io.Writer, f ExportFilter) (int64,
 				}
 				got++
 				n++
+				if r.Status == StatusDone && r.ExistsWhatsapp == nil && (source == nil || *source != "badPhoneNumber") &&
+					(r.ChatID == nil || !strings.HasSuffix(*r.ChatID, "@g.us")) {
+					c.ExistsUnknown++
+				}
 			}
 			rows.Close()
 			if werr != nil {
@@ -176,7 +199,8 @@ func (s *Store) Export(ctx context.Context, w io.Writer, f ExportFilter) (int64,
 		}
 		return nil
 	})
-	return n, err
+	c.Rows = n
+	return c, err
 }
 
 // ExportWriteError is Export's error when writing to its io.Writer failed (a full disk, a closed

@@ -36,6 +36,11 @@ type RefreshPolicy struct {
 	After time.Duration
 	// BeforeExpiry makes a done row due this long before its url_expires_at. 0: at the expiry.
 	BeforeExpiry time.Duration
+	// ExistsUnknown also makes due every done personal row whose exists_whatsapp is NULL (bar
+	// those CheckWhatsapp refused, 'badPhoneNumber'): rows a run left 'unchecked' (the
+	// CheckWhatsapp quota was spent) and rows answered by today's edition before existence was
+	// checked, so that a run with the checks on (greenapi.confirm_missing) completes them.
+	ExistsUnknown bool
 }
 
 // Validate reports a policy Refresh would refuse, by its config key.
@@ -64,6 +69,9 @@ func (p RefreshPolicy) Validate() error {
 // at 0, since they count the tries of this refresh. next_attempt_at is when the row became due
 // (the earlier of checked_at + after and url_expires_at - before), never after now: rows join the
 // claim order by how overdue they are, a link expiring soonest first. The claim is unchanged.
+//
+// With $5, up to $4 done rows whose existence is unknown (migrations/0011's partial index, in id
+// order) are moved too, due now: their answer is asked again, existence included.
 const sqlRefresh = `
 WITH aged AS (
     SELECT id FROM %[1]s
@@ -80,6 +88,15 @@ WITH aged AS (
     ORDER BY url_expires_at, id
     LIMIT $4::bigint
     FOR UPDATE SKIP LOCKED
+), unknown AS (
+    SELECT id FROM %[1]s
+    WHERE $5::boolean
+      AND status = 'done' AND exists_whatsapp IS NULL
+      AND exists_source IS DISTINCT FROM 'badPhoneNumber'
+      AND (chat_id IS NULL OR right(chat_id, 5) <> '@g.us')
+    ORDER BY id
+    LIMIT $4::bigint
+    FOR UPDATE SKIP LOCKED
 )
 UPDATE %[1]s AS t
 SET status          = 'pending',
@@ -89,7 +106,7 @@ SET status          = 'pending',
                                            t.url_expires_at - $3::bigint * interval '1 microsecond'),
                                      coalesce($1::timestamptz, now()))),
     updated_at      = now()
-WHERE t.id = ANY (ARRAY(SELECT id FROM aged UNION SELECT id FROM expiring))
+WHERE t.id = ANY (ARRAY(SELECT id FROM aged UNION SELECT id FROM expiring UNION SELECT id FROM unknown))
   AND t.status = 'done'`
 
 // sqlExpiring counts up to $3 done rows whose link expires after now and within $2 µs, through
@@ -122,7 +139,7 @@ func (s *Store) Refresh(ctx context.Context, p RefreshPolicy) (int64, error) {
 	q := fmt.Sprintf(sqlRefresh, s.table.Sanitize())
 	var total int64
 	for {
-		tag, err := s.pool.Exec(ctx, q, s.clock(), after, p.BeforeExpiry.Microseconds(), RefreshChunk)
+		tag, err := s.pool.Exec(ctx, q, s.clock(), after, p.BeforeExpiry.Microseconds(), RefreshChunk, p.ExistsUnknown)
 		if err != nil {
 			return total, fmt.Errorf("refresh: after %d rows: %w", total, err)
 		}
@@ -145,7 +162,7 @@ func (s *Store) ExplainRefresh(ctx context.Context, p RefreshPolicy) (string, er
 		after = &us
 	}
 	rows, err := s.pool.Query(ctx, "EXPLAIN "+fmt.Sprintf(sqlRefresh, s.table.Sanitize()), s.clock(), after,
-		p.BeforeExpiry.Microseconds(), RefreshChunk)
+		p.BeforeExpiry.Microseconds(), RefreshChunk, p.ExistsUnknown)
 	if err != nil {
 		return "", fmt.Errorf("explain refresh: %w", err)
 	}

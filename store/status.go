@@ -56,11 +56,13 @@ type Overview struct {
 	// DueCapped, LeasedCapped and ScheduledCapped say the count stopped at Limit rows: the
 	// figure is a lower bound. Never set when Exact.
 	DueCapped, LeasedCapped, ScheduledCapped bool
+	// ExistsUnknownCapped says the same of ExistsUnknown and Unchecked.
+	ExistsUnknownCapped bool
 }
 
 // statusQueries are Overview's statements with the table filled in.
 type statusQueries struct {
-	stats, probe, now, dueCapped, oldestDue, later string
+	stats, probe, now, dueCapped, oldestDue, later, existsUnknown string
 }
 
 func newStatusQueries(t string) statusQueries {
@@ -68,6 +70,7 @@ func newStatusQueries(t string) statusQueries {
 	return statusQueries{
 		stats: sqlStatusStats, probe: f(sqlStatusProbe), now: sqlStatusNow,
 		dueCapped: f(sqlStatusDueCapped), oldestDue: f(sqlStatusOldestDue), later: f(sqlStatusLater),
+		existsUnknown: f(sqlStatusExistsUnknown),
 	}
 }
 
@@ -134,6 +137,19 @@ FROM (
     LIMIT $2::bigint
 ) AS l`
 )
+
+// sqlStatusExistsUnknown counts up to $1 (NULL: all) done personal rows whose existence is
+// unknown and that a run with the checks on completes, and of them those a run left 'unchecked',
+// walking migrations/0011's partial index (its predicate, repeated here, lets the planner use it).
+const sqlStatusExistsUnknown = `
+SELECT count(*), count(*) FILTER (WHERE exists_source = 'unchecked') FROM (
+    SELECT exists_source FROM %[1]s
+    WHERE status = 'done' AND exists_whatsapp IS NULL
+      AND exists_source IS DISTINCT FROM 'badPhoneNumber'
+      AND (chat_id IS NULL OR right(chat_id, 5) <> '@g.us')
+    ORDER BY id
+    LIMIT $1::bigint
+) AS u`
 
 // tableStats is what sqlStatusStats read.
 type tableStats struct {
@@ -235,6 +251,12 @@ func (s *Store) Overview(ctx context.Context, o StatusOptions) (Overview, error)
 		if later > limit {
 			// Both are counts of what was seen, so true lower bounds; at most one row over.
 			ov.LeasedCapped, ov.ScheduledCapped = true, true
+		}
+		if err := tx.QueryRow(ctx, s.est.existsUnknown, limit+1).Scan(&ov.ExistsUnknown, &ov.Unchecked); err != nil {
+			return fmt.Errorf("count rows whose existence is unknown: %w", err)
+		}
+		if ov.ExistsUnknown > limit {
+			ov.ExistsUnknown, ov.Unchecked, ov.ExistsUnknownCapped = limit, min(ov.Unchecked, limit), true
 		}
 		return nil
 	})

@@ -315,8 +315,9 @@ type Done struct {
 	AvatarAvailable *bool
 	// URLAvatar is stored as given: "" means checked and no URL (NULL means never checked).
 	URLAvatar string
-	// ExistsSource is the method ExistsWhatsapp came from, "getAvatar" or "checkWhatsapp"; it is
-	// stored as NULL when ExistsWhatsapp is nil (nothing to source) or when it is "".
+	// ExistsSource is where ExistsWhatsapp came from ("getAvatar", "avatar", "checkWhatsapp"),
+	// or, with ExistsWhatsapp nil, why it is unknown ("unchecked", "badPhoneNumber"); "" stores
+	// NULL. See migrations/0011 and enrich's Source* constants.
 	ExistsSource string
 	// URLExpiresAt is when URLAvatar stops working (greenapi.LinkExpiry), stored in
 	// url_expires_at so that Refresh makes the row due again before then; nil stores NULL (no
@@ -412,9 +413,7 @@ func (s *Store) Write(ctx context.Context, owner string, b Batch) (Written, erro
 		for i, d := range part {
 			expires[i], shas[i] = d.URLExpiresAt, d.AvatarSHA256
 			ids[i], tokens[i], exists[i], avatar[i], urls[i] = d.ID, d.Token, d.ExistsWhatsapp, d.AvatarAvailable, d.URLAvatar
-			if d.ExistsWhatsapp != nil {
-				sources[i] = d.ExistsSource
-			}
+			sources[i] = d.ExistsSource
 		}
 		pb.Queue(s.q.complete, now, owner, ids, tokens, exists, avatar, urls, sources, expires, shas)
 		counters = append(counters, &w.Done)
@@ -576,6 +575,15 @@ type Report struct {
 	Scheduled int64
 	// OldestDue is the earliest next_attempt_at among due rows; nil when none is due.
 	OldestDue *time.Time
+	// ExistsUnknown is done personal rows whose exists_whatsapp is NULL that a run with the
+	// checks on (greenapi.confirm_missing) completes: every such row but those CheckWhatsapp
+	// refused (exists_source 'badPhoneNumber'). Groups are not counted: existence is not
+	// checked for them.
+	ExistsUnknown int64
+	// Unchecked is those of ExistsUnknown a run left 'unchecked' (CheckWhatsapp's quota spent,
+	// the check failed, or the checks off); the others were answered before existence was
+	// checked.
+	Unchecked int64
 }
 
 // Status reports the table's state from one consistent snapshot (a read-only repeatable-read
@@ -608,6 +616,9 @@ func (s *Store) Status(ctx context.Context) (Report, error) {
 
 		if err := tx.QueryRow(ctx, s.q.statusQueue, now).Scan(&r.Due, &r.Leased, &r.Scheduled, &r.OldestDue); err != nil {
 			return fmt.Errorf("count queue: %w", err)
+		}
+		if err := tx.QueryRow(ctx, s.est.existsUnknown, nil).Scan(&r.ExistsUnknown, &r.Unchecked); err != nil {
+			return fmt.Errorf("count rows whose existence is unknown: %w", err)
 		}
 		return nil
 	})

@@ -62,9 +62,13 @@ type GreenAPIConfig struct {
 	// max_per_day.
 	DayStartsAt string `toml:"day_starts_at"`
 	TimeZone    string `toml:"time_zone"`
-	// ConfirmMissing asks CheckWhatsapp about every account GetAvatar reports missing (Green
-	// API's known bug with accounts without a photo), within CheckWhatsapp's own 10 rps per
-	// instance. Default false.
+	// ConfirmMissing asks CheckWhatsapp whether the account exists wherever GetAvatar's answer
+	// cannot say (today's {"urlAvatar":"","available":true}: no photo or no account) or may be
+	// wrong (the seed editions' existsWhatsapp false: Green API's known bug with accounts
+	// without a photo), within CheckWhatsapp's own 10 rps per instance, and makes a run first
+	// take up again the rows whose existence is still unknown. Default true (it was false, and
+	// only the seed editions' false was asked, before existence was checked for every row);
+	// false: no CheckWhatsapp call, and today's answers without a link are left unchecked.
 	ConfirmMissing bool             `toml:"confirm_missing"`
 	Instances      []InstanceConfig `toml:"instance"`
 }
@@ -106,6 +110,14 @@ type RunConfig struct {
 // refresh is the store's refresh policy from [run].
 func (r RunConfig) refresh() store.RefreshPolicy {
 	return store.RefreshPolicy{After: r.RefreshAfter.Duration, BeforeExpiry: r.RefreshBeforeExpiry.Duration}
+}
+
+// refreshPolicy is the run's refresh policy: [run]'s, and with the existence checks on
+// (greenapi.confirm_missing) the rows whose existence is still unknown too.
+func (c Config) refreshPolicy() store.RefreshPolicy {
+	p := c.Run.refresh()
+	p.ExistsUnknown = c.GreenAPI.ConfirmMissing
+	return p
 }
 
 // RetryConfig is [retry].
@@ -193,11 +205,12 @@ func defaultConfig() Config {
 		Database: DatabaseConfig{Table: store.TableDefault, BudgetSchema: store.BudgetSchemaDefault,
 			RetryFor: Duration{enrich.RetryForDefault}, Timeout: Duration{enrich.DatabaseTimeoutDefault}},
 		GreenAPI: GreenAPIConfig{
-			APIURL:      APIURLDefault,
-			RequestBy:   string(greenapi.RequestByChatID),
-			Timeout:     Duration{TimeoutDefault},
-			DayStartsAt: "00:00",
-			TimeZone:    "UTC",
+			APIURL:         APIURLDefault,
+			RequestBy:      string(greenapi.RequestByChatID),
+			Timeout:        Duration{TimeoutDefault},
+			DayStartsAt:    "00:00",
+			TimeZone:       "UTC",
+			ConfirmMissing: true,
 		},
 		Run: RunConfig{
 			Workers:             enrich.WorkersDefault,

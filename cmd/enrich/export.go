@@ -100,10 +100,11 @@ func cmdExport(ctx context.Context, a *app, args []string) error {
 		defer file.abort()
 		out, name = file, *output
 	}
-	n, err := a.export(ctx, out, file, filter)
+	n, unknown, err := a.export(ctx, out, file, filter)
 	switch {
 	case err == nil:
-		fmt.Fprintf(a.io.err, "exported %d rows to %s\n", n, name)
+		fmt.Fprintf(a.io.err, "exported %d rows to %s; %d done with existence unknown (exists_whatsapp NULL until a check)\n",
+			n, name, unknown)
 		return nil
 	case ctx.Err() != nil:
 		err = fmt.Errorf("export stopped after %d rows: %w", n, context.Cause(ctx))
@@ -116,24 +117,26 @@ func cmdExport(ctx context.Context, a *app, args []string) error {
 	return err
 }
 
-// export connects, writes the rows to out and, when the output is a file, puts it in place.
-func (a *app) export(ctx context.Context, out io.Writer, file *atomicFile, filter store.ExportFilter) (int64, error) {
+// export connects, writes the rows to out and, when the output is a file, puts it in place. It
+// returns the rows written, and of them those whose existence is unknown.
+func (a *app) export(ctx context.Context, out io.Writer, file *atomicFile, filter store.ExportFilter) (int64, int64, error) {
 	pool, st, err := a.connectStore(ctx)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer pool.Close()
-	n, err := st.Export(ctx, out, filter)
+	c, err := st.ExportCounted(ctx, out, filter)
+	n := c.Rows
 	var we *store.ExportWriteError
 	switch {
 	case err != nil && !errors.As(err, &we):
-		return n, dbErr(fmt.Sprintf("export after %d rows", n), err)
+		return n, c.ExistsUnknown, dbErr(fmt.Sprintf("export after %d rows", n), err)
 	case err != nil:
-		return n, err
+		return n, c.ExistsUnknown, err
 	case file != nil:
-		return n, file.commit()
+		return n, c.ExistsUnknown, file.commit()
 	}
-	return n, nil
+	return n, c.ExistsUnknown, nil
 }
 
 // atomicFile is an output file written under a temporary name beside it and renamed into place

@@ -124,7 +124,7 @@ func TestExportCLI(t *testing.T) {
 			if got := strings.Join(exportedIDs(t, tc.format, out), " "); got != tc.ids {
 				t.Errorf("%v exported ids %q, want %q", args, got, tc.ids)
 			}
-			if want := fmt.Sprintf("exported %d rows to %s\n", n, dest); !strings.Contains(stderr, want) {
+			if want := fmt.Sprintf("exported %d rows to %s; ", n, dest); !strings.Contains(stderr, want) {
 				t.Errorf("%v: stderr lacks %q:\n%s", args, want, stderr)
 			}
 		})
@@ -310,7 +310,7 @@ FROM generate_series(1, $1 + 1000) AS i`, exportRows); err != nil {
 	t.Run("CSVFile", func(t *testing.T) {
 		file := filepath.Join(t.TempDir(), "contacts.csv")
 		stderr := run(t, io.Discard, "export", "--format", "csv", "--output", file)
-		if want := fmt.Sprintf("exported %d rows to %s\n", exportRows, file); !strings.Contains(stderr, want) {
+		if want := fmt.Sprintf("exported %d rows to %s; ", exportRows, file); !strings.Contains(stderr, want) {
 			t.Errorf("stderr lacks %q:\n%s", want, stderr)
 		}
 		fh, err := os.Open(file)
@@ -334,7 +334,7 @@ FROM generate_series(1, $1 + 1000) AS i`, exportRows); err != nil {
 		if n := <-counted; n != exportRows {
 			t.Errorf("stdout had %d rows, want %d", n, exportRows)
 		}
-		if want := fmt.Sprintf("exported %d rows to stdout\n", exportRows); !strings.Contains(stderr, want) {
+		if want := fmt.Sprintf("exported %d rows to stdout; ", exportRows); !strings.Contains(stderr, want) {
 			t.Errorf("stderr lacks %q:\n%s", want, stderr)
 		}
 	})

@@ -91,12 +91,14 @@ func cmdRun(ctx context.Context, a *app, args []string) (err error) {
 	}
 	// Done rows due again (run.refresh_after, run.refresh_before_expiry) become pending before
 	// the first claim, so this run works them off with the rest; the claim itself is unchanged.
-	refreshed, err := st.Refresh(ctx, a.cfg.Run.refresh())
+	// With the existence checks on, so do done rows whose existence is still unknown.
+	refreshed, err := st.Refresh(ctx, a.cfg.refreshPolicy())
 	if err != nil {
 		return dbErr("run", err)
 	}
 	a.log.Info().Int64("rows", refreshed).Str("refresh_after", a.cfg.Run.RefreshAfter.String()).
-		Str("refresh_before_expiry", a.cfg.Run.RefreshBeforeExpiry.String()).Msg("refresh: done rows due again are pending")
+		Str("refresh_before_expiry", a.cfg.Run.RefreshBeforeExpiry.String()).
+		Bool("exists_unknown", a.cfg.GreenAPI.ConfirmMissing).Msg("refresh: done rows due again are pending")
 	m.Follow(r.Snapshot)
 	finish := a.recordRun(ctx, st, owner, func() enrich.Summary { return r.Snapshot().Summary })
 	a.log.Info().Str("run", owner).Str("table", st.Table()).Int("instances", len(a.cfg.GreenAPI.Instances)).
