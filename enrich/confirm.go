@@ -72,15 +72,48 @@ func (r *Runner) existence(c *controller, h *held, av greenapi.Avatar) (greenapi
 // 466 stops the checks on the instance for the rest of the run, not its avatars.
 func (r *Runner) confirm(c *controller, h *held, av greenapi.Avatar) (greenapi.Avatar, string) {
 	av.ExistsWhatsapp = nil
-	if !c.confirming() {
-		return av, SourceUnchecked
+	var exists bool
+	var err error
+	waits := 0
+	for try := 0; ; try++ {
+		if !c.confirming() {
+			return av, SourceUnchecked
+		}
+		if err := c.checkSlot(r.calls); err != nil {
+			return av, SourceUnchecked // the run is stopping, or the budget failed
+		}
+		start := r.cfg.Now()
+		exists, err = c.api.CheckWhatsapp(r.calls, h.target)
+		r.stats.call(c.id, "checkWhatsapp", err, start, r.cfg.Now())
+		trouble := troubleStarting
+		if greenapi.IsSystemic(err) && c.systemic(h.row.ID) {
+			// Calls for different rows failed one after another, this check among them: the
+			// instance is unreachable, as for GetAvatar's calls (runner.call).
+			trouble = troubleOutage
+		}
+		if (greenapi.ClassOf(err) == greenapi.ClassStarting || trouble == troubleOutage) && waits < maxCheckWaits {
+			// The instance is starting or unreachable: it is paused for every call, as a
+			// GetAvatar call that met it would; the check waits until it runs again, without
+			// spending a try.
+			waits++
+			r.cfg.Observer.Retry(c.id, "starting")
+			c.pause(trouble, err)
+			if c.waitOpen(r.calls) != nil {
+				return av, SourceUnchecked // out of the run, or the run is stopping
+			}
+			try--
+			continue
+		}
+		if !checkRetryable(err) || try >= r.cfg.RetryInRun {
+			break
+		}
+		// A transient failure (a 5xx, a timeout, its "check phone number timeout limit
+		// exceeded", a 429) is tried again after a backoff, as GetAvatar's are.
+		r.cfg.Observer.Retry(c.id, "transient")
+		if r.cfg.Sleep(r.stop, r.cfg.Retry.Full(try, r.cfg.Rand)) != nil {
+			return av, SourceUnchecked
+		}
 	}
-	if err := c.checkSlot(r.calls); err != nil {
-		return av, SourceUnchecked // the run is stopping, or the budget failed
-	}
-	start := r.cfg.Now()
-	exists, err := c.api.CheckWhatsapp(r.calls, h.target)
-	r.stats.call(c.id, "checkWhatsapp", err, start, r.cfg.Now())
 	switch {
 	case err == nil:
 		av.ExistsWhatsapp = &exists
@@ -98,6 +131,41 @@ func (r *Runner) confirm(c *controller, h *held, av greenapi.Avatar) (greenapi.A
 		r.log.Debug().Str("instance", c.id).Err(err).Msg("checking existence failed; left unchecked for a later run")
 	}
 	return av, SourceUnchecked
+}
+
+// maxCheckWaits bounds how many times one check waits for its starting instance; each wait is
+// bounded by StartingTimeout, after which the instance leaves the run.
+const maxCheckWaits = 3
+
+// waitOpen waits until the instance runs: at once when it does, until its pause ends when it is
+// paused; errInstanceDown when it left the run.
+func (c *controller) waitOpen(ctx context.Context) error {
+	for {
+		c.mu.Lock()
+		state, open := c.state, c.open
+		c.mu.Unlock()
+		switch state {
+		case down:
+			return errInstanceDown
+		case running:
+			return nil
+		}
+		select {
+		case <-open:
+		case <-c.gone:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// checkRetryable says whether a failed CheckWhatsapp call is worth trying again in the run.
+func checkRetryable(err error) bool {
+	switch greenapi.ClassOf(err) {
+	case greenapi.ClassTransient, greenapi.ClassAvatarTimeout, greenapi.ClassRateLimited:
+		return true
+	}
+	return false
 }
 
 // confirming says whether the instance still confirms missing accounts.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/enrich-dev/enrich/greenapi"
@@ -91,14 +92,24 @@ func TestConfirmQuotaStopsOnlyConfirmations(t *testing.T) {
 }
 
 // TestConfirmFailureLeavesTheAnswer: a confirmation that fails for a reason of its own (a 429, a
-// server error) is nobody's row fault: the row is answered with GetAvatar's avatar and existence
-// unknown (unchecked, for a later run), no attempt spent, and the run goes on confirming.
+// server error) is nobody's row fault: it is tried again after a backoff (RetryInRun times), and
+// when it still fails the row is answered with GetAvatar's avatar and existence unknown
+// (unchecked, for a later run), no attempt spent, and the run goes on confirming.
 func TestConfirmFailureLeavesTheAnswer(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	b.insertPhones(t, phones(40)...)
-	api := confirmAPI(func(tg greenapi.Target, n int) (bool, error) {
-		if n%2 == 0 {
+	var mu sync.Mutex
+	tries := map[string]int{}
+	api := confirmAPI(func(tg greenapi.Target, _ int) (bool, error) {
+		mu.Lock()
+		tries[tg.String()]++
+		first := tries[tg.String()] == 1
+		mu.Unlock()
+		switch {
+		case strings.HasSuffix(tg.String(), "7"):
+			return false, apiErr(greenapi.ClassTransient, 502, "server error (HTTP 502)")
+		case first:
 			return false, apiErr(greenapi.ClassRateLimited, 429, "")
 		}
 		return true, nil
@@ -111,15 +122,15 @@ func TestConfirmFailureLeavesTheAnswer(t *testing.T) {
 	}
 	for where, want := range map[string]int{
 		"status = 'done' AND attempts = 0":                        40,
-		"exists_whatsapp IS NULL AND exists_source = 'unchecked'": 4, // the refused confirmations
-		"exists_whatsapp AND exists_source = 'checkWhatsapp'":     4,
+		"exists_whatsapp IS NULL AND exists_source = 'unchecked'": 4, // ending in 7: every try failed
+		"exists_whatsapp AND exists_source = 'checkWhatsapp'":     4, // ending in 3: a 429, then the answer
 	} {
 		if got := b.count(t, where); got != want {
 			t.Errorf("rows where %s: %d, want %d", where, got, want)
 		}
 	}
-	if got := len(api.checked()); got != 8 {
-		t.Errorf("%d confirmations, want one per row reported missing (8): a failure stops none", got)
+	if got := len(api.checked()); got != 4*3+4*2 {
+		t.Errorf("%d confirmations, want 20: 3 tries for each row ending in 7, 2 for each ending in 3", got)
 	}
 }
 
@@ -338,5 +349,29 @@ func TestKeepInlinedAvatar(t *testing.T) {
 		if got := b.count(t, where); got != want {
 			t.Errorf("rows where %s: %d, want %d", where, got, want)
 		}
+	}
+}
+
+// TestCheckWaitsOutStarting: a check that meets the instance starting pauses the instance, as a
+// GetAvatar call would, and is made again once it runs: the row gets CheckWhatsapp's answer, not
+// unchecked.
+func TestCheckWaitsOutStarting(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.insertPhones(t, phones(10)...)
+	api := todayAPI(func(tg greenapi.Target, n int) (bool, error) {
+		if n == 0 {
+			return false, apiErr(greenapi.ClassStarting, 400, greenapi.ReasonStarting)
+		}
+		return true, nil
+	})
+	cfg := config(api)
+	cfg.ConfirmMissing = true
+	cfg.Workers = 1
+	if _, err := runOnce(t, context.Background(), b.store, cfg); err != nil {
+		t.Fatal(err)
+	}
+	if got := b.count(t, "exists_whatsapp AND exists_source = 'checkWhatsapp'"); got != 4 || len(api.checked()) != 5 {
+		t.Errorf("%d rows from checkWhatsapp after %d checks, want 4 after 5 (the starting one made again)", got, len(api.checked()))
 	}
 }

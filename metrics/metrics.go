@@ -147,7 +147,25 @@ var (
 		[]string{"instance", "state"}, nil)
 )
 
+// descExistence and descExistsUnknown are the run's answers by where exists_whatsapp came from,
+// read from its Summary: counters, since they only grow during a run.
+var (
+	descExistence = prometheus.NewDesc(namespace+"_rows_existence_total",
+		"Answers this run by where exists_whatsapp came from: getAvatar, avatar (a link, an inlined image or available false), checkWhatsapp; "+
+			"unchecked and badPhoneNumber leave it NULL; none is a group whose answer says nothing of it.",
+		[]string{"source"}, nil)
+	descExistsUnknown = prometheus.NewDesc(namespace+"_rows_exists_unknown_total",
+		"Answers this run of personal rows whose existence stays unknown (exists_whatsapp NULL, source unchecked: CheckWhatsapp's quota spent, "+
+			"a check failed, or the checks off); a later run with greenapi.confirm_missing completes them.", nil, nil)
+)
+
+// existenceSources are the sources shown from the first scrape, at 0.
+var existenceSources = []string{enrich.SourceGetAvatar, enrich.SourceAvatar, enrich.SourceCheckWhatsapp,
+	enrich.SourceUnchecked, enrich.SourceBadPhoneNumber, "none"}
+
 func (c snapshotCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descExistence
+	ch <- descExistsUnknown
 	ch <- descDue
 	ch <- descInFlight
 	ch <- descRate
@@ -167,6 +185,10 @@ func (c snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descDue, prometheus.GaugeValue, float64(left))
 	}
 	ch <- prometheus.MustNewConstMetric(descInFlight, prometheus.GaugeValue, float64(s.InFlight))
+	for _, src := range existenceSources {
+		ch <- prometheus.MustNewConstMetric(descExistence, prometheus.CounterValue, float64(s.Summary.Existence[src]), src)
+	}
+	ch <- prometheus.MustNewConstMetric(descExistsUnknown, prometheus.CounterValue, float64(s.Summary.ExistsUnknown))
 	for _, in := range s.Instances {
 		ch <- prometheus.MustNewConstMetric(descRate, prometheus.GaugeValue, in.Rate, in.ID)
 		ch <- prometheus.MustNewConstMetric(descHeadroom, prometheus.GaugeValue, in.Headroom, in.ID)

@@ -212,6 +212,10 @@ func cmdDemo(ctx context.Context, a *app, args []string) (err error) {
 	if err != nil {
 		return dbErr("demo: verify", err)
 	}
+	ex, err := existenceCounts(ctx, pool, st.Table())
+	if err != nil {
+		return dbErr("demo: count existence", err)
+	}
 	stats := sim.Stats()
 	fmt.Fprintf(out, "== verified %d finished rows against the simulator's truth: %d wrong; simulator answered %d requests, %d of them 429\n",
 		checked, len(wrong), stats.Requests, tooMany(stats))
@@ -225,6 +229,11 @@ func cmdDemo(ctx context.Context, a *app, args []string) (err error) {
 		}
 		fmt.Fprintf(out, "   pool %s: %d getAvatar calls answered, %d calls on a wrong host\n", poolLabel(h.pool), answered, wrongHost)
 	}
+	fmt.Fprintf(out, "== existence: %d of %d done personal rows have exists_whatsapp, by source:", ex.Known, ex.Personal)
+	for _, k := range sortedKeys(ex.BySource) {
+		fmt.Fprintf(out, " %s=%d", k, ex.BySource[k])
+	}
+	fmt.Fprintf(out, "\n")
 	for _, w := range wrong[:min(len(wrong), 10)] {
 		fmt.Fprintf(out, "   %s\n", w)
 	}
@@ -321,23 +330,26 @@ func createDatabase(ctx context.Context, serverURL, name string) (dbURL string, 
 	return dbURL, drop, nil
 }
 
-// verifyAgainstTruth compares every finished row with what the simulator says it answered.
+// verifyAgainstTruth compares every finished row with what the simulator says it answered,
+// existence included: a row's exists_whatsapp and exists_source must be what a correct client
+// records (simulator.Truth.Existence), unless the row says its existence was left unknown
+// (unchecked, badPhoneNumber), which existenceCounts reports.
 func verifyAgainstTruth(ctx context.Context, pool *pgxpool.Pool, table string, sim *simulator.Simulator) (int, []string, error) {
 	rows, err := pool.Query(ctx, `SELECT coalesce(chat_id, phone_number), status, exists_whatsapp, avatar_available,
-		url_avatar, reason FROM `+table+` WHERE status <> 'pending'`)
+		url_avatar, reason, exists_source FROM `+table+` WHERE status <> 'pending'`)
 	if err != nil {
 		return 0, nil, err
 	}
 	var (
-		target, status string
-		exists, avail  *bool
-		urlAvatar, rsn *string
-		checked        int
-		wrong          []string
+		target, status      string
+		exists, avail       *bool
+		urlAvatar, rsn, src *string
+		checked             int
+		wrong               []string
 	)
-	_, err = pgx.ForEachRow(rows, []any{&target, &status, &exists, &avail, &urlAvatar, &rsn}, func() error {
+	_, err = pgx.ForEachRow(rows, []any{&target, &status, &exists, &avail, &urlAvatar, &rsn, &src}, func() error {
 		checked++
-		if msg := mismatch(sim.Truth(target), status, exists, avail, urlAvatar, rsn); msg != "" {
+		if msg := mismatch(sim.Truth(target), strings.HasSuffix(target, "@g.us"), status, exists, avail, urlAvatar, rsn, src); msg != "" {
 			wrong = append(wrong, target+": "+msg)
 		}
 		return nil
@@ -346,7 +358,7 @@ func verifyAgainstTruth(ctx context.Context, pool *pgxpool.Pool, table string, s
 }
 
 // mismatch says how a finished row differs from the truth, or "" when it does not.
-func mismatch(tr simulator.Truth, status string, exists, avail *bool, urlAvatar, reason *string) string {
+func mismatch(tr simulator.Truth, group bool, status string, exists, avail *bool, urlAvatar, reason, source *string) string {
 	str := func(p *string) string {
 		if p == nil {
 			return "<nil>"
@@ -360,13 +372,54 @@ func mismatch(tr simulator.Truth, status string, exists, avail *bool, urlAvatar,
 		return ""
 	}
 	want := tr.Avatar()
-	if status != store.StatusDone || !sameBool(exists, want.ExistsWhatsapp) || !sameBool(avail, want.Available) ||
-		str(urlAvatar) != want.URLAvatar {
-		return fmt.Sprintf("want done exists=%v available=%v url=%q, got %s exists=%v available=%v url=%q reason=%q",
-			fmtBool(want.ExistsWhatsapp), fmtBool(want.Available), want.URLAvatar, status, fmtBool(exists), fmtBool(avail),
-			str(urlAvatar), str(reason))
+	if status != store.StatusDone || !sameBool(avail, want.Available) || str(urlAvatar) != want.URLAvatar {
+		return fmt.Sprintf("want done available=%v url=%q, got %s available=%v url=%q reason=%q",
+			fmtBool(want.Available), want.URLAvatar, status, fmtBool(avail), str(urlAvatar), str(reason))
+	}
+	wantExists, wantSource := tr.Existence(group)
+	got := ""
+	if source != nil {
+		got = *source
+	}
+	switch {
+	case (got == enrich.SourceUnchecked || got == enrich.SourceBadPhoneNumber) && exists == nil && !group:
+		// Left unknown, and said so.
+	case !sameBool(exists, wantExists) || got != wantSource:
+		return fmt.Sprintf("want exists=%v from %q, got exists=%v from %q", fmtBool(wantExists), wantSource, fmtBool(exists), got)
 	}
 	return ""
+}
+
+// existence is how the done personal rows of a table stand on existence.
+type existence struct {
+	// Personal is done rows that are not groups; Known is those of them whose exists_whatsapp
+	// is set.
+	Personal, Known int64
+	// BySource counts Personal by exists_source ("" for NULL).
+	BySource map[string]int64
+}
+
+// existenceCounts counts the done personal rows of table by whether their existence is known
+// and where it came from.
+func existenceCounts(ctx context.Context, pool *pgxpool.Pool, table string) (existence, error) {
+	e := existence{BySource: map[string]int64{}}
+	rows, err := pool.Query(ctx, `SELECT coalesce(exists_source, ''), exists_whatsapp IS NOT NULL, count(*) FROM `+table+`
+		WHERE status = 'done' AND (chat_id IS NULL OR right(chat_id, 5) <> '@g.us') GROUP BY 1, 2`)
+	if err != nil {
+		return e, err
+	}
+	var src string
+	var known bool
+	var n int64
+	_, err = pgx.ForEachRow(rows, []any{&src, &known, &n}, func() error {
+		e.Personal += n
+		e.BySource[src] += n
+		if known {
+			e.Known += n
+		}
+		return nil
+	})
+	return e, err
 }
 
 func sameBool(a, b *bool) bool { return (a == nil) == (b == nil) && (a == nil || *a == *b) }
@@ -395,4 +448,9 @@ func printSummary(w io.Writer, s enrich.Summary) {
 		fmt.Fprintf(w, " %s=%d", k, s.Calls[k])
 	}
 	fmt.Fprintf(w, "\n")
+	fmt.Fprintf(w, "   existence:")
+	for _, k := range sortedKeys(s.Existence) {
+		fmt.Fprintf(w, " %s=%d", k, s.Existence[k])
+	}
+	fmt.Fprintf(w, " (unknown %d)\n", s.ExistsUnknown)
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/url"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -111,6 +112,19 @@ func TestDemo(t *testing.T) {
 						t.Errorf("pool %s: %s getAvatar calls answered, %s on a wrong host; want some and 0", p[1], p[2], p[3])
 					}
 				}
+				// A finished demo shows existence filled: every done personal row has
+				// exists_whatsapp (each verified against the truth by the demo), from the avatar or
+				// CheckWhatsapp (whose checks wait out the instance's starting window).
+				m := regexp.MustCompile(`== existence: (\d+) of (\d+) done personal rows have exists_whatsapp, by source:(.*)\n`).FindStringSubmatch(stdout)
+				if m == nil {
+					t.Fatalf("stdout has no existence line:\n%s", stdout)
+				}
+				known, _ := strconv.Atoi(m[1])
+				personal, _ := strconv.Atoi(m[2])
+				if personal < 150 || known != personal || !strings.Contains(m[3], " avatar=") || !strings.Contains(m[3], " checkWhatsapp=") {
+					t.Errorf("existence: %d of %d known (%s), want all of at least 150, from the avatar and CheckWhatsapp", known, personal, m[3])
+				}
+				t.Logf("existence: %d of %d done personal rows known; by source:%s", known, personal, m[3])
 			}
 			names := map[string]bool{}
 			for _, n := range demoDatabaseRE.FindAllString(stdout, -1) {

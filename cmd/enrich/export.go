@@ -59,7 +59,8 @@ func cmdExport(ctx context.Context, a *app, args []string) error {
 		"has null), booleans are true/false, times RFC 3339 in UTC. The rows stream through a server-side cursor in\n"+
 		"one read-only snapshot, so memory stays flat at any table size and the file is the table at one instant.\n"+
 		"With --output the file appears only once complete (a failed export leaves no file, or the old one).\n"+
-		"It prints \"exported N rows to FILE\" on stderr.")
+		"It prints \"exported N rows to FILE; M done with existence unknown\" on stderr (M: done personal rows\n"+
+		"whose exists_whatsapp is NULL until a later run checks them, as enrich status counts).")
 	tableFlag(f)
 	format := f.String("format", store.FormatCSV, "csv or jsonl")
 	status := f.String("status", store.StatusDone, "which rows: done, failed, pending or all")

@@ -32,7 +32,9 @@ func TestMetricsDuringRun(t *testing.T) {
 	t.Parallel()
 	const token = "tok-metrics-5ecret"
 	inst, simCfg := opsInstance(token)
-	b := setupProc(t, 80, inst, simCfg, "", 20)
+	// 40 answers take at least 2 s at 20 rps: past the first write (flush_interval 1 s), so
+	// some rows are done when /metrics is read, with getAvatar's and checkWhatsapp's calls mixed.
+	b := setupProc(t, 80, inst, simCfg, "", 40)
 	cmd, out := b.command(t, "run", "--log-format", "json", "--metrics-addr", "127.0.0.1:0")
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -62,6 +64,10 @@ func TestMetricsDuringRun(t *testing.T) {
 		`enrich_rows_total{status="failed"}`,
 		"enrich_rows_due ",
 		"enrich_calls_in_flight ",
+		`enrich_rows_existence_total{source="avatar"}`,
+		`enrich_rows_existence_total{source="checkWhatsapp"}`,
+		`enrich_rows_existence_total{source="unchecked"}`,
+		"enrich_rows_exists_unknown_total ",
 		`enrich_instance_rate_rps{instance="1101000042"} 20`,
 		`enrich_instance_headroom_ratio{instance="1101000042"} 0.015`,
 		`enrich_instance_state{instance="1101000042",state="running"} 1`,

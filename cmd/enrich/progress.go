@@ -238,6 +238,11 @@ type summaryJSON struct {
 	RateLimited   int64            `json:"rate_limited"`
 	RowsPerSecond float64          `json:"rows_per_second"`
 	Calls         map[string]int64 `json:"calls"`
+	// Existence counts the run's answers by where exists_whatsapp came from (avatar,
+	// checkWhatsapp, getAvatar; unchecked and badPhoneNumber left it NULL; none: a group);
+	// ExistsUnknown is the unchecked ones, which a later run completes.
+	Existence     map[string]int64 `json:"existence"`
+	ExistsUnknown int64            `json:"exists_unknown"`
 }
 
 // printSummary writes the closing summary to stdout, as the display says (log: nothing more).
@@ -253,6 +258,10 @@ func (d display) printSummary(a *app, rep runReport) error {
 			Claimed: s.Claimed, Done: s.Done, Failed: s.Failed, Rescheduled: s.Rescheduled, Released: s.Released,
 			Lost: s.Lost, Unwritten: s.Unwritten, InvalidLocal: s.InvalidLocal, RateLimited: s.RateLimited,
 			RowsPerSecond: math.Round(s.RowsPerSecond()*10) / 10, Calls: s.Calls,
+			Existence: s.Existence, ExistsUnknown: s.ExistsUnknown,
+		}
+		if j.Existence == nil {
+			j.Existence = map[string]int64{}
 		}
 		if rep.Err != nil && !rep.stopped() {
 			j.Error = rep.Err.Error()
@@ -302,6 +311,10 @@ func writeSummaryText(w io.Writer, rep runReport) error {
 	sort.Strings(keys)
 	for _, k := range keys {
 		fmt.Fprintf(&b, "  calls: %-30s %s\n", k, thousands(s.Calls[k]))
+	}
+	fmt.Fprintf(&b, "  exists unknown %10s  (unchecked: a later run with greenapi.confirm_missing completes them)\n", thousands(s.ExistsUnknown))
+	for _, k := range sortedKeys(s.Existence) {
+		fmt.Fprintf(&b, "  existence: %-26s %s\n", k, thousands(s.Existence[k]))
 	}
 	if rep.Err != nil && !rep.stopped() {
 		fmt.Fprintf(&b, "  error: %v\n", rep.Err)

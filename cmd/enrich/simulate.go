@@ -59,7 +59,7 @@ func addSimFlags(fs *flag.FlagSet, s *simFlags) {
 	fs.DurationVar(&s.startEvry, "starting-every", 0, "repeat the starting window with this period; 0: once")
 	fs.BoolVar(&s.newer, "newer-wording", false, `say "instance is starting or not authorized" instead of the older messages`)
 	c := &s.cfg
-	fs.StringVar(&c.Edition, "edition", simulator.EditionDefault, "answer edition: seed, 2023, current, current+base64, mixed")
+	fs.StringVar(&c.Edition, "edition", simulator.EditionDefault, "answer edition: current (today's {urlAvatar, available}: no account answers available true, no link), seed, 2023, current+base64, mixed")
 	fs.StringVar(&c.ErrorBody, "error-body", simulator.ErrorBodyDefault, "HTTP 400 body form: text, json, mixed")
 	fs.Uint64Var(&c.Seed, "seed", 0, "seed of every number's truth and of the faults")
 	fs.Float64Var(&c.WeightAvatar, "weight-avatar", simulator.WeightAvatarDefault, "share of numbers with WhatsApp and an avatar")
@@ -77,6 +77,8 @@ func addSimFlags(fs *flag.FlagSet, s *simFlags) {
 	fs.DurationVar(&c.LatencyMedian, "latency-median", 0, "median answer latency (log-normal)")
 	fs.DurationVar(&c.LatencyP99, "latency-p99", 0, "99th percentile answer latency (the long tail)")
 	fs.DurationVar(&c.RetryAfter, "retry-after", 0, "send Retry-After with every 429; 0: none, as Green API")
+	fs.DurationVar(&c.OutageAfter, "outage-after", 0, "start an outage this long after start (see --outage-for)")
+	fs.DurationVar(&c.OutageFor, "outage-for", 0, "refuse every API request for this long from --outage-after: its connection is closed unanswered, as a host that is down; 0: none")
 }
 
 // config turns the flags into a simulator configuration.

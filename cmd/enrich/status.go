@@ -189,6 +189,10 @@ func printStatusTable(w io.Writer, st *store.Store, ov store.Overview, exp expir
 	// Links of done rows that die before a nightly run comes back: refresh_before_expiry makes
 	// them due; a large figure with nothing due means no run has refreshed them yet.
 	line("expiring 24h", "%s", figure(exp.n, false, exp.capped))
+	// Done personal rows whose existence is still unknown: a run with greenapi.confirm_missing
+	// takes them up again; of them, those a run left unchecked (CheckWhatsapp's quota spent).
+	line("exists null", "%s (unchecked %s)", figure(ov.ExistsUnknown, false, ov.ExistsUnknownCapped),
+		figure(ov.Unchecked, false, ov.ExistsUnknownCapped))
 	if len(ov.Reasons) > 0 {
 		if est {
 			fmt.Fprintf(w, "reasons (any status: PostgreSQL's statistics are per column; --exact splits them by status)\n")
@@ -267,9 +271,15 @@ type statusJSON struct {
 	OldestDue       *time.Time       `json:"oldest_due"`
 	// LinksExpiring24h counts done rows whose avatar link expires within the next 24 hours
 	// (expired ones not included); capped when the count stopped at limit.
-	LinksExpiring24h       int64     `json:"links_expiring_24h"`
-	LinksExpiring24hCapped bool      `json:"links_expiring_24h_capped"`
-	Runs                   []runJSON `json:"runs"`
+	LinksExpiring24h       int64 `json:"links_expiring_24h"`
+	LinksExpiring24hCapped bool  `json:"links_expiring_24h_capped"`
+	// ExistsUnknown counts done personal rows whose exists_whatsapp is NULL that a run with the
+	// checks on completes (store.Report.ExistsUnknown), Unchecked those of them a run left
+	// unchecked; capped when the counts stopped at limit.
+	ExistsUnknown       int64     `json:"exists_unknown"`
+	ExistsUnchecked     int64     `json:"exists_unchecked"`
+	ExistsUnknownCapped bool      `json:"exists_unknown_capped"`
+	Runs                []runJSON `json:"runs"`
 	// InstancesDay is the instances' day (greenapi.day_starts_at in time_zone) that used_today
 	// and quota_spent count, as YYYY-MM-DD.
 	InstancesDay string         `json:"instances_day"`
@@ -329,6 +339,7 @@ func newStatusJSON(st *store.Store, ov store.Overview, exp expiring, runs []stor
 		DueNow:  ov.Due, DueNowCapped: ov.DueCapped, Leased: ov.Leased, LeasedCapped: ov.LeasedCapped,
 		Scheduled: ov.Scheduled, ScheduledCapped: ov.ScheduledCapped, OldestDue: utc(ov.OldestDue),
 		LinksExpiring24h: exp.n, LinksExpiring24hCapped: exp.capped,
+		ExistsUnknown: ov.ExistsUnknown, ExistsUnchecked: ov.Unchecked, ExistsUnknownCapped: ov.ExistsUnknownCapped,
 		Runs:         []runJSON{},
 		InstancesDay: insts.day.Format(time.DateOnly),
 		Instances:    []instanceJSON{},

@@ -53,6 +53,13 @@ func seedStatus(t *testing.T, pool *pgxpool.Pool) {
 		WHERE status = 'done' AND id % 150 < 15`); err != nil {
 		t.Fatalf("seed links: %v", err)
 	}
+	// Existence of done rows: 50 known, 10 left unchecked, the other 90 answered before it was
+	// checked: 100 unknown.
+	if _, err := pool.Exec(ctx, `UPDATE contacts SET exists_whatsapp = CASE WHEN id % 150 >= 100 THEN true END,
+			exists_source = CASE WHEN id % 150 >= 100 THEN 'avatar' WHEN id % 150 < 10 THEN 'unchecked' END
+		WHERE status = 'done'`); err != nil {
+		t.Fatalf("seed existence: %v", err)
+	}
 	st, err := store.New(pool, store.Config{})
 	if err != nil {
 		t.Fatal(err)
@@ -101,6 +108,7 @@ type statusTable struct {
 var (
 	figureText = regexp.MustCompile(`^(~ |≥ )?([0-9]+)$`)
 	reasonLine = regexp.MustCompile(`^  (\S+) +(~ |≥ )?([0-9]+)  (.*)$`)
+	existsLine = regexp.MustCompile(`^((?:~ |≥ )?[0-9]+) \(unchecked ((?:~ |≥ )?[0-9]+)\)$`)
 )
 
 func parseFigure(t *testing.T, s string) statusFigure {
@@ -201,6 +209,13 @@ func parseStatusTable(t *testing.T, out string) statusTable {
 				st.table = value
 			case "counts":
 				st.counts = value
+			case "exists null":
+				m := existsLine.FindStringSubmatch(value)
+				if m == nil {
+					t.Fatalf("exists null line %q", value)
+				}
+				st.figures[label] = parseFigure(t, m[1])
+				st.figures["unchecked"] = parseFigure(t, m[2])
 			case "oldest due":
 				if value != "-" {
 					ts := parseTime(t, strings.Fields(value)[0])
@@ -311,12 +326,17 @@ func TestStatusJSONMatchesTable(t *testing.T) {
 				"leased":       {n: j.Leased, atLeast: j.LeasedCapped},
 				"scheduled":    {n: j.Scheduled, atLeast: j.ScheduledCapped},
 				"expiring 24h": {n: j.LinksExpiring24h, atLeast: j.LinksExpiring24hCapped},
+				"exists null":  {n: j.ExistsUnknown, atLeast: j.ExistsUnknownCapped},
+				"unchecked":    {n: j.ExistsUnchecked, atLeast: j.ExistsUnknownCapped},
 			}
 			for s, n := range j.ByStatus {
 				fromJSON[s] = statusFigure{n: n, estimate: est}
 			}
 			if !reflect.DeepEqual(tab.figures, fromJSON) {
 				t.Errorf("figures differ:\ntable %+v\n JSON %+v", tab.figures, fromJSON)
+			}
+			if !j.ExistsUnknownCapped && (j.ExistsUnknown != 100 || j.ExistsUnchecked != 10) {
+				t.Errorf("exists unknown %d, unchecked %d; want 100 and 10", j.ExistsUnknown, j.ExistsUnchecked)
 			}
 			if got := tab.figures["expiring 24h"]; got != (statusFigure{n: 7}) {
 				t.Errorf("expiring 24h = %+v, want 7 (not the 5 later, nor the 3 expired)", got)

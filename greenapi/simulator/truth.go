@@ -292,6 +292,10 @@ const (
 func (t Truth) Existence(group bool) (*bool, string) {
 	yes := true
 	av := t.Avatar()
+	if av.ExistsWhatsapp != nil {
+		said := t.ExistsWhatsapp && !t.ReportedMissing // what getAvatar answered
+		av.ExistsWhatsapp = &said
+	}
 	switch {
 	case group && av.ExistsWhatsapp != nil:
 		return av.ExistsWhatsapp, SourceGetAvatar
