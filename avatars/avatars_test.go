@@ -2,6 +2,7 @@ package avatars_test
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"net/http"
 	"net/http/httptest"
@@ -119,5 +120,32 @@ func TestHosts(t *testing.T) {
 	}
 	if _, err := avatars.New(avatars.Config{Hosts: []string{"pps whatsapp"}}, &memSaver{}); err == nil {
 		t.Error("a host with a space: no error")
+	}
+}
+
+// TestKeepData: an image GetAvatar inlined (base64Avatar) is kept without a download, under the
+// same limits: an image, at most max_bytes, valid base64.
+func TestKeepData(t *testing.T) {
+	t.Parallel()
+	saver := &memSaver{images: map[string][]byte{}}
+	k, err := avatars.New(avatars.Config{MaxBytes: 100}, saver)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sha, err := k.KeepData(context.Background(), base64.StdEncoding.EncodeToString(jpeg))
+	if err != nil || len(sha) != 64 || string(saver.images[sha]) != string(jpeg) {
+		t.Fatalf("KeepData(jpeg) = %q, %v; saved %d images", sha, err, len(saver.images))
+	}
+	for name, b64 := range map[string]string{
+		"not an image": base64.StdEncoding.EncodeToString([]byte("<html>hello</html>")),
+		"too large":    base64.StdEncoding.EncodeToString(append(jpeg, make([]byte, 100)...)),
+		"not base64":   "/9j/4AAQ!!",
+	} {
+		if _, err := k.KeepData(context.Background(), b64); !errors.Is(err, avatars.ErrRefused) {
+			t.Errorf("%s: %v, want ErrRefused", name, err)
+		}
+	}
+	if saver.saves != 1 {
+		t.Errorf("%d saves, want 1", saver.saves)
 	}
 }

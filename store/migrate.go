@@ -203,13 +203,14 @@ func MigrateWith(ctx context.Context, pool *pgxpool.Pool, table string, o Migrat
 	return applied, nil
 }
 
-// migrateRetrying applies m, trying again with backoff while its lock waits time out, and after
+// migrateRetrying applies m, trying again with backoff while its lock waits time out (or it is a
+// deadlock's victim, see isDeadlock), and after
 // the last attempt returns an error that names the sessions holding the table.
 func migrateRetrying(ctx context.Context, pool *pgxpool.Pool, q migrateQueries, id pgx.Identifier, m migration, body string, o MigrateOptions) (bool, error) {
 	wait := o.Backoff
 	for attempt := 1; ; attempt++ {
 		did, err := migrateOne(ctx, pool, q, id, m, body, o.LockTimeout)
-		if err == nil || !isLockTimeout(err) || ctx.Err() != nil {
+		if err == nil || !isLockTimeout(err) && !isDeadlock(err) || ctx.Err() != nil {
 			return did, err
 		}
 		if attempt >= o.Attempts {
@@ -237,6 +238,16 @@ func isPermissionDenied(err error) bool {
 func isLockTimeout(err error) bool {
 	var pe *pgconn.PgError
 	return errors.As(err, &pe) && pe.Code == "55P03"
+}
+
+// isDeadlock says err is PostgreSQL's deadlock_detected (40P01). A transactional file that
+// locks the table (0013's ALTER TABLE) can be the victim while another pod, running a
+// no-transaction file side by side, builds an index CONCURRENTLY: the build waits for the
+// file's transaction (an older snapshot) and the file for the build's lock. The victim's
+// transaction is rolled back whole, so trying it again, as after a lock timeout, is safe.
+func isDeadlock(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == "40P01"
 }
 
 // describeBlockers names the sessions holding a lock on table id, for a person to end or wait
