@@ -166,8 +166,10 @@ func (k *Keeper) KeepData(ctx context.Context, b64 string) (string, error) {
 	}
 	sum := sha256.Sum256(data)
 	hash := hex.EncodeToString(sum[:])
-	if err := k.saver.SaveAvatar(ctx, hash, contentType, data); err != nil {
-		return "", fmt.Errorf("save avatar %s: %w", hash[:12], err)
+	sctx, cancel := context.WithTimeout(ctx, k.cfg.SaveTimeout)
+	defer cancel()
+	if err := k.saver.SaveAvatar(sctx, hash, contentType, data); err != nil {
+		return "", fmt.Errorf("save avatar %s (within %s): %w", hash[:12], k.cfg.SaveTimeout, err)
 	}
 	return hash, nil
 }
