@@ -8,7 +8,7 @@ import (
 	"github.com/enrich-dev/enrich/store"
 )
 
-// TestExistsUnknown: migrations/0013 lets exists_source say 'avatar', 'unchecked' and
+// TestExistsUnknown: migrations/0014 lets exists_source say 'avatar', 'unchecked' and
 // 'badPhoneNumber' (and nothing else); the done personal rows whose existence is unknown (bar
 // those CheckWhatsapp refused, and groups) are what Refresh takes up again with ExistsUnknown,
 // what Status and Overview count, and what an export counts.
@@ -19,7 +19,7 @@ func TestExistsUnknown(t *testing.T) {
 	b.exec(t, `INSERT INTO `+b.table+` (phone_number, chat_id, status, exists_whatsapp, exists_source, checked_at) VALUES
 		('79000000001', NULL, 'done', NULL, 'unchecked', now()),        -- 1 unknown: a run left it unchecked
 		('79000000002', NULL, 'done', NULL, 'unchecked', now()),        -- 2 unknown
-		('79000000003', NULL, 'done', NULL, NULL, now()),               -- 3 unknown: answered before 0013
+		('79000000003', NULL, 'done', NULL, NULL, now()),               -- 3 unknown: answered before 0014
 		(NULL, '79000000004@c.us', 'done', NULL, 'unchecked', now()),   -- 4 unknown: a personal chat
 		('79000000005', NULL, 'done', NULL, 'badPhoneNumber', now()),   -- 5 refused by CheckWhatsapp: never again
 		(NULL, '79000000006-1581234048@g.us', 'done', NULL, NULL, now()), -- 6 a group: not checked

@@ -241,7 +241,7 @@ func isLockTimeout(err error) bool {
 }
 
 // isDeadlock says err is PostgreSQL's deadlock_detected (40P01). A transactional file that
-// locks the table (0013's ALTER TABLE) can be the victim while another pod, running a
+// locks the table (0014's ALTER TABLE) can be the victim while another pod, running a
 // no-transaction file side by side, builds an index CONCURRENTLY: the build waits for the
 // file's transaction (an older snapshot) and the file for the build's lock. The victim's
 // transaction is rolled back whole, so trying it again, as after a lock timeout, is safe.

@@ -70,7 +70,7 @@ func (p RefreshPolicy) Validate() error {
 // (the earlier of checked_at + after and url_expires_at - before), never after now: rows join the
 // claim order by how overdue they are, a link expiring soonest first. The claim is unchanged.
 //
-// With $5, up to $4 done rows whose existence is unknown (migrations/0014's partial index, in id
+// With $5, up to $4 done rows whose existence is unknown (migrations/0015's partial index, in id
 // order) are moved too, due now: their answer is asked again, existence included.
 const sqlRefresh = `
 WITH aged AS (

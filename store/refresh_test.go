@@ -228,7 +228,7 @@ func TestExplainRefresh(t *testing.T) {
 		t.Errorf("refresh plan has a Seq Scan")
 	}
 	// The done rows here have no existence (answered by today's edition before it was
-	// checked): with ExistsUnknown a chunk walks migrations/0014's partial index for them.
+	// checked): with ExistsUnknown a chunk walks migrations/0015's partial index for them.
 	plan, err = b.store.ExplainRefresh(b.ctx, store.RefreshPolicy{After: store.RefreshAfterDefault,
 		BeforeExpiry: store.RefreshBeforeExpiryDefault, ExistsUnknown: true})
 	if err != nil {

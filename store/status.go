@@ -140,7 +140,7 @@ FROM (
 
 // sqlStatusExistsUnknown counts up to $1 (NULL: all) done personal rows whose existence is
 // unknown and that a run with the checks on completes, and of them those a run left 'unchecked',
-// walking migrations/0014's partial index (its predicate, repeated here, lets the planner use it).
+// walking migrations/0015's partial index (its predicate, repeated here, lets the planner use it).
 const sqlStatusExistsUnknown = `
 SELECT count(*), count(*) FILTER (WHERE exists_source = 'unchecked') FROM (
     SELECT exists_source FROM %[1]s

@@ -317,7 +317,7 @@ type Done struct {
 	URLAvatar string
 	// ExistsSource is where ExistsWhatsapp came from ("getAvatar", "avatar", "checkWhatsapp"),
 	// or, with ExistsWhatsapp nil, why it is unknown ("unchecked", "badPhoneNumber"); "" stores
-	// NULL. See migrations/0013 and enrich's Source* constants.
+	// NULL. See migrations/0014 and enrich's Source* constants.
 	ExistsSource string
 	// URLExpiresAt is when URLAvatar stops working (greenapi.LinkExpiry), stored in
 	// url_expires_at so that Refresh makes the row due again before then; nil stores NULL (no

@@ -11,7 +11,7 @@
 -- The CHECK of 0008 was declared inline, so PostgreSQL named it; it is found by its column and
 -- replaced by a named one that takes the new values. The new one is added NOT VALID, which
 -- takes the table's lock only for an instant (no scan of the rows: every existing value passes
--- the old, narrower check anyway); 0014 validates it without holding the runs' writes back.
+-- the old, narrower check anyway); 0015 validates it without holding the runs' writes back.
 DO $$
 DECLARE c text;
 BEGIN

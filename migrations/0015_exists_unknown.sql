@@ -1,5 +1,5 @@
 -- enrich:no-transaction
--- The check of 0013 validated (SHARE UPDATE EXCLUSIVE: the runs go on reading and writing), and
+-- The check of 0014 validated (SHARE UPDATE EXCLUSIVE: the runs go on reading and writing), and
 -- the index of the rows whose existence a later run completes, built CONCURRENTLY (see
 -- store.Migrate). Both statements can run again: a validated check validates again at once, and
 -- the index is found (IF NOT EXISTS), or dropped and built again when a build left it INVALID.
@@ -7,7 +7,7 @@ ALTER TABLE {{table}} VALIDATE CONSTRAINT {{name:exists_source_check}};
 
 -- Rows whose existence a later run completes: done personal rows with exists_whatsapp NULL,
 -- except those CheckWhatsapp refused. That is the rows marked 'unchecked', and rows answered
--- before 0013 by today's edition (exists_source NULL). A done row is not in the claim index
+-- before 0014 by today's edition (exists_source NULL). A done row is not in the claim index
 -- (0001 indexes pending rows only), so a run with the checks on first moves these back to
 -- pending, as store.Refresh does for rows due for a refresh, walking this partial index in
 -- chunks (store.RefreshPolicy.ExistsUnknown): O(chunk) per statement however many rows are done,
