@@ -654,7 +654,7 @@ func (c *Client) do(ctx context.Context, method, httpMethod string, body []byte)
 // callerDone is the error for a call whose caller's ctx ended: not an *Error, because neither
 // the row nor the instance is at fault.
 func (c *Client) callerDone(ctx context.Context, method string) error {
-	return fmt.Errorf("greenapi: %s %s: %w", method, c.redactedURL(method), ctx.Err())
+	return fmt.Errorf("Green API %s %s: %w", method, c.redactedURL(method), ctx.Err())
 }
 
 // transportError is the error for a request that got no complete response: the caller's

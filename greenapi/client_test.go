@@ -152,8 +152,8 @@ func asError(t *testing.T, err error, method string) *Error {
 	if e.Instance != testID || e.Method != method || e.URL != "waInstance"+testID+"/"+method+"/***" {
 		t.Fatalf("Instance/Method/URL = %q/%q/%q", e.Instance, e.Method, e.URL)
 	}
-	if !strings.Contains(err.Error(), "greenapi: ") {
-		t.Fatalf("error %q lacks the package prefix", err)
+	if !strings.HasPrefix(err.Error(), "Green API "+method+" ") || strings.Contains(err.Error(), "greenapi: ") {
+		t.Fatalf("error %q does not start with the service and the method, or names the package", err)
 	}
 	return e
 }

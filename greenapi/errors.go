@@ -99,10 +99,11 @@ type Error struct {
 	Err error
 }
 
-// Error reads "greenapi: <method> <redacted URL>[: HTTP <status>][: <reason>][: <cause>]
-// (<class>)": enough for a log line, without the token or the request body.
+// Error reads "Green API <method> <redacted URL>[: HTTP <status>][: <reason>][: <cause>]
+// (<class>)": enough for a log line, without the token or the request body. It names the
+// service, not this package: operators read it.
 func (e *Error) Error() string {
-	msg := fmt.Sprintf("greenapi: %s %s", e.Method, e.URL)
+	msg := fmt.Sprintf("Green API %s %s", e.Method, e.URL)
 	if e.Status != 0 {
 		msg += fmt.Sprintf(": HTTP %d", e.Status)
 	}

@@ -121,7 +121,7 @@ type InvalidTargetError struct {
 }
 
 func (e *InvalidTargetError) Error() string {
-	return fmt.Sprintf("greenapi: %q is not a valid phone number or chatId: %s", e.Input, e.Why)
+	return fmt.Sprintf("%q is not a valid phone number or chatId: %s", e.Input, e.Why)
 }
 
 // Unwrap makes errors.Is(err, ErrInvalidTarget) true.

@@ -34,7 +34,7 @@ func TestAPIURLRefusedAdvice(t *testing.T) {
 	}
 	t.Logf("api_url refusing: %s", last)
 	if !strings.Contains(last, "api_url http://127.0.0.1:1 refused the connection") || !strings.Contains(last, "check greenapi.api_url") ||
-		strings.Contains(last, "check the instance in the Green API console") {
+		strings.Contains(last, "check the instance in the Green API console") || strings.Contains(last, "greenapi: ") {
 		t.Errorf("the error does not point at api_url:\n%s", out)
 	}
 }
