@@ -103,6 +103,16 @@ func TestCheck(t *testing.T) {
 	if err := b.store.Check(b.ctx); err != nil {
 		t.Fatalf("budget with headroom again: %v", err)
 	}
+	// A table before migration 0014: its exists_source check refuses this version's sources.
+	b.exec(t, "ALTER TABLE "+b.table+" DROP CONSTRAINT contacts_exists_source_check")
+	b.exec(t, "ALTER TABLE "+b.table+" ADD CHECK (exists_source IN ('getAvatar', 'checkWhatsapp'))")
+	if err := b.store.Check(b.ctx); err == nil || !strings.Contains(err.Error(), "0014") || !strings.Contains(err.Error(), "enrich migrate") {
+		t.Errorf("exists_source check of 0008: %v, want a remedy naming migration 0014 and enrich migrate", err)
+	}
+	b.exec(t, "ALTER TABLE "+b.table+" DROP CONSTRAINT contacts_exists_source_check")
+	if err := b.store.Check(b.ctx); err != nil {
+		t.Fatalf("no exists_source check: %v", err)
+	}
 	b.exec(t, "ALTER TABLE "+b.table+" DROP COLUMN lease_token")
 	if err := b.store.Check(b.ctx); err == nil || !strings.Contains(err.Error(), "upgrade") {
 		t.Errorf("old table: %v, want a remedy naming the upgrade", err)

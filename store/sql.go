@@ -154,6 +154,16 @@ SELECT nullif(u.phone_number, ''), nullif(u.chat_id, ''), coalesce($1::timestamp
 FROM unnest($2::text[], $3::text[]) AS u(phone_number, chat_id)
 ON CONFLICT DO NOTHING`
 
+// sqlCheckExistsSource says whether table $1 still has the exists_source check of migration 0008,
+// which refuses the sources of 0014 ('avatar', 'unchecked', 'badPhoneNumber'): a write of this
+// version's answers would fail on it.
+const sqlCheckExistsSource = `
+SELECT EXISTS (
+    SELECT FROM pg_constraint
+    WHERE conrelid = $1::text::regclass AND contype = 'c'
+      AND pg_get_constraintdef(oid) LIKE '%exists_source%'
+      AND pg_get_constraintdef(oid) NOT LIKE '%unchecked%')`
+
 // sqlCheck reads no row but names every column enrich uses, of the contacts table, of the
 // instances' budget (%[2]s), of the runs table (%[3]s) and of the refunds (%[4]s), so a missing table or one from an older
 // migration fails it with 42P01 or 42703.

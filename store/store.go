@@ -539,6 +539,14 @@ func (s *Store) Check(ctx context.Context) error {
 	var pgErr *pgconn.PgError
 	switch {
 	case err == nil:
+		var old bool
+		if err := s.pool.QueryRow(ctx, sqlCheckExistsSource, s.Table()).Scan(&old); err != nil {
+			return fmt.Errorf("check table %s: read its exists_source check: %w", s.Table(), err)
+		}
+		if old {
+			return fmt.Errorf("check table %s: its exists_source check predates migration 0014 and would refuse this "+
+				"version's answers ('avatar', 'unchecked', 'badPhoneNumber'): run `enrich migrate` to upgrade it", s.Table())
+		}
 		return nil
 	case errors.As(err, &pgErr) && pgErr.Code == "42P01": // undefined_table
 		return fmt.Errorf("check table %s: it does not exist: run `enrich migrate` with the same database.url and database.table: %w",
