@@ -432,7 +432,8 @@ func (r *Runner) claimLimit() int {
 const resultsMax = 4
 
 // claimPoll is how often a claimer that found nothing due, while rows are still held, looks
-// again even if nothing woke it: a row rescheduled with a short delay may be due.
+// again even if nothing woke it: a row rescheduled with a short delay may be due; and how often
+// one with no room to claim looks whether suspects can be settled.
 const claimPoll = time.Second
 
 // claim keeps the queue fed ahead of the workers, within claimLimit: it claims the next batch
@@ -469,7 +470,9 @@ func (r *Runner) claim() {
 		// nothing left to take.
 		if n <= 0 || (inHand > 0 && n < min(r.cfg.BatchSize, limit)/2 && r.queue.len() > 0) {
 			r.settleIfIdle()
-			r.waitWake(0)
+			// Polled too: a row held back as a suspect wakes nobody, and when it is the only row
+			// in hand only settleIfIdle, once its worker is done with it, lets the run go on.
+			r.waitWake(claimPoll)
 			continue
 		}
 		token++

@@ -51,8 +51,8 @@ type writer struct {
 	pending []result
 
 	// flushing serializes flushes, so results are written in the order they were queued, and
-	// guards the fields below.
-	flushing sync.Mutex
+	// guards the fields below. It is held across database calls.
+	flushing turnLock
 	retry    dbRetry
 	// wait is how long the loop waits after a failed write before the next.
 	wait time.Duration
@@ -62,8 +62,17 @@ type writer struct {
 }
 
 func newWriter(r *Runner) *writer {
-	return &writer{r: r, kick: make(chan struct{}, 1), quit: make(chan time.Time)}
+	return &writer{r: r, kick: make(chan struct{}, 1), quit: make(chan time.Time), flushing: make(turnLock, 1)}
 }
+
+// turnLock is a mutex made of a channel, for a lock held across a database call: a goroutine
+// waiting for it is durably blocked, so the engine runs in a testing/synctest bubble (a
+// goroutine waiting for a sync.Mutex is not, and the bubble's clock would stand still while
+// the holder waits for its call's fake time to pass).
+type turnLock chan struct{}
+
+func (l turnLock) Lock()   { l <- struct{}{} }
+func (l turnLock) Unlock() { <-l }
 
 // add queues one result.
 func (w *writer) add(res result) {
@@ -115,11 +124,13 @@ func (w *writer) loop() {
 // close writes what is left, retrying until deadline, and ends the loop.
 func (w *writer) close(deadline time.Time) { w.quit <- deadline }
 
-// final flushes until everything is written or deadline passes.
+// final flushes until everything is written or deadline passes, a database backoff apart at
+// least: a failure not worth retrying leaves no wait, and without the floor the last write
+// would hammer the database in a hot loop until the deadline.
 func (w *writer) final(deadline time.Time) {
 	for !w.flushBy(deadline) {
 		w.flushing.Lock()
-		wait := w.wait
+		wait := max(w.wait, dbBackoff.Base)
 		w.flushing.Unlock()
 		left := time.Until(deadline)
 		if left <= 0 {
@@ -145,7 +156,7 @@ func (w *writer) flushBy(deadline time.Time) bool {
 	if len(batch) == 0 {
 		return true
 	}
-	b := w.batch(batch)
+	b, leases := w.batch(batch)
 	start := time.Now()
 	until := start.Add(w.r.cfg.DatabaseTimeout)
 	if !deadline.IsZero() && deadline.Before(until) {
@@ -188,21 +199,41 @@ func (w *writer) flushBy(deadline time.Time) bool {
 		w.r.log.Warn().Int64("results", lost).
 			Msg("results not written: another claim holds those rows now (this run's lease on them lapsed)")
 	}
-	hs := make([]*held, len(batch))
+	// A row this run claimed again while the write was on its way (its lease had lapsed) is held
+	// under the newer claim, which the write did not name: that claim is given back too, or the
+	// row would stay leased to the run, unanswered, until the lease expired.
+	hs := make([]*held, 0, len(batch))
+	var again []result
+	w.r.mu.Lock()
 	for i, res := range batch {
-		hs[i] = res.h
+		if res.h.lease != leases[i] {
+			again = append(again, result{h: res.h, kind: resultReleased})
+			continue
+		}
+		hs = append(hs, res.h)
 	}
+	w.r.mu.Unlock()
 	w.r.forget(hs)
+	if len(again) > 0 {
+		w.mu.Lock()
+		w.pending = append(again, w.pending...)
+		w.mu.Unlock()
+		w.wait = 0
+		return false
+	}
 	return true
 }
 
-// batch turns results into a store.Batch through each row's current claim.
-func (w *writer) batch(results []result) store.Batch {
+// batch turns results into a store.Batch through each row's current claim, and returns the
+// claim each result was written through.
+func (w *writer) batch(results []result) (store.Batch, []store.Lease) {
 	var b store.Batch
+	leases := make([]store.Lease, len(results))
 	w.r.mu.Lock()
 	defer w.r.mu.Unlock()
-	for _, res := range results {
+	for i, res := range results {
 		lease := res.h.lease
+		leases[i] = lease
 		switch res.kind {
 		case resultDone:
 			b.Done = append(b.Done, store.Done{Lease: lease, ExistsWhatsapp: res.avatar.ExistsWhatsapp,
@@ -216,7 +247,7 @@ func (w *writer) batch(results []result) store.Batch {
 			b.Released = append(b.Released, lease)
 		}
 	}
-	return b
+	return b, leases
 }
 
 // unwritten counts the results still queued, and of them the answers (not the give-backs):
