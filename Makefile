@@ -21,7 +21,7 @@ FUZZTIME    ?= 30s
 # names a release. Empty outside a git checkout: the module version Go records.
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null)
 
-.PHONY: all build test test-deps lint vuln bench bench-quick bench-go demo fuzz clean
+.PHONY: all build test test-deps lint vuln bench bench-quick bench-go demo fuzz soak clean
 
 all: lint test build
 
@@ -78,6 +78,14 @@ bench-go:
 # The whole job end to end against the built-in simulator and a local PostgreSQL.
 demo: build
 	./$(BIN) demo
+
+# The engine's simulation (enrich/sim_test.go) over many more seeds than make test's 2,000: the
+# real engine in a synctest bubble against the store's in-memory model and a scripted API, a
+# random fault schedule per seed. A failing seed prints the command that replays it.
+SOAK_SEEDS ?= 100000
+SOAK_FIRST ?= 1
+soak:
+	ENRICH_SIM_SEEDS=$(SOAK_SEEDS) ENRICH_SIM_FIRST=$(SOAK_FIRST) $(GO) test -race -count=1 -timeout 0 -run '^TestSimulation$$' ./enrich/
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseTarget$$' -fuzztime $(FUZZTIME) ./greenapi/

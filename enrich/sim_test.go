@@ -1,0 +1,1175 @@
+package enrich_test
+
+// The engine's simulation: the real Runner in a testing/synctest bubble (fake time, so hours of
+// backoffs and leases take milliseconds) against the in-memory model of the store
+// (internal/memstore, held to the real store by internal/storecontract) and a scripted API, under
+// a random schedule of faults drawn from a seed. After every seed the invariants of issue 13 are
+// checked (see check). A failing seed prints the command that replays it and the schedule it drew.
+//
+// ENRICH_SIM_SEEDS sets how many seeds run (default simSeedsDefault), ENRICH_SIM_FIRST the first
+// (default 1), ENRICH_SIM_SEED one seed alone; `make soak` runs many more.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/enrich-dev/enrich/enrich"
+	"github.com/enrich-dev/enrich/greenapi"
+	"github.com/enrich-dev/enrich/internal/memstore"
+	"github.com/enrich-dev/enrich/store"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/rs/zerolog"
+)
+
+// simSeedsDefault is how many seeds `make test` runs.
+const simSeedsDefault = 2000
+
+// simDay is how long a run may go on, in simulated time, before it counts as one that does not
+// end by itself.
+const simDay = 24 * time.Hour
+
+// simStuck is how much real time one seed may take before the simulation gives up on it.
+const simStuck = 2 * time.Minute
+
+// thiefOwner is the claims the simulation makes behind the runs' backs: another run taking rows
+// whose lease lapsed.
+const thiefOwner = "thief"
+
+// TestSimulation runs the engine under random faults, one subtest per seed.
+func TestSimulation(t *testing.T) {
+	t.Parallel()
+	first, n := uint64(1), uint64(simSeedsDefault)
+	if v := os.Getenv("ENRICH_SIM_SEED"); v != "" {
+		s, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			t.Fatalf("ENRICH_SIM_SEED=%q: want a seed number", v)
+		}
+		first, n = s, 1
+	} else {
+		for _, e := range []struct {
+			name string
+			p    *uint64
+		}{{"ENRICH_SIM_FIRST", &first}, {"ENRICH_SIM_SEEDS", &n}} {
+			if v := os.Getenv(e.name); v != "" {
+				x, err := strconv.ParseUint(v, 10, 64)
+				if err != nil {
+					t.Fatalf("%s=%q: want a number", e.name, v)
+				}
+				*e.p = x
+			}
+		}
+	}
+	tally := &simTally{outcomes: map[string]int{}}
+	// Run after every parallel subtest has finished: what the seeds exercised.
+	t.Cleanup(func() { t.Logf("%d seeds: %v", n, tally) })
+	for seed := first; seed < first+n; seed++ {
+		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
+			t.Parallel()
+			simulate(t, seed, tally)
+		})
+	}
+}
+
+// simTally counts what the seeds exercised, so that a schedule that stops reaching a fault
+// shows.
+type simTally struct {
+	mu       sync.Mutex
+	outcomes map[string]int // runs by error kind
+	// lostInHand counts renewals that found a row lost while it was in a call; stolen, rows
+	// whose lease was ended by force; lost, results fenced off.
+	lostInHand, stolen, lost, calls int64
+}
+
+func (t *simTally) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return fmt.Sprintf("runs by outcome %v; %d GetAvatar calls; %d leases ended by force, %d of them found lost by a "+
+		"renewal while in a call; %d results fenced off", t.outcomes, t.calls, t.stolen, t.lostInHand, t.lost)
+}
+
+// window is a stretch of simulated time from the start of the seed.
+type window struct{ from, to time.Duration }
+
+func (w window) has(at time.Duration) bool { return at >= w.from && at < w.to }
+func (w window) len() time.Duration        { return w.to - w.from }
+func (w window) String() string            { return fmt.Sprintf("[%v,%v)", w.from, w.to) }
+
+// fault is what one GetAvatar call may draw.
+type fault int
+
+const (
+	f5xx fault = iota
+	fTimeout
+	fHang
+	f429
+	fStarting
+	fEmpty
+	fAvatarTimeout
+	fInvalid
+	nFaults
+)
+
+var faultNames = [nFaults]string{"5xx", "timeout", "hang", "429", "starting", "empty200", "avatar_timeout", "invalid"}
+
+// instPlan is one instance's script.
+type instPlan struct {
+	id       string
+	rps      int
+	latency  [2]time.Duration
+	p        [nFaults]float64
+	outages  []window // every call and state check fails to connect
+	starting []window // every call answers "starting", every state check says so
+	// unusableAt: from then on every call answers 401 (0: never).
+	unusableAt time.Duration
+	retryAfter time.Duration // a 429's Retry-After (0: none)
+}
+
+// mayLeave says whether the script can take the instance out of a run.
+func (p instPlan) mayLeave() bool {
+	return p.unusableAt > 0 || len(p.outages) > 0 || len(p.starting) > 0 || p.p[fStarting] > 0 ||
+		p.p[f429] >= 0.2 || p.p[f5xx]+p.p[fTimeout] >= 0.2
+}
+
+func (p instPlan) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "instance %s rps %d latency %v-%v", p.id, p.rps, p.latency[0], p.latency[1])
+	for f, x := range p.p {
+		if x > 0 {
+			fmt.Fprintf(&b, " %s %.2f", faultNames[f], x)
+		}
+	}
+	if len(p.outages) > 0 {
+		fmt.Fprintf(&b, " outages %v", p.outages)
+	}
+	if len(p.starting) > 0 {
+		fmt.Fprintf(&b, " starting %v", p.starting)
+	}
+	if p.unusableAt > 0 {
+		fmt.Fprintf(&b, " 401 from %v", p.unusableAt)
+	}
+	if p.retryAfter > 0 {
+		fmt.Fprintf(&b, " retry-after %v", p.retryAfter)
+	}
+	return b.String()
+}
+
+// runPlan is one run: its configuration, instances and signals.
+type runPlan struct {
+	owner  string
+	start  time.Duration
+	cfg    enrich.Config // without Owner, Instances, Logger, Hurry
+	insts  []instPlan
+	signal time.Duration // ctx cancelled then (0: never)
+	hurry  time.Duration // Hurry closed then (0: never)
+}
+
+// dbPlan is the database's faults.
+type dbPlan struct {
+	latency time.Duration
+	pErr    float64  // a call fails with a serialization failure
+	outages []window // every call fails: the connection is gone
+	hangs   []window // every call hangs until its deadline
+	fatalAt time.Duration
+}
+
+func (d dbPlan) faulty() bool {
+	return d.pErr > 0 || len(d.outages) > 0 || len(d.hangs) > 0 || d.fatalAt > 0
+}
+
+// steal is a lost lease: at `at`, the leases of `rows` held rows end; with thief set another run
+// claims them for an hour and, when hold > 0, writes them done after hold.
+type steal struct {
+	at    time.Duration
+	rows  int
+	thief bool
+	hold  time.Duration
+}
+
+type scenario struct {
+	seed    uint64
+	phones  []string // the rows; an invalid one never reaches the API
+	chats   []string
+	runs    []runPlan
+	db      dbPlan
+	steals  []steal
+	anyHang bool
+}
+
+func (s *scenario) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "seed %d: %d phone rows, %d chat rows\n", s.seed, len(s.phones), len(s.chats))
+	for _, r := range s.runs {
+		c := r.cfg
+		fmt.Fprintf(&b, "  run %s from %v: workers %d batch %d flush %v lease %v max_attempts %d retry_in_run %d retry %v-%v "+
+			"starting_timeout %v retry_for %v db_timeout %v grace %v call_timeout %v limit %d max_duration %v",
+			r.owner, r.start, c.Workers, c.BatchSize, c.FlushInterval, c.Lease, c.MaxAttempts, c.RetryInRun, c.Retry.Base,
+			c.Retry.Max, c.StartingTimeout, c.RetryFor, c.DatabaseTimeout, c.ShutdownGrace, c.CallTimeout, c.Limit, c.MaxDuration)
+		if r.signal > 0 {
+			fmt.Fprintf(&b, " signal at %v", r.signal)
+		}
+		if r.hurry > 0 {
+			fmt.Fprintf(&b, " hurry at %v", r.hurry)
+		}
+		b.WriteString("\n")
+		for _, in := range r.insts {
+			fmt.Fprintf(&b, "    %v\n", in)
+		}
+	}
+	fmt.Fprintf(&b, "  database: latency %v errors %.2f outages %v hangs %v fatal at %v\n", s.db.latency, s.db.pErr,
+		s.db.outages, s.db.hangs, s.db.fatalAt)
+	for _, st := range s.steals {
+		fmt.Fprintf(&b, "  lost leases at %v: %d rows, thief %v, hold %v\n", st.at, st.rows, st.thief, st.hold)
+	}
+	return b.String()
+}
+
+// draw makes the seed's scenario: a few fault classes switched on at random, each with random
+// strength, so that some seeds are clean and some are storms.
+func draw(seed uint64) *scenario {
+	rng := rand.New(rand.NewPCG(seed, 0x51a7))
+	pick := func(xs ...time.Duration) time.Duration { return xs[rng.IntN(len(xs))] }
+	chance := func(p float64) bool { return rng.Float64() < p }
+	between := func(lo, hi time.Duration) time.Duration { return lo + time.Duration(rng.Int64N(int64(hi-lo)+1)) }
+	windows := func(maxN int, at, long time.Duration) []window {
+		var ws []window
+		for range 1 + rng.IntN(maxN) {
+			from := between(0, at)
+			ws = append(ws, window{from, from + between(time.Second, long)})
+		}
+		return ws
+	}
+	s := &scenario{seed: seed}
+	rows := 5 + rng.IntN(46)
+	for i := range rows {
+		switch {
+		case chance(0.03):
+			s.phones = append(s.phones, fmt.Sprintf("12%d", i)) // too short: fails before any call
+		case chance(0.1):
+			s.chats = append(s.chats, fmt.Sprintf("7911%07d@c.us", i))
+		default:
+			s.phones = append(s.phones, fmt.Sprintf("7900%07d", i))
+		}
+	}
+	runs := 1
+	if chance(0.2) {
+		runs = 2
+	}
+	for r := range runs {
+		rp := runPlan{owner: fmt.Sprintf("run-%d", r+1)}
+		if r > 0 {
+			rp.start = between(0, 20*time.Second)
+		}
+		rp.cfg = enrich.Config{
+			Workers:          1 + rng.IntN(4),
+			BatchSize:        1 + rng.IntN(20),
+			FlushInterval:    pick(100*time.Millisecond, time.Second),
+			Lease:            pick(3*time.Second, 9*time.Second, 30*time.Second, time.Minute, 10*time.Minute),
+			MaxAttempts:      1 + rng.IntN(5),
+			RetryInRun:       []int{-1, 1, 2, 3}[rng.IntN(4)],
+			Retry:            enrich.Backoff{Base: pick(100*time.Millisecond, time.Second), Max: pick(10*time.Second, time.Minute, 5*time.Minute)},
+			StartingTimeout:  pick(10*time.Second, time.Minute, 5*time.Minute),
+			RetryFor:         pick(5*time.Second, 30*time.Second, time.Minute),
+			DatabaseTimeout:  pick(time.Second, 10*time.Second),
+			ShutdownGrace:    pick(time.Second, 20*time.Second),
+			CallTimeout:      pick(5*time.Second, 30*time.Second),
+			ProgressInterval: -1,
+			Rand:             enrich.LockedRand(seed*31 + uint64(r)),
+		}
+		if chance(0.1) {
+			rp.cfg.Limit = 1 + rng.IntN(rows)
+		}
+		if chance(0.1) {
+			rp.cfg.MaxDuration = between(time.Second, time.Minute)
+		}
+		if chance(0.1) {
+			rp.cfg.ProgressInterval = 10 * time.Second
+		}
+		if chance(0.25) {
+			rp.signal = rp.start + between(time.Millisecond, time.Minute)
+			if chance(0.3) {
+				rp.hurry = rp.signal + between(0, 30*time.Second)
+			}
+		}
+		for i := range 1 + rng.IntN(3) {
+			ip := instPlan{id: fmt.Sprintf("%d%d", r+1, i+1), rps: []int{1, 2, 5, 10}[rng.IntN(4)],
+				latency: [2]time.Duration{between(time.Millisecond, 50*time.Millisecond), between(50*time.Millisecond, 2*time.Second)}}
+			for f := range nFaults {
+				on := 0.12
+				if f == fHang || f == fInvalid {
+					on = 0.04
+				}
+				if chance(on) {
+					ip.p[f] = rng.Float64() * []float64{0.05, 0.2, 0.5, 1}[rng.IntN(4)]
+				}
+			}
+			if chance(0.1) {
+				ip.outages = windows(2, 2*time.Minute, 10*time.Minute)
+			}
+			if chance(0.08) {
+				ip.starting = windows(2, 2*time.Minute, 10*time.Minute)
+			}
+			if chance(0.04) {
+				ip.unusableAt = between(time.Millisecond, 2*time.Minute)
+			}
+			if ip.p[f429] > 0 && chance(0.5) {
+				ip.retryAfter = between(time.Second, 10*time.Second)
+			}
+			s.anyHang = s.anyHang || ip.p[fHang] > 0
+			rp.insts = append(rp.insts, ip)
+		}
+		s.runs = append(s.runs, rp)
+	}
+	s.db.latency = between(0, 10*time.Millisecond)
+	if chance(0.15) {
+		s.db.pErr = rng.Float64() * 0.3
+	}
+	if chance(0.1) {
+		s.db.outages = windows(2, 2*time.Minute, 2*time.Minute)
+	}
+	if chance(0.05) {
+		s.db.hangs = windows(1, 2*time.Minute, time.Minute)
+	}
+	if chance(0.02) {
+		s.db.fatalAt = between(time.Millisecond, 2*time.Minute)
+	}
+	if chance(0.35) {
+		for range 1 + rng.IntN(4) {
+			s.steals = append(s.steals, steal{at: between(time.Second, time.Minute), rows: 1 + rng.IntN(3),
+				thief: chance(0.7), hold: pick(0, time.Second, 30*time.Second)})
+		}
+	}
+	return s
+}
+
+// claimKey names one claim of one row.
+type claimKey struct {
+	owner     string
+	id, token int64
+}
+
+// claimBook is what became of one claim.
+type claimBook struct {
+	landed int // write-backs that landed through it
+}
+
+// ownerBook is what the model saw one run do.
+type ownerBook struct {
+	claims  int64
+	written store.Written
+	// lost are rows a renewal told the run it no longer holds, by id, with the claim's token;
+	// a newer claim of the row by the run clears it.
+	lost map[int64]int64
+	// claimedAt is when the run last claimed each row; token its token.
+	claimedAt map[int64]time.Time
+	token     map[int64]int64
+	// The run's last claim: when, whether from the start of the order and whether it was empty,
+	// and when it last wrote.
+	lastClaim                    time.Time
+	lastFromStart, lastClaimNone bool
+	lastWrite                    time.Time
+}
+
+// world is one seed's simulation: the model, the bookkeeping and the violations found.
+type world struct {
+	sc    *scenario
+	model *memstore.Store
+	start time.Time
+	idOf  map[string]int64
+
+	mu         sync.Mutex
+	violations []string
+	books      map[string]*ownerBook
+	claims     map[claimKey]*claimBook
+	latest     map[int64]claimKey  // every row's newest claim, by any owner
+	forced     map[int64]time.Time // when each row's lease was last ended by force
+	dbCalls    uint64
+	sends      map[string][]time.Time // GetAvatar calls per instance
+	states     map[string][]time.Time // GetStateInstance calls per instance
+	calls      map[string]int64       // GetAvatar calls per instance
+	inCall     map[int64]int          // GetAvatar calls in flight per row
+	tally      *simTally
+	rateLimits map[string]int64 // 429s per instance
+}
+
+func (w *world) violate(format string, args ...any) {
+	w.violations = append(w.violations, fmt.Sprintf("at %v: ", time.Since(w.start))+fmt.Sprintf(format, args...))
+}
+
+func (w *world) book(owner string) *ownerBook {
+	b := w.books[owner]
+	if b == nil {
+		b = &ownerBook{lost: map[int64]int64{}, claimedAt: map[int64]time.Time{}, token: map[int64]int64{}}
+		w.books[owner] = b
+	}
+	return b
+}
+
+// claimed records a claim the model made. w.mu must be held.
+func (w *world) claimed(owner string, token int64, got []store.Claimed, after store.Cursor) {
+	b := w.book(owner)
+	now := time.Now()
+	b.claims += int64(len(got))
+	b.lastClaim, b.lastFromStart, b.lastClaimNone = now, after == (store.Cursor{}), len(got) == 0
+	for _, c := range got {
+		k := claimKey{owner, c.ID, token}
+		if w.claims[k] != nil {
+			w.violate("%s claimed row %d twice under token %d", owner, c.ID, token)
+		}
+		w.claims[k] = &claimBook{}
+		w.latest[c.ID] = k
+		b.claimedAt[c.ID], b.token[c.ID] = now, token
+		delete(b.lost, c.ID)
+	}
+}
+
+// unit is a number in [0, 1) that depends only on its arguments.
+func unit(xs ...uint64) float64 {
+	h := uint64(0x9e3779b97f4a7c15)
+	for _, x := range xs {
+		h ^= x
+		h *= 0xbf58476d1ce4e5b9
+		h ^= h >> 31
+		h *= 0x94d049bb133111eb
+		h ^= h >> 29
+	}
+	return float64(h>>11) / (1 << 53)
+}
+
+// sleepCtx sleeps d in the bubble's time, or until ctx ends.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// dbFault is the database's schedule for one call now: an error, a hang until ctx ends, or its
+// latency.
+func (w *world) dbFault(ctx context.Context) error {
+	at := time.Since(w.start)
+	d := w.sc.db
+	if d.fatalAt > 0 && at >= d.fatalAt {
+		return &pgconn.PgError{Severity: "ERROR", Code: "42501", Message: "permission denied for table contacts"}
+	}
+	for _, h := range d.hangs {
+		if h.has(at) {
+			<-ctx.Done()
+			return ctx.Err()
+		}
+	}
+	for _, o := range d.outages {
+		if o.has(at) {
+			if err := sleepCtx(ctx, time.Millisecond); err != nil {
+				return err
+			}
+			return errors.New("failed to connect to `host=db user=enrich`: dial tcp 10.0.0.5:5432: connect: connection refused")
+		}
+	}
+	w.mu.Lock()
+	w.dbCalls++
+	n := w.dbCalls
+	w.mu.Unlock()
+	if d.pErr > 0 && unit(w.sc.seed, 0xdb, n) < d.pErr {
+		return &pgconn.PgError{Severity: "ERROR", Code: "40001", Message: "could not serialize access due to concurrent update"}
+	}
+	return sleepCtx(ctx, d.latency)
+}
+
+// simStore is one run's view of the model, through the database's faults, with bookkeeping.
+type simStore struct{ w *world }
+
+func (s simStore) ClaimAfter(ctx context.Context, owner string, token int64, n int, lease time.Duration, after store.Cursor) ([]store.Claimed, error) {
+	if err := s.w.dbFault(ctx); err != nil {
+		return nil, fmt.Errorf("claim batch: %w", err)
+	}
+	s.w.mu.Lock()
+	defer s.w.mu.Unlock()
+	got, err := s.w.model.ClaimAfter(ctx, owner, token, n, lease, after)
+	if err == nil {
+		s.w.claimed(owner, token, got, after)
+	}
+	return got, err
+}
+
+func (s simStore) Renew(ctx context.Context, owner string, leases []store.Lease, lease time.Duration) ([]int64, error) {
+	if err := s.w.dbFault(ctx); err != nil {
+		return nil, fmt.Errorf("renew leases: %w", err)
+	}
+	s.w.mu.Lock()
+	defer s.w.mu.Unlock()
+	ids, err := s.w.model.Renew(ctx, owner, leases, lease)
+	if err != nil {
+		return ids, err
+	}
+	b := s.w.book(owner)
+	renewed := make(map[int64]bool, len(ids))
+	for _, id := range ids {
+		renewed[id] = true
+	}
+	for _, l := range leases {
+		if !renewed[l.ID] && b.token[l.ID] == l.Token {
+			b.lost[l.ID] = l.Token
+			if s.w.inCall[l.ID] > 0 {
+				s.w.tally.mu.Lock()
+				s.w.tally.lostInHand++
+				s.w.tally.mu.Unlock()
+			}
+		}
+	}
+	return ids, nil
+}
+
+func (s simStore) Write(ctx context.Context, owner string, batch store.Batch) (store.Written, error) {
+	if err := s.w.dbFault(ctx); err != nil {
+		return store.Written{}, fmt.Errorf("write batch: %w", err)
+	}
+	s.w.mu.Lock()
+	defer s.w.mu.Unlock()
+	// Which leases land, as the model decides: the claim must be the row's current one, and a
+	// row lands once.
+	held := map[int64]int64{}
+	for _, r := range s.w.model.Rows() {
+		if r.LockedBy == owner {
+			held[r.ID] = r.LeaseToken
+		}
+	}
+	var lands []store.Lease
+	for _, l := range batchLeases(batch) {
+		if tok, ok := held[l.ID]; ok && tok == l.Token {
+			lands = append(lands, l)
+			delete(held, l.ID)
+		}
+	}
+	got, err := s.w.model.Write(ctx, owner, batch)
+	if err != nil {
+		return got, err
+	}
+	if got.Total() != int64(len(lands)) {
+		s.w.violate("the model wrote %d rows for %s where its rows said %d would land", got.Total(), owner, len(lands))
+	}
+	b := s.w.book(owner)
+	b.written.Done += got.Done
+	b.written.Retried += got.Retried
+	b.written.Failed += got.Failed
+	b.written.Released += got.Released
+	if got.Total() > 0 {
+		b.lastWrite = time.Now()
+	}
+	for _, l := range lands {
+		if c := s.w.claims[claimKey{owner, l.ID, l.Token}]; c != nil {
+			c.landed++
+		} else {
+			s.w.violate("%s wrote row %d through token %d, a claim the model never made", owner, l.ID, l.Token)
+		}
+	}
+	return got, nil
+}
+
+func (s simStore) Due(ctx context.Context) (int64, error) {
+	if err := s.w.dbFault(ctx); err != nil {
+		return 0, fmt.Errorf("count due: %w", err)
+	}
+	return s.w.model.Due(ctx)
+}
+
+// batchLeases lists b's leases in the order Write applies them.
+func batchLeases(b store.Batch) []store.Lease {
+	var ls []store.Lease
+	for _, d := range b.Done {
+		ls = append(ls, d.Lease)
+	}
+	for _, r := range b.Retry {
+		ls = append(ls, r.Lease)
+	}
+	for _, f := range b.Failed {
+		ls = append(ls, f.Lease)
+	}
+	return append(ls, b.Released...)
+}
+
+// simAPI is one scripted instance of one run.
+type simAPI struct {
+	w     *world
+	owner string
+	plan  instPlan
+	cfg   enrich.Config
+
+	mu sync.Mutex
+	n  map[int64]int // GetAvatar calls per row
+}
+
+func (a *simAPI) ID() string { return a.plan.id }
+
+func (a *simAPI) err(class greenapi.Class, status int, reason string, cause error) error {
+	return &greenapi.Error{Class: class, Instance: a.plan.id, Method: "getAvatar", Status: status, Reason: reason,
+		URL: "waInstance" + a.plan.id + "/getAvatar/***", Err: cause}
+}
+
+func (a *simAPI) netErr() error {
+	return a.err(greenapi.ClassTransient, 0, "", errors.New("dial tcp 10.0.0.9:443: connect: connection refused"))
+}
+
+func (a *simAPI) GetAvatar(ctx context.Context, t greenapi.Target) (greenapi.Avatar, error) {
+	w := a.w
+	now := time.Now()
+	at := now.Sub(w.start)
+	id, ok := w.idOf[t.String()]
+	w.mu.Lock()
+	w.sends[a.plan.id] = append(w.sends[a.plan.id], now)
+	w.calls[a.plan.id]++
+	if !ok {
+		w.violate("GetAvatar for %q, no row of the table", t.String())
+	} else {
+		b := w.book(a.owner)
+		row, _ := w.model.Row(id)
+		if tok, lost := b.lost[id]; lost {
+			w.violate("%s called row %d on instance %s after a renewal told it its claim (token %d) was lost", a.owner, id, a.plan.id, tok)
+		} else if (row.LockedBy != a.owner || !row.LockedUntil.After(now)) && !w.forced[id].After(b.claimedAt[id]) {
+			w.violate("%s called row %d on instance %s without holding it: locked by %q until %v, status %s",
+				a.owner, id, a.plan.id, row.LockedBy, row.LockedUntil.Sub(w.start), row.Status)
+		}
+	}
+	w.inCall[id]++
+	w.mu.Unlock()
+	defer func() {
+		w.mu.Lock()
+		w.inCall[id]--
+		w.mu.Unlock()
+	}()
+	a.mu.Lock()
+	n := a.n[id]
+	a.n[id]++
+	a.mu.Unlock()
+
+	p := a.plan
+	latency := p.latency[0] + time.Duration(unit(w.sc.seed, 0x1a7, uint64(id), uint64(n))*float64(p.latency[1]-p.latency[0]))
+	answer := func(err error) (greenapi.Avatar, error) {
+		if e := sleepCtx(ctx, latency); e != nil {
+			return greenapi.Avatar{}, e
+		}
+		if err == nil {
+			yes := unit(w.sc.seed, 0xa7a, uint64(id)) < 0.7
+			av := greenapi.Avatar{ExistsWhatsapp: &yes, Available: &yes}
+			if yes {
+				av.URLAvatar = "https://pps.whatsapp.net/v/" + t.String()
+			}
+			return av, nil
+		}
+		if greenapi.ClassOf(err) == greenapi.ClassRateLimited {
+			w.mu.Lock()
+			w.rateLimits[p.id]++
+			w.mu.Unlock()
+		}
+		return greenapi.Avatar{}, err
+	}
+	switch {
+	case p.unusableAt > 0 && at >= p.unusableAt:
+		return answer(a.err(greenapi.ClassUnusable, 401, "wrong apiTokenInstance (HTTP 401)", nil))
+	case inAny(p.outages, at):
+		return answer(a.netErr())
+	case inAny(p.starting, at):
+		return answer(a.err(greenapi.ClassStarting, 200, greenapi.ReasonStarting, nil))
+	}
+	salt, _ := strconv.ParseUint(p.id, 10, 64)
+	u := unit(w.sc.seed, salt, uint64(id), uint64(n))
+	for f := range nFaults {
+		if u >= p.p[f] {
+			u -= p.p[f]
+			continue
+		}
+		switch f {
+		case f5xx:
+			return answer(a.err(greenapi.ClassTransient, 502+n%2, "", nil))
+		case fTimeout:
+			if err := sleepCtx(ctx, a.cfg.CallTimeout); err != nil {
+				return greenapi.Avatar{}, err
+			}
+			return greenapi.Avatar{}, a.err(greenapi.ClassTransient, 0, "", context.DeadlineExceeded)
+		case fHang:
+			<-ctx.Done()
+			return greenapi.Avatar{}, ctx.Err()
+		case f429:
+			e := a.err(greenapi.ClassRateLimited, 429, "", nil)
+			e.(*greenapi.Error).RetryAfter = p.retryAfter
+			return answer(e)
+		case fStarting:
+			return answer(a.err(greenapi.ClassStarting, 200, greenapi.ReasonStarting, nil))
+		case fEmpty:
+			return answer(a.err(greenapi.ClassTransient, 200, "response carries none of the documented fields", nil))
+		case fAvatarTimeout:
+			return answer(a.err(greenapi.ClassAvatarTimeout, 200, greenapi.ReasonAvatarTimeout, nil))
+		case fInvalid:
+			return answer(a.err(greenapi.ClassInvalid, 400, greenapi.ReasonBadRequestData, nil))
+		}
+	}
+	return answer(nil)
+}
+
+func (a *simAPI) GetStateInstance(ctx context.Context) (string, error) {
+	w := a.w
+	now := time.Now()
+	at := now.Sub(w.start)
+	w.mu.Lock()
+	w.states[a.plan.id] = append(w.states[a.plan.id], now)
+	w.mu.Unlock()
+	if err := sleepCtx(ctx, a.plan.latency[0]); err != nil {
+		return "", err
+	}
+	switch p := a.plan; {
+	case p.unusableAt > 0 && at >= p.unusableAt:
+		return greenapi.StateNotAuthorized, nil
+	case inAny(p.outages, at):
+		e := a.netErr().(*greenapi.Error)
+		e.Method = "getStateInstance"
+		return "", e
+	case inAny(p.starting, at):
+		return greenapi.StateStarting, nil
+	}
+	return greenapi.StateAuthorized, nil
+}
+
+func (a *simAPI) CheckWhatsapp(context.Context, greenapi.Target) (bool, error) {
+	return false, errors.New("simAPI: CheckWhatsapp is not scripted (ConfirmMissing is off)")
+}
+
+func inAny(ws []window, at time.Duration) bool {
+	for _, w := range ws {
+		if w.has(at) {
+			return true
+		}
+	}
+	return false
+}
+
+// runResult is how one run ended.
+type runResult struct {
+	sum        enrich.Summary
+	err        error
+	started    time.Time
+	ended      time.Time
+	signalled  time.Time // when ctx was cancelled (zero: never)
+	apis       []*simAPI
+	returned   bool
+	lastClaim  time.Time
+	lastWrites time.Time
+}
+
+// simulate runs one seed and checks it.
+func simulate(t *testing.T, seed uint64, tally *simTally) {
+	sc := draw(seed)
+	replay := fmt.Sprintf("ENRICH_SIM_SEED=%d go test ./enrich -run TestSimulation -count=1 -v", seed)
+	var logs syncBuffer
+	// Outside the bubble, on the real clock: a bubble whose clock stands still (a goroutine
+	// spinning, or waiting for a sync.Mutex held across a fake-time wait) would otherwise hang
+	// until the package's timeout with nothing said.
+	stuck := time.AfterFunc(simStuck, func() {
+		fmt.Fprintf(os.Stderr, "seed %d still runs after %v of real time: the bubble's clock stands still; replay: %s\n%v",
+			seed, simStuck, replay, sc)
+		panic("simulation: stuck")
+	})
+	defer stuck.Stop()
+	synctest.Test(t, func(t *testing.T) {
+		w := &world{sc: sc, start: time.Now(), idOf: map[string]int64{}, books: map[string]*ownerBook{},
+			claims: map[claimKey]*claimBook{}, latest: map[int64]claimKey{}, forced: map[int64]time.Time{},
+			sends: map[string][]time.Time{}, states: map[string][]time.Time{}, calls: map[string]int64{},
+			rateLimits: map[string]int64{}, inCall: map[int64]int{}, tally: tally}
+		w.model = memstore.New(nil)
+		var cs []store.NewContact
+		for _, p := range sc.phones {
+			cs = append(cs, store.NewContact{PhoneNumber: p})
+		}
+		for _, c := range sc.chats {
+			cs = append(cs, store.NewContact{ChatID: c})
+		}
+		for i, id := range w.model.Enqueue(cs...) {
+			var tg greenapi.Target
+			var err error
+			if cs[i].ChatID != "" {
+				tg, err = greenapi.ParseChatID(cs[i].ChatID)
+			} else {
+				tg, err = greenapi.ParsePhone(cs[i].PhoneNumber)
+			}
+			if err == nil {
+				w.idOf[tg.String()] = id
+			}
+		}
+		log := zerolog.New(&logs).Level(zerolog.WarnLevel)
+		results := make([]*runResult, len(sc.runs))
+		cancels := make([]context.CancelFunc, len(sc.runs))
+		hurries := make([]chan struct{}, len(sc.runs))
+		var runs sync.WaitGroup
+		var timers []*time.Timer
+		for i, rp := range sc.runs {
+			res := &runResult{}
+			results[i] = res
+			ctx, cancel := context.WithCancel(context.Background())
+			cancels[i] = cancel
+			hurry := make(chan struct{})
+			hurries[i] = hurry
+			cfg := rp.cfg
+			cfg.Owner, cfg.Hurry = rp.owner, hurry
+			runLog := log.With().Str("run", rp.owner).Logger()
+			cfg.Logger = &runLog
+			for _, ip := range rp.insts {
+				api := &simAPI{w: w, owner: rp.owner, plan: ip, cfg: cfg, n: map[int64]int{}}
+				res.apis = append(res.apis, api)
+				cfg.Instances = append(cfg.Instances, enrich.Instance{API: api, RPS: float64(ip.rps)})
+			}
+			if rp.signal > 0 {
+				timers = append(timers, time.AfterFunc(rp.signal, func() {
+					w.mu.Lock()
+					if !res.returned {
+						res.signalled = time.Now()
+					}
+					w.mu.Unlock()
+					cancel()
+				}))
+			}
+			if rp.hurry > 0 {
+				timers = append(timers, time.AfterFunc(rp.hurry, func() { close(hurry) }))
+			}
+			runs.Go(func() {
+				time.Sleep(rp.start)
+				r, err := enrich.NewRunner(simStore{w}, cfg)
+				if err != nil {
+					w.mu.Lock()
+					w.violate("%s: NewRunner: %v", rp.owner, err)
+					res.returned = true
+					w.mu.Unlock()
+					return
+				}
+				res.started = time.Now()
+				sum, err := r.Run(ctx)
+				w.mu.Lock()
+				res.sum, res.err, res.ended, res.returned = sum, err, time.Now(), true
+				w.mu.Unlock()
+			})
+		}
+		stopThief := make(chan struct{})
+		var thief sync.WaitGroup
+		thief.Go(func() { w.thieve(stopThief) })
+
+		ended := make(chan struct{})
+		go func() { runs.Wait(); close(ended) }()
+		day := time.NewTimer(simDay)
+		select {
+		case <-ended:
+			day.Stop()
+		case <-day.C:
+			w.mu.Lock()
+			w.violate("a run was still going after a simulated day: it did not end by itself")
+			w.mu.Unlock()
+			for i := range cancels {
+				cancels[i]()
+			}
+			select {
+			case <-ended:
+			case <-time.After(time.Hour):
+				fmt.Fprintf(os.Stderr, "seed %d: a run did not end after a simulated day, nor an hour after its "+
+					"context was cancelled; replay: %s\n%v", seed, replay, sc)
+				panic("simulation: a run never ends")
+			}
+		}
+		close(stopThief)
+		thief.Wait()
+		for _, tm := range timers {
+			tm.Stop()
+		}
+		for _, c := range cancels {
+			c()
+		}
+		w.check(results)
+		tally.mu.Lock()
+		for _, r := range results {
+			tally.outcomes[errClass(r.err)]++
+			tally.lost += r.sum.Lost
+		}
+		for _, c := range w.calls {
+			tally.calls += c
+		}
+		tally.stolen += int64(len(w.forced))
+		tally.mu.Unlock()
+		if len(w.violations) > 0 {
+			var b strings.Builder
+			for i, r := range results {
+				fmt.Fprintf(&b, "  %s: err %v; summary %+v; ran %v", sc.runs[i].owner, r.err, r.sum, r.ended.Sub(r.started))
+				if !r.signalled.IsZero() {
+					fmt.Fprintf(&b, "; signalled at %v", r.signalled.Sub(w.start))
+				}
+				b.WriteString("\n")
+			}
+			lines := strings.Split(strings.TrimSpace(logs.String()), "\n")
+			if len(lines) > 40 {
+				lines = append([]string{fmt.Sprintf("(%d earlier lines)", len(lines)-40)}, lines[len(lines)-40:]...)
+			}
+			t.Errorf("seed %d broke %d invariants:\n  %s\nreplay: %s\nschedule: %v\noutcome:\n%slog (warnings):\n%s",
+				seed, len(w.violations), strings.Join(w.violations, "\n  "), replay, sc, b.String(), strings.Join(lines, "\n"))
+		}
+	})
+}
+
+// thieve ends leases by force on schedule (sc.steals) until stop: a thief claims the rows for
+// an hour and writes them done after its hold, or they are left for anyone to claim again.
+func (w *world) thieve(stop <-chan struct{}) {
+	var token int64
+	var holds sync.WaitGroup
+	defer holds.Wait()
+	steals := slices.Clone(w.sc.steals)
+	slices.SortFunc(steals, func(a, b steal) int { return int(a.at - b.at) })
+	for i, st := range steals {
+		t := time.NewTimer(st.at - time.Since(w.start))
+		select {
+		case <-stop:
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		w.mu.Lock()
+		// Rows in a call first, half the time: the lost lease the engine handles least often.
+		var held, calling []int64
+		for _, r := range w.model.Rows() {
+			if r.LockedBy != "" && r.LockedBy != thiefOwner {
+				held = append(held, r.ID)
+				if w.inCall[r.ID] > 0 {
+					calling = append(calling, r.ID)
+				}
+			}
+		}
+		if len(calling) > 0 && unit(w.sc.seed, 0xca11, uint64(i)) < 0.5 {
+			held = calling
+		}
+		var victims []int64
+		for k := 0; k < st.rows && len(held) > 0; k++ {
+			j := int(unit(w.sc.seed, 0x7f, uint64(i), uint64(k)) * float64(len(held)))
+			victims = append(victims, held[j])
+			held = append(held[:j], held[j+1:]...)
+		}
+		now := time.Now()
+		for _, id := range victims {
+			w.model.Expire(id)
+			w.forced[id] = now
+		}
+		var got []store.Claimed
+		if st.thief && len(victims) > 0 {
+			token++
+			// Just after every row due before now, at now: the rows whose leases just ended (and
+			// any given back at this very instant).
+			after := store.Cursor{Due: now.Add(-time.Nanosecond), ID: 1 << 62}
+			got, _ = w.model.ClaimAfter(context.Background(), thiefOwner, token, len(victims), time.Hour, after)
+			w.claimed(thiefOwner, token, got, after)
+		}
+		w.mu.Unlock()
+		if len(got) > 0 && st.hold > 0 {
+			tok := token
+			holds.Go(func() {
+				select {
+				case <-stop:
+					return
+				case <-time.After(st.hold):
+				}
+				var b store.Batch
+				for _, c := range got {
+					b.Done = append(b.Done, store.Done{Lease: store.Lease{ID: c.ID, Token: tok}})
+				}
+				w.mu.Lock()
+				defer w.mu.Unlock()
+				if _, err := w.model.Write(context.Background(), thiefOwner, b); err != nil {
+					w.violate("the thief's write: %v", err)
+				}
+			})
+		}
+	}
+}
+
+// errClass names which of the engine's outcomes err is.
+func errClass(err error) string {
+	switch {
+	case err == nil:
+		return "nil"
+	case errors.Is(err, enrich.ErrInterrupted):
+		return "interrupted"
+	case errors.Is(err, enrich.ErrDatabase):
+		return "database"
+	case errors.Is(err, enrich.ErrNoInstance):
+		return "no_instance"
+	case errors.Is(err, enrich.ErrStalled):
+		return "stalled"
+	case errors.Is(err, enrich.ErrConfiguration):
+		return "configuration"
+	}
+	return "unexpected"
+}
+
+// stopFor is the summary's Stop for each error class.
+var stopFor = map[string][]string{
+	"nil":           {"no due rows left", "limit reached", "max_duration reached"},
+	"interrupted":   {"interrupted"},
+	"database":      {"database failure"},
+	"no_instance":   {"no usable instance"},
+	"stalled":       {"stalled"},
+	"configuration": {"configuration refused by the API"},
+}
+
+// check tests every invariant once every run has ended.
+func (w *world) check(results []*runResult) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	sc := w.sc
+	for i, res := range results {
+		rp := sc.runs[i]
+		if !res.returned {
+			continue
+		}
+		b := w.book(rp.owner)
+		sum, err := res.sum, res.err
+		class := errClass(err)
+		mayUnwrite := errors.Is(err, enrich.ErrDatabase) || errors.Is(err, enrich.ErrUnwritten)
+
+		// The exit says what happened.
+		if class == "unexpected" {
+			w.violate("%s ended with an error of no known kind: %v", rp.owner, err)
+		}
+		if !slices.Contains(stopFor[class], sum.Stop) {
+			w.violate("%s ended with %q as its stop, for an error of kind %s (%v)", rp.owner, sum.Stop, class, err)
+		}
+		signalled := !res.signalled.IsZero() && res.signalled.Before(res.ended)
+		switch {
+		case class == "interrupted" && res.signalled.IsZero():
+			w.violate("%s says it was interrupted, but no signal came", rp.owner)
+		case signalled && class != "interrupted" && class != "database":
+			w.violate("%s was signalled at %v and ended at %v with %v, not ErrInterrupted", rp.owner,
+				res.signalled.Sub(w.start), res.ended.Sub(w.start), err)
+		}
+		leave := true
+		for _, ip := range rp.insts {
+			leave = leave && ip.mayLeave()
+		}
+		configFault := false
+		for _, ip := range rp.insts {
+			configFault = configFault || ip.p[fInvalid] > 0
+		}
+		switch class {
+		case "no_instance":
+			if !leave {
+				w.violate("%s ended with ErrNoInstance, but not every one of its instances had a fault that takes it out: %v", rp.owner, err)
+			}
+		case "database":
+			if !sc.db.faulty() {
+				w.violate("%s ended with ErrDatabase with no database fault scheduled: %v", rp.owner, err)
+			}
+		case "stalled":
+			if !sc.anyHang {
+				w.violate("%s stalled with no call scheduled to hang: %v", rp.owner, err)
+			}
+		case "configuration":
+			if !configFault {
+				w.violate("%s ended with ErrConfiguration with no 'bad request' answer scheduled: %v", rp.owner, err)
+			}
+		}
+		if rp.signal == 0 && !leave && !sc.db.faulty() && !sc.anyHang && !configFault && class != "nil" {
+			w.violate("%s ended with %v though nothing scheduled could stop it", rp.owner, err)
+		}
+		switch sum.Stop {
+		case "limit reached":
+			if rp.cfg.Limit == 0 || sum.Claimed < int64(rp.cfg.Limit) {
+				w.violate("%s says it reached its limit %d after claiming %d", rp.owner, rp.cfg.Limit, sum.Claimed)
+			}
+		case "max_duration reached":
+			if rp.cfg.MaxDuration == 0 || res.ended.Sub(res.started) < rp.cfg.MaxDuration {
+				w.violate("%s says it reached max_duration %v after %v", rp.owner, rp.cfg.MaxDuration, res.ended.Sub(res.started))
+			}
+		case "no due rows left":
+			// Its last claim, from the start of the order, found nothing, and it had nothing in
+			// hand then: it wrote nothing after.
+			if !b.lastFromStart || !b.lastClaimNone {
+				w.violate("%s says no due rows are left, but its last claim (from the start: %v) was not empty", rp.owner, b.lastFromStart)
+			}
+			if b.lastWrite.After(b.lastClaim) {
+				w.violate("%s says no due rows are left, but wrote rows at %v after its last claim at %v", rp.owner,
+					b.lastWrite.Sub(w.start), b.lastClaim.Sub(w.start))
+			}
+		}
+
+		// The summary's counts are the model's.
+		if sum.Done != b.written.Done || sum.Rescheduled != b.written.Retried || sum.Failed != b.written.Failed ||
+			sum.Released != b.written.Released || sum.Claimed != b.claims {
+			w.violate("%s's summary (claimed %d, done %d, rescheduled %d, failed %d, released %d) is not what the store saw "+
+				"(claimed %d, done %d, rescheduled %d, failed %d, released %d)", rp.owner, sum.Claimed, sum.Done, sum.Rescheduled,
+				sum.Failed, sum.Released, b.claims, b.written.Done, b.written.Retried, b.written.Failed, b.written.Released)
+		}
+		var calls, rateLimited int64
+		for _, api := range res.apis {
+			calls += w.calls[api.plan.id]
+			rateLimited += w.rateLimits[api.plan.id]
+		}
+		var summed int64
+		for k, v := range sum.Calls {
+			if strings.HasPrefix(k, "getAvatar ") {
+				summed += v
+			}
+		}
+		if summed != calls || sum.RateLimited != rateLimited {
+			w.violate("%s's summary counts %d GetAvatar calls and %d 429s; the API saw %d and answered %d", rp.owner, summed,
+				sum.RateLimited, calls, rateLimited)
+		}
+
+		// Every claimed row was written once or given back, unless a newer claim took it over
+		// or the database took no writes at the end (the run says so).
+		for k, c := range w.claims {
+			if k.owner != rp.owner {
+				continue
+			}
+			switch {
+			case c.landed > 1:
+				w.violate("%s wrote row %d %d times through one claim (token %d)", k.owner, k.id, c.landed, k.token)
+			case c.landed == 0 && w.latest[k.id] == k && !mayUnwrite:
+				row, _ := w.model.Row(k.id)
+				w.violate("%s claimed row %d (token %d) and neither wrote it nor gave it back (locked by %q, status %s), and ended with %v",
+					k.owner, k.id, k.token, row.LockedBy, row.Status, err)
+			}
+		}
+
+		// Per instance, never more than its rps in any 1 s, nor more than one state check.
+		for _, api := range res.apis {
+			if at, ok := overRate(w.sends[api.plan.id], api.plan.rps, 0); !ok {
+				w.violate("instance %s (rps %d) got %d GetAvatar calls within 1 s from %v", api.plan.id, api.plan.rps,
+					api.plan.rps+1, at.Sub(w.start))
+			}
+			// The state checks' limiter (x/time/rate) computes its waits in float seconds: a wait
+			// of 999.999999 ms for 1 s is its rounding, not a second request in the second.
+			if at, ok := overRate(w.states[api.plan.id], 1, time.Microsecond); !ok {
+				i := slices.Index(w.states[api.plan.id], at)
+				w.violate("instance %s got 2 GetStateInstance calls within 1 s from %v: %v apart", api.plan.id, at.Sub(w.start),
+					w.states[api.plan.id][i+1].Sub(at))
+			}
+		}
+	}
+}
+
+// overRate reports whether calls (in time order) keep to rps in every 1 s window (less
+// rounding), and if not where the first window too full begins.
+func overRate(calls []time.Time, rps int, rounding time.Duration) (time.Time, bool) {
+	for i := 0; i+rps < len(calls); i++ {
+		if calls[i+rps].Sub(calls[i]) < time.Second-rounding {
+			return calls[i], false
+		}
+	}
+	return time.Time{}, true
+}
