@@ -175,13 +175,15 @@ func (q *queue) idle() bool {
 	return len(q.rows) == 0 && q.busy == 0
 }
 
-// remove takes h out of the queue, reporting whether it was there.
+// remove takes h out of the queue, reporting whether it was there. A closed queue it empties
+// is finished: the row was the last any worker waited for.
 func (q *queue) remove(h *held) bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	for i, x := range q.rows {
 		if x == h {
 			q.rows = append(q.rows[:i], q.rows[i+1:]...)
+			q.checkFinishedLocked()
 			return true
 		}
 	}

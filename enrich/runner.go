@@ -500,9 +500,6 @@ func (r *Runner) claim() {
 			r.log.Info().Str("after", down.Round(time.Millisecond).String()).Msg("the database is back: claiming again")
 		}
 		claimed += len(batch)
-		if len(batch) > 0 {
-			r.moved()
-		}
 		if e := r.log.Debug(); e.Enabled() {
 			e.Int("rows", len(batch)).Int("asked", n).Int("in_hand", inHand).Dur("took", r.cfg.Now().Sub(sent)).Msg("claimed")
 		}
@@ -606,6 +603,12 @@ func (r *Runner) take(batch []store.Claimed, sent time.Time) {
 		fresh = append(fresh, h)
 	}
 	r.mu.Unlock()
+	// Rows new to the run are progress; a row it claims again (its lease lapsed while it held
+	// it, as when a call hangs and renewals fail) is not, or the watchdog would never see the
+	// run stall.
+	if len(fresh)+len(invalid) > 0 {
+		r.moved()
+	}
 	r.stats.claimed.Add(int64(len(batch)))
 	for _, s := range invalid {
 		r.stats.invalidLocal.Add(1)

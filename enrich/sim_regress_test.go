@@ -132,3 +132,98 @@ func TestLoneSuspectDoesNotStall(t *testing.T) {
 		}
 	})
 }
+
+// TestLostRowEmptiesAClosedQueue: the claimer has reached the limit and closed the queue, the
+// one row left waits in it for its instance (starting), and another run takes the row. The
+// renewal that drops it empties the queue, which must then finish: the run ends at once. Before,
+// the queue stayed open for ever and the run waited until the instance left the run
+// (ErrNoInstance after starting_timeout) or the watchdog (simulation seed 27410).
+func TestLostRowEmptiesAClosedQueue(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		m := memstore.New(nil)
+		id := m.Enqueue(store.NewContact{PhoneNumber: "79001234567"})[0]
+		api := newFake("1", func(greenapi.Target, int) (greenapi.Avatar, error) {
+			return greenapi.Avatar{}, apiErr(greenapi.ClassStarting, 200, greenapi.ReasonStarting)
+		})
+		api.state = func(n int) (string, error) {
+			if n == 0 {
+				return greenapi.StateAuthorized, nil
+			}
+			return greenapi.StateStarting, nil
+		}
+		cfg := config(api)
+		cfg.Sleep = nil
+		cfg.Limit = 1
+		cfg.Lease = 3 * time.Second
+		cfg.StartingTimeout = 5 * time.Minute
+		go func() {
+			time.Sleep(2 * time.Second) // the row waits in the queue: its instance is starting
+			m.Expire(id)
+			if got, err := m.Claim(context.Background(), "thief", 1, 1, time.Hour); err != nil || len(got) != 1 {
+				t.Errorf("the thief's claim: %v, %v", got, err)
+			}
+		}()
+		start := time.Now()
+		sum, err := runOnce(t, context.Background(), m, cfg)
+		if err != nil || sum.Stop != "limit reached" {
+			t.Fatalf("run: %v, stop %q (%+v); want the limit reached", err, sum.Stop, sum)
+		}
+		if took := time.Since(start); took > time.Minute {
+			t.Fatalf("the run took %v after its last row was taken over at 2 s", took)
+		}
+		if r, _ := m.Row(id); r.LockedBy != "thief" {
+			t.Fatalf("row %+v: the thief's claim was overwritten", r)
+		}
+	})
+}
+
+// failingRenewals is the model whose renewals all fail, retryably.
+type failingRenewals struct{ *memstore.Store }
+
+func (failingRenewals) Renew(context.Context, string, []store.Lease, time.Duration) ([]int64, error) {
+	return nil, errors.New("renew leases: dial tcp 10.0.0.5:5432: connect: connection refused")
+}
+
+// TestReclaimsAreNoProgress: the one row's call hangs (a client with no timeout) and its lease,
+// never renewed, lapses every 3 s; the run claims it again each time. Claiming a row it already
+// holds is no progress: the watchdog still ends the run with ErrStalled. Before, every re-claim
+// counted as a move and the run never ended (simulation seeds 33660 and 28853: 2,936 claims of
+// 30 rows in a simulated day).
+func TestReclaimsAreNoProgress(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		m := failingRenewals{memstore.New(nil)}
+		m.Enqueue(store.NewContact{PhoneNumber: "79001234567"})
+		cfg := config(&hangingAPI{fakeAPI: newFake("1", nil), entered: func() {}})
+		cfg.Sleep = nil
+		cfg.Lease = 3 * time.Second
+		cfg.ShutdownGrace = time.Second
+		cfg.StallTimeout = time.Minute
+		r, err := enrich.NewRunner(m, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		type outcome struct {
+			sum enrich.Summary
+			err error
+		}
+		ended := make(chan outcome, 1)
+		go func() {
+			sum, err := r.Run(ctx)
+			ended <- outcome{sum, err}
+		}()
+		select {
+		case o := <-ended:
+			if !errors.Is(o.err, enrich.ErrStalled) {
+				t.Fatalf("err = %v, want ErrStalled (%+v)", o.err, o.sum)
+			}
+		case <-time.After(time.Hour):
+			cancel()
+			o := <-ended
+			t.Fatalf("the run still went on an hour later, with stall_timeout 1m (%+v, %v): re-claims kept the watchdog quiet", o.sum, o.err)
+		}
+	})
+}
