@@ -134,10 +134,12 @@ type instPlan struct {
 	retryAfter time.Duration // a 429's Retry-After (0: none)
 }
 
-// mayLeave says whether the script can take the instance out of a run.
+// mayLeave says whether the script can take the instance out of a run. Any failure that is not
+// an answer can: only a real answer ends an episode of trouble, so a few in a row with no answer
+// between (a client timeout alone may outlast starting_timeout) take the instance out, by design.
 func (p instPlan) mayLeave() bool {
-	return p.unusableAt > 0 || len(p.outages) > 0 || len(p.starting) > 0 || p.p[fStarting] > 0 ||
-		p.p[f429] >= 0.2 || p.p[f5xx]+p.p[fTimeout] >= 0.2
+	return p.unusableAt > 0 || len(p.outages) > 0 || len(p.starting) > 0 ||
+		p.p[f5xx]+p.p[fTimeout]+p.p[f429]+p.p[fStarting]+p.p[fEmpty] > 0
 }
 
 func (p instPlan) String() string {
@@ -366,6 +368,9 @@ type claimBook struct {
 type ownerBook struct {
 	claims  int64
 	written store.Written
+	// fenced counts results in writes that succeeded but did not land: their claim was no
+	// longer the row's.
+	fenced int64
 	// lost are rows a renewal told the run it no longer holds, by id, with the claim's token;
 	// a newer claim of the row by the run clears it.
 	lost map[int64]int64
@@ -565,6 +570,7 @@ func (s simStore) Write(ctx context.Context, owner string, batch store.Batch) (s
 		s.w.violate("the model wrote %d rows for %s where its rows said %d would land", got.Total(), owner, len(lands))
 	}
 	b := s.w.book(owner)
+	b.fenced += int64(batch.Len() - len(lands))
 	b.written.Done += got.Done
 	b.written.Retried += got.Retried
 	b.written.Failed += got.Failed
@@ -875,6 +881,11 @@ func simulate(t *testing.T, seed uint64, tally *simTally) {
 		case <-day.C:
 			w.mu.Lock()
 			w.violate("a run was still going after a simulated day: it did not end by itself")
+			for _, r := range results {
+				if !r.returned && r.signalled.IsZero() {
+					r.signalled = time.Now() // the simulation's own signal, to end the day
+				}
+			}
 			w.mu.Unlock()
 			for i := range cancels {
 				cancels[i]()
@@ -1113,6 +1124,9 @@ func (w *world) check(results []*runResult) {
 			w.violate("%s's summary (claimed %d, done %d, rescheduled %d, failed %d, released %d) is not what the store saw "+
 				"(claimed %d, done %d, rescheduled %d, failed %d, released %d)", rp.owner, sum.Claimed, sum.Done, sum.Rescheduled,
 				sum.Failed, sum.Released, b.claims, b.written.Done, b.written.Retried, b.written.Failed, b.written.Released)
+		}
+		if sum.Lost != b.fenced {
+			w.violate("%s's summary counts %d results lost to another claim; the store fenced off %d", rp.owner, sum.Lost, b.fenced)
 		}
 		var calls, rateLimited int64
 		for _, api := range res.apis {
