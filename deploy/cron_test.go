@@ -266,7 +266,7 @@ func cmpOr(s, def string) string {
 // the config in it, the home directory before its .pgpass), and together they make what the
 // cron line and enrich need: the config and token where the line and the config name them, the
 // token readable by the job's user only, its .pgpass, the log directory, the cron file last.
-// The README shows the same commands.
+// The operator's guide (docs/operations.md) shows the same commands.
 func TestCronInstallGuide(t *testing.T) {
 	t.Parallel()
 	text := readFile(t, cronFile)
@@ -338,10 +338,10 @@ func TestCronInstallGuide(t *testing.T) {
 	if !strings.Contains(text, `token_file = "`+tokenPath+`"`) {
 		t.Errorf("%s: the header does not tell the config's token_file = %q", cronFile, tokenPath)
 	}
-	readme := readFile(t, filepath.Join(repoRoot, "README.md"))
+	guide := readFile(t, filepath.Join(repoRoot, "docs", "operations.md"))
 	for _, s := range steps {
-		if !strings.Contains(readme, "\n  "+s.line+"\n") {
-			t.Errorf("README.md (Running from cron on a VM) lacks the guide's command %q", s.line)
+		if !strings.Contains(guide, "\n  "+s.line+"\n") {
+			t.Errorf("docs/operations.md (Running from cron on a VM) lacks the guide's command %q", s.line)
 		}
 	}
 }

@@ -255,16 +255,16 @@ func TestAlertRules(t *testing.T) {
 			}
 		}
 	}
-	// The alerts the README's "Alerts to set" names.
+	// The alerts the operator's guide's "Alerts to set" (docs/operations.md) names.
 	for _, want := range []string{"EnrichNoSuccess", "EnrichLastRunFailed", "EnrichFailedRowsShare", "EnrichInstanceOut", "EnrichRateLimited"} {
 		if !slices.Contains(alerts, want) {
 			t.Errorf("%s: no alert %s", rulesFile, want)
 		}
 	}
-	readme := readFile(t, filepath.Join(repoRoot, "README.md"))
+	guide := readFile(t, filepath.Join(repoRoot, "docs", "operations.md"))
 	for _, a := range alerts {
-		if !strings.Contains(readme, "`"+a+"`") {
-			t.Errorf("README.md (Alerts to set) does not name %s", a)
+		if !strings.Contains(guide, "`"+a+"`") {
+			t.Errorf("docs/operations.md (Alerts to set) does not name %s", a)
 		}
 	}
 }
