@@ -572,7 +572,7 @@ func (c *controller) timeoutErrorLocked() error {
 	if a, ok := unreachableAdvice(c.lastCause); ok && c.kind == troubleOutage {
 		advice = a
 	}
-	what += ": its rows are given back for a later run, untouched; " + advice
+	what += ": its rows are released (left untouched for a later run); " + advice
 	if c.lastCause != nil {
 		return fmt.Errorf("%s (last error: %w)", what, c.lastCause)
 	}
@@ -719,12 +719,12 @@ func configFaultError(id string, rows int, err error) error {
 	if strings.HasPrefix(body, `{"phoneNumber"`) {
 		return fmt.Errorf("%w: greenapi.request_by = %q is refused by this API edition: instance %s answered %q "+
 			"to %d different valid numbers in a row, sent as %s; set greenapi.request_by = %q (the default, which every "+
-			"edition accepts); those rows are given back untouched", ErrConfiguration, greenapi.RequestByPhoneNumber,
+			"edition accepts); those rows are released untouched", ErrConfiguration, greenapi.RequestByPhoneNumber,
 			id, words, rows, body, greenapi.RequestByChatID)
 	}
 	return fmt.Errorf("%w: instance %s answered %q to %d different valid numbers in a row, sent as %s "+
 		"(greenapi.request_by = %q): the request's form is refused, not the numbers; check that greenapi.api_url "+
-		"is your account's Green API host; those rows are given back untouched", ErrConfiguration, id, words, rows,
+		"is your account's Green API host; those rows are released untouched", ErrConfiguration, id, words, rows,
 		body, greenapi.RequestByChatID)
 }
 

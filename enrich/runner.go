@@ -388,14 +388,14 @@ func (r *Runner) cutCallsAfterGrace(cancelCalls context.CancelFunc) {
 	select {
 	case <-t.C:
 		r.log.Warn().Dur("shutdown_grace", r.cfg.ShutdownGrace).
-			Msg("calls still in flight at the end of shutdown_grace: cutting them, their rows are given back")
+			Msg("calls still in flight at the end of shutdown_grace: cutting them, their rows are released untouched")
 		cancelCalls()
 	case <-r.cfg.Hurry:
 		r.mu.Lock()
 		r.hurried = true
 		r.mu.Unlock()
 		r.log.Warn().Int64("in_flight", r.stats.inFlight.Load()).
-			Msg("told to hurry: cutting the calls in flight now; answers received are written, the rest given back")
+			Msg("told to hurry: cutting the calls in flight now; answers received are written, the rest released untouched")
 		cancelCalls()
 	case <-r.workersDone:
 	}

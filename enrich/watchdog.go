@@ -111,5 +111,5 @@ func (r *Runner) reportStall(idle time.Duration) {
 	}
 	r.log.Error().Str("idle", idle.Round(time.Second).String()).Int("held", len(r.held)).
 		Int("queued", len(queued)).Int("in_hand", busy).Int64("in_flight", r.stats.inFlight.Load()).
-		Array("rows", arr).Msg("stalled: nothing moved; stopping the run and giving its rows back")
+		Array("rows", arr).Msg("stalled: nothing moved; stopping the run and releasing its rows")
 }

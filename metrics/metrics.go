@@ -68,7 +68,7 @@ func New(b Build) *Metrics {
 		}, []string{"instance", "kind"}),
 		rows: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "rows_total",
-			Help: "Rows written by status: done, failed (final), rescheduled (due again later), released (given back untouched), lost (another run's claim took the row over).",
+			Help: "Rows written by status: done, failed (final), rescheduled (due again later), released (left untouched for a later run), lost (another run's claim took the row over).",
 		}, []string{"status"}),
 	}
 	info := prometheus.NewGauge(prometheus.GaugeOpts{
