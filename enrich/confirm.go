@@ -82,6 +82,13 @@ func (r *Runner) confirm(c *controller, h *held, av greenapi.Avatar) (greenapi.A
 		if err := c.checkSlot(r.calls); err != nil {
 			return av, SourceUnchecked // the run is stopping, or the budget failed
 		}
+		if !r.callable(h) {
+			// No call starts on a row another claim took (a renewal said so) or whose lease
+			// runs short (renewals failing), as for GetAvatar: the check would spend the
+			// instance's check quota on an answer the store may fence off. The answer is
+			// written unconfirmed, for a later run to complete.
+			return av, SourceUnchecked
+		}
 		start := r.cfg.Now()
 		exists, err = c.api.CheckWhatsapp(r.calls, h.target)
 		r.stats.call(c.id, "checkWhatsapp", err, start, r.cfg.Now())

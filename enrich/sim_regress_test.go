@@ -227,3 +227,69 @@ func TestReclaimsAreNoProgress(t *testing.T) {
 		}
 	})
 }
+
+// TestLostRowIsNotConfirmed: a row whose claim another run took while its GetAvatar call was in
+// flight (a renewal said so) is not asked of CheckWhatsapp when the answer needs confirming: the
+// check would spend the instance's check quota on an answer the store then fences off (simulation
+// seed 1545).
+func TestLostRowIsNotConfirmed(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		m := memstore.New(nil)
+		id := m.Enqueue(store.NewContact{PhoneNumber: "79001234567"})[0]
+		api := newFake("1", func(greenapi.Target, int) (greenapi.Avatar, error) {
+			m.Expire(id)
+			if got, err := m.Claim(context.Background(), "thief", 1, 1, time.Hour); err != nil || len(got) != 1 {
+				t.Errorf("the thief's claim: %v, %v", got, err)
+			}
+			time.Sleep(2 * time.Second)                   // renewals every second find the row lost
+			return greenapi.Avatar{Available: yes()}, nil // no photo, or no account: to confirm
+		})
+		api.check = func(greenapi.Target, int) (bool, error) { return true, nil }
+		cfg := config(api)
+		cfg.Sleep = nil
+		cfg.Lease = 3 * time.Second
+		cfg.ConfirmMissing = true
+		sum, err := runOnce(t, context.Background(), m, cfg)
+		if err != nil {
+			t.Fatalf("run: %v (%+v)", err, sum)
+		}
+		if got := api.checked(); len(got) != 0 {
+			t.Fatalf("CheckWhatsapp asked for %v after the row's claim was lost (%+v)", got, sum)
+		}
+		if r, _ := m.Row(id); r.LockedBy != "thief" {
+			t.Fatalf("row %+v: the thief's claim was overwritten", r)
+		}
+	})
+}
+
+// TestShortLeaseIsNotConfirmed: an answer to confirm comes when the row's lease, never renewed
+// (the database refuses renewals), has less than a third left: CheckWhatsapp is not asked, as
+// no GetAvatar call would start on the row then, and the answer is written unconfirmed
+// (simulation seeds with database errors and confirm_missing).
+func TestShortLeaseIsNotConfirmed(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		m := failingRenewals{memstore.New(nil)}
+		id := m.Enqueue(store.NewContact{PhoneNumber: "79001234567"})[0]
+		api := newFake("1", func(greenapi.Target, int) (greenapi.Avatar, error) {
+			time.Sleep(2500 * time.Millisecond) // of a 3 s lease
+			return greenapi.Avatar{Available: yes()}, nil
+		})
+		api.check = func(greenapi.Target, int) (bool, error) { return true, nil }
+		cfg := config(api)
+		cfg.Sleep = nil
+		cfg.Lease = 3 * time.Second
+		cfg.ConfirmMissing = true
+		sum, err := runOnce(t, context.Background(), m, cfg)
+		if err != nil {
+			t.Fatalf("run: %v (%+v)", err, sum)
+		}
+		if got := api.checked(); len(got) != 0 {
+			t.Fatalf("CheckWhatsapp asked for %v with half a second of the row's lease left (%+v)", got, sum)
+		}
+		if r, _ := m.Row(id); r.Status != store.StatusDone || r.ExistsWhatsapp != nil {
+			t.Fatalf("row %+v: want done, existence unknown", r)
+		}
+	})
+}
