@@ -132,14 +132,32 @@ type instPlan struct {
 	// unusableAt: from then on every call answers 401 (0: never).
 	unusableAt time.Duration
 	retryAfter time.Duration // a 429's Retry-After (0: none)
+	// checkRPS is the instance's CheckWhatsapp limit (0: the default); pc the chances of a
+	// CheckWhatsapp call's failures.
+	checkRPS int
+	pc       [nCheckFaults]float64
 }
+
+// checkFault is what one CheckWhatsapp call may draw.
+type checkFault int
+
+const (
+	c5xx checkFault = iota
+	c429
+	c466
+	cBadPhone
+	cStarting
+	nCheckFaults
+)
+
+var checkFaultNames = [nCheckFaults]string{"5xx", "429", "466", "bad_phone", "starting"}
 
 // mayLeave says whether the script can take the instance out of a run. Any failure that is not
 // an answer can: only a real answer ends an episode of trouble, so a few in a row with no answer
 // between (a client timeout alone may outlast starting_timeout) take the instance out, by design.
 func (p instPlan) mayLeave() bool {
 	return p.unusableAt > 0 || len(p.outages) > 0 || len(p.starting) > 0 ||
-		p.p[f5xx]+p.p[fTimeout]+p.p[f429]+p.p[fStarting]+p.p[fEmpty] > 0
+		p.p[f5xx]+p.p[fTimeout]+p.p[f429]+p.p[fStarting]+p.p[fEmpty]+p.pc[c5xx]+p.pc[cStarting] > 0
 }
 
 func (p instPlan) String() string {
@@ -161,6 +179,14 @@ func (p instPlan) String() string {
 	}
 	if p.retryAfter > 0 {
 		fmt.Fprintf(&b, " retry-after %v", p.retryAfter)
+	}
+	if p.checkRPS > 0 {
+		fmt.Fprintf(&b, " check_rps %d", p.checkRPS)
+	}
+	for f, x := range p.pc {
+		if x > 0 {
+			fmt.Fprintf(&b, " check %s %.2f", checkFaultNames[f], x)
+		}
 	}
 	return b.String()
 }
@@ -213,9 +239,10 @@ func (s *scenario) String() string {
 	for _, r := range s.runs {
 		c := r.cfg
 		fmt.Fprintf(&b, "  run %s from %v: workers %d batch %d flush %v lease %v max_attempts %d retry_in_run %d retry %v-%v "+
-			"starting_timeout %v retry_for %v db_timeout %v grace %v call_timeout %v limit %d max_duration %v",
+			"starting_timeout %v retry_for %v db_timeout %v grace %v call_timeout %v limit %d max_duration %v confirm_missing %v",
 			r.owner, r.start, c.Workers, c.BatchSize, c.FlushInterval, c.Lease, c.MaxAttempts, c.RetryInRun, c.Retry.Base,
-			c.Retry.Max, c.StartingTimeout, c.RetryFor, c.DatabaseTimeout, c.ShutdownGrace, c.CallTimeout, c.Limit, c.MaxDuration)
+			c.Retry.Max, c.StartingTimeout, c.RetryFor, c.DatabaseTimeout, c.ShutdownGrace, c.CallTimeout, c.Limit, c.MaxDuration,
+			c.ConfirmMissing)
 		if r.signal > 0 {
 			fmt.Fprintf(&b, " signal at %v", r.signal)
 		}
@@ -296,6 +323,7 @@ func draw(seed uint64) *scenario {
 		if chance(0.1) {
 			rp.cfg.ProgressInterval = 10 * time.Second
 		}
+		rp.cfg.ConfirmMissing = chance(0.3)
 		if chance(0.25) {
 			rp.signal = rp.start + between(time.Millisecond, time.Minute)
 			if chance(0.3) {
@@ -325,6 +353,16 @@ func draw(seed uint64) *scenario {
 			}
 			if ip.p[f429] > 0 && chance(0.5) {
 				ip.retryAfter = between(time.Second, 10*time.Second)
+			}
+			if rp.cfg.ConfirmMissing {
+				if chance(0.3) {
+					ip.checkRPS = []int{1, 2, 5}[rng.IntN(3)]
+				}
+				for f := range nCheckFaults {
+					if chance(0.1) {
+						ip.pc[f] = rng.Float64() * []float64{0.05, 0.2, 0.5, 1}[rng.IntN(4)]
+					}
+				}
 			}
 			s.anyHang = s.anyHang || ip.p[fHang] > 0
 			rp.insts = append(rp.insts, ip)
@@ -400,6 +438,7 @@ type world struct {
 	dbCalls    uint64
 	sends      map[string][]time.Time // GetAvatar calls per instance
 	states     map[string][]time.Time // GetStateInstance calls per instance
+	checks     map[string][]time.Time // CheckWhatsapp calls per instance
 	calls      map[string]int64       // GetAvatar calls per instance
 	inCall     map[int64]int          // GetAvatar calls in flight per row
 	tally      *simTally
@@ -640,18 +679,7 @@ func (a *simAPI) GetAvatar(ctx context.Context, t greenapi.Target) (greenapi.Ava
 	w.mu.Lock()
 	w.sends[a.plan.id] = append(w.sends[a.plan.id], now)
 	w.calls[a.plan.id]++
-	if !ok {
-		w.violate("GetAvatar for %q, no row of the table", t.String())
-	} else {
-		b := w.book(a.owner)
-		row, _ := w.model.Row(id)
-		if tok, lost := b.lost[id]; lost {
-			w.violate("%s called row %d on instance %s after a renewal told it its claim (token %d) was lost", a.owner, id, a.plan.id, tok)
-		} else if (row.LockedBy != a.owner || !row.LockedUntil.After(now)) && !w.forced[id].After(b.claimedAt[id]) {
-			w.violate("%s called row %d on instance %s without holding it: locked by %q until %v, status %s",
-				a.owner, id, a.plan.id, row.LockedBy, row.LockedUntil.Sub(w.start), row.Status)
-		}
-	}
+	a.checkHeld("GetAvatar", t, id, ok, now)
 	w.inCall[id]++
 	w.mu.Unlock()
 	defer func() {
@@ -671,12 +699,17 @@ func (a *simAPI) GetAvatar(ctx context.Context, t greenapi.Target) (greenapi.Ava
 			return greenapi.Avatar{}, e
 		}
 		if err == nil {
-			yes := unit(w.sc.seed, 0xa7a, uint64(id)) < 0.7
-			av := greenapi.Avatar{ExistsWhatsapp: &yes, Available: &yes}
-			if yes {
-				av.URLAvatar = "https://pps.whatsapp.net/v/" + t.String()
+			// An account with a photo; one without a photo or none (today's edition: no
+			// existsWhatsapp, an empty link, available); none (the seed editions' false).
+			yes, no := true, false
+			switch u := unit(w.sc.seed, 0xa7a, uint64(id)); {
+			case u < 0.6:
+				return greenapi.Avatar{ExistsWhatsapp: &yes, Available: &yes, URLAvatar: "https://pps.whatsapp.net/v/" + t.String()}, nil
+			case u < 0.8:
+				return greenapi.Avatar{Available: &yes}, nil
+			default:
+				return greenapi.Avatar{ExistsWhatsapp: &no, Available: &no}, nil
 			}
-			return av, nil
 		}
 		if greenapi.ClassOf(err) == greenapi.ClassRateLimited {
 			w.mu.Lock()
@@ -728,6 +761,25 @@ func (a *simAPI) GetAvatar(ctx context.Context, t greenapi.Target) (greenapi.Ava
 	return answer(nil)
 }
 
+// checkHeld records a violation when the run calls for a row it does not hold, or after a
+// renewal told it the row's claim was lost. w.mu must be held.
+func (a *simAPI) checkHeld(method string, t greenapi.Target, id int64, ok bool, now time.Time) {
+	w := a.w
+	if !ok {
+		w.violate("%s for %q, no row of the table", method, t.String())
+		return
+	}
+	b := w.book(a.owner)
+	row, _ := w.model.Row(id)
+	if tok, lost := b.lost[id]; lost {
+		w.violate("%s: %s called row %d on instance %s after a renewal told it its claim (token %d) was lost", method,
+			a.owner, id, a.plan.id, tok)
+	} else if (row.LockedBy != a.owner || !row.LockedUntil.After(now)) && !w.forced[id].After(b.claimedAt[id]) {
+		w.violate("%s: %s called row %d on instance %s without holding it: locked by %q until %v, status %s", method,
+			a.owner, id, a.plan.id, row.LockedBy, row.LockedUntil.Sub(w.start), row.Status)
+	}
+}
+
 func (a *simAPI) GetStateInstance(ctx context.Context) (string, error) {
 	w := a.w
 	now := time.Now()
@@ -751,8 +803,57 @@ func (a *simAPI) GetStateInstance(ctx context.Context) (string, error) {
 	return greenapi.StateAuthorized, nil
 }
 
-func (a *simAPI) CheckWhatsapp(context.Context, greenapi.Target) (bool, error) {
-	return false, errors.New("simAPI: CheckWhatsapp is not scripted (ConfirmMissing is off)")
+func (a *simAPI) CheckWhatsapp(ctx context.Context, t greenapi.Target) (bool, error) {
+	w := a.w
+	now := time.Now()
+	at := now.Sub(w.start)
+	id, ok := w.idOf[t.String()]
+	w.mu.Lock()
+	w.checks[a.plan.id] = append(w.checks[a.plan.id], now)
+	a.checkHeld("CheckWhatsapp", t, id, ok, now)
+	w.mu.Unlock()
+	a.mu.Lock()
+	n := a.n[-id]
+	a.n[-id]++
+	a.mu.Unlock()
+	p := a.plan
+	if err := sleepCtx(ctx, p.latency[0]); err != nil {
+		return false, err
+	}
+	cerr := func(class greenapi.Class, status int, reason string, cause error) error {
+		e := a.err(class, status, reason, cause).(*greenapi.Error)
+		e.Method, e.URL = "checkWhatsapp", "waInstance"+p.id+"/checkWhatsapp/***"
+		return e
+	}
+	switch {
+	case p.unusableAt > 0 && at >= p.unusableAt:
+		return false, cerr(greenapi.ClassUnusable, 401, "wrong apiTokenInstance (HTTP 401)", nil)
+	case inAny(p.outages, at):
+		return false, cerr(greenapi.ClassTransient, 0, "", errors.New("dial tcp 10.0.0.9:443: connect: connection refused"))
+	case inAny(p.starting, at):
+		return false, cerr(greenapi.ClassStarting, 200, greenapi.ReasonStarting, nil)
+	}
+	salt, _ := strconv.ParseUint(p.id, 10, 64)
+	u := unit(w.sc.seed, 0xc4ec, salt, uint64(id), uint64(n))
+	for f := range nCheckFaults {
+		if u >= p.pc[f] {
+			u -= p.pc[f]
+			continue
+		}
+		switch f {
+		case c5xx:
+			return false, cerr(greenapi.ClassTransient, 503, "", nil)
+		case c429:
+			return false, cerr(greenapi.ClassRateLimited, 429, "", nil)
+		case c466:
+			return false, cerr(greenapi.ClassUnusable, 466, "quota exceeded on the account's plan (HTTP 466)", nil)
+		case cBadPhone:
+			return false, cerr(greenapi.ClassInvalid, 400, greenapi.ReasonBadPhoneNumber+", valid 11 or 12 digits", nil)
+		case cStarting:
+			return false, cerr(greenapi.ClassStarting, 200, greenapi.ReasonStarting, nil)
+		}
+	}
+	return unit(w.sc.seed, 0xe815, uint64(id)) < 0.5, nil
 }
 
 func inAny(ws []window, at time.Duration) bool {
@@ -794,7 +895,7 @@ func simulate(t *testing.T, seed uint64, tally *simTally) {
 	synctest.Test(t, func(t *testing.T) {
 		w := &world{sc: sc, start: time.Now(), idOf: map[string]int64{}, books: map[string]*ownerBook{},
 			claims: map[claimKey]*claimBook{}, latest: map[int64]claimKey{}, forced: map[int64]time.Time{},
-			sends: map[string][]time.Time{}, states: map[string][]time.Time{}, calls: map[string]int64{},
+			sends: map[string][]time.Time{}, states: map[string][]time.Time{}, calls: map[string]int64{}, checks: map[string][]time.Time{},
 			rateLimits: map[string]int64{}, inCall: map[int64]int{}, tally: tally}
 		w.model = memstore.New(nil)
 		var cs []store.NewContact
@@ -836,7 +937,7 @@ func simulate(t *testing.T, seed uint64, tally *simTally) {
 			for _, ip := range rp.insts {
 				api := &simAPI{w: w, owner: rp.owner, plan: ip, cfg: cfg, n: map[int64]int{}}
 				res.apis = append(res.apis, api)
-				cfg.Instances = append(cfg.Instances, enrich.Instance{API: api, RPS: float64(ip.rps)})
+				cfg.Instances = append(cfg.Instances, enrich.Instance{API: api, RPS: float64(ip.rps), CheckRPS: float64(ip.checkRPS)})
 			}
 			if rp.signal > 0 {
 				timers = append(timers, time.AfterFunc(rp.signal, func() {
@@ -1133,15 +1234,21 @@ func (w *world) check(results []*runResult) {
 			calls += w.calls[api.plan.id]
 			rateLimited += w.rateLimits[api.plan.id]
 		}
-		var summed int64
+		var summed, checksSummed, checks int64
 		for k, v := range sum.Calls {
 			if strings.HasPrefix(k, "getAvatar ") {
 				summed += v
 			}
+			if strings.HasPrefix(k, "checkWhatsapp ") {
+				checksSummed += v
+			}
 		}
-		if summed != calls || sum.RateLimited != rateLimited {
-			w.violate("%s's summary counts %d GetAvatar calls and %d 429s; the API saw %d and answered %d", rp.owner, summed,
-				sum.RateLimited, calls, rateLimited)
+		for _, api := range res.apis {
+			checks += int64(len(w.checks[api.plan.id]))
+		}
+		if summed != calls || sum.RateLimited != rateLimited || checksSummed != checks {
+			w.violate("%s's summary counts %d GetAvatar calls, %d 429s and %d CheckWhatsapp calls; the API saw %d, answered %d "+
+				"and saw %d", rp.owner, summed, sum.RateLimited, checksSummed, calls, rateLimited, checks)
 		}
 
 		// Every claimed row was written once or given back, unless a newer claim took it over
@@ -1165,6 +1272,14 @@ func (w *world) check(results []*runResult) {
 			if at, ok := overRate(w.sends[api.plan.id], api.plan.rps, 0); !ok {
 				w.violate("instance %s (rps %d) got %d GetAvatar calls within 1 s from %v", api.plan.id, api.plan.rps,
 					api.plan.rps+1, at.Sub(w.start))
+			}
+			checkRPS := api.plan.checkRPS
+			if checkRPS == 0 {
+				checkRPS = enrich.CheckRPSDefault
+			}
+			if at, ok := overRate(w.checks[api.plan.id], checkRPS, time.Microsecond); !ok {
+				w.violate("instance %s (check_rps %d) got %d CheckWhatsapp calls within 1 s from %v", api.plan.id, checkRPS,
+					checkRPS+1, at.Sub(w.start))
 			}
 			// The state checks' limiter (x/time/rate) computes its waits in float seconds: a wait
 			// of 999.999999 ms for 1 s is its rounding, not a second request in the second.
