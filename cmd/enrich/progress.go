@@ -216,7 +216,7 @@ func (rep runReport) stopped() bool {
 		rep.ExitCode != exitOK
 }
 
-// summaryJSON is --summary json: one object, stable snake_case keys (documented in README.md).
+// summaryJSON is --summary json: one object, stable snake_case keys (documented in docs/operations.md).
 type summaryJSON struct {
 	Run           string           `json:"run"`
 	Table         string           `json:"table"`

@@ -249,7 +249,7 @@ func clip(s string, n int) string {
 	return string(r[:n-1]) + "…"
 }
 
-// statusJSON is `enrich status --json`: stable snake_case keys, documented in the README.
+// statusJSON is `enrich status --json`: stable snake_case keys, documented in docs/operations.md.
 type statusJSON struct {
 	Table           string           `json:"table"`
 	TakenAt         time.Time        `json:"taken_at"`
