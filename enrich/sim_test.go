@@ -224,13 +224,12 @@ type steal struct {
 }
 
 type scenario struct {
-	seed    uint64
-	phones  []string // the rows; an invalid one never reaches the API
-	chats   []string
-	runs    []runPlan
-	db      dbPlan
-	steals  []steal
-	anyHang bool
+	seed   uint64
+	phones []string // the rows; an invalid one never reaches the API
+	chats  []string
+	runs   []runPlan
+	db     dbPlan
+	steals []steal
 }
 
 func (s *scenario) String() string {
@@ -364,7 +363,6 @@ func draw(seed uint64) *scenario {
 					}
 				}
 			}
-			s.anyHang = s.anyHang || ip.p[fHang] > 0
 			rp.insts = append(rp.insts, ip)
 		}
 		s.runs = append(s.runs, rp)
@@ -1173,9 +1171,10 @@ func (w *world) check(results []*runResult) {
 		for _, ip := range rp.insts {
 			leave = leave && ip.mayLeave()
 		}
-		configFault := false
+		configFault, hangs := false, false
 		for _, ip := range rp.insts {
 			configFault = configFault || ip.p[fInvalid] > 0
+			hangs = hangs || ip.p[fHang] > 0
 		}
 		switch class {
 		case "no_instance":
@@ -1187,15 +1186,15 @@ func (w *world) check(results []*runResult) {
 				w.violate("%s ended with ErrDatabase with no database fault scheduled: %v", rp.owner, err)
 			}
 		case "stalled":
-			if !sc.anyHang {
-				w.violate("%s stalled with no call scheduled to hang: %v", rp.owner, err)
+			if !hangs {
+				w.violate("%s stalled with no call on its instances scheduled to hang: %v", rp.owner, err)
 			}
 		case "configuration":
 			if !configFault {
 				w.violate("%s ended with ErrConfiguration with no 'bad request' answer scheduled: %v", rp.owner, err)
 			}
 		}
-		if rp.signal == 0 && !leave && !sc.db.faulty() && !sc.anyHang && !configFault && class != "nil" {
+		if rp.signal == 0 && !leave && !sc.db.faulty() && !hangs && !configFault && class != "nil" {
 			w.violate("%s ended with %v though nothing scheduled could stop it", rp.owner, err)
 		}
 		switch sum.Stop {
