@@ -252,3 +252,29 @@ func (a *answerThenHang) GetAvatar(ctx context.Context, _ greenapi.Target) (gree
 	<-ctx.Done()
 	return greenapi.Avatar{}, ctx.Err()
 }
+
+// TestShortRunSettlesTheBudget: a run shorter than its first block of slots still gives its
+// unsent slots back to the day's count and records its last answer, with no daily cap set
+// (before, both waited for a next reservation the run never made: 5 rows sent, 10 slots counted,
+// and no last answer).
+func TestShortRunSettlesTheBudget(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.insertPhones(t, phones(5)...)
+	api := newFake("1", func(greenapi.Target, int) (greenapi.Avatar, error) { return greenapi.Avatar{Available: yes()}, nil })
+	cfg := config(api)
+	cfg.Instances[0].RPS = 10
+	cfg.Budget = b.store
+	if sum, err := runBounded(t, b, cfg, 20*time.Second); err != nil || sum.Done != 5 {
+		t.Fatalf("run: %+v, %v", sum, err)
+	}
+	var used int64
+	var answered time.Time
+	if err := b.pool.QueryRow(context.Background(), `SELECT used, answered_at FROM enrich.enrich_instances WHERE instance_id = '1'`).
+		Scan(&used, &answered); err != nil {
+		t.Fatal(err)
+	}
+	if used != 5 || time.Since(answered) > time.Minute {
+		t.Fatalf("the budget after a 5-row run: used %d, last answer %v; want 5 and just now", used, answered)
+	}
+}

@@ -250,18 +250,21 @@ func (r *Runner) windDown(cause error, cutDB context.CancelFunc) {
 	final := r.finalDeadline(cause)
 	cut := time.AfterFunc(time.Until(final), cutDB)
 	defer cut.Stop()
-	r.refundUnsent()
+	r.settleBudget()
 	r.w.close(final)
 	<-r.writeDone
 	close(r.renewDone)
 	r.renewer.Wait()
 }
 
-// refundUnsent gives the slots reserved and never sent back to their instances' day, so that a
-// daily cap counts requests sent, not slots reserved, across runs.
-func (r *Runner) refundUnsent() {
+// settleBudget tells the shared budget, once the run's calls are over, what only its next
+// reservation would have: the slots of its last blocks it never sent, given back to the day's
+// count (so a daily cap, and status's count of the day, go by requests sent, not slots
+// reserved), and that it had an answer since (status's last answer). A run shorter than one
+// block makes no other reservation to carry them.
+func (r *Runner) settleBudget() {
 	for _, c := range r.instances {
-		if c.shared == nil || c.perDay == 0 {
+		if c.shared == nil {
 			continue
 		}
 		c.mu.Lock()
@@ -269,14 +272,14 @@ func (r *Runner) refundUnsent() {
 		req := c.shared.request(c.id, c.perDay, r.cfg.Day)
 		c.shared.unsent = 0
 		c.mu.Unlock()
-		if req.Refund == 0 {
+		if req.Refund == 0 && !req.Answered {
 			continue
 		}
 		req.Want = 0
 		ctx, cancel := context.WithTimeout(r.dbCtx, r.cfg.DatabaseTimeout)
 		if _, err := r.cfg.Budget.Reserve(ctx, req, policy); err != nil {
 			r.log.Warn().Str("instance", c.id).Err(err).Int("slots", req.Refund).
-				Msg("giving unsent slots back to the daily count failed: the cap counts them as spent today")
+				Msg("giving unsent slots back to the day's count failed: the day counts them as spent")
 		}
 		cancel()
 	}
