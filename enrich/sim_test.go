@@ -204,14 +204,17 @@ type runPlan struct {
 // dbPlan is the database's faults.
 type dbPlan struct {
 	latency time.Duration
-	pErr    float64  // a call fails with a serialization failure
-	outages []window // every call fails: the connection is gone
-	hangs   []window // every call hangs until its deadline
-	fatalAt time.Duration
+	pErr    float64 // a call fails with a serialization failure
+	// pAckLost is the chance that a call's statement commits and its answer is lost (the
+	// connection breaks after the commit): the engine sees an error.
+	pAckLost float64
+	outages  []window // every call fails: the connection is gone
+	hangs    []window // every call hangs until its deadline
+	fatalAt  time.Duration
 }
 
 func (d dbPlan) faulty() bool {
-	return d.pErr > 0 || len(d.outages) > 0 || len(d.hangs) > 0 || d.fatalAt > 0
+	return d.pErr > 0 || d.pAckLost > 0 || len(d.outages) > 0 || len(d.hangs) > 0 || d.fatalAt > 0
 }
 
 // steal is a lost lease: at `at`, the leases of `rows` held rows end; with thief set another run
@@ -253,7 +256,8 @@ func (s *scenario) String() string {
 			fmt.Fprintf(&b, "    %v\n", in)
 		}
 	}
-	fmt.Fprintf(&b, "  database: latency %v errors %.2f outages %v hangs %v fatal at %v\n", s.db.latency, s.db.pErr,
+	fmt.Fprintf(&b, "  database: latency %v errors %.2f answers lost after commit %.2f outages %v hangs %v fatal at %v\n",
+		s.db.latency, s.db.pErr, s.db.pAckLost,
 		s.db.outages, s.db.hangs, s.db.fatalAt)
 	for _, st := range s.steals {
 		fmt.Fprintf(&b, "  lost leases at %v: %d rows, thief %v, hold %v\n", st.at, st.rows, st.thief, st.hold)
@@ -372,6 +376,9 @@ func draw(seed uint64) *scenario {
 		s.db.pErr = rng.Float64() * 0.3
 	}
 	if chance(0.1) {
+		s.db.pAckLost = rng.Float64() * 0.2
+	}
+	if chance(0.1) {
 		s.db.outages = windows(2, 2*time.Minute, 2*time.Minute)
 	}
 	if chance(0.05) {
@@ -398,12 +405,17 @@ type claimKey struct {
 // claimBook is what became of one claim.
 type claimBook struct {
 	landed int // write-backs that landed through it
+	// ackLost says the claim committed but its answer was lost: the run never knew of it, and
+	// its rows stay leased until the lease ends, by design.
+	ackLost bool
 }
 
 // ownerBook is what the model saw one run do.
 type ownerBook struct {
 	claims  int64
 	written store.Written
+	// unacked is what written holds of writes whose answer was lost: the run did not see them.
+	unacked store.Written
 	// fenced counts results in writes that succeeded but did not land: their claim was no
 	// longer the row's.
 	fenced int64
@@ -473,6 +485,18 @@ func (w *world) claimed(owner string, token int64, got []store.Claimed, after st
 		delete(b.lost, c.ID)
 	}
 }
+
+// ackLost draws whether the answer of a statement that committed is lost. w.mu must be held.
+func (w *world) ackLost() bool {
+	if w.sc.db.pAckLost == 0 {
+		return false
+	}
+	w.dbCalls++
+	return unit(w.sc.seed, 0xac, w.dbCalls) < w.sc.db.pAckLost
+}
+
+// errAckLost is what the engine sees of a statement whose answer was lost.
+var errAckLost = errors.New("unexpected EOF: the connection to the server was lost after the statement was sent")
 
 // unit is a number in [0, 1) that depends only on its arguments.
 func unit(xs ...uint64) float64 {
@@ -544,6 +568,14 @@ func (s simStore) ClaimAfter(ctx context.Context, owner string, token int64, n i
 	s.w.mu.Lock()
 	defer s.w.mu.Unlock()
 	got, err := s.w.model.ClaimAfter(ctx, owner, token, n, lease, after)
+	if err == nil && s.w.ackLost() {
+		for _, c := range got {
+			k := claimKey{owner, c.ID, token}
+			s.w.claims[k] = &claimBook{ackLost: true}
+			s.w.latest[c.ID] = k
+		}
+		return nil, fmt.Errorf("claim batch: %w", errAckLost)
+	}
 	if err == nil {
 		s.w.claimed(owner, token, got, after)
 	}
@@ -559,6 +591,9 @@ func (s simStore) Renew(ctx context.Context, owner string, leases []store.Lease,
 	ids, err := s.w.model.Renew(ctx, owner, leases, lease)
 	if err != nil {
 		return ids, err
+	}
+	if s.w.ackLost() {
+		return nil, fmt.Errorf("renew leases: %w", errAckLost)
 	}
 	b := s.w.book(owner)
 	renewed := make(map[int64]bool, len(ids))
@@ -621,6 +656,15 @@ func (s simStore) Write(ctx context.Context, owner string, batch store.Batch) (s
 		} else {
 			s.w.violate("%s wrote row %d through token %d, a claim the model never made", owner, l.ID, l.Token)
 		}
+	}
+	if s.w.ackLost() {
+		// Retried, the batch finds its rows written and counts them lost (store.Write).
+		b.fenced -= int64(batch.Len() - len(lands))
+		b.unacked.Done += got.Done
+		b.unacked.Retried += got.Retried
+		b.unacked.Failed += got.Failed
+		b.unacked.Released += got.Released
+		return store.Written{}, fmt.Errorf("write batch: %w", errAckLost)
 	}
 	return got, nil
 }
@@ -1218,12 +1262,14 @@ func (w *world) check(results []*runResult) {
 			}
 		}
 
-		// The summary's counts are the model's.
-		if sum.Done != b.written.Done || sum.Rescheduled != b.written.Retried || sum.Failed != b.written.Failed ||
-			sum.Released != b.written.Released || sum.Claimed != b.claims {
+		// The summary's counts are the model's, but for writes whose answer was lost.
+		seen := store.Written{Done: b.written.Done - b.unacked.Done, Retried: b.written.Retried - b.unacked.Retried,
+			Failed: b.written.Failed - b.unacked.Failed, Released: b.written.Released - b.unacked.Released}
+		if sum.Done != seen.Done || sum.Rescheduled != seen.Retried || sum.Failed != seen.Failed ||
+			sum.Released != seen.Released || sum.Claimed != b.claims {
 			w.violate("%s's summary (claimed %d, done %d, rescheduled %d, failed %d, released %d) is not what the store saw "+
 				"(claimed %d, done %d, rescheduled %d, failed %d, released %d)", rp.owner, sum.Claimed, sum.Done, sum.Rescheduled,
-				sum.Failed, sum.Released, b.claims, b.written.Done, b.written.Retried, b.written.Failed, b.written.Released)
+				sum.Failed, sum.Released, b.claims, seen.Done, seen.Retried, seen.Failed, seen.Released)
 		}
 		if sum.Lost != b.fenced {
 			w.violate("%s's summary counts %d results lost to another claim; the store fenced off %d", rp.owner, sum.Lost, b.fenced)
@@ -1259,7 +1305,7 @@ func (w *world) check(results []*runResult) {
 			switch {
 			case c.landed > 1:
 				w.violate("%s wrote row %d %d times through one claim (token %d)", k.owner, k.id, c.landed, k.token)
-			case c.landed == 0 && w.latest[k.id] == k && !mayUnwrite:
+			case c.landed == 0 && w.latest[k.id] == k && !mayUnwrite && !c.ackLost:
 				row, _ := w.model.Row(k.id)
 				w.violate("%s claimed row %d (token %d) and neither wrote it nor gave it back (locked by %q, status %s), and ended with %v",
 					k.owner, k.id, k.token, row.LockedBy, row.Status, err)
