@@ -136,14 +136,7 @@ func (k *Keeper) Keep(ctx context.Context, link string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	sum := sha256.Sum256(data)
-	hash := hex.EncodeToString(sum[:])
-	sctx, cancel := context.WithTimeout(ctx, k.cfg.SaveTimeout)
-	defer cancel()
-	if err := k.saver.SaveAvatar(sctx, hash, contentType, data); err != nil {
-		return "", fmt.Errorf("save avatar %s (within %s): %w", hash[:12], k.cfg.SaveTimeout, err)
-	}
-	return hash, nil
+	return k.save(ctx, contentType, data)
 }
 
 // KeepData stores an image GetAvatar inlined as base64Avatar, under the same limits as Keep's
@@ -164,6 +157,12 @@ func (k *Keeper) KeepData(ctx context.Context, b64 string) (string, error) {
 	if !strings.HasPrefix(contentType, "image/") {
 		return "", fmt.Errorf("%w: inlined avatar is not an image (content looks like %q)", ErrRefused, contentType)
 	}
+	return k.save(ctx, contentType, data)
+}
+
+// save stores an image once by its SHA-256, within avatars' SaveTimeout (database.timeout: a
+// lock must not hold a download slot), and returns the hash in hex.
+func (k *Keeper) save(ctx context.Context, contentType string, data []byte) (string, error) {
 	sum := sha256.Sum256(data)
 	hash := hex.EncodeToString(sum[:])
 	sctx, cancel := context.WithTimeout(ctx, k.cfg.SaveTimeout)

@@ -25,6 +25,7 @@ import (
 
 	"github.com/enrich-dev/enrich/enrich"
 	"github.com/enrich-dev/enrich/greenapi"
+	"github.com/enrich-dev/enrich/internal/clock"
 	"github.com/enrich-dev/enrich/internal/memstore"
 	"github.com/enrich-dev/enrich/store"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -511,21 +512,6 @@ func unit(xs ...uint64) float64 {
 	return float64(h>>11) / (1 << 53)
 }
 
-// sleepCtx sleeps d in the bubble's time, or until ctx ends.
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
 // dbFault is the database's schedule for one call now: an error, a hang until ctx ends, or its
 // latency.
 func (w *world) dbFault(ctx context.Context) error {
@@ -542,7 +528,7 @@ func (w *world) dbFault(ctx context.Context) error {
 	}
 	for _, o := range d.outages {
 		if o.has(at) {
-			if err := sleepCtx(ctx, time.Millisecond); err != nil {
+			if err := clock.Sleep(ctx, time.Millisecond); err != nil {
 				return err
 			}
 			return errors.New("failed to connect to `host=db user=enrich`: dial tcp 10.0.0.5:5432: connect: connection refused")
@@ -555,7 +541,7 @@ func (w *world) dbFault(ctx context.Context) error {
 	if d.pErr > 0 && unit(w.sc.seed, 0xdb, n) < d.pErr {
 		return &pgconn.PgError{Severity: "ERROR", Code: "40001", Message: "could not serialize access due to concurrent update"}
 	}
-	return sleepCtx(ctx, d.latency)
+	return clock.Sleep(ctx, d.latency)
 }
 
 // simStore is one run's view of the model, through the database's faults, with bookkeeping.
@@ -737,7 +723,7 @@ func (a *simAPI) GetAvatar(ctx context.Context, t greenapi.Target) (greenapi.Ava
 	p := a.plan
 	latency := p.latency[0] + time.Duration(unit(w.sc.seed, 0x1a7, uint64(id), uint64(n))*float64(p.latency[1]-p.latency[0]))
 	answer := func(err error) (greenapi.Avatar, error) {
-		if e := sleepCtx(ctx, latency); e != nil {
+		if e := clock.Sleep(ctx, latency); e != nil {
 			return greenapi.Avatar{}, e
 		}
 		if err == nil {
@@ -779,7 +765,7 @@ func (a *simAPI) GetAvatar(ctx context.Context, t greenapi.Target) (greenapi.Ava
 		case f5xx:
 			return answer(a.err(greenapi.ClassTransient, 502+n%2, "", nil))
 		case fTimeout:
-			if err := sleepCtx(ctx, a.cfg.CallTimeout); err != nil {
+			if err := clock.Sleep(ctx, a.cfg.CallTimeout); err != nil {
 				return greenapi.Avatar{}, err
 			}
 			return greenapi.Avatar{}, a.err(greenapi.ClassTransient, 0, "", context.DeadlineExceeded)
@@ -829,7 +815,7 @@ func (a *simAPI) GetStateInstance(ctx context.Context) (string, error) {
 	w.mu.Lock()
 	w.states[a.plan.id] = append(w.states[a.plan.id], now)
 	w.mu.Unlock()
-	if err := sleepCtx(ctx, a.plan.latency[0]); err != nil {
+	if err := clock.Sleep(ctx, a.plan.latency[0]); err != nil {
 		return "", err
 	}
 	switch p := a.plan; {
@@ -859,7 +845,7 @@ func (a *simAPI) CheckWhatsapp(ctx context.Context, t greenapi.Target) (bool, er
 	a.n[-id]++
 	a.mu.Unlock()
 	p := a.plan
-	if err := sleepCtx(ctx, p.latency[0]); err != nil {
+	if err := clock.Sleep(ctx, p.latency[0]); err != nil {
 		return false, err
 	}
 	cerr := func(class greenapi.Class, status int, reason string, cause error) error {
