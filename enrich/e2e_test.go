@@ -54,8 +54,9 @@ func TestEndToEnd(t *testing.T) {
 	for i, id := range []string{"1101000001", "1101000002"} {
 		in := simulator.Instance{ID: id, Token: "token-" + id, RPS: rps, Burst: burst}
 		if i == 0 {
-			// A second in, well inside the first run, whose calls go on for several seconds.
-			in.StartingAfter, in.StartingFor = time.Second, 2*time.Second
+			// At its 200th getAvatar request, well inside the first run, whatever the machine's
+			// speed: that request and those of the next 2 s are answered "starting".
+			in.StartingAfterRequests, in.StartingFor = 200, 2*time.Second
 		}
 		simCfg.Instances = append(simCfg.Instances, in)
 	}
@@ -95,7 +96,7 @@ func TestEndToEnd(t *testing.T) {
 	}
 	insertTargets(t, pool, append(valid, invalid...))
 
-	// The simulator starts now, so its starting window falls inside the first run.
+	// The simulator starts now; its starting window opens at instance 1's 200th getAvatar.
 	sim, err := simulator.New(simCfg)
 	if err != nil {
 		t.Fatal(err)

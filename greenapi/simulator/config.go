@@ -149,6 +149,10 @@ type Instance struct {
 	CheckQuota int
 	// StartingAfter is when, after the simulator's start, the first starting window opens.
 	StartingAfter time.Duration
+	// StartingAfterRequests, when above 0, opens the first starting window instead at the
+	// arrival of the instance's StartingAfterRequests-th getAvatar request (that request is
+	// answered "starting" too): a test then meets the window however fast the machine is.
+	StartingAfterRequests int
 	// StartingFor is how long a starting window lasts; 0 means the instance never starts.
 	StartingFor time.Duration
 	// StartingEvery repeats the window with this period (measured from StartingAfter); 0
@@ -351,7 +355,8 @@ func (cfg Config) withDefaults() (Config, error) {
 		if in.Burst == 0 {
 			in.Burst = BurstDefault
 		}
-		if in.Burst < 0 || in.Quota < 0 || in.CheckQuota < 0 || in.StartingAfter < 0 || in.StartingFor < 0 || in.StartingEvery < 0 {
+		if in.Burst < 0 || in.Quota < 0 || in.CheckQuota < 0 || in.StartingAfter < 0 || in.StartingFor < 0 || in.StartingEvery < 0 ||
+			in.StartingAfterRequests < 0 {
 			return cfg, errConfig("instance %s: burst, quota and starting durations must not be negative", in.ID)
 		}
 		instances[i] = in

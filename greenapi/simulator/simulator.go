@@ -90,6 +90,11 @@ type instance struct {
 	// anyAccepted says it has; used only under MinGap.
 	lastAccepted [numMethods]time.Duration
 	anyAccepted  [numMethods]bool
+	// avatarsSeen counts getAvatar requests until the first starting window opens by count
+	// (Instance.StartingAfterRequests); opened says it has, at openedAt (since start).
+	avatarsSeen int
+	opened      bool
+	openedAt    time.Duration
 }
 
 // newLimiters makes full buckets for every method of in.
@@ -336,7 +341,7 @@ func (s *Simulator) serve(w http.ResponseWriter, r *http.Request, pool string) {
 
 	// The instance's state, as of now (after any latency).
 	now = s.cfg.Now()
-	starting := in.startingAt(now.Sub(s.cfg.Start))
+	starting := in.startingAt(now.Sub(s.cfg.Start), m == mGetAvatar)
 	if m == mGetStateInstance {
 		state := in.cfg.State
 		switch {
@@ -494,16 +499,33 @@ func (in *instance) quota(m methodID) int {
 	return 0
 }
 
-// startingAt reports whether the instance is starting at since (the simulator's clock).
-func (in *instance) startingAt(since time.Duration) bool {
+// startingAt reports whether the instance is starting at since (the simulator's clock), for a
+// request that is a getAvatar one when avatar says so (it may open a window by count).
+func (in *instance) startingAt(since time.Duration, avatar bool) bool {
 	c := &in.cfg
 	if c.State == StateStarting {
 		return true
 	}
-	if c.StartingFor <= 0 || since < c.StartingAfter {
+	after := c.StartingAfter
+	if c.StartingAfterRequests > 0 {
+		in.mu.Lock()
+		if avatar && !in.opened {
+			in.avatarsSeen++
+			if in.avatarsSeen >= c.StartingAfterRequests {
+				in.opened, in.openedAt = true, since
+			}
+		}
+		opened, at := in.opened, in.openedAt
+		in.mu.Unlock()
+		if !opened {
+			return false
+		}
+		after = at
+	}
+	if c.StartingFor <= 0 || since < after {
 		return false
 	}
-	into := since - c.StartingAfter
+	into := since - after
 	if c.StartingEvery > 0 {
 		into %= c.StartingEvery
 	}

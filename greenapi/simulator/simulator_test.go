@@ -487,6 +487,11 @@ func TestStartingWindows(t *testing.T) {
 			{15 * time.Second, false}, {70 * time.Second, false}, {time.Hour, false},
 		}},
 		{"at start", Instance{StartingFor: 3 * time.Second}, []step{{0, true}, {2 * time.Second, true}, {3 * time.Second, false}}},
+		// Each step sends one getAvatar: the third opens the window, whenever it comes.
+		{"after requests", Instance{StartingAfterRequests: 3, StartingFor: 5 * time.Second}, []step{
+			{0, false}, {10 * time.Second, false}, {20 * time.Second, true}, {24999 * time.Millisecond, true},
+			{25 * time.Second, false}, {time.Hour, false},
+		}},
 		{"recurring", Instance{StartingAfter: 10 * time.Second, StartingFor: 5 * time.Second, StartingEvery: time.Minute}, []step{
 			{0, false}, {10 * time.Second, true}, {15 * time.Second, false}, {69 * time.Second, false},
 			{70 * time.Second, true}, {74 * time.Second, true}, {75 * time.Second, false}, {130 * time.Second, true},
