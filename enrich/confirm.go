@@ -82,7 +82,7 @@ func (r *Runner) confirm(c *controller, h *held, av greenapi.Avatar) (greenapi.A
 		if err := c.checkSlot(r.calls); err != nil {
 			return av, SourceUnchecked // the run is stopping, or the budget failed
 		}
-		if !r.callable(h) {
+		if !r.rows.callable(h) {
 			// No call starts on a row another claim took (a renewal said so) or whose lease
 			// runs short (renewals failing), as for GetAvatar: the check would spend the
 			// instance's check quota on an answer the store may fence off. The answer is

@@ -160,7 +160,7 @@ func TestStallWatchdog(t *testing.T) {
 	}
 	out := logs.String()
 	for _, want := range []string{`"message":"stalled: instance"`, `"instance":"1"`, `"state":"running"`,
-		`"waits":"in a worker's hands: a call, or a retry's backoff"`, `"waits":"in the queue for an instance's send slot"`} {
+		`"waits":"in a call, or a retry's backoff"`, `"waits":"in the queue for an instance's send slot"`} {
 		if !strings.Contains(out, want) {
 			t.Errorf("the stall report lacks %s:\n%s", want, out)
 		}

@@ -17,13 +17,11 @@ import (
 )
 
 var (
-	// errInstanceDown is what a worker gets from its instance once the instance is out of the
-	// run; the worker then gives its row back untouched.
+	// errInstanceDown tells the instance's dispatcher that the instance is out of the run.
 	errInstanceDown = errors.New("instance out of the run")
-	// errNoRows tells a worker that nothing is left for any worker.
+	// errNoRows tells a dispatcher that nothing is left for any instance.
 	errNoRows = errors.New("no row left")
-	// errPaused tells a worker that took a row that its instance stopped sending meanwhile: the
-	// row goes back to the queue, for another instance.
+	// errPaused tells a dispatcher waiting for a slot that its instance stopped sending.
 	errPaused = errors.New("instance paused")
 )
 
@@ -80,8 +78,8 @@ func (t trouble) String() string {
 	return "none"
 }
 
-// controller is one Green API instance during a run: every worker on the instance asks it before
-// a call and tells it the outcome. It owns the instance's pacing (one adaptive rate, a
+// controller is one Green API instance during a run: its dispatcher asks it for every send slot,
+// and every caller tells it the outcome. It owns the instance's pacing (one adaptive rate, a
 // Retry-After pause), its gate (closed for everyone while the instance is starting or
 // unreachable, with one prober asking GetStateInstance), its circuit breaker (consecutive
 // failures on different rows that say nothing about the rows), and the detector of a request
@@ -94,10 +92,6 @@ type controller struct {
 	// when it was written to the connection (wrote), not when the pacer let it go.
 	calls context.Context
 
-	// turn has room for one: the worker holding it is the next to send, and only it waits for
-	// the pacer's slot. Others wait for the turn, not for a slot reserved in advance, so a stall
-	// cannot release a burst.
-	turn chan struct{}
 	// stateLimit is GetStateInstance's 1 request per second, shared by the pre-flight check and
 	// every probe.
 	stateLimit *rate.Limiter
@@ -159,7 +153,6 @@ func newController(r *Runner, inst Instance) *controller {
 		r:          r,
 		api:        inst.API,
 		id:         inst.API.ID(),
-		turn:       make(chan struct{}, 1),
 		stateLimit: rate.NewLimiter(1, 1),
 		checkLimit: rate.NewLimiter(rate.Limit(inst.CheckRPS), 1),
 		checkRPS:   inst.CheckRPS,
@@ -193,54 +186,11 @@ func (c *controller) running() (bool, float64, int64) {
 	return c.state == running, c.pace.rate(), -1
 }
 
-// acquire takes the instance's turn and waits for its next send slot, through any pause. It
-// returns errInstanceDown once the instance is out, or ctx's error. On success the caller holds
-// the turn until send or release, and only then takes a row: so no row waits behind a paused or
-// slow instance.
-func (c *controller) acquire(ctx context.Context) error {
-	for {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		c.mu.Lock()
-		state, open, changed := c.state, c.open, c.changed
-		c.mu.Unlock()
-		switch state {
-		case down:
-			return errInstanceDown
-		case paused:
-			select {
-			case <-open:
-			case <-c.gone:
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-			continue
-		}
-		select {
-		case c.turn <- struct{}{}:
-		case <-changed:
-			continue
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-		err := c.waitSlot(ctx, false)
-		if err == nil {
-			return nil
-		}
-		c.release()
-		if !errors.Is(err, errPaused) {
-			return err
-		}
-	}
-}
-
-// waitSlot waits, holding the turn, until the pacer lets a request leave. It returns errPaused
-// or errInstanceDown when the instance stops sending meanwhile. With the shared budget, a
-// caller with no row in hand (haveRow false) reserves new slots only once a row waits in the
-// queue, so an idle run takes no slots from the others; a caller holding a row reserves at once,
-// since the row it holds is the one waiting (the queue may hold no other, ever).
-func (c *controller) waitSlot(ctx context.Context, haveRow bool) error {
+// waitSlot waits until the pacer lets a request leave, reserving a block of the shared budget
+// when the one in hand is spent: the dispatcher asks only once a row waits, so an idle run takes
+// no slots from the others. It returns errPaused or errInstanceDown when the instance stops
+// sending meanwhile.
+func (c *controller) waitSlot(ctx context.Context) error {
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -262,10 +212,6 @@ func (c *controller) waitSlot(ctx context.Context, haveRow bool) error {
 			at = next
 		} else {
 			c.mu.Unlock()
-			// Reserve only for a row to call: an idle run must not take slots from the others.
-			if !haveRow && !c.r.queue.waitRows(ctx) {
-				return errNoRows
-			}
 			if err := c.reserve(ctx); err != nil {
 				switch {
 				case ctx.Err() != nil:
@@ -303,13 +249,9 @@ func (c *controller) waitSlot(ctx context.Context, haveRow bool) error {
 	}
 }
 
-// send records that the turn's holder sends now and passes the turn on. It waits again if the
-// rate was cut since acquire, and fails (passing the turn on) if the instance stopped sending.
-func (c *controller) send(ctx context.Context) (time.Time, error) {
-	defer c.release()
-	if err := c.waitSlot(ctx, true); err != nil {
-		return time.Time{}, err
-	}
+// sent records that a request leaves now, at the slot waitSlot met, and returns the time; it
+// fails with errPaused when the instance stopped sending since.
+func (c *controller) sent() (time.Time, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.state != running {
@@ -338,16 +280,6 @@ func (c *controller) wrote(httptrace.WroteRequestInfo) {
 	} else {
 		c.pace.last = later(c.pace.last, now)
 	}
-}
-
-// release passes the turn on without sending.
-func (c *controller) release() { <-c.turn }
-
-// abort is closed when the instance's state or pace changes, for a worker waiting for a row.
-func (c *controller) abort() <-chan struct{} {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.changed
 }
 
 // answered records a real answer (one that says something about the row): the episode of

@@ -3,8 +3,6 @@ package enrich
 import (
 	"context"
 	"time"
-
-	"github.com/enrich-dev/enrich/store"
 )
 
 // renewLoop renews the lease of every row the run holds, every third of a lease, until done is
@@ -24,10 +22,10 @@ func (r *Runner) renewLoop(done <-chan struct{}) {
 }
 
 // renew renews the held rows' leases once. A row the database no longer has under its claim is
-// lost: if it waits in the queue it is dropped, never called; if it is in a worker's hands, the
-// worker drops it instead of calling it or queueing it again (Runner.requeue), and an answer
-// already received is fenced off. A failed renewal changes nothing: rows whose lease runs short are simply
-// not started (callable) until a renewal succeeds.
+// lost: if it waits in the queue it is dropped, never called; if it is out (in a call, a
+// backoff, held back as a suspect), whoever hands it back drops it (rows.giveBack), and an answer
+// already received is fenced off by the store. A failed renewal changes nothing: rows whose lease
+// runs short are simply not started (rows.callable) until a renewal succeeds.
 func (r *Runner) renew() {
 	if r.dbCtx.Err() != nil {
 		return
@@ -35,12 +33,7 @@ func (r *Runner) renew() {
 	// A renewal and a write of the same rows in two transactions at once could deadlock each
 	// other (each locks rows in its own order): they take turns.
 	r.w.flushing.Lock()
-	r.mu.Lock()
-	leases := make([]store.Lease, 0, len(r.held))
-	for _, h := range r.held {
-		leases = append(leases, h.lease)
-	}
-	r.mu.Unlock()
+	leases := r.rows.leases()
 	if len(leases) == 0 {
 		r.w.flushing.Unlock()
 		return
@@ -59,33 +52,9 @@ func (r *Runner) renew() {
 	for _, id := range ids {
 		renewed[id] = true
 	}
-	expires := sent.Add(r.cfg.Lease).UnixNano()
-	var lost []*held
-	r.mu.Lock()
-	for _, l := range leases {
-		h := r.held[l.ID]
-		switch {
-		case h == nil || h.lease != l:
-			// Written meanwhile, or claimed again under a newer claim.
-		case renewed[l.ID]:
-			h.expires.Store(expires)
-		case !h.resolved && !h.lost.Load():
-			h.lost.Store(true)
-			lost = append(lost, h)
-		}
-	}
-	r.mu.Unlock()
-	dropped := 0
-	for _, h := range lost {
-		if r.queue.remove(h) {
-			dropped++
-			r.forget([]*held{h})
-		}
-	}
-	if len(lost) > 0 {
-		r.log.Warn().Int("rows", len(lost)).Int("dropped", dropped).
+	if lost, dropped := r.rows.renewed(leases, renewed, sent); lost > 0 {
+		r.log.Warn().Int("rows", lost).Int("dropped", dropped).
 			Msg("rows in hand are no longer this run's (their lease lapsed and another claim took them): " +
 				"those not yet called are dropped")
 	}
-	r.queue.kick()
 }

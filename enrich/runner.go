@@ -69,7 +69,7 @@ type Runner struct {
 	log   *zerolog.Logger
 	stats *stats
 	w     *writer
-	queue *queue
+	rows  *rows
 
 	instances []*controller
 
@@ -78,11 +78,14 @@ type Runner struct {
 	stop       context.Context
 	cancelStop context.CancelCauseFunc
 	calls      context.Context
-	// working is the workers' context: cancelled by a stop, or when the queue has nothing left
-	// for anyone (so workers of a paused instance go too).
+	// working is the dispatchers' context: cancelled by a stop, or when the rows have nothing
+	// left for anyone (so the dispatcher of a paused instance goes too).
 	working context.Context
-	// workersDone is closed when every worker has returned: no call is in flight any more.
+	// workersDone is closed when every dispatcher, call and retry has returned: no call is in
+	// flight any more.
 	workersDone chan struct{}
+	// retries are the rows waiting out a retry's backoff, out of the queue.
+	retries sync.WaitGroup
 	// probeCtx ends the state probers when the run ends.
 	probeCtx context.Context
 	// dbCtx is the parent of every write and renewal: a stop does not cancel them, the end of
@@ -93,10 +96,6 @@ type Runner struct {
 	renewer              sync.WaitGroup
 
 	mu sync.Mutex
-	// held are the rows claimed and not yet written back or given back, by id; resolved of
-	// them have their result queued for writing.
-	held     map[int64]*held
-	resolved int
 	// live counts instances still in the run; out is why the first instance taken out for a
 	// fault (not for its daily cap) left, nil while none has.
 	live int
@@ -130,11 +129,10 @@ func NewRunner(st Store, cfg Config) (*Runner, error) {
 		store: st,
 		log:   cfg.Logger,
 		stats: newStats(cfg.Observer),
-		queue: newQueue(),
-		held:  make(map[int64]*held),
 		wake:  make(chan struct{}, 1),
 		live:  len(cfg.Instances),
 	}
+	r.rows = newRows(cfg.Lease, cfg.Now, r.wakeClaimer)
 	r.due.Store(-1)
 	r.w = newWriter(r)
 	for _, in := range cfg.Instances {
@@ -170,7 +168,7 @@ func (r *Runner) Run(ctx context.Context) (Summary, error) {
 	defer endWork()
 	go func() {
 		select {
-		case <-r.queue.finished:
+		case <-r.rows.finished:
 			endWork()
 		case <-working.Done():
 		}
@@ -205,15 +203,14 @@ func (r *Runner) Run(ctx context.Context) (Summary, error) {
 	claimDone := make(chan struct{})
 	go func() { defer close(claimDone); r.claim() }()
 
-	var workers sync.WaitGroup
+	var dispatchers sync.WaitGroup
 	for _, c := range r.instances {
-		for range r.cfg.Workers {
-			workers.Go(func() { r.work(c) })
-		}
+		dispatchers.Go(func() { r.dispatch(c) })
 	}
-	workers.Wait()
+	dispatchers.Wait()
+	r.retries.Wait()
 	close(r.workersDone)
-	// Every worker has gone, so either the claimer is done or the run is stopping.
+	// Every call has ended, so either the claimer is done or the run is stopping.
 	<-claimDone
 	cause := context.Cause(stop)
 	endProbes()
@@ -234,19 +231,17 @@ func (r *Runner) elapsed() time.Duration {
 	return 0
 }
 
-// windDown ends a run whose workers have gone: suspects are their rows' own failures, unless the
+// windDown ends a run whose calls have ended: suspects are their rows' own failures, unless the
 // run stopped because they were not; every other row not answered goes back untouched; the last
 // write, and any write or renewal still in flight, end at the final deadline (cutDB).
 func (r *Runner) windDown(cause error, cutDB context.CancelFunc) {
 	configFault := errors.Is(cause, ErrConfiguration)
 	for _, c := range r.instances {
-		for _, s := range c.takeSuspects() {
-			if !configFault {
-				r.failInvalid(s)
-			}
+		if ss := c.takeSuspects(); !configFault {
+			r.failSuspects(ss)
 		}
 	}
-	r.w.release(r.unresolved())
+	r.w.release(r.rows.unresolved())
 	final := r.finalDeadline(cause)
 	cut := time.AfterFunc(time.Until(final), cutDB)
 	defer cut.Stop()
@@ -443,7 +438,7 @@ const claimPoll = time.Second
 // while rows are still queued, so the instances never wait on a database round trip. It closes
 // the queue when it ends: nothing due and nothing held, the limit, or a stop.
 func (r *Runner) claim() {
-	defer r.queue.close()
+	defer r.rows.close()
 	claimed := 0
 	var token int64
 	var failing dbRetry
@@ -455,7 +450,7 @@ func (r *Runner) claim() {
 	// been written: one more empty claim then means the run is done.
 	looked := false
 	for r.stop.Err() == nil {
-		held, inHand := r.heldCounts()
+		held, inHand, waiting := r.rows.counts()
 		limit := r.claimLimit()
 		// The limit is on rows still to call; results waiting to be written are bounded apart,
 		// so a database that takes no writes stops the claims (and so the calls) too.
@@ -471,7 +466,7 @@ func (r *Runner) claim() {
 		}
 		// Claim a batch when there is room for half of one, or at once when the workers have
 		// nothing left to take.
-		if n <= 0 || (inHand > 0 && n < min(r.cfg.BatchSize, limit)/2 && r.queue.len() > 0) {
+		if n <= 0 || (inHand > 0 && n < min(r.cfg.BatchSize, limit)/2 && waiting > 0) {
 			r.settleIfIdle()
 			// Polled too: a row held back as a suspect wakes nobody, and when it is the only row
 			// in hand only settleIfIdle, once its worker is done with it, lets the run go on.
@@ -524,13 +519,12 @@ func (r *Runner) claim() {
 		// resolves. Otherwise write what is queued at once, rather than at the writer's next
 		// tick (a row given back is due again), then look once more.
 		r.settleIfIdle()
-		if _, inHand := r.heldCounts(); inHand > 0 {
+		if held, inHand, _ := r.rows.counts(); inHand > 0 {
 			looked = false
 			r.waitWake(claimPoll)
 			continue
-		}
-		if r.heldTotal() > 0 {
-			if !r.w.flush() || r.heldTotal() > 0 {
+		} else if held > 0 {
+			if held, _, _ := r.rows.counts(); !r.w.flush() || held > 0 {
 				looked = false
 				r.waitWake(claimPoll)
 				continue
@@ -548,11 +542,11 @@ func (r *Runner) claim() {
 // settleIfIdle fails the rows held back as suspects when no row waits or is in a call and the
 // claimer can add none: no more answers can join their streak, so each is its own row's failure.
 func (r *Runner) settleIfIdle() {
-	if !r.queue.idle() {
+	if !r.rows.idle() {
 		return
 	}
 	for _, c := range r.instances {
-		r.failInvalid(c.takeSuspects()...)
+		r.failSuspects(c.takeSuspects())
 	}
 }
 
@@ -579,37 +573,13 @@ func (r *Runner) wakeClaimer() {
 	}
 }
 
-// take holds a claimed batch: invalid rows fail at once without a call, the rest are queued. A
-// row the run already holds (its lease had lapsed and this claim took it again) stays one row,
-// now under the newer claim: it is never called twice.
+// take holds a claimed batch: invalid rows fail at once without a call, the rest are queued.
 func (r *Runner) take(batch []store.Claimed, sent time.Time) {
-	expires := sent.Add(r.cfg.Lease).UnixNano()
-	fresh := make([]*held, 0, len(batch))
-	var invalid []suspect // rows that cannot be sent, and why
-	r.mu.Lock()
-	for _, c := range batch {
-		if h, ok := r.held[c.ID]; ok {
-			h.lease = c.Lease
-			h.lost.Store(false)
-			h.expires.Store(expires)
-			continue
-		}
-		h := &held{lease: c.Lease, row: c}
-		h.expires.Store(expires)
-		r.held[c.ID] = h
-		t, err := targetOf(c)
-		if err != nil {
-			invalid = append(invalid, suspect{h: h, err: err})
-			continue
-		}
-		h.target = t
-		fresh = append(fresh, h)
-	}
-	r.mu.Unlock()
+	invalid, fresh := r.rows.add(batch, sent)
 	// Rows new to the run are progress; a row it claims again (its lease lapsed while it held
 	// it, as when a call hangs and renewals fail) is not, or the watchdog would never see the
 	// run stall.
-	if len(fresh)+len(invalid) > 0 {
+	if fresh > 0 {
 		r.moved()
 	}
 	r.stats.claimed.Add(int64(len(batch)))
@@ -617,76 +587,12 @@ func (r *Runner) take(batch []store.Claimed, sent time.Time) {
 		r.stats.invalidLocal.Add(1)
 		r.resolve(s.h, result{kind: resultFailed, reason: localReason(s.err)})
 	}
-	r.queue.push(fresh...)
 }
 
-// callable reports whether a call may start on h: its lease is ours for at least a third more
-// of a lease, so the answer can be written through the same claim. Rows whose renewals failed
-// (the database is away) wait in the queue until a renewal succeeds.
-func (r *Runner) callable(h *held) bool {
-	return !h.lost.Load() && h.expiry().Sub(r.cfg.Now()) > r.cfg.Lease/3
-}
-
-// requeue puts a row taken and not answered back at the front of the queue, for another try or
-// another instance, unless its claim was lost: then it leaves the run. A renewal that finds the
-// row lost sets lost before it looks for the row in the queue, so whichever of the two comes
-// second drops it, and a lost row never stays queued.
-func (r *Runner) requeue(h *held) {
-	if !h.lost.Load() {
-		r.queue.pushFront(h)
-		if !h.lost.Load() || !r.queue.remove(h) {
-			return
-		}
-	}
-	r.forget([]*held{h})
-}
-
-// work is one worker on one instance. It takes a row only when its instance can send (the gate
-// open, the turn and the slot its own), so no row waits behind a paused or slow instance. A row
-// whose call failed transiently is retried after a backoff, through the queue: any instance may
-// take it then.
-func (r *Runner) work(c *controller) {
-	for {
-		if err := c.acquire(r.working); err != nil {
-			return // the instance is out, the run is stopping, or nothing is left
-		}
-		h, ok := r.queue.take(r.working, c.abort(), r.callable)
-		if h == nil {
-			c.release()
-			if !ok {
-				return
-			}
-			continue
-		}
-		if h.lost.Load() { // lost since take found it callable
-			c.release()
-			r.forget([]*held{h})
-			r.queue.done()
-			continue
-		}
-		sentAt, err := c.send(r.working)
-		if err != nil {
-			r.requeue(h) // paused or out meanwhile: for another instance, or the end of the run
-			r.queue.done()
-			if errors.Is(err, errPaused) || errors.Is(err, errInstanceDown) {
-				continue
-			}
-			return
-		}
-		retry := r.call(c, h, sentAt)
-		if retry {
-			r.cfg.Observer.Retry(c.id, "transient")
-			h.tries++
-			if r.cfg.Sleep(r.stop, r.cfg.Retry.Full(h.tries-1, r.cfg.Rand)) == nil {
-				r.requeue(h)
-			}
-		}
-		r.queue.done()
-	}
-}
-
-// call makes one GetAvatar call for h and acts on its class. It reports whether h should be
-// retried in the run after a backoff (a transient failure of the row's, with retries left).
+// call makes one GetAvatar call for h, which the caller took from the rows, and acts on its
+// class: the row is resolved, given back, or settled (held back as a suspect, or its call cut).
+// It reports whether h should be retried in the run after a backoff instead (a transient
+// failure of the row's, with retries left); the row is then still out.
 func (r *Runner) call(c *controller, h *held, sentAt time.Time) (retry bool) {
 	r.stats.inFlight.Add(1)
 	av, err := c.api.GetAvatar(c.calls, h.target)
@@ -702,7 +608,7 @@ func (r *Runner) call(c *controller, h *held, sentAt time.Time) (retry bool) {
 			AnErr("error", err).Msg("call")
 	}
 	if err == nil {
-		r.failInvalid(c.answered()...)
+		r.failSuspects(c.answered())
 		av, source := r.existence(c, h, av)
 		r.stats.exists(source)
 		r.resolve(h, result{kind: resultDone, avatar: av, source: source, avatarSHA: r.keepAvatar(c, av)})
@@ -712,16 +618,16 @@ func (r *Runner) call(c *controller, h *held, sentAt time.Time) (retry bool) {
 	case greenapi.ClassStarting:
 		c.pause(troubleStarting, err)
 		r.cfg.Observer.Retry(c.id, "starting")
-		r.requeue(h)
+		r.rows.giveBack(h)
 	case greenapi.ClassRateLimited:
 		if down := c.throttled(r.dbCtx, sentAt, err); down != nil {
 			r.instanceDown(c, down)
 		}
 		r.cfg.Observer.Retry(c.id, "rate_limited")
-		r.requeue(h)
+		r.rows.giveBack(h)
 	case greenapi.ClassUnusable:
 		r.instanceDown(c, unusableError(c.id, err))
-		r.requeue(h)
+		r.rows.giveBack(h)
 		if r.cfg.Budget != nil && statusOf(err) == 466 {
 			// Recorded, so later runs today skip the instance without a call.
 			ctx, cancel := context.WithTimeout(r.dbCtx, r.cfg.DatabaseTimeout)
@@ -731,19 +637,20 @@ func (r *Runner) call(c *controller, h *held, sentAt time.Time) (retry bool) {
 			cancel()
 		}
 	case greenapi.ClassAvatarTimeout:
-		r.failInvalid(c.answered()...)
+		r.failSuspects(c.answered())
 		r.reschedule(h, err)
 	case greenapi.ClassInvalid:
 		if ownRefusal(h.target, err) {
 			// A length the seed did not document, refused: the number's answer, which says
 			// nothing of the request's form.
 			c.answeredOwn()
-			r.failInvalid(suspect{h: h, err: err})
+			r.resolve(h, result{kind: resultFailed, reason: reasonOf(err), attempted: true})
 			break
 		}
 		// Held back as a suspect: its row's failure, or with a run of them the request form's
 		// (the run stops, and the rows go back untouched).
 		c.invalid(h, err)
+		r.rows.settle()
 	case greenapi.ClassTransient:
 		systemic := greenapi.IsSystemic(err)
 		if systemic && h.firstFail.IsZero() {
@@ -751,7 +658,7 @@ func (r *Runner) call(c *controller, h *held, sentAt time.Time) (retry bool) {
 		}
 		if systemic && c.systemic(h.row.ID) {
 			c.pause(troubleOutage, err)
-			r.requeue(h)
+			r.rows.giveBack(h)
 			return false
 		}
 		if h.tries < r.cfg.RetryInRun {
@@ -762,21 +669,24 @@ func (r *Runner) call(c *controller, h *held, sentAt time.Time) (retry bool) {
 			// the instance's fault, so the row is not charged. The probe tells; a row that
 			// fails again once the instance is known alive is charged then.
 			c.pause(troubleOutage, err)
-			r.requeue(h)
+			r.rows.giveBack(h)
 			return false
 		}
 		r.reschedule(h, err)
 	default:
 		// The call was cut (shutdown_grace is over): nobody's fault, the row goes back
 		// untouched at the end of the run.
+		r.rows.settle()
 	}
 	return false
 }
 
-// failInvalid resolves rows answered "bad request" as their own failures, with the API's words.
-func (r *Runner) failInvalid(ss ...suspect) {
+// failSuspects resolves rows held back as suspects of a "bad request" answer as their own
+// failures, with the API's words.
+func (r *Runner) failSuspects(ss []suspect) {
 	for _, s := range ss {
-		r.resolve(s.h, result{kind: resultFailed, reason: reasonOf(s.err), attempted: true})
+		r.rows.resolveHeld(s.h)
+		r.w.add(result{h: s.h, kind: resultFailed, reason: reasonOf(s.err), attempted: true})
 	}
 }
 
@@ -791,64 +701,11 @@ func (r *Runner) reschedule(h *held, err error) {
 	r.resolve(h, result{kind: resultRetry, reason: reason, delay: r.cfg.Retry.Equal(h.row.Attempts, r.cfg.Rand)})
 }
 
-// resolve queues a row's result for writing.
+// resolve queues the result of a row taken from the rows (by a caller, or failed at its claim).
 func (r *Runner) resolve(h *held, res result) {
-	r.mu.Lock()
-	r.resolvedLocked(h)
-	r.mu.Unlock()
+	r.rows.resolve(h)
 	res.h = h
 	r.w.add(res)
-	r.wakeClaimer()
-}
-
-// resolvedLocked marks h as having its result queued. r.mu must be held.
-func (r *Runner) resolvedLocked(h *held) {
-	if !h.resolved {
-		h.resolved = true
-		r.resolved++
-	}
-}
-
-// unresolved returns every held row with no result queued: what the end of the run gives back.
-func (r *Runner) unresolved() []*held {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var hs []*held
-	for _, h := range r.held {
-		if !h.resolved {
-			r.resolvedLocked(h)
-			hs = append(hs, h)
-		}
-	}
-	return hs
-}
-
-// forget stops holding rows whose results were written (or fenced off).
-func (r *Runner) forget(hs []*held) {
-	r.mu.Lock()
-	for _, h := range hs {
-		if r.held[h.row.ID] == h {
-			delete(r.held, h.row.ID)
-			if h.resolved {
-				r.resolved--
-			}
-		}
-	}
-	r.mu.Unlock()
-	r.wakeClaimer()
-}
-
-// heldCounts is how many rows the run holds, and how many of them have no result yet (waiting,
-// in a call, or held back as suspects).
-func (r *Runner) heldCounts() (held, inHand int) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return len(r.held), len(r.held) - r.resolved
-}
-
-func (r *Runner) heldTotal() int {
-	held, _ := r.heldCounts()
-	return held
 }
 
 // instanceDown takes an instance out of the run; with none left the run stops. Its suspects are
@@ -870,7 +727,7 @@ func (r *Runner) leave(c *controller, err error, capped bool) {
 	} else {
 		r.log.Error().Str("instance", c.id).Err(err).Msg("instance taken out of the run")
 	}
-	r.failInvalid(c.takeSuspects()...)
+	r.failSuspects(c.takeSuspects())
 	r.mu.Lock()
 	r.live--
 	if !capped && r.out == nil {

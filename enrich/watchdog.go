@@ -66,13 +66,6 @@ func (r *Runner) reportStall(idle time.Duration) {
 		c.mu.Unlock()
 		ev.Msg("stalled: instance")
 	}
-	queued := make(map[*held]bool)
-	r.queue.mu.Lock()
-	for _, h := range r.queue.rows {
-		queued[h] = true
-	}
-	busy := r.queue.busy
-	r.queue.mu.Unlock()
 	suspect := make(map[*held]bool)
 	for _, c := range r.instances {
 		c.mu.Lock()
@@ -81,35 +74,13 @@ func (r *Runner) reportStall(idle time.Duration) {
 		}
 		c.mu.Unlock()
 	}
-	now := r.cfg.Now()
-	r.mu.Lock()
-	defer r.mu.Unlock()
+	states, held, waiting, out := r.rows.snapshot(stallRowsLogged, suspect)
 	arr := zerolog.Arr()
-	n := 0
-	for id, h := range r.held {
-		if n == stallRowsLogged {
-			break
-		}
-		n++
-		var waits string
-		switch {
-		case h.resolved:
-			waits = "its result to be written"
-		case h.lost.Load():
-			waits = "nothing: its claim was lost, it is dropped"
-		case suspect[h]:
-			waits = "more answers to tell whether its 'bad request' is its own"
-		case queued[h] && !r.callable(h):
-			waits = "in the queue for a lease renewal (its lease runs short)"
-		case queued[h]:
-			waits = "in the queue for an instance's send slot"
-		default:
-			waits = "in a worker's hands: a call, or a retry's backoff"
-		}
-		arr.Dict(zerolog.Dict().Int64("id", id).Str("waits", waits).
-			Str("lease_left", h.expiry().Sub(now).Round(time.Second).String()))
+	for _, s := range states {
+		arr.Dict(zerolog.Dict().Int64("id", s.id).Str("waits", s.waits).
+			Str("lease_left", s.leaseLeft.Round(time.Second).String()))
 	}
-	r.log.Error().Str("idle", idle.Round(time.Second).String()).Int("held", len(r.held)).
-		Int("queued", len(queued)).Int("in_hand", busy).Int64("in_flight", r.stats.inFlight.Load()).
+	r.log.Error().Str("idle", idle.Round(time.Second).String()).Int("held", held).
+		Int("queued", waiting).Int("in_hand", out).Int64("in_flight", r.stats.inFlight.Load()).
 		Array("rows", arr).Msg("stalled: nothing moved; stopping the run and releasing its rows")
 }

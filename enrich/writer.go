@@ -202,21 +202,17 @@ func (w *writer) flushBy(deadline time.Time) bool {
 	// A row this run claimed again while the write was on its way (its lease had lapsed) is held
 	// under the newer claim, which the write did not name: that claim is given back too, or the
 	// row would stay leased to the run, unanswered, until the lease expired.
-	hs := make([]*held, 0, len(batch))
-	var again []result
-	w.r.mu.Lock()
+	hs := make([]*held, len(batch))
 	for i, res := range batch {
-		if res.h.lease != leases[i] {
-			again = append(again, result{h: res.h, kind: resultReleased})
-			continue
-		}
-		hs = append(hs, res.h)
+		hs[i] = res.h
 	}
-	w.r.mu.Unlock()
-	w.r.forget(hs)
-	if len(again) > 0 {
+	if again := w.r.rows.written(hs, leases); len(again) > 0 {
+		rel := make([]result, len(again))
+		for i, h := range again {
+			rel[i] = result{h: h, kind: resultReleased}
+		}
 		w.mu.Lock()
-		w.pending = append(again, w.pending...)
+		w.pending = append(rel, w.pending...)
 		w.mu.Unlock()
 		w.wait = 0
 		return false
@@ -229,10 +225,8 @@ func (w *writer) flushBy(deadline time.Time) bool {
 func (w *writer) batch(results []result) (store.Batch, []store.Lease) {
 	var b store.Batch
 	leases := make([]store.Lease, len(results))
-	w.r.mu.Lock()
-	defer w.r.mu.Unlock()
 	for i, res := range results {
-		lease := res.h.lease
+		lease := w.r.rows.leaseOf(res.h)
 		leases[i] = lease
 		switch res.kind {
 		case resultDone:
