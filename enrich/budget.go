@@ -47,19 +47,25 @@ const (
 	// next run's first.
 	blockGuard = 10 * time.Millisecond
 	// catchUp is the share of the headroom a run may give up between two of its own requests to
-	// make up for a late one, so lateness does not pile up to the end of a block.
-	catchUp = 1.0 / 3
+	// make up for a late one, so that lateness (a timer's wake-up, the client's own work before
+	// the write) does not pile up until a slot is skipped: at 10 rps and the least headroom a
+	// request may leave 0.67 ms early on its slot, never closer than 100.33 ms to the last.
+	catchUp = 2.0 / 3
+	// aheadShare is how much of a block is left when the next one is reserved, in the
+	// background: the reservation's round trip, and a database slow for a moment, then cost no
+	// slot.
+	aheadShare = 0.5
 	// aliveFresh is how recent another run's answer must be for a run to start on the instance
 	// without its own state check.
 	aliveFresh = time.Minute
 )
 
 // shared paces one instance from blocks of its shared schedule. Within a block its requests
-// leave at their slots and at least a slot apart on actual sends; a slot that cannot be met
+// leave at their slots, a late one made up over the next few (minGap); a slot that cannot be met
 // within half a slot is skipped. While other runs share the instance, the block's last slot must
-// be met within half the guard, never late into the next block, which may be another run's, and
-// a late request is made up over the next few (minGap). It is not safe for concurrent use (the
-// controller guards it).
+// be met within half the guard, never late into the next block, which may be another run's. The
+// next block is reserved while half of this one is left (ahead), so that the schedule goes on
+// without a gap. It is not safe for concurrent use (the controller guards it).
 type shared struct {
 	// owner is this run, so the budget knows whose block came last.
 	owner string
@@ -73,9 +79,10 @@ type shared struct {
 	start   time.Time
 	iv      time.Duration
 	n, next int
-	// offset is this process's clock minus the budget's, as of the last grant (never less than
-	// the truth: the grant's clock was read before the answer arrived).
-	offset time.Duration
+	// offset is this process's clock minus the budget's as of offsetAt, the last grant's
+	// arrival (estimateOffset: never less than the truth).
+	offset   time.Duration
+	offsetAt time.Time
 	// unsent counts the slots given up since the last reservation, to give back to the day;
 	// refunded is the total the budget acknowledged as given back, so a reservation asked again
 	// after a lost reply gives nothing back twice (store.BudgetRequest.Refunded).
@@ -90,6 +97,15 @@ type shared struct {
 	alone bool
 	// endDB is where the current block ends on the budget's clock.
 	endDB time.Time
+	// ahead is the next block, reserved while this one was being sent, received at aheadAt by a
+	// request that gave aheadRefund slots back; reserving says such a request is in flight.
+	// gen counts the blocks given up (drop): a block reserved ahead of one given up is given up
+	// too.
+	ahead       *store.Grant
+	aheadAt     time.Time
+	aheadRefund int
+	reserving   bool
+	gen         int
 }
 
 func newShared(owner string, rps float64) *shared {
@@ -133,9 +149,6 @@ func (s *shared) nextSlot(now time.Time) (time.Time, bool) {
 // is made up over the next few instead of pushing the block's end, which may be the next run's
 // start, back.
 func (s *shared) minGap() time.Duration {
-	if s.alone {
-		return s.iv
-	}
 	return time.Duration(float64(s.iv) * (1 + s.headroom*(1-catchUp)) / (1 + s.headroom))
 }
 
@@ -146,10 +159,40 @@ func (s *shared) sent(now time.Time) time.Time {
 	return now.Add(-s.offset)
 }
 
-// drop gives up the rest of the block: the instance paused, or a 429 cut the rate.
+// drop gives up the rest of the block, and the block reserved ahead: the instance paused, or a
+// 429 cut the rate.
 func (s *shared) drop() {
 	s.unsent += s.n - s.next
 	s.next = s.n
+	s.gen++
+	if s.ahead != nil {
+		s.giveUp(*s.ahead, s.aheadRefund)
+		s.ahead = nil
+	}
+}
+
+// giveUp accounts for a block granted and never used, by a request that gave refund slots
+// back: the refund was taken, the block's slots are to give back.
+func (s *shared) giveUp(g store.Grant, refund int) {
+	s.unsent += g.Slots - refund
+	s.refunded += int64(refund)
+	s.used = g.Used
+}
+
+// wantAhead reports whether to reserve the next block now: half of this one is sent, and none
+// is reserved or being reserved.
+func (s *shared) wantAhead() bool {
+	return s.n > 0 && s.ahead == nil && !s.reserving && float64(s.n-s.next) <= float64(s.n)*aheadShare
+}
+
+// useAhead makes the block reserved ahead the current one, reporting whether there was one.
+func (s *shared) useAhead() bool {
+	if s.ahead == nil {
+		return false
+	}
+	s.refill(*s.ahead, s.aheadAt, s.aheadRefund)
+	s.ahead = nil
+	return true
 }
 
 // request is the next reservation: a block's worth of the current rate, and the slots to give
@@ -168,7 +211,11 @@ func (s *shared) room(perDay int64) int64 {
 	if perDay == 0 {
 		return -1
 	}
-	return max(0, perDay-s.used) + int64(s.n-s.next+s.unsent)
+	n := int64(s.n - s.next + s.unsent)
+	if s.ahead != nil {
+		n += int64(s.ahead.Slots)
+	}
+	return max(0, perDay-s.used) + n
 }
 
 // refill takes a new block, granted as of the budget's g.Now and received at received, for a
@@ -176,13 +223,29 @@ func (s *shared) room(perDay int64) int64 {
 func (s *shared) refill(g store.Grant, received time.Time, refunded int) {
 	s.alone = g.Slots > 0 && g.Start.Equal(s.endDB)
 	s.endDB = g.Start.Add(time.Duration(g.Slots) * g.Interval)
-	s.offset = received.Sub(g.Now)
+	s.offset, s.offsetAt = estimateOffset(s.offset, s.offsetAt, received.Sub(g.Now), received)
 	s.start = g.Start.Add(s.offset)
 	s.iv, s.n, s.next = g.Interval, g.Slots, 0
 	s.rate, s.headroom = g.Rate, g.Headroom
 	s.unsent -= refunded
 	s.refunded += int64(refunded)
 	s.used = g.Used
+}
+
+// clockDrift bounds how fast this process's clock may drift from the budget's: 100 ppm, far
+// more than NTP-kept clocks do.
+const clockDrift = 1e-4
+
+// estimateOffset is this process's clock minus the budget's, as well as it is known at now:
+// the least of the bounds the grants gave (each grant's received time minus its clock, never
+// less than the truth, and nearer the faster its reply came), the older ones widened by the
+// drift since. A single grant's bound is its reply's time late, which on a busy database is
+// milliseconds: enough to miss a block's last slot, which must be met within half the guard.
+func estimateOffset(prev time.Duration, prevAt time.Time, bound time.Duration, now time.Time) (time.Duration, time.Time) {
+	if prevAt.IsZero() {
+		return bound, now
+	}
+	return min(bound, prev+time.Duration(float64(now.Sub(prevAt))*clockDrift)), now
 }
 
 // errCapped says an instance reached its daily cap: it is set aside, not failed.
@@ -234,6 +297,37 @@ func (c *controller) reserve(ctx context.Context) error {
 		}
 		return nil
 	}
+}
+
+// reserveAhead reserves the block after the current one, in the background (c.r.reserving),
+// while the dispatcher goes on sending: waitSlot takes it when the current block is spent. A
+// failed or empty reservation changes nothing: the dispatcher reserves again itself when the
+// block is spent, and waits out the database or sets the instance aside there.
+func (c *controller) reserveAhead() {
+	cfg := &c.r.cfg
+	c.mu.Lock()
+	req := c.shared.request(c.id, c.perDay, cfg.Day)
+	gen := c.shared.gen
+	c.mu.Unlock()
+	dctx, cancel := context.WithTimeout(c.r.dbCtx, cfg.DatabaseTimeout)
+	g, err := cfg.Budget.Reserve(dctx, req, policy)
+	received := cfg.Now()
+	cancel()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := c.shared
+	s.reserving = false
+	switch {
+	case err != nil:
+		s.answered = s.answered || req.Answered
+		return
+	case gen != s.gen || g.Slots == 0:
+		s.giveUp(g, req.Refund)
+	default:
+		s.ahead, s.aheadAt, s.aheadRefund = &g, received, req.Refund
+		s.used = g.Used // the day's count with the block ahead: room counts its slots as this run's
+	}
+	c.changedLocked()
 }
 
 // spentError says why a grant gave nothing: a 466 recorded today (the instance is out of the run,

@@ -210,6 +210,22 @@ func (c *controller) waitSlot(ctx context.Context) error {
 			at = c.pace.next(now)
 		} else if next, ok := c.shared.nextSlot(now); ok {
 			at = next
+			if c.shared.wantAhead() {
+				c.shared.reserving = true
+				c.r.reserving.Go(c.reserveAhead)
+			}
+		} else if c.shared.useAhead() {
+			c.mu.Unlock()
+			continue
+		} else if c.shared.reserving {
+			changed := c.changed
+			c.mu.Unlock()
+			select {
+			case <-changed: // the reservation ahead is back
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			continue
 		} else {
 			c.mu.Unlock()
 			if err := c.reserve(ctx); err != nil {

@@ -64,7 +64,7 @@ type InstanceSnapshot struct {
 	// Rate is the instance's current requests per second (shared by every run on it when the
 	// run has a Budget).
 	Rate float64
-	// Headroom is the share by which its requests are spaced wider than 1/Rate, for jitter: 0.015
+	// Headroom is the share by which its requests are spaced wider than 1/Rate, for jitter: 0.01
 	// at first, more after 429s a minimum-gap server answered to requests that arrived early
 	// (see pacer.go). It is what separates Rate from the requests per second a run gets.
 	Headroom float64

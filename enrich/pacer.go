@@ -21,7 +21,7 @@ const (
 	// paceHeadroom is the least headroom, where every instance starts: every gap is widened by
 	// this share of it. At 10 rps, 1.5 ms of jitter between two requests' journeys costs no 429
 	// against a minimum-gap server, and 0.985 of the budget is spent against a token bucket.
-	paceHeadroom = 0.015
+	paceHeadroom = 0.01
 	// headroomStep is how much one cut widens the headroom (1.5 ms more at 10 rps), and how
 	// much it narrows back every headroomEase without a cut.
 	headroomStep = 0.015

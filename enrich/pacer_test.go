@@ -186,3 +186,82 @@ func TestWroteSpacesFromTheWrite(t *testing.T) {
 		})
 	}
 }
+
+// TestEstimateOffset: the clock offset is the least bound the grants gave, widened by the drift
+// allowed since, so one slow reply does not place a block late.
+func TestEstimateOffset(t *testing.T) {
+	t.Parallel()
+	t0 := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	cases := []struct {
+		name     string
+		prev     time.Duration
+		prevAt   time.Time
+		bound    time.Duration
+		at       time.Time
+		want     time.Duration
+		wantDesc string
+	}{
+		{name: "the first grant", bound: 7 * time.Millisecond, at: t0, want: 7 * time.Millisecond},
+		{name: "a faster reply", prev: 7 * time.Millisecond, prevAt: t0, bound: 2 * time.Millisecond, at: t0.Add(time.Second),
+			want: 2 * time.Millisecond},
+		{name: "a slower reply keeps the better bound, drifted", prev: 2 * time.Millisecond, prevAt: t0, bound: 9 * time.Millisecond,
+			at: t0.Add(10 * time.Second), want: 2*time.Millisecond + time.Millisecond},
+		{name: "an hour on, the drift allowance passes a reply", prev: 2 * time.Millisecond, prevAt: t0, bound: 9 * time.Millisecond,
+			at: t0.Add(time.Hour), want: 9 * time.Millisecond},
+	}
+	for _, tc := range cases {
+		got, at := estimateOffset(tc.prev, tc.prevAt, tc.bound, tc.at)
+		if got != tc.want || !at.Equal(tc.at) {
+			t.Errorf("%s: offset %v at %v, want %v", tc.name, got, at.Sub(t0), tc.want)
+		}
+	}
+}
+
+// TestReserveAhead: the next block is asked for once half of this one is sent, taken when this
+// one is spent, and given up with it (its slots to give back to the day, its refund counted
+// once) when the instance pauses or a 429 cuts the rate.
+func TestReserveAhead(t *testing.T) {
+	t.Parallel()
+	t0 := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	iv := 101 * time.Millisecond
+	block := func(start time.Time, used int64) store.Grant {
+		return store.Grant{Start: start, Now: t0, Interval: iv, Slots: 10, Rate: 10, Headroom: paceHeadroom, Used: used}
+	}
+	s := newShared("me", 10)
+	s.refill(block(t0, 10), t0, 0)
+	now := t0
+	for i := range 10 {
+		if got := s.wantAhead(); got != (i >= 5) {
+			t.Fatalf("after %d of 10 sent: wantAhead %v", i, got)
+		}
+		at, ok := s.nextSlot(now)
+		if !ok {
+			t.Fatalf("slot %d: the block is spent", i)
+		}
+		now = at
+		s.sent(now)
+	}
+	if _, ok := s.nextSlot(now); ok {
+		t.Fatal("a slot past the block")
+	}
+	end := t0.Add(10 * iv)
+	s.ahead, s.aheadAt, s.aheadRefund, s.used = new(block(end, 20)), t0, 0, 20 // as reserveAhead leaves it
+	if room := s.room(100); room != 100-20+10 {
+		t.Fatalf("room with a block ahead: %d, want 90", room)
+	}
+	if !s.useAhead() || s.ahead != nil || !s.alone {
+		t.Fatalf("useAhead: ahead %v alone %v; want the next block in use, alone (it follows this run's)", s.ahead, s.alone)
+	}
+	if at, ok := s.nextSlot(now); !ok || !at.Equal(end) {
+		t.Fatalf("first slot of the block ahead: %v %v, want %v", at.Sub(t0), ok, end.Sub(t0))
+	}
+
+	// Given up: 3 slots of this block unsent, the block ahead (which gave 2 back) all unsent.
+	s.unsent = 2
+	s.ahead, s.aheadAt, s.aheadRefund = new(block(end.Add(10*iv), 30)), t0, 2
+	s.next = 7
+	s.drop()
+	if s.ahead != nil || s.unsent != 3+10 || s.refunded != 2 || s.used != 30 {
+		t.Fatalf("after drop: ahead %v unsent %d refunded %d used %d; want none, 13, 2, 30", s.ahead, s.unsent, s.refunded, s.used)
+	}
+}

@@ -84,8 +84,9 @@ type Runner struct {
 	// workersDone is closed when every dispatcher, call and retry has returned: no call is in
 	// flight any more.
 	workersDone chan struct{}
-	// retries are the rows waiting out a retry's backoff, out of the queue.
-	retries sync.WaitGroup
+	// retries are the rows waiting out a retry's backoff, out of the queue; reserving are the
+	// reservations of instances' next blocks in flight.
+	retries, reserving sync.WaitGroup
 	// probeCtx ends the state probers when the run ends.
 	probeCtx context.Context
 	// dbCtx is the parent of every write and renewal: a stop does not cancel them, the end of
@@ -258,6 +259,7 @@ func (r *Runner) windDown(cause error, cutDB context.CancelFunc) {
 // reserved), and that it had an answer since (status's last answer). A run shorter than one
 // block makes no other reservation to carry them.
 func (r *Runner) settleBudget() {
+	r.reserving.Wait()
 	for _, c := range r.instances {
 		if c.shared == nil {
 			continue

@@ -140,7 +140,7 @@ var (
 		"The instance's current request rate, shared by every run on it; below its rps after 429s, 0 once out of the run.",
 		[]string{"instance"}, nil)
 	descHeadroom = prometheus.NewDesc(namespace+"_instance_headroom_ratio",
-		"The share by which the instance's requests are spaced wider than 1/rate for jitter: 0.015 at first, more after 429s, 0 once out of the run.",
+		"The share by which the instance's requests are spaced wider than 1/rate for jitter: 0.01 at first, more after 429s, 0 once out of the run.",
 		[]string{"instance"}, nil)
 	descState = prometheus.NewDesc(namespace+"_instance_state",
 		"1 for the instance's current state: running, paused (starting, unreachable or throttled), capped (daily cap spent) or out (taken out of the run).",

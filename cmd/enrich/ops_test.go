@@ -69,7 +69,7 @@ func TestMetricsDuringRun(t *testing.T) {
 		`enrich_rows_existence_total{source="unchecked"}`,
 		"enrich_rows_exists_unknown_total ",
 		`enrich_instance_rate_rps{instance="1101000042"} 20`,
-		`enrich_instance_headroom_ratio{instance="1101000042"} 0.015`,
+		`enrich_instance_headroom_ratio{instance="1101000042"} 0.01`,
 		`enrich_instance_state{instance="1101000042",state="running"} 1`,
 		`enrich_instance_state{instance="1101000042",state="out"} 0`,
 		`enrich_build_info{`,

@@ -138,7 +138,7 @@ func TestStatusInstances(t *testing.T) {
 		if w.state != "paused" && !eqF(ji.Rate, w.rate) {
 			t.Errorf("%s: rate %v, want %v", w.id, ji.Rate, w.rate)
 		}
-		if w.state == "unused" && (ji.Headroom != nil || ji.UpdatedAt != nil) || w.state != "unused" && (ji.Headroom == nil || *ji.Headroom < 0.015) {
+		if w.state == "unused" && (ji.Headroom != nil || ji.UpdatedAt != nil) || w.state != "unused" && (ji.Headroom == nil || *ji.Headroom < enrich.SharedPolicy().Headroom) {
 			t.Errorf("%s: headroom %v, updated_at %v", w.id, ji.Headroom, ji.UpdatedAt)
 		}
 		if w.pausedMinutes > 0 {
