@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"sync/atomic"
 	"time"
 
 	"github.com/enrich-dev/enrich/store"
@@ -41,10 +42,10 @@ const (
 	// blockFor is how much of the rate one reservation takes: one round trip a second per
 	// instance and process, and a process killed with -9 wastes no more than that.
 	blockFor = time.Second
-	// blockGuard is the gap the budget leaves between two runs' blocks: half of it is how late a
-	// run may send the last slot of its block, the other half covers the runs' different
-	// estimates of the database's clock, so a late request never arrives within a slot of the
-	// next run's first.
+	// blockGuard is the gap the budget leaves between two runs' blocks: how late a run may send
+	// the last slot of its block. A run's estimate of the database's clock never places its
+	// slots early (estimateOffset), so a late request never arrives within a slot of the next
+	// run's first.
 	blockGuard = 10 * time.Millisecond
 	// catchUp is the share of the headroom a run may give up between two of its own requests to
 	// make up for a late one, so that lateness (a timer's wake-up, the client's own work before
@@ -63,7 +64,7 @@ const (
 // shared paces one instance from blocks of its shared schedule. Within a block its requests
 // leave at their slots, a late one made up over the next few (minGap); a slot that cannot be met
 // within half a slot is skipped. While other runs share the instance, the block's last slot must
-// be met within half the guard, never late into the next block, which may be another run's. The
+// be met within the guard, never late into the next block, which may be another run's. The
 // next block is reserved while half of this one is left (ahead), so that the schedule goes on
 // without a gap. It is not safe for concurrent use (the controller guards it).
 type shared struct {
@@ -106,10 +107,18 @@ type shared struct {
 	aheadRefund int
 	reserving   bool
 	gen         int
+	// reserved is the run's count of slots granted and not yet sent or given up, shared by its
+	// instances (Runner.reserved).
+	reserved *atomic.Int64
 }
 
-func newShared(owner string, rps float64) *shared {
-	return &shared{owner: owner, max: rps, rate: rps, headroom: paceHeadroom}
+// newShared paces an instance for owner at rps; reserved counts the slots granted to the run and
+// not yet sent or given up, over all its instances (a counter of its own when nil).
+func newShared(owner string, rps float64, reserved *atomic.Int64) *shared {
+	if reserved == nil {
+		reserved = new(atomic.Int64)
+	}
+	return &shared{owner: owner, max: rps, rate: rps, headroom: paceHeadroom, reserved: reserved}
 }
 
 // nextSlot is the earliest time the next request may leave, as of now, or false when the block
@@ -120,6 +129,7 @@ func (s *shared) nextSlot(now time.Time) (time.Time, bool) {
 	if behind := now.Sub(s.start) - s.iv/2; behind > 0 && s.iv > 0 {
 		if first := int(behind/s.iv) + 1; first > s.next {
 			first = min(first, s.n)
+			s.reserved.Add(int64(s.next - first))
 			s.unsent += first - s.next
 			s.next = first
 		}
@@ -132,13 +142,14 @@ func (s *shared) nextSlot(now time.Time) (time.Time, bool) {
 		}
 		late := s.iv / 2
 		if s.next == s.n-1 && !s.alone {
-			late = blockGuard / 2 // the next slot may be another run's
+			late = blockGuard // the next slot may be another run's
 		}
 		if at.Sub(slot) <= late && now.Sub(slot) <= late {
 			return later(at, now), true
 		}
 		s.next++
 		s.unsent++
+		s.reserved.Add(-1)
 	}
 	return time.Time{}, false
 }
@@ -154,6 +165,7 @@ func (s *shared) minGap() time.Duration {
 
 // sent records a request leaving at now and returns that time on the budget's clock.
 func (s *shared) sent(now time.Time) time.Time {
+	s.reserved.Add(-1)
 	s.last = now
 	s.next++
 	return now.Add(-s.offset)
@@ -162,10 +174,12 @@ func (s *shared) sent(now time.Time) time.Time {
 // drop gives up the rest of the block, and the block reserved ahead: the instance paused, or a
 // 429 cut the rate.
 func (s *shared) drop() {
+	s.reserved.Add(int64(s.next - s.n))
 	s.unsent += s.n - s.next
 	s.next = s.n
 	s.gen++
 	if s.ahead != nil {
+		s.reserved.Add(-int64(s.ahead.Slots))
 		s.giveUp(*s.ahead, s.aheadRefund)
 		s.ahead = nil
 	}
@@ -195,10 +209,10 @@ func (s *shared) useAhead() bool {
 	return true
 }
 
-// request is the next reservation: a block's worth of the current rate, and the slots to give
-// back.
-func (s *shared) request(id string, perDay int64, day store.DayStart) store.BudgetRequest {
-	want := int(math.Ceil(s.rate * blockFor.Seconds()))
+// request is the next reservation: a block's worth of the current rate, but no more than share
+// (the rows the block can expect to fill: controller.unreserved), and the slots to give back.
+func (s *shared) request(id string, perDay int64, day store.DayStart, share int) store.BudgetRequest {
+	want := min(int(math.Ceil(s.rate*blockFor.Seconds())), share)
 	req := store.BudgetRequest{Instance: id, Owner: s.owner, Answered: s.answered, MaxRPS: s.max, Want: max(1, want),
 		Refund: s.unsent, Refunded: s.refunded, PerDay: perDay, Day: day}
 	s.answered = false
@@ -259,7 +273,7 @@ func (c *controller) reserve(ctx context.Context) error {
 	cfg := &c.r.cfg
 	for {
 		c.mu.Lock()
-		req := c.shared.request(c.id, c.perDay, cfg.Day)
+		req := c.shared.request(c.id, c.perDay, cfg.Day, c.unreserved())
 		c.mu.Unlock()
 		// Not on ctx: a stop must not cut the statement half-way, or slots it took would be
 		// counted against the day and never given back.
@@ -270,6 +284,7 @@ func (c *controller) reserve(ctx context.Context) error {
 		if err == nil {
 			c.budgetRetry.ok(received)
 			c.mu.Lock()
+			c.shared.reserved.Add(int64(g.Slots))
 			c.shared.refill(g, received, req.Refund)
 			c.mu.Unlock()
 		}
@@ -299,6 +314,16 @@ func (c *controller) reserve(ctx context.Context) error {
 	}
 }
 
+// unreserved is how many rows wait in the run's queue beyond the slots its instances hold for
+// them: what a new block can expect to fill. Slots reserved and never sent are lost to every run
+// (the schedule has moved past them), and while other runs share the instance a block may
+// start seconds after it is reserved: a run near the end of its rows asks only for what they
+// fill.
+func (c *controller) unreserved() int {
+	_, _, waiting := c.r.rows.counts()
+	return waiting - int(c.r.reserved.Load())
+}
+
 // reserveAhead reserves the block after the current one, in the background (c.r.reserving),
 // while the dispatcher goes on sending: waitSlot takes it when the current block is spent. A
 // failed or empty reservation changes nothing: the dispatcher reserves again itself when the
@@ -306,7 +331,7 @@ func (c *controller) reserve(ctx context.Context) error {
 func (c *controller) reserveAhead() {
 	cfg := &c.r.cfg
 	c.mu.Lock()
-	req := c.shared.request(c.id, c.perDay, cfg.Day)
+	req := c.shared.request(c.id, c.perDay, cfg.Day, c.unreserved())
 	gen := c.shared.gen
 	c.mu.Unlock()
 	dctx, cancel := context.WithTimeout(c.r.dbCtx, cfg.DatabaseTimeout)
@@ -324,6 +349,7 @@ func (c *controller) reserveAhead() {
 	case gen != s.gen || g.Slots == 0:
 		s.giveUp(g, req.Refund)
 	default:
+		s.reserved.Add(int64(g.Slots))
 		s.ahead, s.aheadAt, s.aheadRefund = &g, received, req.Refund
 		s.used = g.Used // the day's count with the block ahead: room counts its slots as this run's
 	}

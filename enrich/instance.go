@@ -28,6 +28,11 @@ var (
 // timerFloor is the shortest wait for a send slot worth a timer.
 const timerFloor = 50 * time.Microsecond
 
+// reservedPoll is how often an instance that reserves no block, since every row waiting has a
+// slot on another instance, looks again: slots given up elsewhere (skipped, or dropped by a
+// pause) wake nobody.
+const reservedPoll = 100 * time.Millisecond
+
 // Thresholds of the instance's own fault detectors.
 const (
 	// outageRows is how many different rows must fail one after another with a failure that
@@ -164,7 +169,7 @@ func newController(r *Runner, inst Instance) *controller {
 		failing:    make(map[int64]struct{}),
 	}
 	if r.cfg.Budget != nil {
-		c.shared = newShared(r.cfg.Owner, inst.RPS)
+		c.shared = newShared(r.cfg.Owner, inst.RPS, &r.reserved)
 	}
 	return c
 }
@@ -210,7 +215,9 @@ func (c *controller) waitSlot(ctx context.Context) error {
 			at = c.pace.next(now)
 		} else if next, ok := c.shared.nextSlot(now); ok {
 			at = next
-			if c.shared.wantAhead() {
+			// Ahead only while rows wait that no slot is held for: at the end of the rows a block
+			// reserved ahead would go unsent.
+			if c.shared.wantAhead() && c.unreserved() > 0 {
 				c.shared.reserving = true
 				c.r.reserving.Go(c.reserveAhead)
 			}
@@ -225,6 +232,26 @@ func (c *controller) waitSlot(ctx context.Context) error {
 			case <-ctx.Done():
 				return ctx.Err()
 			}
+			continue
+		} else if c.unreserved() <= 0 {
+			// Every row waiting has a slot reserved for it on another instance of the run: a
+			// block reserved now would go unsent. Wait for rows, a change, or slots given up.
+			changed := c.changed
+			c.mu.Unlock()
+			wake, _ := c.r.rows.ready()
+			t := time.NewTimer(reservedPoll)
+			select {
+			case <-wake:
+			case <-changed:
+			case <-t.C:
+			case <-c.r.rows.finished:
+				t.Stop()
+				return errNoRows
+			case <-ctx.Done():
+				t.Stop()
+				return ctx.Err()
+			}
+			t.Stop()
 			continue
 		} else {
 			c.mu.Unlock()
@@ -495,6 +522,9 @@ func (c *controller) fail(err error) bool {
 	}
 	wasPaused := c.state == paused
 	c.state, c.downErr = down, err
+	if c.shared != nil {
+		c.shared.drop() // its slots are no row's any more (Runner.reserved)
+	}
 	close(c.gone)
 	if wasPaused {
 		close(c.open)

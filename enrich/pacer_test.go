@@ -156,7 +156,7 @@ func TestWroteSpacesFromTheWrite(t *testing.T) {
 				return p.gap(t0) // 101.5 ms, as float64 rounds it
 			}()},
 		{name: "shared", setup: func(c *controller) {
-			c.shared = newShared("me", 10)
+			c.shared = newShared("me", 10, nil)
 			c.shared.refill(store.Grant{Start: t0, Now: t0, Interval: iv, Slots: 10, Rate: 10, Headroom: paceHeadroom}, t0, 0)
 		},
 			send: func(c *controller, at time.Time) { c.shared.sent(at) },
@@ -227,7 +227,7 @@ func TestReserveAhead(t *testing.T) {
 	block := func(start time.Time, used int64) store.Grant {
 		return store.Grant{Start: start, Now: t0, Interval: iv, Slots: 10, Rate: 10, Headroom: paceHeadroom, Used: used}
 	}
-	s := newShared("me", 10)
+	s := newShared("me", 10, nil)
 	s.refill(block(t0, 10), t0, 0)
 	now := t0
 	for i := range 10 {
