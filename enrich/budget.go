@@ -63,10 +63,10 @@ const (
 
 // shared paces one instance from blocks of its shared schedule. Within a block its requests
 // leave at their slots, a late one made up over the next few (minGap); a slot that cannot be met
-// within half a slot is skipped. While other runs share the instance, the block's last slot must
-// be met within the guard, never late into the next block, which may be another run's. The
-// next block is reserved while half of this one is left (ahead), so that the schedule goes on
-// without a gap. It is not safe for concurrent use (the controller guards it).
+// within half a slot is skipped. The block's last slot must be met within the guard, never late
+// into the next block, which may be another run's (oursNext). The next block is reserved while
+// half of this one is left (ahead), so that the schedule goes on without a gap. It is not safe
+// for concurrent use (the controller guards it).
 type shared struct {
 	// owner is this run, so the budget knows whose block came last.
 	owner string
@@ -93,9 +93,6 @@ type shared struct {
 	// last reservation.
 	used     int64
 	answered bool
-	// alone says this run's last block began where its block before ended: no other run took
-	// slots in between, so the run paces as if alone (no hurry at the end of a block).
-	alone bool
 	// endDB is where the current block ends on the budget's clock.
 	endDB time.Time
 	// ahead is the next block, reserved while this one was being sent, received at aheadAt by a
@@ -141,7 +138,7 @@ func (s *shared) nextSlot(now time.Time) (time.Time, bool) {
 			at = later(slot, s.last.Add(s.minGap()))
 		}
 		late := s.iv / 2
-		if s.next == s.n-1 && !s.alone {
+		if s.next == s.n-1 && !s.oursNext() {
 			late = blockGuard // the next slot may be another run's
 		}
 		if at.Sub(slot) <= late && now.Sub(slot) <= late {
@@ -193,6 +190,14 @@ func (s *shared) giveUp(g store.Grant, refund int) {
 	s.used = g.Used
 }
 
+// oursNext reports whether the slot after the current block is known to be this run's: the
+// block reserved ahead begins where this one ends. Otherwise it may be another run's, even when
+// this block followed this run's last (another run may have reserved since), and the block's
+// last slot must be met within the guard.
+func (s *shared) oursNext() bool {
+	return s.ahead != nil && s.ahead.Slots > 0 && s.ahead.Start.Equal(s.endDB)
+}
+
 // wantAhead reports whether to reserve the next block now: half of this one is sent, and none
 // is reserved or being reserved.
 func (s *shared) wantAhead() bool {
@@ -235,7 +240,6 @@ func (s *shared) room(perDay int64) int64 {
 // refill takes a new block, granted as of the budget's g.Now and received at received, for a
 // request that gave refunded slots back.
 func (s *shared) refill(g store.Grant, received time.Time, refunded int) {
-	s.alone = g.Slots > 0 && g.Start.Equal(s.endDB)
 	s.endDB = g.Start.Add(time.Duration(g.Slots) * g.Interval)
 	s.offset, s.offsetAt = estimateOffset(s.offset, s.offsetAt, received.Sub(g.Now), received)
 	s.start = g.Start.Add(s.offset)

@@ -249,8 +249,11 @@ func TestReserveAhead(t *testing.T) {
 	if room := s.room(100); room != 100-20+10 {
 		t.Fatalf("room with a block ahead: %d, want 90", room)
 	}
-	if !s.useAhead() || s.ahead != nil || !s.alone {
-		t.Fatalf("useAhead: ahead %v alone %v; want the next block in use, alone (it follows this run's)", s.ahead, s.alone)
+	if !s.oursNext() {
+		t.Fatal("a block reserved ahead that begins where this one ends: the next slot is not known to be this run's")
+	}
+	if !s.useAhead() || s.ahead != nil || s.oursNext() {
+		t.Fatalf("useAhead: ahead %v, oursNext %v; want the next block in use, and none known after it", s.ahead, s.oursNext())
 	}
 	if at, ok := s.nextSlot(now); !ok || !at.Equal(end) {
 		t.Fatalf("first slot of the block ahead: %v %v, want %v", at.Sub(t0), ok, end.Sub(t0))
