@@ -107,15 +107,38 @@ type shared struct {
 	// reserved is the run's count of slots granted and not yet sent or given up, shared by its
 	// instances (Runner.reserved).
 	reserved *atomic.Int64
+	// day says when the instance's day turns (Config.Day; loc is its zone), and blockDay is the
+	// day of the last grant on the budget's clock: the day its unsent slots count on.
+	day      store.DayStart
+	loc      *time.Location
+	blockDay time.Time
 }
 
-// newShared paces an instance for owner at rps; reserved counts the slots granted to the run and
-// not yet sent or given up, over all its instances (a counter of its own when nil).
-func newShared(owner string, rps float64, reserved *atomic.Int64) *shared {
+// dayTurnMargin is how near the turn of the day a run takes its unsent slots to be the last
+// day's: within it its estimate of the budget's clock cannot tell, and a refund kept is safe
+// (the day's count stays high), one given to the wrong day is not.
+const dayTurnMargin = time.Second
+
+// dayOf is the day t falls on when days start at day.Offset in loc: the date only.
+func dayOf(t time.Time, loc *time.Location, day store.DayStart) time.Time {
+	y, m, d := t.In(loc).Add(-day.Offset).Date()
+	return time.Date(y, m, d, 0, 0, 0, 0, time.UTC)
+}
+
+// newShared paces an instance for owner at rps, its day turning as day says; reserved counts the
+// slots granted to the run and not yet sent or given up, over all its instances (a counter of
+// its own when nil).
+func newShared(owner string, rps float64, day store.DayStart, reserved *atomic.Int64) *shared {
 	if reserved == nil {
 		reserved = new(atomic.Int64)
 	}
-	return &shared{owner: owner, max: rps, rate: rps, headroom: paceHeadroom, reserved: reserved}
+	loc := time.UTC
+	if day.Zone != "" {
+		if l, err := time.LoadLocation(day.Zone); err == nil { // checked by Config.withDefaults
+			loc = l
+		}
+	}
+	return &shared{owner: owner, max: rps, rate: rps, headroom: paceHeadroom, reserved: reserved, day: day, loc: loc}
 }
 
 // nextSlot is the earliest time the next request may leave, as of now, or false when the block
@@ -216,10 +239,19 @@ func (s *shared) useAhead() bool {
 
 // request is the next reservation: a block's worth of the current rate, but no more than share
 // (the rows the block can expect to fill: controller.unreserved), and the slots to give back.
-func (s *shared) request(id string, perDay int64, day store.DayStart, share int) store.BudgetRequest {
+// Unsent slots of a block of an earlier day are dropped, not given back: that day's count no
+// longer matters, and the budget takes every refund off the day it stores, which another run may
+// already have turned (now is this process's clock).
+func (s *shared) request(id string, perDay int64, share int, now time.Time) store.BudgetRequest {
+	if s.unsent > 0 && !s.blockDay.IsZero() {
+		db := now.Add(-s.offset)
+		if !dayOf(db.Add(dayTurnMargin), s.loc, s.day).Equal(s.blockDay) {
+			s.unsent = 0
+		}
+	}
 	want := min(int(math.Ceil(s.rate*blockFor.Seconds())), share)
 	req := store.BudgetRequest{Instance: id, Owner: s.owner, Answered: s.answered, MaxRPS: s.max, Want: max(1, want),
-		Refund: s.unsent, Refunded: s.refunded, PerDay: perDay, Day: day}
+		Refund: s.unsent, Refunded: s.refunded, PerDay: perDay, Day: s.day}
 	s.answered = false
 	return req
 }
@@ -242,6 +274,7 @@ func (s *shared) room(perDay int64) int64 {
 func (s *shared) refill(g store.Grant, received time.Time, refunded int) {
 	s.endDB = g.Start.Add(time.Duration(g.Slots) * g.Interval)
 	s.offset, s.offsetAt = estimateOffset(s.offset, s.offsetAt, received.Sub(g.Now), received)
+	s.blockDay = dayOf(g.Now, s.loc, s.day)
 	s.start = g.Start.Add(s.offset)
 	s.iv, s.n, s.next = g.Interval, g.Slots, 0
 	s.rate, s.headroom = g.Rate, g.Headroom
@@ -277,7 +310,7 @@ func (c *controller) reserve(ctx context.Context) error {
 	cfg := &c.r.cfg
 	for {
 		c.mu.Lock()
-		req := c.shared.request(c.id, c.perDay, cfg.Day, c.unreserved())
+		req := c.shared.request(c.id, c.perDay, c.unreserved(), cfg.Now())
 		c.mu.Unlock()
 		// Not on ctx: a stop must not cut the statement half-way, or slots it took would be
 		// counted against the day and never given back.
@@ -335,7 +368,7 @@ func (c *controller) unreserved() int {
 func (c *controller) reserveAhead() {
 	cfg := &c.r.cfg
 	c.mu.Lock()
-	req := c.shared.request(c.id, c.perDay, cfg.Day, c.unreserved())
+	req := c.shared.request(c.id, c.perDay, c.unreserved(), cfg.Now())
 	gen := c.shared.gen
 	c.mu.Unlock()
 	dctx, cancel := context.WithTimeout(c.r.dbCtx, cfg.DatabaseTimeout)

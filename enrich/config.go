@@ -205,6 +205,11 @@ func (c Config) withDefaults() (Config, error) {
 			return c, fmt.Errorf("enrich: instance %s: max_per_day %d needs a Budget to count in", in.API.ID(), in.MaxPerDay)
 		}
 	}
+	if c.Day.Zone != "" {
+		if _, err := time.LoadLocation(c.Day.Zone); err != nil {
+			return c, fmt.Errorf("enrich: day time zone %q: %w", c.Day.Zone, err)
+		}
+	}
 	if c.Workers == 0 {
 		c.Workers = WorkersDefault
 	}

@@ -169,7 +169,7 @@ func newController(r *Runner, inst Instance) *controller {
 		failing:    make(map[int64]struct{}),
 	}
 	if r.cfg.Budget != nil {
-		c.shared = newShared(r.cfg.Owner, inst.RPS, &r.reserved)
+		c.shared = newShared(r.cfg.Owner, inst.RPS, r.cfg.Day, &r.reserved)
 	}
 	return c
 }

@@ -156,7 +156,7 @@ func TestWroteSpacesFromTheWrite(t *testing.T) {
 				return p.gap(t0) // 101.5 ms, as float64 rounds it
 			}()},
 		{name: "shared", setup: func(c *controller) {
-			c.shared = newShared("me", 10, nil)
+			c.shared = newShared("me", 10, store.DayStart{}, nil)
 			c.shared.refill(store.Grant{Start: t0, Now: t0, Interval: iv, Slots: 10, Rate: 10, Headroom: paceHeadroom}, t0, 0)
 		},
 			send: func(c *controller, at time.Time) { c.shared.sent(at) },
@@ -227,7 +227,7 @@ func TestReserveAhead(t *testing.T) {
 	block := func(start time.Time, used int64) store.Grant {
 		return store.Grant{Start: start, Now: t0, Interval: iv, Slots: 10, Rate: 10, Headroom: paceHeadroom, Used: used}
 	}
-	s := newShared("me", 10, nil)
+	s := newShared("me", 10, store.DayStart{}, nil)
 	s.refill(block(t0, 10), t0, 0)
 	now := t0
 	for i := range 10 {
@@ -266,5 +266,33 @@ func TestReserveAhead(t *testing.T) {
 	s.drop()
 	if s.ahead != nil || s.unsent != 3+10 || s.refunded != 2 || s.used != 30 {
 		t.Fatalf("after drop: ahead %v unsent %d refunded %d used %d; want none, 13, 2, 30", s.ahead, s.unsent, s.refunded, s.used)
+	}
+}
+
+// TestRefundKeepsToItsDay: unsent slots are given back only on the day their block was granted
+// (on the budget's clock, in the day's zone): once the day may have turned, they are dropped,
+// since the budget would take them off whatever day it stores, which another run may already
+// have turned (the budget simulation's seed 3218: 14 slots handed out on a day capped at 10).
+func TestRefundKeepsToItsDay(t *testing.T) {
+	t.Parallel()
+	day := store.DayStart{Zone: "Europe/Moscow", Offset: 30 * time.Minute} // the day turns at 00:30 MSK, 21:30 UTC
+	granted := time.Date(2026, 12, 1, 21, 29, 0, 0, time.UTC)
+	cases := []struct {
+		name string
+		now  time.Time
+		want int
+	}{
+		{"the same day", granted.Add(50 * time.Second), 4},
+		{"within a second of the turn", granted.Add(59*time.Second + 500*time.Millisecond), 0},
+		{"the next day", granted.Add(2 * time.Minute), 0},
+	}
+	for _, tc := range cases {
+		s := newShared("me", 10, day, nil)
+		s.refill(store.Grant{Start: granted, Now: granted, Interval: 101 * time.Millisecond, Slots: 10, Rate: 10}, granted, 0)
+		s.next = 6
+		s.drop()
+		if got := s.request("1", 100, 10, tc.now).Refund; got != tc.want {
+			t.Errorf("%s: refund %d, want %d", tc.name, got, tc.want)
+		}
 	}
 }

@@ -269,7 +269,7 @@ func (r *Runner) settleBudget() {
 		}
 		c.mu.Lock()
 		c.shared.drop()
-		req := c.shared.request(c.id, c.perDay, r.cfg.Day, 0)
+		req := c.shared.request(c.id, c.perDay, 0, r.cfg.Now())
 		c.shared.unsent = 0
 		c.mu.Unlock()
 		if req.Refund == 0 && !req.Answered {
