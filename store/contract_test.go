@@ -1,10 +1,14 @@
 package store_test
 
 import (
+	"fmt"
+	"math/rand/v2"
 	"testing"
 	"time"
 
+	"github.com/enrich-dev/enrich/internal/memstore"
 	"github.com/enrich-dev/enrich/internal/storecontract"
+	"github.com/enrich-dev/enrich/store"
 )
 
 // TestContract runs the store contract the engine relies on against PostgreSQL; memstore's
@@ -36,6 +40,150 @@ func TestContract(t *testing.T) {
 			SetNextAttempt: func(t *testing.T, id int64, at time.Time) {
 				b.exec(t, "UPDATE "+b.table+" SET next_attempt_at = $1 WHERE id = $2", at, id)
 			},
+			Budget: b.store,
 		}
 	})
+}
+
+// TestBudgetModelLockstep: the model of the instances' shared budget (memstore.Budget) gives
+// what PostgreSQL gives, to the bit, over random sequences of every budget call: several runs
+// and instances, refunds (some asked again, as after a lost reply), daily caps in several time
+// zones, 429s with and without Retry-After, 466s, state and check slots, and a clock that moves
+// by nanoseconds, by hours across day starts and DST changes, and now and then backwards. The
+// contract cases (storecontract) say what the budget does; this says the model does it exactly
+// as the database does.
+func TestBudgetModelLockstep(t *testing.T) {
+	t.Parallel()
+	starts := []time.Time{
+		time.Date(2026, 10, 24, 23, 50, 0, 0, time.UTC), // Berlin's fall-back night
+		time.Date(2026, 3, 28, 23, 50, 0, 0, time.UTC),  // Berlin's spring-forward night
+		time.Date(2026, 12, 31, 20, 59, 30, 123456789, time.UTC),
+	}
+	for seed, start := range starts {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) {
+			t.Parallel()
+			b := setup(t)
+			b.clock.Advance(start.Sub(b.clock.Now()))
+			m := memstore.NewBudget(b.clock.Now)
+			budgetLockstep(t, b, m, uint64(seed), 400)
+		})
+	}
+}
+
+func budgetLockstep(t *testing.T, b *bundle, m *memstore.Budget, seed uint64, ops int) {
+	rng := rand.New(rand.NewPCG(seed, 0xb0d9e7))
+	pick := func(n int) int { return rng.IntN(n) }
+	instances := []string{"1101000001", "1101000002", "1101000003"} // the last is rarely used: often unknown
+	inst := func() string {
+		if pick(10) == 0 {
+			return instances[2]
+		}
+		return instances[pick(2)]
+	}
+	owners := []string{"run-1", "run-2", "run-3", ""}
+	days := []store.DayStart{{}, {Zone: "UTC"}, {Zone: "Europe/Berlin", Offset: 2*time.Hour + 30*time.Minute},
+		{Zone: "Europe/Moscow", Offset: 3 * time.Hour}, {Zone: "America/New_York", Offset: 23*time.Hour + 59*time.Minute},
+		{Zone: "Asia/Kolkata", Offset: 90 * time.Second}}
+	policies := []store.BudgetPolicy{storecontract.Policy, storecontract.Policy}
+	policies[1].Guard, policies[1].HeadroomEase, policies[1].StepEvery = 0, 7*time.Second+300*time.Microsecond, time.Second
+	// refunded is each owner's total given back per instance, as far as it knows; last its last
+	// request, to ask again as after a lost reply.
+	refunded := map[string]int64{}
+	var last *store.BudgetRequest
+	ns := func(max time.Duration) time.Duration { return time.Duration(rng.Int64N(int64(max) + 1)) }
+	same := func(what string, a, b time.Time) {
+		t.Helper()
+		if !a.Equal(b) {
+			t.Fatalf("%s: the database says %v, the model %v", what, a.UTC().Format(time.RFC3339Nano), b.UTC().Format(time.RFC3339Nano))
+		}
+	}
+	sameErr := func(what string, dbErr, modelErr error) bool {
+		t.Helper()
+		if (dbErr == nil) != (modelErr == nil) {
+			t.Fatalf("%s: the database says %v, the model %v", what, dbErr, modelErr)
+		}
+		return dbErr == nil
+	}
+	for i := range ops {
+		p := policies[pick(len(policies))]
+		var what string
+		switch op := pick(100); {
+		case op < 25:
+			var d time.Duration
+			switch k := pick(20); {
+			case k < 8:
+				d = ns(200 * time.Millisecond)
+			case k < 14:
+				d = ns(5 * time.Second)
+			case k < 18:
+				d = ns(3 * time.Hour)
+			default:
+				d = -ns(2 * time.Second)
+			}
+			b.clock.Advance(d)
+			continue
+		case op < 65:
+			var req store.BudgetRequest
+			if last != nil && pick(6) == 0 {
+				req = *last // the reply was lost: asked again as it was
+			} else {
+				req = store.BudgetRequest{Instance: inst(), Owner: owners[pick(len(owners))], Answered: pick(3) == 0,
+					MaxRPS: []float64{10, 10, 5, 2.5, 1000}[pick(5)], Want: pick(16), PerDay: []int64{0, 30, 100}[pick(3)],
+					Day: days[pick(len(days))]}
+				if pick(3) == 0 {
+					req.Refund = 1 + pick(5)
+				}
+				req.Refunded = refunded[req.Instance+"/"+req.Owner]
+			}
+			what = fmt.Sprintf("op %d: reserve %+v", i, req)
+			dg, dErr := b.store.Reserve(b.ctx, req, p)
+			mg, mErr := m.Reserve(b.ctx, req, p)
+			if !sameErr(what, dErr, mErr) {
+				continue
+			}
+			same(what+": start", dg.Start, mg.Start)
+			same(what+": now", dg.Now, mg.Now)
+			same(what+": answered at", dg.AnsweredAt, mg.AnsweredAt)
+			if dg.Interval != mg.Interval || dg.Slots != mg.Slots || dg.Rate != mg.Rate || dg.Headroom != mg.Headroom ||
+				dg.Used != mg.Used || dg.QuotaSpent != mg.QuotaSpent {
+				t.Fatalf("%s: the database grants %+v, the model %+v", what, dg, mg)
+			}
+			if pick(4) > 0 { // the reply arrived
+				refunded[req.Instance+"/"+req.Owner] += int64(req.Refund)
+				last = nil
+			} else {
+				last = &req
+			}
+		case op < 80:
+			id, sent := inst(), b.clock.Now().Add(-ns(2*time.Second))
+			var retry time.Duration
+			if pick(3) == 0 {
+				retry = ns(5 * time.Second)
+			}
+			what = fmt.Sprintf("op %d: throttled %s sent %v retry-after %v", i, id, sent, retry)
+			sameErr(what, b.store.Throttled(b.ctx, id, sent, 10, retry, p), m.Throttled(b.ctx, id, sent, 10, retry, p))
+		case op < 85:
+			id, day := inst(), days[pick(len(days))]
+			what = fmt.Sprintf("op %d: quota spent %s %+v", i, id, day)
+			sameErr(what, b.store.QuotaSpent(b.ctx, id, day), m.QuotaSpent(b.ctx, id, day))
+		default:
+			id := inst()
+			var ds, dn, ms, mn time.Time
+			var dErr, mErr error
+			if pick(2) == 0 {
+				what = fmt.Sprintf("op %d: reserve state %s", i, id)
+				ds, dn, dErr = b.store.ReserveState(b.ctx, id, 10, p)
+				ms, mn, mErr = m.ReserveState(b.ctx, id, 10, p)
+			} else {
+				rps := []float64{10, 3, 7, 0.5}[pick(4)]
+				what = fmt.Sprintf("op %d: reserve check %s at %v rps", i, id, rps)
+				ds, dn, dErr = b.store.ReserveCheck(b.ctx, id, rps, p)
+				ms, mn, mErr = m.ReserveCheck(b.ctx, id, rps, p)
+			}
+			if sameErr(what, dErr, mErr) {
+				same(what+": slot", ds, ms)
+				same(what+": now", dn, mn)
+			}
+		}
+	}
 }

@@ -60,6 +60,7 @@ func TestContract(t *testing.T) {
 					LockedBy: r.LockedBy, LockedUntil: r.LockedUntil, URLAvatar: r.URLAvatar, Exists: r.ExistsWhatsapp}
 			},
 			SetNextAttempt: func(t *testing.T, id int64, at time.Time) { m.SetNextAttempt(id, at) },
+			Budget:         memstore.NewBudget(c.Now),
 		}
 	})
 }

@@ -1,6 +1,7 @@
 // Package storecontract is the contract of what the engine relies on from its store: claim
 // order, limit and lease, claiming again after a lease lapsed, fencing of a stale claim, renewals
-// that return the ids they renewed, the outcome of every kind of write-back, and the due count.
+// that return the ids they renewed, the outcome of every kind of write-back, and the due count;
+// and of the instances' shared budget it spends each instance's rate through (budget.go).
 // Run runs it against a Subject: store's tests run it against PostgreSQL, memstore's against the
 // in-memory model the engine's simulation uses, so the model cannot drift from the real store.
 package storecontract
@@ -49,6 +50,9 @@ type Subject struct {
 	Row func(t *testing.T, id int64) Row
 	// SetNextAttempt sets row id's next_attempt_at.
 	SetNextAttempt func(t *testing.T, id int64, at time.Time)
+	// Budget is the instances' shared budget, empty, on the same clock; nil skips the budget's
+	// cases.
+	Budget Budget
 }
 
 // Run runs every case of the contract, each on a Subject of its own from newSubject.
@@ -66,6 +70,7 @@ func Run(t *testing.T, newSubject func(t *testing.T) Subject) {
 		{"OneWritePerClaim", oneWritePerClaim},
 		{"ArgumentsAndCancel", argumentsAndCancel},
 	}
+	cases = append(cases, budgetCases...)
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
