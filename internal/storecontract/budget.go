@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"math"
+	"os"
 	"testing"
 	"time"
 
@@ -36,6 +37,7 @@ var budgetCases = []struct {
 	{"BudgetHeadroom", budgetHeadroom},
 	{"BudgetRetryAfter", budgetRetryAfter},
 	{"BudgetDailyCap", budgetDailyCap},
+	{"BudgetRefundAcrossDayTurn", budgetRefundAcrossDayTurn},
 	{"BudgetDayTurnsDST", budgetDayTurnsDST},
 	{"BudgetQuotaSpent", budgetQuotaSpent},
 	{"BudgetStateAndCheck", budgetStateAndCheck},
@@ -357,6 +359,38 @@ func budgetDailyCap(t *testing.T, s Subject) {
 	// Without a cap every grant is whole, and still counted.
 	if g := reserve(t, b, store.BudgetRequest{Owner: "run-a", Want: 40, Day: day}, p); g.Slots != 40 || g.Used != 50 {
 		t.Fatalf("without a cap: %+v, want 40 slots, 50 used", g)
+	}
+}
+
+// budgetRefundAcrossDayTurn: slots of yesterday's block, given back after the day turned, are
+// not today's to hand out again, even when another run moved the budget to today first. The
+// budget takes every refund off the stored day's count: the first reservation of a day drops
+// yesterday's refunds (a new count), but once another run has reserved today, a run that gives
+// back slots of its block of yesterday lowers today's count by them, and today hands out more
+// than its cap (sqlReserve's used0). Simulation seed 3218 (ENRICH_KNOWN_BUGS=1).
+func budgetRefundAcrossDayTurn(t *testing.T, s Subject) {
+	b := budgetOf(t, s)
+	if os.Getenv("ENRICH_KNOWN_BUGS") == "" {
+		t.Skip("engine bug: unsent slots of a block handed out before the day turned, given back after another run reserved " +
+			"on the new day, are taken off the new day's count, which then hands out more than max_per_day (store/sql.go " +
+			"sqlReserve, enrich/budget.go's refunds carry no day); ENRICH_KNOWN_BUGS=1 runs it")
+	}
+	p := Policy
+	day := store.DayStart{Zone: "UTC"}
+	now := s.Now()
+	s.Advance(time.Date(now.Year(), now.Month(), now.Day(), 23, 59, 59, 0, time.UTC).Add(24 * time.Hour).Sub(now))
+	a := store.BudgetRequest{Owner: "run-a", Want: 10, PerDay: 10, Day: day}
+	if g := reserve(t, b, a, p); g.Slots != 10 {
+		t.Fatalf("run-a's block a second before midnight: %+v, want 10 slots", g)
+	}
+	s.Advance(2 * time.Second)
+	if g := reserve(t, b, store.BudgetRequest{Owner: "run-b", Want: 10, PerDay: 10, Day: day}, p); g.Slots != 10 || g.Used != 10 {
+		t.Fatalf("run-b's block after midnight: %+v, want the new day's 10 slots", g)
+	}
+	// run-a sent 6 of its block before midnight and gives the other 4 back.
+	a.Refund = 4
+	if g := reserve(t, b, a, p); g.Slots != 0 || g.Used != 10 {
+		t.Fatalf("run-a gives back 4 slots of yesterday's block: %+v, want no slot, 10 used: today's cap is spent", g)
 	}
 }
 
