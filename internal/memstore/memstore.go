@@ -2,8 +2,9 @@
 // claims under a lease and a claim token, renewals, fenced write-backs and the due count, with
 // the same outcomes as the SQL of package store. It exists so that the engine can be run in a
 // testing/synctest bubble, where no real database can be reached, for thousands of simulated
-// runs a minute. The contract tests of internal/storecontract run against both this model and
-// PostgreSQL, so the model cannot drift from the real store.
+// runs a minute. Budget (budget.go) is the same for the instances' shared budget (enrich.Budget).
+// The contract tests of internal/storecontract run against both this model and PostgreSQL, so
+// the model cannot drift from the real store.
 //
 // Time is the injected clock's (time.Now inside a bubble is fine). NULL columns are the zero
 // value: LockedBy "", LockedUntil zero, LeaseToken 0 (the engine's claim tokens start at 1).

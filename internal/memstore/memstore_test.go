@@ -6,9 +6,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/enrich-dev/enrich/enrich"
 	"github.com/enrich-dev/enrich/internal/memstore"
 	"github.com/enrich-dev/enrich/internal/storecontract"
 	"github.com/enrich-dev/enrich/store"
+)
+
+// The model of the budget is what the engine spends and what the contract describes.
+var (
+	_ enrich.Budget        = (*memstore.Budget)(nil)
+	_ storecontract.Budget = (*memstore.Budget)(nil)
 )
 
 // clock is the model's clock in the contract: time moves only when the test says so.
