@@ -378,8 +378,11 @@ func TestSharedBlockTailKeepsTheRate(t *testing.T) {
 // so the call leaves for a row another run holds. Here worker 1's call of the only row fails
 // after 5 s and is retried; worker 2, holding the turn since its slot, takes the row at once,
 // finds the slot long past and reserves a block another run pushed 20 s ahead; the row is taken
-// by another run 1 s later and the next renewal says so; 20 s later the call leaves.
-// Simulation seed 1216 (now and then: the worker must take the row after its slot passed).
+// by another run 1 s later and the next renewal says so; 20 s later the call leaves. The same
+// wait in c.send outlasts a lease when the reservation waits out the database (RetryFor): the
+// call then leaves on a lease that lapsed long before, which another run may have claimed.
+// Simulation seeds 1216 and 566 (now and then: the worker must take the row after its slot
+// passed).
 func TestLostWhileWaitingForABlock(t *testing.T) {
 	t.Parallel()
 	if os.Getenv("ENRICH_KNOWN_BUGS") == "" {

@@ -103,8 +103,8 @@ type simTally struct {
 	// budget's clock, on a block the budget handed out the day before; crossRate instances two
 	// runs together sent more than their rps within 1 s, crossRefund days an instance got more
 	// calls than its cap by slots given back across the day's turn, lostWait calls of rows a
-	// renewal found lost while they waited in a worker's hands for a block (the known bugs,
-	// unless knownBugs).
+	// renewal found lost, or whose lease lapsed, while they waited in a worker's hands for a
+	// block (the known bugs, unless knownBugs).
 	budgets, capped, shared, capReached, turned, capFull, overDay, crossRate, crossRefund, lostWait int64
 }
 
@@ -116,7 +116,7 @@ func (t *simTally) String() string {
 		"on the same instances): %d runs ended with their daily caps reached, %d instances called on two budget days, %d "+
 		"called up to their cap on a day, %d past it on the day after with a block handed out before it turned; known bugs "+
 		"(ENRICH_KNOWN_BUGS=1 fails them): %d instances two runs together sent more than their rps within 1 s, %d days past "+
-		"a cap by slots given back across the day's turn, %d calls of rows lost while they waited for a block", t.outcomes,
+		"a cap by slots given back across the day's turn, %d calls of rows lost or lapsed while they waited for a block", t.outcomes,
 		t.calls, t.stolen, t.lostInHand, t.lost, t.budgets, t.capped, t.shared, t.capReached, t.turned, t.capFull, t.overDay,
 		t.crossRate, t.crossRefund, t.lostWait)
 }
@@ -602,34 +602,69 @@ type world struct {
 	// that day.
 	blockDay map[string]memstore.Date
 	dayCalls map[string]map[memstore.Date]int64
-	// lastBlock is each run's last block of an instance (runKey): when it was reserved and when it
-	// starts, on the runs' clock.
+	// lastBlock is each run's last block of an instance (runKey), on the runs' clock; asking
+	// when a run began to ask for its next block of an instance, while it has none.
 	lastBlock map[string]block
+	asking    map[string]time.Time
 	// crossRefunds counts, per instance and day, the slots of earlier days given back after the
 	// budget's day had turned (an upper bound: a refund asked again counts again).
 	crossRefunds map[string]map[memstore.Date]int64
-	// trace is what the budget did and the calls sent, for a failing seed's report.
-	trace []string
+	// trace is the last traceLen things the budget did and calls sent, for a failing seed's
+	// report; traced counts them all. Formatted only for the report.
+	trace  [traceLen]traceLine
+	traced int
 	// turned, capFull and overDay are what checkCaps found for the tally: instances called on
 	// two budget days, called up to their cap on a day, and called more than their cap on a
 	// day of the budget's clock with slots the day before handed out.
 	turned, capFull, overDay int64
 	// crossRate counts instances two runs sent more than its rps within 1 s, crossRefund days
 	// an instance got more calls than its cap by slots given back across the day's turn,
-	// lostWait calls of rows lost while they waited for a block (not knownBugs).
+	// lostWait calls of rows lost, or whose lease lapsed, while they waited for a block (not
+	// knownBugs).
 	crossRate, crossRefund, lostWait int64
 }
 
-// tracef records a line of the budget's trace, at the time of the runs' clock. w.mu must be
-// held.
+// traceLen is how many of the budget's last events a failing seed reports.
+const traceLen = 60
+
+// traceLine is one event of the budget's trace: when (on the runs' clock, from the start), and
+// what, to format.
+type traceLine struct {
+	at     time.Duration
+	format string
+	args   []any
+}
+
+// tracef records a line of the budget's trace. w.mu must be held.
 func (w *world) tracef(format string, args ...any) {
 	if w.budget != nil {
-		w.trace = append(w.trace, fmt.Sprintf("%v: ", time.Since(w.start))+fmt.Sprintf(format, args...))
+		w.trace[w.traced%traceLen] = traceLine{time.Since(w.start), format, args}
+		w.traced++
 	}
 }
 
-// block is a run's block of an instance's slots: when the run reserved it, and when it starts.
-type block struct{ reservedAt, start time.Time }
+// traceLines formats the trace, oldest first. w.mu must be held.
+func (w *world) traceLines() []string {
+	var out []string
+	if w.traced > traceLen {
+		out = append(out, fmt.Sprintf("(%d earlier lines)", w.traced-traceLen))
+	}
+	for i := max(0, w.traced-traceLen); i < w.traced; i++ {
+		l := w.trace[i%traceLen]
+		out = append(out, fmt.Sprintf("%v: ", l.at)+fmt.Sprintf(l.format, l.args...))
+	}
+	return out
+}
+
+// block is a run's block of an instance's slots: when the run began to ask for it (its first
+// try, the database failing), when it had it, and when it starts.
+type block struct{ askedAt, reservedAt, start time.Time }
+
+// waitedPast says whether a call from the block can have waited for it, in a worker's hands,
+// from before at to after it.
+func (b block) waitedPast(at time.Time) bool {
+	return !b.askedAt.IsZero() && !b.askedAt.After(at) && (b.start.After(at) || b.reservedAt.After(at))
+}
 
 // runKey names an instance of a run: runs may share an instance.
 func runKey(owner, id string) string { return owner + "/" + id }
@@ -852,6 +887,14 @@ type simBudget struct {
 }
 
 func (b simBudget) Reserve(ctx context.Context, req store.BudgetRequest, p store.BudgetPolicy) (store.Grant, error) {
+	key := runKey(b.owner, req.Instance)
+	if req.Want > 0 {
+		b.w.mu.Lock()
+		if _, ok := b.w.asking[key]; !ok {
+			b.w.asking[key] = time.Now()
+		}
+		b.w.mu.Unlock()
+	}
 	if err := b.w.dbFault(ctx); err != nil {
 		return store.Grant{}, fmt.Errorf("reserve slots of %s: %w", req.Instance, err)
 	}
@@ -880,8 +923,9 @@ func (b simBudget) Reserve(ctx context.Context, req store.BudgetRequest, p store
 		return store.Grant{}, fmt.Errorf("reserve slots of %s: %w", req.Instance, errAckLost)
 	}
 	if req.Want > 0 {
-		b.w.blockDay[runKey(b.owner, req.Instance)] = row.Day
-		b.w.lastBlock[runKey(b.owner, req.Instance)] = block{reservedAt: time.Now(), start: g.Start.Add(-b.w.sc.budget.shift)}
+		b.w.blockDay[key] = row.Day
+		b.w.lastBlock[key] = block{askedAt: b.w.asking[key], reservedAt: time.Now(), start: g.Start.Add(-b.w.sc.budget.shift)}
+		delete(b.w.asking, key)
 	}
 	// The cap is spent: a block asked for and none given, or the read before the run (no
 	// owner, nothing asked) finding the day's count at the cap. Not a 466: that is a fault.
@@ -1097,17 +1141,23 @@ func (a *simAPI) checkHeld(method string, t greenapi.Target, id int64, ok bool, 
 	}
 	b := w.book(a.owner)
 	row, _ := w.model.Row(id)
+	// The known bug (knownBugs, TestLostWhileWaitingForABlock): the row waited in the worker's
+	// hands for a block asked for before its claim was lost or its lease lapsed, and had after.
+	waited := func(at time.Time) bool {
+		return w.budget != nil && !knownBugs && method == "GetAvatar" && w.lastBlock[runKey(a.owner, a.plan.id)].waitedPast(at)
+	}
 	if tok, lost := b.lost[id]; lost {
-		// The known bug (knownBugs, TestLostWhileWaitingForABlock): the row waited in the
-		// worker's hands for a block reserved before the renewal and starting after it.
-		lb, lostAt := w.lastBlock[runKey(a.owner, a.plan.id)], b.lostAt[id]
-		if w.budget != nil && !knownBugs && method == "GetAvatar" && !lb.reservedAt.After(lostAt) && lb.start.After(lostAt) {
+		if waited(b.lostAt[id]) {
 			w.lostWait++
 		} else {
 			w.violate("%s: %s called row %d on instance %s after a renewal told it its claim (token %d) was lost", method,
 				a.owner, id, a.plan.id, tok)
 		}
 	} else if (row.LockedBy != a.owner || !row.LockedUntil.After(now)) && !w.forced[id].After(b.claimedAt[id]) {
+		if row.LockedBy == a.owner && waited(row.LockedUntil) {
+			w.lostWait++
+			return
+		}
 		w.violate("%s: %s called row %d on instance %s without holding it: locked by %q until %v, status %s", method,
 			a.owner, id, a.plan.id, row.LockedBy, row.LockedUntil.Sub(w.start), row.Status)
 	}
@@ -1235,7 +1285,8 @@ func simulate(t *testing.T, seed uint64, tally *simTally) {
 			sends: map[string][]time.Time{}, states: map[string][]time.Time{}, calls: map[string]int64{}, checks: map[string][]time.Time{},
 			rateLimits: map[string]int64{}, inCall: map[int64]int{}, tally: tally, checkCalls: map[string]int64{},
 			capped: map[string]bool{}, runSends: map[string][]time.Time{}, blockDay: map[string]memstore.Date{}, dayCalls: map[string]map[memstore.Date]int64{},
-			crossRefunds: map[string]map[memstore.Date]int64{}, lastBlock: map[string]block{}}
+			crossRefunds: map[string]map[memstore.Date]int64{}, lastBlock: map[string]block{},
+			asking: map[string]time.Time{}}
 		w.model = memstore.New(nil)
 		if b := sc.budget; b != nil {
 			w.budget = memstore.NewBudget(func() time.Time { return time.Now().Add(b.shift) })
@@ -1400,12 +1451,8 @@ func simulate(t *testing.T, seed uint64, tally *simTally) {
 			if len(lines) > 40 {
 				lines = append([]string{fmt.Sprintf("(%d earlier lines)", len(lines)-40)}, lines[len(lines)-40:]...)
 			}
-			if len(w.trace) > 0 {
-				trace := w.trace
-				if len(trace) > 60 {
-					trace = append([]string{fmt.Sprintf("(%d earlier lines)", len(trace)-60)}, trace[len(trace)-60:]...)
-				}
-				fmt.Fprintf(&b, "budget (times on the runs' clock from the start):\n  %s\n", strings.Join(trace, "\n  "))
+			if w.traced > 0 {
+				fmt.Fprintf(&b, "budget (times on the runs' clock from the start):\n  %s\n", strings.Join(w.traceLines(), "\n  "))
 			}
 			t.Errorf("seed %d broke %d invariants:\n  %s\nreplay: %s\nschedule: %v\noutcome:\n%slog (warnings):\n%s",
 				seed, len(w.violations), strings.Join(w.violations, "\n  "), replay, sc, b.String(), strings.Join(lines, "\n"))
@@ -1687,8 +1734,9 @@ func (w *world) check(results []*runResult) {
 // knownBugs makes the breaches of three known bugs violations, as any other: two runs on one
 // instance together sending more than its rps within 1 s (TestSharedBlockTailKeepsTheRate); a
 // day's calls past its cap by slots of the day before given back after the day turned
-// (storecontract's BudgetRefundAcrossDayTurn); and a call of a row a renewal found lost while the
-// row waited in a worker's hands for a block (TestLostWhileWaitingForABlock). Without it a seed
+// (storecontract's BudgetRefundAcrossDayTurn); and a call of a row a renewal found lost, or whose
+// lease lapsed, while the row waited in a worker's hands for a block (TestLostWhileWaitingForABlock).
+// Without it a seed
 // that shows them is counted in the tally (crossRate, crossRefund, lostWait) instead, and passes.
 var knownBugs = os.Getenv("ENRICH_KNOWN_BUGS") != ""
 
