@@ -104,9 +104,13 @@ type shared struct {
 	aheadRefund int
 	reserving   bool
 	gen         int
-	// reserved is the run's count of slots granted and not yet sent or given up, shared by its
-	// instances (Runner.reserved).
-	reserved *atomic.Int64
+	// aheadTried says the next block was asked for ahead during this one: once a block, so a
+	// budget that grants none (the day's cap spent) or fails is not asked again at every send.
+	aheadTried bool
+	// held is how many slots the instance holds, granted and not yet sent or given up (the rest
+	// of the block and the block ahead), published after every change for the run's other
+	// instances to read without the controller's lock (controller.unreserved).
+	held atomic.Int64
 	// day says when the instance's day turns (Config.Day; loc is its zone), and blockDay is the
 	// day of the last grant on the budget's clock: the day its unsent slots count on.
 	day      store.DayStart
@@ -119,37 +123,45 @@ type shared struct {
 // (the day's count stays high), one given to the wrong day is not.
 const dayTurnMargin = time.Second
 
-// dayOf is the day t falls on when days start at day.Offset in loc: the date only.
+// dayOf is the day t falls on when days start at day.Offset in loc: the date only. The offset is
+// taken off the wall clock, as the budget's SQL does ((t AT TIME ZONE zone) - offset), not off
+// the instant: on the night the clocks go back the two differ by the hour.
 func dayOf(t time.Time, loc *time.Location, day store.DayStart) time.Time {
-	y, m, d := t.In(loc).Add(-day.Offset).Date()
+	l := t.In(loc)
+	wall := time.Date(l.Year(), l.Month(), l.Day(), l.Hour(), l.Minute(), l.Second(), l.Nanosecond(), time.UTC)
+	y, m, d := wall.Add(-day.Offset).Date()
 	return time.Date(y, m, d, 0, 0, 0, 0, time.UTC)
 }
 
-// newShared paces an instance for owner at rps, its day turning as day says; reserved counts the
-// slots granted to the run and not yet sent or given up, over all its instances (a counter of
-// its own when nil).
-func newShared(owner string, rps float64, day store.DayStart, reserved *atomic.Int64) *shared {
-	if reserved == nil {
-		reserved = new(atomic.Int64)
-	}
+// newShared paces an instance for owner at rps, its day turning as day says.
+func newShared(owner string, rps float64, day store.DayStart) *shared {
 	loc := time.UTC
 	if day.Zone != "" {
 		if l, err := time.LoadLocation(day.Zone); err == nil { // checked by Config.withDefaults
 			loc = l
 		}
 	}
-	return &shared{owner: owner, max: rps, rate: rps, headroom: paceHeadroom, reserved: reserved, day: day, loc: loc}
+	return &shared{owner: owner, max: rps, rate: rps, headroom: paceHeadroom, day: day, loc: loc}
+}
+
+// publish sets held from the block and the block ahead.
+func (s *shared) publish() {
+	n := max(0, s.n-s.next)
+	if s.ahead != nil {
+		n += s.ahead.Slots
+	}
+	s.held.Store(int64(n))
 }
 
 // nextSlot is the earliest time the next request may leave, as of now, or false when the block
 // is spent and another must be reserved.
 func (s *shared) nextSlot(now time.Time) (time.Time, bool) {
+	defer s.publish()
 	// Slots already past by more than half a slot are skipped all at once: at a high rate the
 	// run is behind the schedule by thousands of them.
 	if behind := now.Sub(s.start) - s.iv/2; behind > 0 && s.iv > 0 {
 		if first := int(behind/s.iv) + 1; first > s.next {
 			first = min(first, s.n)
-			s.reserved.Add(int64(s.next - first))
 			s.unsent += first - s.next
 			s.next = first
 		}
@@ -169,7 +181,6 @@ func (s *shared) nextSlot(now time.Time) (time.Time, bool) {
 		}
 		s.next++
 		s.unsent++
-		s.reserved.Add(-1)
 	}
 	return time.Time{}, false
 }
@@ -185,7 +196,7 @@ func (s *shared) minGap() time.Duration {
 
 // sent records a request leaving at now and returns that time on the budget's clock.
 func (s *shared) sent(now time.Time) time.Time {
-	s.reserved.Add(-1)
+	defer s.publish()
 	s.last = now
 	s.next++
 	return now.Add(-s.offset)
@@ -194,12 +205,11 @@ func (s *shared) sent(now time.Time) time.Time {
 // drop gives up the rest of the block, and the block reserved ahead: the instance paused, or a
 // 429 cut the rate.
 func (s *shared) drop() {
-	s.reserved.Add(int64(s.next - s.n))
-	s.unsent += s.n - s.next
+	defer s.publish()
+	s.unsent += max(0, s.n-s.next)
 	s.next = s.n
 	s.gen++
 	if s.ahead != nil {
-		s.reserved.Add(-int64(s.ahead.Slots))
 		s.giveUp(*s.ahead, s.aheadRefund)
 		s.ahead = nil
 	}
@@ -224,7 +234,7 @@ func (s *shared) oursNext() bool {
 // wantAhead reports whether to reserve the next block now: half of this one is sent, and none
 // is reserved or being reserved.
 func (s *shared) wantAhead() bool {
-	return s.n > 0 && s.ahead == nil && !s.reserving && float64(s.n-s.next) <= float64(s.n)*aheadShare
+	return s.n > 0 && s.ahead == nil && !s.reserving && !s.aheadTried && float64(s.n-s.next) <= float64(s.n)*aheadShare
 }
 
 // useAhead makes the block reserved ahead the current one, reporting whether there was one.
@@ -272,14 +282,21 @@ func (s *shared) room(perDay int64) int64 {
 // refill takes a new block, granted as of the budget's g.Now and received at received, for a
 // request that gave refunded slots back.
 func (s *shared) refill(g store.Grant, received time.Time, refunded int) {
+	defer s.publish()
 	s.endDB = g.Start.Add(time.Duration(g.Slots) * g.Interval)
 	s.offset, s.offsetAt = estimateOffset(s.offset, s.offsetAt, received.Sub(g.Now), received)
-	s.blockDay = dayOf(g.Now, s.loc, s.day)
+	s.aheadTried = false
 	s.start = g.Start.Add(s.offset)
 	s.iv, s.n, s.next = g.Interval, g.Slots, 0
 	s.rate, s.headroom = g.Rate, g.Headroom
 	s.unsent -= refunded
 	s.refunded += int64(refunded)
+	if day := dayOf(g.Now, s.loc, s.day); !day.Equal(s.blockDay) {
+		// The slots left unsent so far count on the block before's day, which is over: they
+		// are dropped, not given back to this one's count.
+		s.unsent = 0
+		s.blockDay = day
+	}
 	s.used = g.Used
 }
 
@@ -291,7 +308,7 @@ const clockDrift = 1e-4
 // the least of the bounds the grants gave (each grant's received time minus its clock, never
 // less than the truth, and nearer the faster its reply came), the older ones widened by the
 // drift since. A single grant's bound is its reply's time late, which on a busy database is
-// milliseconds: enough to miss a block's last slot, which must be met within half the guard.
+// milliseconds: enough to miss a block's last slot, which must be met within the guard.
 func estimateOffset(prev time.Duration, prevAt time.Time, bound time.Duration, now time.Time) (time.Duration, time.Time) {
 	if prevAt.IsZero() {
 		return bound, now
@@ -311,6 +328,7 @@ func (c *controller) reserve(ctx context.Context) error {
 	for {
 		c.mu.Lock()
 		req := c.shared.request(c.id, c.perDay, c.unreserved(), cfg.Now())
+		gen := c.shared.gen
 		c.mu.Unlock()
 		// Not on ctx: a stop must not cut the statement half-way, or slots it took would be
 		// counted against the day and never given back.
@@ -321,7 +339,14 @@ func (c *controller) reserve(ctx context.Context) error {
 		if err == nil {
 			c.budgetRetry.ok(received)
 			c.mu.Lock()
-			c.shared.reserved.Add(int64(g.Slots))
+			if gen != c.shared.gen || c.state != running {
+				// A 429, a pause or the instance's leaving the run gave its blocks up while this
+				// one was asked for: it may lie in a Retry-After pause, or come at the old rate,
+				// or for nobody. Given up too.
+				c.shared.giveUp(g, req.Refund)
+				c.mu.Unlock()
+				return nil // the caller looks at the instance again
+			}
 			c.shared.refill(g, received, req.Refund)
 			c.mu.Unlock()
 		}
@@ -358,7 +383,7 @@ func (c *controller) reserve(ctx context.Context) error {
 // fill.
 func (c *controller) unreserved() int {
 	_, _, waiting := c.r.rows.counts()
-	return waiting - int(c.r.reserved.Load())
+	return waiting - c.r.slotsHeld()
 }
 
 // reserveAhead reserves the block after the current one, in the background (c.r.reserving),
@@ -382,15 +407,14 @@ func (c *controller) reserveAhead() {
 	switch {
 	case err != nil:
 		s.answered = s.answered || req.Answered
-		return
-	case gen != s.gen || g.Slots == 0:
+	case gen != s.gen || g.Slots == 0 || c.state != running:
 		s.giveUp(g, req.Refund)
 	default:
-		s.reserved.Add(int64(g.Slots))
 		s.ahead, s.aheadAt, s.aheadRefund = &g, received, req.Refund
+		s.publish()
 		s.used = g.Used // the day's count with the block ahead: room counts its slots as this run's
 	}
-	c.changedLocked()
+	c.changedLocked() // whatever came back: the dispatcher may be waiting for it (waitSlot)
 }
 
 // spentError says why a grant gave nothing: a 466 recorded today (the instance is out of the run,

@@ -169,7 +169,7 @@ func newController(r *Runner, inst Instance) *controller {
 		failing:    make(map[int64]struct{}),
 	}
 	if r.cfg.Budget != nil {
-		c.shared = newShared(r.cfg.Owner, inst.RPS, r.cfg.Day, &r.reserved)
+		c.shared = newShared(r.cfg.Owner, inst.RPS, r.cfg.Day)
 	}
 	return c
 }
@@ -218,7 +218,7 @@ func (c *controller) waitSlot(ctx context.Context) error {
 			// Ahead only while rows wait that no slot is held for: at the end of the rows a block
 			// reserved ahead would go unsent.
 			if c.shared.wantAhead() && c.unreserved() > 0 {
-				c.shared.reserving = true
+				c.shared.reserving, c.shared.aheadTried = true, true
 				c.r.reserving.Go(c.reserveAhead)
 			}
 		} else if c.shared.useAhead() {

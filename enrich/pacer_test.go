@@ -156,7 +156,7 @@ func TestWroteSpacesFromTheWrite(t *testing.T) {
 				return p.gap(t0) // 101.5 ms, as float64 rounds it
 			}()},
 		{name: "shared", setup: func(c *controller) {
-			c.shared = newShared("me", 10, store.DayStart{}, nil)
+			c.shared = newShared("me", 10, store.DayStart{})
 			c.shared.refill(store.Grant{Start: t0, Now: t0, Interval: iv, Slots: 10, Rate: 10, Headroom: paceHeadroom}, t0, 0)
 		},
 			send: func(c *controller, at time.Time) { c.shared.sent(at) },
@@ -227,7 +227,7 @@ func TestReserveAhead(t *testing.T) {
 	block := func(start time.Time, used int64) store.Grant {
 		return store.Grant{Start: start, Now: t0, Interval: iv, Slots: 10, Rate: 10, Headroom: paceHeadroom, Used: used}
 	}
-	s := newShared("me", 10, store.DayStart{}, nil)
+	s := newShared("me", 10, store.DayStart{})
 	s.refill(block(t0, 10), t0, 0)
 	now := t0
 	for i := range 10 {
@@ -287,12 +287,38 @@ func TestRefundKeepsToItsDay(t *testing.T) {
 		{"the next day", granted.Add(2 * time.Minute), 0},
 	}
 	for _, tc := range cases {
-		s := newShared("me", 10, day, nil)
+		s := newShared("me", 10, day)
 		s.refill(store.Grant{Start: granted, Now: granted, Interval: 101 * time.Millisecond, Slots: 10, Rate: 10}, granted, 0)
 		s.next = 6
 		s.drop()
 		if got := s.request("1", 100, 10, tc.now).Refund; got != tc.want {
 			t.Errorf("%s: refund %d, want %d", tc.name, got, tc.want)
+		}
+	}
+}
+
+// TestDayOf: the day is the wall clock's, less the offset, as the budget's SQL computes it, on the
+// night the clocks go back too (Europe/Berlin, 2026-10-25: 03:00 CEST is 02:00 CET again).
+func TestDayOf(t *testing.T) {
+	t.Parallel()
+	berlin, err := time.LoadLocation("Europe/Berlin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	day := store.DayStart{Zone: "Europe/Berlin", Offset: 150 * time.Minute}
+	cases := []struct {
+		utc  string
+		want string
+	}{
+		{"2026-10-25T00:29:59Z", "2026-10-24"}, // 02:29:59 CEST
+		{"2026-10-25T00:30:00Z", "2026-10-25"}, // 02:30 CEST
+		{"2026-10-25T01:29:56Z", "2026-10-24"}, // 02:29:56 CET, the repeated hour: the wall clock says the day before again
+		{"2026-10-25T01:30:00Z", "2026-10-25"}, // 02:30 CET
+	}
+	for _, tc := range cases {
+		at, _ := time.Parse(time.RFC3339, tc.utc)
+		if got := dayOf(at, berlin, day).Format(time.DateOnly); got != tc.want {
+			t.Errorf("%s: day %s, want %s", tc.utc, got, tc.want)
 		}
 	}
 }

@@ -87,9 +87,6 @@ type Runner struct {
 	// retries are the rows waiting out a retry's backoff, out of the queue; reserving are the
 	// reservations of instances' next blocks in flight.
 	retries, reserving sync.WaitGroup
-	// reserved counts the slots the budget granted the run and it has not yet sent or given up,
-	// over all its instances: blocks are sized by the rows waiting beyond them.
-	reserved atomic.Int64
 	// probeCtx ends the state probers when the run ends.
 	probeCtx context.Context
 	// dbCtx is the parent of every write and renewal: a stop does not cancel them, the end of

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -305,16 +304,11 @@ func TestShortLeaseIsNotConfirmed(t *testing.T) {
 // rest of the block late, its last slot included (alone, a slot may be late by half a slot).
 // Run B starts meanwhile and takes the next block, which begins only the guard (10 ms) after
 // A's block ends: A's late tail and B's first slots put 6 calls within 968 ms on the instance.
-// The engine decides "alone" from the block before, but the block after may go to another run
-// (enrich/budget.go: shared.alone in nextSlot and minGap). Simulation seeds 384 and 330 (with
-// ENRICH_KNOWN_BUGS=1).
+// The engine decided "alone" from the block before, but the block after may go to another run:
+// the last slot may now be late past the guard only when the next block is known to be this
+// run's (shared.oursNext). Simulation seeds 384 and 330.
 func TestSharedBlockTailKeepsTheRate(t *testing.T) {
 	t.Parallel()
-	if os.Getenv("ENRICH_KNOWN_BUGS") == "" {
-		t.Skip("engine bug: a run that takes itself to be alone on an instance sends the last slot of its block up to half a slot late, " +
-			"and another run's block, which begins only the guard after it, puts more than rps calls within 1 s (enrich/budget.go " +
-			"shared.alone); ENRICH_KNOWN_BUGS=1 runs it")
-	}
 	synctest.Test(t, func(t *testing.T) {
 		m := memstore.New(nil)
 		for _, p := range phones(40) {
@@ -370,26 +364,15 @@ func TestSharedBlockTailKeepsTheRate(t *testing.T) {
 	})
 }
 
-// TestLostWhileWaitingForABlock: a worker that took a row and then found its instance's block
-// spent reserves the next block and waits for it with the row in hand; when the next block
-// starts late (another run took the slots before it, or a Retry-After pause), a renewal may find
-// the row lost meanwhile, and the worker must drop it, not call it. The worker checks the row
-// when it takes it, but not after Runner.work's c.send returns from that wait (enrich/runner.go),
-// so the call leaves for a row another run holds. Here worker 1's call of the only row fails
-// after 5 s and is retried; worker 2, holding the turn since its slot, takes the row at once,
-// finds the slot long past and reserves a block another run pushed 20 s ahead; the row is taken
-// by another run 1 s later and the next renewal says so; 20 s later the call leaves. The same
-// wait in c.send outlasts a lease when the reservation waits out the database (RetryFor): the
-// call then leaves on a lease that lapsed long before, which another run may have claimed.
-// Simulation seeds 1216 and 566 (now and then: the worker must take the row after its slot
-// passed).
+// TestLostWhileWaitingForABlock: a row must not be called once a renewal found its claim lost,
+// however long the instance's next block is in coming. The engine used to take the row first and
+// then wait for the slot with it in hand (Runner.work, then c.send), and to call it when the block
+// came; its dispatcher now takes a row only at a slot it holds. Here the first call of the only
+// row fails after 5 s and is retried; another run has taken the next 20 s of the instance, and
+// takes the row 1 s later, which the next renewal says: no call may leave for it. Simulation seeds
+// 1216 and 566.
 func TestLostWhileWaitingForABlock(t *testing.T) {
 	t.Parallel()
-	if os.Getenv("ENRICH_KNOWN_BUGS") == "" {
-		t.Skip("engine bug: a row that a renewal finds lost while its worker waits in c.send for the instance's next block " +
-			"is called when the block comes (enrich/runner.go Runner.work checks h.lost before c.send, not after); " +
-			"ENRICH_KNOWN_BUGS=1 runs it")
-	}
 	synctest.Test(t, func(t *testing.T) {
 		m := memstore.New(nil)
 		id := m.Enqueue(store.NewContact{PhoneNumber: "79001234567"})[0]

@@ -100,12 +100,8 @@ type simTally struct {
 	// two runs on the same instances; capReached runs that ended with "daily cap reached";
 	// turned instances whose calls spanned two budget days; capFull instances whose calls on
 	// one day reached their cap; overDay instances called past their cap on one day of the
-	// budget's clock, on a block the budget handed out the day before; crossRate instances two
-	// runs together sent more than their rps within 1 s, crossRefund days an instance got more
-	// calls than its cap by slots given back across the day's turn, lostWait calls of rows a
-	// renewal found lost, or whose lease lapsed, while they waited in a worker's hands for a
-	// block (the known bugs, unless knownBugs).
-	budgets, capped, shared, capReached, turned, capFull, overDay, crossRate, crossRefund, lostWait int64
+	// budget's clock, on a block the budget handed out the day before.
+	budgets, capped, shared, capReached, turned, capFull, overDay int64
 }
 
 func (t *simTally) String() string {
@@ -114,11 +110,8 @@ func (t *simTally) String() string {
 	return fmt.Sprintf("runs by outcome %v; %d GetAvatar calls; %d leases ended by force, %d of them found lost by a "+
 		"renewal while in a call; %d results fenced off; %d seeds with a shared budget (%d with daily caps, %d with two runs "+
 		"on the same instances): %d runs ended with their daily caps reached, %d instances called on two budget days, %d "+
-		"called up to their cap on a day, %d past it on the day after with a block handed out before it turned; known bugs "+
-		"(ENRICH_KNOWN_BUGS=1 fails them): %d instances two runs together sent more than their rps within 1 s, %d days past "+
-		"a cap by slots given back across the day's turn, %d calls of rows lost or lapsed while they waited for a block", t.outcomes,
-		t.calls, t.stolen, t.lostInHand, t.lost, t.budgets, t.capped, t.shared, t.capReached, t.turned, t.capFull, t.overDay,
-		t.crossRate, t.crossRefund, t.lostWait)
+		"called up to their cap on a day, %d past it on the day after with a block handed out before it turned", t.outcomes,
+		t.calls, t.stolen, t.lostInHand, t.lost, t.budgets, t.capped, t.shared, t.capReached, t.turned, t.capFull, t.overDay)
 }
 
 // window is a stretch of simulated time from the start of the seed.
@@ -556,8 +549,6 @@ type ownerBook struct {
 	// lost are rows a renewal told the run it no longer holds, by id, with the claim's token;
 	// a newer claim of the row by the run clears it.
 	lost map[int64]int64
-	// lostAt is when a renewal first told the run it lost each row of lost.
-	lostAt map[int64]time.Time
 	// claimedAt is when the run last claimed each row; token its token.
 	claimedAt map[int64]time.Time
 	token     map[int64]int64
@@ -602,13 +593,10 @@ type world struct {
 	// that day.
 	blockDay map[string]memstore.Date
 	dayCalls map[string]map[memstore.Date]int64
-	// lastBlock is each run's last block of an instance (runKey), on the runs' clock; asking
-	// when a run began to ask for its next block of an instance, while it has none.
-	lastBlock map[string]block
-	asking    map[string]time.Time
-	// crossRefunds counts, per instance and day, the slots of earlier days given back after the
-	// budget's day had turned (an upper bound: a refund asked again counts again).
-	crossRefunds map[string]map[memstore.Date]int64
+	// dayBlocks are each run's blocks of an instance (runKey), in the order granted, with the day
+	// the budget counted them on: a call counts on the day of the last block that had begun when
+	// it left (a run reserves its next block while it still sends from the current one).
+	dayBlocks map[string][]dayBlock
 	// trace is the last traceLen things the budget did and calls sent, for a failing seed's
 	// report; traced counts them all. Formatted only for the report.
 	trace  [traceLen]traceLine
@@ -617,11 +605,6 @@ type world struct {
 	// two budget days, called up to their cap on a day, and called more than their cap on a
 	// day of the budget's clock with slots the day before handed out.
 	turned, capFull, overDay int64
-	// crossRate counts instances two runs sent more than its rps within 1 s, crossRefund days
-	// an instance got more calls than its cap by slots given back across the day's turn,
-	// lostWait calls of rows lost, or whose lease lapsed, while they waited for a block (not
-	// knownBugs).
-	crossRate, crossRefund, lostWait int64
 }
 
 // traceLen is how many of the budget's last events a failing seed reports.
@@ -656,16 +639,6 @@ func (w *world) traceLines() []string {
 	return out
 }
 
-// block is a run's block of an instance's slots: when the run began to ask for it (its first
-// try, the database failing), when it had it, and when it starts.
-type block struct{ askedAt, reservedAt, start time.Time }
-
-// waitedPast says whether a call from the block can have waited for it, in a worker's hands,
-// from before at to after it.
-func (b block) waitedPast(at time.Time) bool {
-	return !b.askedAt.IsZero() && !b.askedAt.After(at) && (b.start.After(at) || b.reservedAt.After(at))
-}
-
 // runKey names an instance of a run: runs may share an instance.
 func runKey(owner, id string) string { return owner + "/" + id }
 
@@ -676,7 +649,7 @@ func (w *world) violate(format string, args ...any) {
 func (w *world) book(owner string) *ownerBook {
 	b := w.books[owner]
 	if b == nil {
-		b = &ownerBook{lost: map[int64]int64{}, lostAt: map[int64]time.Time{}, claimedAt: map[int64]time.Time{}, token: map[int64]int64{}}
+		b = &ownerBook{lost: map[int64]int64{}, claimedAt: map[int64]time.Time{}, token: map[int64]int64{}}
 		w.books[owner] = b
 	}
 	return b
@@ -801,9 +774,6 @@ func (s simStore) Renew(ctx context.Context, owner string, leases []store.Lease,
 	}
 	for _, l := range leases {
 		if !renewed[l.ID] && b.token[l.ID] == l.Token {
-			if tok, ok := b.lost[l.ID]; !ok || tok != l.Token {
-				b.lostAt[l.ID] = time.Now()
-			}
 			b.lost[l.ID] = l.Token
 			if s.w.inCall[l.ID] > 0 {
 				s.w.tally.mu.Lock()
@@ -886,34 +856,37 @@ type simBudget struct {
 	owner string
 }
 
+// dayBlock is a block of slots a run was granted, from start on the runs' clock, counted on day.
+type dayBlock struct {
+	start time.Time
+	day   memstore.Date
+}
+
+// sendDay is the budget's day of the block a call key sent at now came from: the last block that
+// had begun (a slot never leaves before its time, but for the engine's timer floor). w.mu must
+// be held.
+func (w *world) sendDay(key string, now time.Time) (memstore.Date, bool) {
+	bs := w.dayBlocks[key]
+	for i := len(bs) - 1; i >= 0; i-- {
+		if !bs[i].start.After(now.Add(time.Millisecond)) {
+			return bs[i].day, true
+		}
+	}
+	return 0, false
+}
+
 func (b simBudget) Reserve(ctx context.Context, req store.BudgetRequest, p store.BudgetPolicy) (store.Grant, error) {
 	key := runKey(b.owner, req.Instance)
-	if req.Want > 0 {
-		b.w.mu.Lock()
-		if _, ok := b.w.asking[key]; !ok {
-			b.w.asking[key] = time.Now()
-		}
-		b.w.mu.Unlock()
-	}
 	if err := b.w.dbFault(ctx); err != nil {
 		return store.Grant{}, fmt.Errorf("reserve slots of %s: %w", req.Instance, err)
 	}
 	b.w.mu.Lock()
 	defer b.w.mu.Unlock()
-	before, _ := b.w.budget.Row(req.Instance)
 	g, err := b.w.budget.Reserve(ctx, req, p)
 	if err != nil {
 		return g, err
 	}
 	row, _ := b.w.budget.Row(req.Instance)
-	// Slots of a block of an earlier day given back after another run moved the budget to a
-	// later day: the budget takes them off that day's count (the known bug, see knownBugs).
-	if d, ok := b.w.blockDay[runKey(b.owner, req.Instance)]; ok && req.Refund > 0 && d < before.Day && before.Day == row.Day {
-		if b.w.crossRefunds[req.Instance] == nil {
-			b.w.crossRefunds[req.Instance] = map[memstore.Date]int64{}
-		}
-		b.w.crossRefunds[req.Instance][row.Day] += int64(req.Refund)
-	}
 	lost := b.w.ackLost()
 	at := func(t time.Time) time.Duration { return t.Add(-b.w.sc.budget.shift).Sub(b.w.start) }
 	b.w.tracef("%s reserves %s: want %d refund %d refunded %d answered %v: %d slots from %v every %v, rate %.4g, day %v used %d%s",
@@ -924,8 +897,9 @@ func (b simBudget) Reserve(ctx context.Context, req store.BudgetRequest, p store
 	}
 	if req.Want > 0 {
 		b.w.blockDay[key] = row.Day
-		b.w.lastBlock[key] = block{askedAt: b.w.asking[key], reservedAt: time.Now(), start: g.Start.Add(-b.w.sc.budget.shift)}
-		delete(b.w.asking, key)
+		if g.Slots > 0 {
+			b.w.dayBlocks[key] = append(b.w.dayBlocks[key], dayBlock{start: g.Start.Add(-b.w.sc.budget.shift), day: row.Day})
+		}
 	}
 	// The cap is spent: a block asked for and none given, or the read before the run (no
 	// owner, nothing asked) finding the day's count at the cap. Not a 466: that is a fault.
@@ -1038,7 +1012,7 @@ func (a *simAPI) GetAvatar(ctx context.Context, t greenapi.Target) (greenapi.Ava
 	w.calls[runKey(a.owner, a.plan.id)]++
 	a.checkHeld("GetAvatar", t, id, ok, now)
 	if w.budget != nil {
-		if d, ok := w.blockDay[runKey(a.owner, a.plan.id)]; ok {
+		if d, ok := w.sendDay(runKey(a.owner, a.plan.id), now); ok {
 			if w.dayCalls[a.plan.id] == nil {
 				w.dayCalls[a.plan.id] = map[memstore.Date]int64{}
 			}
@@ -1141,23 +1115,10 @@ func (a *simAPI) checkHeld(method string, t greenapi.Target, id int64, ok bool, 
 	}
 	b := w.book(a.owner)
 	row, _ := w.model.Row(id)
-	// The known bug (knownBugs, TestLostWhileWaitingForABlock): the row waited in the worker's
-	// hands for a block asked for before its claim was lost or its lease lapsed, and had after.
-	waited := func(at time.Time) bool {
-		return w.budget != nil && !knownBugs && method == "GetAvatar" && w.lastBlock[runKey(a.owner, a.plan.id)].waitedPast(at)
-	}
 	if tok, lost := b.lost[id]; lost {
-		if waited(b.lostAt[id]) {
-			w.lostWait++
-		} else {
-			w.violate("%s: %s called row %d on instance %s after a renewal told it its claim (token %d) was lost", method,
-				a.owner, id, a.plan.id, tok)
-		}
+		w.violate("%s: %s called row %d on instance %s after a renewal told it its claim (token %d) was lost", method,
+			a.owner, id, a.plan.id, tok)
 	} else if (row.LockedBy != a.owner || !row.LockedUntil.After(now)) && !w.forced[id].After(b.claimedAt[id]) {
-		if row.LockedBy == a.owner && waited(row.LockedUntil) {
-			w.lostWait++
-			return
-		}
 		w.violate("%s: %s called row %d on instance %s without holding it: locked by %q until %v, status %s", method,
 			a.owner, id, a.plan.id, row.LockedBy, row.LockedUntil.Sub(w.start), row.Status)
 	}
@@ -1266,9 +1227,6 @@ type runResult struct {
 func simulate(t *testing.T, seed uint64, tally *simTally) {
 	sc := draw(seed)
 	replay := fmt.Sprintf("ENRICH_SIM_SEED=%d go test ./enrich -run TestSimulation -count=1 -v", seed)
-	if knownBugs {
-		replay = "ENRICH_KNOWN_BUGS=1 " + replay
-	}
 	var logs syncBuffer
 	// Outside the bubble, on the real clock: a bubble whose clock stands still (a goroutine
 	// spinning, or waiting for a sync.Mutex held across a fake-time wait) would otherwise hang
@@ -1284,9 +1242,8 @@ func simulate(t *testing.T, seed uint64, tally *simTally) {
 			claims: map[claimKey]*claimBook{}, latest: map[int64]claimKey{}, forced: map[int64]time.Time{},
 			sends: map[string][]time.Time{}, states: map[string][]time.Time{}, calls: map[string]int64{}, checks: map[string][]time.Time{},
 			rateLimits: map[string]int64{}, inCall: map[int64]int{}, tally: tally, checkCalls: map[string]int64{},
-			capped: map[string]bool{}, runSends: map[string][]time.Time{}, blockDay: map[string]memstore.Date{}, dayCalls: map[string]map[memstore.Date]int64{},
-			crossRefunds: map[string]map[memstore.Date]int64{}, lastBlock: map[string]block{},
-			asking: map[string]time.Time{}}
+			capped: map[string]bool{}, runSends: map[string][]time.Time{}, blockDay: map[string]memstore.Date{}, dayBlocks: map[string][]dayBlock{}, dayCalls: map[string]map[memstore.Date]int64{},
+		}
 		w.model = memstore.New(nil)
 		if b := sc.budget; b != nil {
 			w.budget = memstore.NewBudget(func() time.Time { return time.Now().Add(b.shift) })
@@ -1433,9 +1390,6 @@ func simulate(t *testing.T, seed uint64, tally *simTally) {
 			tally.turned += w.turned
 			tally.capFull += w.capFull
 			tally.overDay += w.overDay
-			tally.crossRate += w.crossRate
-			tally.crossRefund += w.crossRefund
-			tally.lostWait += w.lostWait
 		}
 		tally.mu.Unlock()
 		if len(w.violations) > 0 {
@@ -1634,8 +1588,9 @@ func (w *world) check(results []*runResult) {
 			w.violate("%s ended with %v though nothing scheduled could stop it", rp.owner, err)
 		}
 		// A run whose every instance spent its daily cap says so, without an error: it did its
-		// day's work; unless one was taken out for a fault first (ErrNoInstance), or the run
-		// stopped for another reason before. One that says so had every instance spent.
+		// day's work; unless one was taken out for a fault first (ErrNoInstance), the run
+		// stopped for another reason before, or it had no row left anyway (the block it was
+		// refused may have been one asked for ahead). One that says so had every instance spent.
 		switch {
 		case sum.Stop == "daily cap reached" && !allCapped:
 			var spent []string
@@ -1643,7 +1598,7 @@ func (w *world) check(results []*runResult) {
 				spent = append(spent, fmt.Sprintf("%s:%v", ip.id, w.capped[runKey(rp.owner, ip.id)]))
 			}
 			w.violate("%s says its daily caps were reached, but not every instance was told it spent its cap: %v", rp.owner, spent)
-		case allCapped && sum.Stop != "daily cap reached" && class != "interrupted" && class != "database" &&
+		case allCapped && sum.Stop != "daily cap reached" && sum.Stop != "no due rows left" && class != "interrupted" && class != "database" &&
 			class != "stalled" && class != "configuration" && sum.Stop != "max_duration reached" &&
 			(class != "no_instance" || !fault):
 			w.violate("every instance of %s spent its daily cap, but it ended with %q (%v)", rp.owner, sum.Stop, err)
@@ -1731,15 +1686,6 @@ func (w *world) check(results []*runResult) {
 	w.checkCaps()
 }
 
-// knownBugs makes the breaches of three known bugs violations, as any other: two runs on one
-// instance together sending more than its rps within 1 s (TestSharedBlockTailKeepsTheRate); a
-// day's calls past its cap by slots of the day before given back after the day turned
-// (storecontract's BudgetRefundAcrossDayTurn); and a call of a row a renewal found lost, or whose
-// lease lapsed, while the row waited in a worker's hands for a block (TestLostWhileWaitingForABlock).
-// Without it a seed
-// that shows them is counted in the tally (crossRate, crossRefund, lostWait) instead, and passes.
-var knownBugs = os.Getenv("ENRICH_KNOWN_BUGS") != ""
-
 // checkInstances checks every instance's calls, whatever runs sent them: never more than its
 // rps in any 1 s, nor more than its check_rps of CheckWhatsapp, nor more than one state check.
 // w.mu must be held.
@@ -1754,11 +1700,7 @@ func (w *world) checkInstances() {
 	for _, id := range slices.Sorted(maps.Keys(plans)) {
 		p := plans[id]
 		if at, ok := overRate(w.sends[id], p.rps, 0); !ok {
-			if runs[id] > 1 && !knownBugs {
-				w.crossRate++
-			} else {
-				w.violate("instance %s (rps %d) got %d GetAvatar calls within 1 s from %v", id, p.rps, p.rps+1, at.Sub(w.start))
-			}
+			w.violate("instance %s (rps %d) got %d GetAvatar calls within 1 s from %v", id, p.rps, p.rps+1, at.Sub(w.start))
 		}
 		checkRPS := p.checkRPS
 		if checkRPS == 0 {
@@ -1791,13 +1733,10 @@ func (w *world) checkCaps() {
 	for _, id := range slices.Sorted(maps.Keys(b.caps)) {
 		limit := b.caps[id]
 		for _, d := range slices.Sorted(maps.Keys(w.dayCalls[id])) {
-			n, cross := w.dayCalls[id][d], w.crossRefunds[id][d]
+			n := w.dayCalls[id][d]
 			switch {
-			case n > limit && n <= limit+cross && !knownBugs:
-				w.crossRefund++
 			case n > limit:
-				w.violate("instance %s (max_per_day %d) got %d GetAvatar calls on slots the budget counted on %v (%d slots of "+
-					"earlier days given back on it)", id, limit, n, d, cross)
+				w.violate("instance %s (max_per_day %d) got %d GetAvatar calls on slots the budget counted on %v", id, limit, n, d)
 			case n == limit:
 				w.capFull++
 			}

@@ -57,6 +57,9 @@ func (r *Runner) reportStall(idle time.Duration) {
 		c.mu.Lock()
 		ev := r.log.Error().Str("instance", s.ID).Str("state", s.State).Float64("rate", s.Rate).
 			Int("suspects", len(c.suspects))
+		if c.shared != nil {
+			ev = ev.Int64("slots_held", c.shared.held.Load()).Bool("reserving", c.shared.reserving)
+		}
 		if c.lastCause != nil {
 			ev = ev.AnErr("last_trouble", c.lastCause)
 		}
@@ -82,5 +85,18 @@ func (r *Runner) reportStall(idle time.Duration) {
 	}
 	r.log.Error().Str("idle", idle.Round(time.Second).String()).Int("held", held).
 		Int("queued", waiting).Int("in_hand", out).Int64("in_flight", r.stats.inFlight.Load()).
+		Int("slots_held", r.slotsHeld()).
 		Array("rows", arr).Msg("stalled: nothing moved; stopping the run and releasing its rows")
+}
+
+// slotsHeld is how many send slots the run's instances hold, granted by the budget and not yet
+// sent or given up.
+func (r *Runner) slotsHeld() int {
+	n := 0
+	for _, c := range r.instances {
+		if c.shared != nil {
+			n += int(c.shared.held.Load())
+		}
+	}
+	return n
 }
