@@ -42,6 +42,10 @@ const (
 	// blockFor is how much of the rate one reservation takes: one round trip a second per
 	// instance and process, and a process killed with -9 wastes no more than that.
 	blockFor = time.Second
+	// blockLeast is the least time one reservation takes, whatever the rows waiting: longer than
+	// any round trip to the budget, so a block's first slots are not past when it arrives. At 10
+	// rps it is one slot.
+	blockLeast = 100 * time.Millisecond
 	// blockGuard is the gap the budget leaves between two runs' blocks: how late a run may send
 	// the last slot of its block. A run's estimate of the database's clock never places its
 	// slots early (estimateOffset), so a late request never arrives within a slot of the next
@@ -259,7 +263,9 @@ func (s *shared) request(id string, perDay int64, share int, now time.Time) stor
 			s.unsent = 0
 		}
 	}
-	want := min(int(math.Ceil(s.rate*blockFor.Seconds())), share)
+	// Never shorter than blockLeast, though: a block must outlast the reservation's round trip,
+	// or at a high rate its slots are past before it arrives, and skipped, again and again.
+	want := max(min(int(math.Ceil(s.rate*blockFor.Seconds())), share), int(math.Ceil(s.rate*blockLeast.Seconds())))
 	req := store.BudgetRequest{Instance: id, Owner: s.owner, Answered: s.answered, MaxRPS: s.max, Want: max(1, want),
 		Refund: s.unsent, Refunded: s.refunded, PerDay: perDay, Day: s.day}
 	s.answered = false
