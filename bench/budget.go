@@ -46,7 +46,9 @@ type budgetResult struct {
 	GapMeanMS   float64 `json:"gap_mean_ms"`
 	GapP99MS    float64 `json:"gap_p99_ms"`
 	// GapsSkipped counts gaps of 1.45 intervals or more: a send slot left unused.
-	GapsSkipped int                `json:"gaps_over_1_45_intervals"`
+	GapsSkipped int `json:"gaps_over_1_45_intervals"`
+	// PeakRSSMiB is the largest peak RSS of the enrich processes (VmHWM).
+	PeakRSSMiB  float64            `json:"peak_rss_mib"`
 	Summaries   []summary          `json:"summaries"`
 	PerInstance map[string]float64 `json:"-"`
 	// events are the getAvatar arrivals the simulator saw, for scenarios that measure more.
@@ -91,6 +93,7 @@ func (e *env) budgetRun(ctx context.Context, n, procs int, rows int, dur time.Du
 			firstErr = err
 		}
 		res.Summaries = append(res.Summaries, rr.sum)
+		res.PeakRSSMiB = max(res.PeakRSSMiB, float64(rr.maxRSS)/(1<<20))
 	}
 	if firstErr != nil {
 		return res, firstErr
@@ -209,6 +212,7 @@ func (e *env) budget(ctx context.Context, d *details) ([]Figure, error) {
 			Figure{Scenario: "budget", Name: label + ": 429s", Value: float64(r.TooMany), Unit: "", N: 1}.target("==", 0),
 			Figure{Scenario: "budget", Name: label + ": most getAvatar in any 1 s (worst instance)", Value: float64(r.MaxIn1s), Unit: "", N: 1,
 				Note: fmt.Sprintf("simulator's MaxInAnySecond, every method: %d; the issue's bound is rps + 1", r.SimMaxIn1s)}.target("<=", budgetRPS+1),
+			Figure{Scenario: "budget", Name: label + ": enrich peak RSS", Value: r.PeakRSSMiB, Unit: "MiB", N: 1}.target("<=", 64),
 		)
 	}
 	d.set("budget", runs)
