@@ -328,11 +328,11 @@ func (c *controller) wrote(httptrace.WroteRequestInfo) {
 // answered records a real answer (one that says something about the row): the episode of
 // trouble is over and the breaker is reset, unless the instance is paused meanwhile (the answer
 // is to a call that left before the pause; the prober decides). It returns the rows held back as
-// suspects, which are now each its own failure.
-func (c *controller) answered() []suspect {
+// suspects, which are now each its own failure. sentAt is when the answered request left.
+func (c *controller) answered(sentAt time.Time) []suspect {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.aliveLocked()
+	c.aliveLocked(sentAt)
 	c.accepted++
 	s := c.suspects
 	c.refused += int64(len(s))
@@ -343,15 +343,18 @@ func (c *controller) answered() []suspect {
 // answeredOwn records that the instance works: it answered, though not in a way that says whether the
 // request's form does (a number's own refusal). Neither the suspects nor the share of bad rows
 // change.
-func (c *controller) answeredOwn() {
+func (c *controller) answeredOwn(sentAt time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.aliveLocked()
+	c.aliveLocked(sentAt)
 }
 
-// aliveLocked records that the instance works, now. c.mu must be held.
-func (c *controller) aliveLocked() {
-	c.alive = c.r.cfg.Now()
+// aliveLocked records that the instance worked when a request that left at sentAt reached it.
+// The send time, not the answer's: an answer to a request that left before a row's first failure
+// says nothing of the instance after it, however late it comes (calls in flight finish in any
+// order), and must not make that row pay for an outage. c.mu must be held.
+func (c *controller) aliveLocked(sentAt time.Time) {
+	c.alive = later(c.alive, sentAt)
 	if c.shared != nil {
 		c.shared.answered = true
 	}
@@ -422,10 +425,10 @@ func (c *controller) aliveSince(t time.Time) bool {
 // configFaultRows different rows have been answered so in a row, stops the run (the suspects stay
 // unresolved, to go back untouched) and reports it. The stop comes under the lock, so that no
 // other worker starts a call between the last refusal and the stop.
-func (c *controller) invalid(h *held, err error) bool {
+func (c *controller) invalid(h *held, err error, sentAt time.Time) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.aliveLocked() // the instance works: it answered
+	c.aliveLocked(sentAt) // the instance works: it answered
 	c.suspects = append(c.suspects, suspect{h: h, err: err})
 	if len(c.suspects) < c.faultStreakLocked() {
 		return false

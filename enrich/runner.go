@@ -610,7 +610,7 @@ func (r *Runner) call(c *controller, h *held, sentAt time.Time) (retry bool) {
 			AnErr("error", err).Msg("call")
 	}
 	if err == nil {
-		r.failSuspects(c.answered())
+		r.failSuspects(c.answered(sentAt))
 		av, source := r.existence(c, h, av)
 		r.stats.exists(source)
 		r.resolve(h, result{kind: resultDone, avatar: av, source: source, avatarSHA: r.keepAvatar(c, av)})
@@ -639,19 +639,19 @@ func (r *Runner) call(c *controller, h *held, sentAt time.Time) (retry bool) {
 			cancel()
 		}
 	case greenapi.ClassAvatarTimeout:
-		r.failSuspects(c.answered())
+		r.failSuspects(c.answered(sentAt))
 		r.reschedule(h, err)
 	case greenapi.ClassInvalid:
 		if ownRefusal(h.target, err) {
 			// A length the seed did not document, refused: the number's answer, which says
 			// nothing of the request's form.
-			c.answeredOwn()
+			c.answeredOwn(sentAt)
 			r.resolve(h, result{kind: resultFailed, reason: reasonOf(err), attempted: true})
 			break
 		}
 		// Held back as a suspect: its row's failure, or with a run of them the request form's
 		// (the run stops, and the rows go back untouched).
-		c.invalid(h, err)
+		c.invalid(h, err, sentAt)
 		r.rows.settle()
 	case greenapi.ClassTransient:
 		systemic := greenapi.IsSystemic(err)
