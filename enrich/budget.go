@@ -332,16 +332,7 @@ var errCapped = errors.New("daily cap reached")
 func (c *controller) reserve(ctx context.Context) error {
 	cfg := &c.r.cfg
 	for {
-		c.mu.Lock()
-		req := c.shared.request(c.id, c.perDay, c.unreserved(), cfg.Now())
-		gen := c.shared.gen
-		c.mu.Unlock()
-		// Not on ctx: a stop must not cut the statement half-way, or slots it took would be
-		// counted against the day and never given back.
-		dctx, cancel := context.WithTimeout(c.r.dbCtx, cfg.DatabaseTimeout)
-		g, err := cfg.Budget.Reserve(dctx, req, policy)
-		received := cfg.Now()
-		cancel()
+		req, gen, g, received, err := c.askBlock()
 		if err == nil {
 			c.budgetRetry.ok(received)
 			c.mu.Lock()
@@ -392,20 +383,28 @@ func (c *controller) unreserved() int {
 	return waiting - c.r.slotsHeld()
 }
 
+// askBlock asks the budget for the instance's next block, once, within DatabaseTimeout: the
+// request (sized by the rows waiting), the generation of blocks it was asked in, the grant and
+// when it arrived. The statement runs on the run's database context, not a stop's: a stop must
+// not cut it half-way, or slots it took would be counted against the day and never given back.
+func (c *controller) askBlock() (req store.BudgetRequest, gen int, g store.Grant, received time.Time, err error) {
+	cfg := &c.r.cfg
+	c.mu.Lock()
+	req = c.shared.request(c.id, c.perDay, c.unreserved(), cfg.Now())
+	gen = c.shared.gen
+	c.mu.Unlock()
+	dctx, cancel := context.WithTimeout(c.r.dbCtx, cfg.DatabaseTimeout)
+	defer cancel()
+	g, err = cfg.Budget.Reserve(dctx, req, policy)
+	return req, gen, g, cfg.Now(), err
+}
+
 // reserveAhead reserves the block after the current one, in the background (c.r.reserving),
 // while the dispatcher goes on sending: waitSlot takes it when the current block is spent. A
 // failed or empty reservation changes nothing: the dispatcher reserves again itself when the
 // block is spent, and waits out the database or sets the instance aside there.
 func (c *controller) reserveAhead() {
-	cfg := &c.r.cfg
-	c.mu.Lock()
-	req := c.shared.request(c.id, c.perDay, c.unreserved(), cfg.Now())
-	gen := c.shared.gen
-	c.mu.Unlock()
-	dctx, cancel := context.WithTimeout(c.r.dbCtx, cfg.DatabaseTimeout)
-	g, err := cfg.Budget.Reserve(dctx, req, policy)
-	received := cfg.Now()
-	cancel()
+	req, gen, g, received, err := c.askBlock()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	s := c.shared

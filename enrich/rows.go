@@ -345,20 +345,6 @@ func (rs *rows) renewed(leases []store.Lease, ok map[int64]bool, sent time.Time)
 	return lost, dropped
 }
 
-// lostRow reports whether h's claim was lost: an answer is then fenced off by the store.
-func (rs *rows) lostRow(h *held) bool {
-	rs.mu.Lock()
-	defer rs.mu.Unlock()
-	return h.lost
-}
-
-// expiry is when h's lease ends at the latest.
-func (rs *rows) expiry(h *held) time.Time {
-	rs.mu.Lock()
-	defer rs.mu.Unlock()
-	return h.expires
-}
-
 // leaseOf is the claim h is held under now.
 func (rs *rows) leaseOf(h *held) store.Lease {
 	rs.mu.Lock()
