@@ -537,6 +537,14 @@ type claimBook struct {
 	ackLost bool
 }
 
+// lostClaim is a claim a renewal found lost: its token and the fake instant the renewal
+// returned. A call at that same instant raced the engine's reading of the answer (in a bubble,
+// goroutines that run before time moves on are concurrent), so only a call after it is a fault.
+type lostClaim struct {
+	token int64
+	at    time.Time
+}
+
 // ownerBook is what the model saw one run do.
 type ownerBook struct {
 	claims  int64
@@ -546,9 +554,9 @@ type ownerBook struct {
 	// fenced counts results in writes that succeeded but did not land: their claim was no
 	// longer the row's.
 	fenced int64
-	// lost are rows a renewal told the run it no longer holds, by id, with the claim's token;
-	// a newer claim of the row by the run clears it.
-	lost map[int64]int64
+	// lost are rows a renewal told the run it no longer holds, by id, with the claim's token
+	// and when the renewal returned; a newer claim of the row by the run clears it.
+	lost map[int64]lostClaim
 	// claimedAt is when the run last claimed each row; token its token.
 	claimedAt map[int64]time.Time
 	token     map[int64]int64
@@ -649,7 +657,7 @@ func (w *world) violate(format string, args ...any) {
 func (w *world) book(owner string) *ownerBook {
 	b := w.books[owner]
 	if b == nil {
-		b = &ownerBook{lost: map[int64]int64{}, claimedAt: map[int64]time.Time{}, token: map[int64]int64{}}
+		b = &ownerBook{lost: map[int64]lostClaim{}, claimedAt: map[int64]time.Time{}, token: map[int64]int64{}}
 		w.books[owner] = b
 	}
 	return b
@@ -774,7 +782,7 @@ func (s simStore) Renew(ctx context.Context, owner string, leases []store.Lease,
 	}
 	for _, l := range leases {
 		if !renewed[l.ID] && b.token[l.ID] == l.Token {
-			b.lost[l.ID] = l.Token
+			b.lost[l.ID] = lostClaim{token: l.Token, at: time.Now()}
 			if s.w.inCall[l.ID] > 0 {
 				s.w.tally.mu.Lock()
 				s.w.tally.lostInHand++
@@ -1115,10 +1123,15 @@ func (a *simAPI) checkHeld(method string, t greenapi.Target, id int64, ok bool, 
 	}
 	b := w.book(a.owner)
 	row, _ := w.model.Row(id)
-	if tok, lost := b.lost[id]; lost {
-		w.violate("%s: %s called row %d on instance %s after a renewal told it its claim (token %d) was lost", method,
-			a.owner, id, a.plan.id, tok)
-	} else if (row.LockedBy != a.owner || !row.LockedUntil.After(now)) && !w.forced[id].After(b.claimedAt[id]) {
+	lc, lost := b.lost[id]
+	switch {
+	case lost && now.After(lc.at):
+		w.violate("%s: %s called row %d on instance %s %v after a renewal told it its claim (token %d) was lost", method,
+			a.owner, id, a.plan.id, now.Sub(lc.at), lc.token)
+	case lost:
+		// The renewal's answer and this call left at the same instant: the engine had not read
+		// it yet, and the call's result is fenced off by the token when it is written.
+	case (row.LockedBy != a.owner || !row.LockedUntil.After(now)) && !w.forced[id].After(b.claimedAt[id]):
 		w.violate("%s: %s called row %d on instance %s without holding it: locked by %q until %v, status %s", method,
 			a.owner, id, a.plan.id, row.LockedBy, row.LockedUntil.Sub(w.start), row.Status)
 	}
