@@ -419,3 +419,50 @@ func TestLostWhileWaitingForABlock(t *testing.T) {
 		}
 	})
 }
+
+// TestLateAnswerSaysNothingAfterItLeft: an answer shows the instance alive when its request
+// left, not when it came back. Row A's call leaves first and is answered after 500 ms; row B's,
+// sent 100 ms after A's, fails to connect, and so does its retry (at about 800 ms), and the
+// instance never answers again. Nothing has shown the instance alive since B began to fail, so B
+// goes back untouched as the outage's, not charged an attempt, and the run ends out of
+// instances. Before (f86ec64), A's late answer counted as alive at 500 ms: B was rescheduled,
+// paying for the outage, and the run exited 0 (TestInstanceOutage failed once in ten make test
+// runs so: calls in flight finish in any order).
+func TestLateAnswerSaysNothingAfterItLeft(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		m := memstore.New(nil)
+		ids := m.Enqueue(store.NewContact{PhoneNumber: "79001234567"}, store.NewContact{PhoneNumber: "79001234568"})
+		api := newFake("1", func(tg greenapi.Target, _ int) (greenapi.Avatar, error) {
+			if tg.String() == "79001234567" {
+				time.Sleep(500 * time.Millisecond)
+				return greenapi.Avatar{Available: yes()}, nil
+			}
+			return greenapi.Avatar{}, netErr()
+		})
+		api.state = func(n int) (string, error) {
+			if n == 0 {
+				return greenapi.StateAuthorized, nil // the outage begins after the pre-flight check
+			}
+			return "", netErr()
+		}
+		cfg := config(api)
+		cfg.Sleep = nil
+		cfg.Workers, cfg.BatchSize, cfg.RetryInRun = 2, 1, 1
+		cfg.Instances[0].RPS = 10
+		cfg.StartingTimeout = 10 * time.Second
+		cfg.StartingBackoff = enrich.Backoff{Base: time.Second, Max: time.Second}
+		sum, err := runOnce(t, context.Background(), m, cfg)
+		if !errors.Is(err, enrich.ErrNoInstance) {
+			t.Fatalf("err = %v, want ErrNoInstance (%+v)", err, sum)
+		}
+		a, _ := m.Row(ids[0])
+		b, _ := m.Row(ids[1])
+		if a.Status != store.StatusDone {
+			t.Errorf("row A %+v: want it done by its late answer", a)
+		}
+		if b.Status != store.StatusPending || b.Attempts != 0 || b.LockedBy != "" {
+			t.Errorf("row B %+v after %d calls for it: want it untouched, the outage's (%+v)", b, api.callsFor("79001234568"), sum)
+		}
+	})
+}
