@@ -111,9 +111,13 @@ type shared struct {
 	// aheadTried says the next block was asked for ahead during this one: once a block, so a
 	// budget that grants none (the day's cap spent) or fails is not asked again at every send.
 	aheadTried bool
+	// asking is how many slots the reservation in flight asked for: counted as held until the
+	// grant arrives, so that the run's instances, which reserve at about the same moments, do not
+	// each size a block by the same rows waiting.
+	asking int
 	// held is how many slots the instance holds, granted and not yet sent or given up (the rest
-	// of the block and the block ahead), published after every change for the run's other
-	// instances to read without the controller's lock (controller.unreserved).
+	// of the block, the block ahead and the block being asked for), published after every change
+	// for the run's other instances to read without the controller's lock (controller.unreserved).
 	held atomic.Int64
 	// day says when the instance's day turns (Config.Day; loc is its zone), and blockDay is the
 	// day of the last grant on the budget's clock: the day its unsent slots count on.
@@ -150,7 +154,7 @@ func newShared(owner string, rps float64, day store.DayStart) *shared {
 
 // publish sets held from the block and the block ahead.
 func (s *shared) publish() {
-	n := max(0, s.n-s.next)
+	n := max(0, s.n-s.next) + s.asking
 	if s.ahead != nil {
 		n += s.ahead.Slots
 	}
@@ -239,6 +243,13 @@ func (s *shared) oursNext() bool {
 // is reserved or being reserved.
 func (s *shared) wantAhead() bool {
 	return s.n > 0 && s.ahead == nil && !s.reserving && !s.aheadTried && float64(s.n-s.next) <= float64(s.n)*aheadShare
+}
+
+// answer records that the reservation in flight came back: its slots, if any, are counted as
+// the block or the block ahead by whoever takes the grant, under the same lock.
+func (s *shared) answer() {
+	s.asking = 0
+	s.publish()
 }
 
 // useAhead makes the block reserved ahead the current one, reporting whether there was one.
@@ -333,9 +344,12 @@ func (c *controller) reserve(ctx context.Context) error {
 	cfg := &c.r.cfg
 	for {
 		req, gen, g, received, err := c.askBlock()
-		if err == nil {
+		c.mu.Lock()
+		c.shared.answer()
+		if err != nil {
+			c.mu.Unlock()
+		} else {
 			c.budgetRetry.ok(received)
-			c.mu.Lock()
 			if gen != c.shared.gen || c.state != running {
 				// A 429, a pause or the instance's leaving the run gave its blocks up while this
 				// one was asked for: it may lie in a Retry-After pause, or come at the old rate,
@@ -392,6 +406,8 @@ func (c *controller) askBlock() (req store.BudgetRequest, gen int, g store.Grant
 	c.mu.Lock()
 	req = c.shared.request(c.id, c.perDay, c.unreserved(), cfg.Now())
 	gen = c.shared.gen
+	c.shared.asking = req.Want
+	c.shared.publish()
 	c.mu.Unlock()
 	dctx, cancel := context.WithTimeout(c.r.dbCtx, cfg.DatabaseTimeout)
 	defer cancel()
@@ -409,6 +425,7 @@ func (c *controller) reserveAhead() {
 	defer c.mu.Unlock()
 	s := c.shared
 	s.reserving = false
+	s.answer()
 	switch {
 	case err != nil:
 		s.answered = s.answered || req.Answered
