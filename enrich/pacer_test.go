@@ -347,3 +347,22 @@ func TestBlockSize(t *testing.T) {
 		}
 	}
 }
+
+// TestHeldWhileAsking: the slots a reservation in flight asked for count as held until its answer
+// is taken, so that the run's other instances, reserving at the same moment, do not size their
+// blocks by the same rows waiting (at the end of the rows a run held 218 slots it never sent).
+func TestHeldWhileAsking(t *testing.T) {
+	t.Parallel()
+	s := newShared("me", 10, store.DayStart{})
+	s.asking = 40
+	s.publish()
+	if got := s.held.Load(); got != 40 {
+		t.Fatalf("held %d while asking for 40, want 40", got)
+	}
+	s.answer()
+	now := time.Now()
+	s.refill(store.Grant{Start: now, Now: now, Interval: 101 * time.Millisecond, Slots: 7, Rate: 10}, now, 0)
+	if got := s.held.Load(); got != 7 {
+		t.Fatalf("held %d after a grant of 7, want 7", got)
+	}
+}
