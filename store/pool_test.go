@@ -250,7 +250,7 @@ func TestCancel(t *testing.T) {
 				t.Fatal(err)
 			}
 			const rounds = 50
-			var cancelled int
+			var cancelled, unsent int
 			start := time.Now()
 			for i := range rounds {
 				short, cancel := context.WithTimeout(ctx, 5*time.Millisecond)
@@ -271,6 +271,11 @@ func TestCancel(t *testing.T) {
 				case err == nil:
 				case errors.As(err, &pgErr) && pgErr.Code == "57014":
 					cancelled++
+				case errors.Is(err, context.DeadlineExceeded) && pgconn.SafeToRetry(err):
+					// The deadline passed before the statement was sent (pgconn: "timeout:
+					// context already done"), on a machine busy for 5 ms: nothing to cancel,
+					// and the connection must serve the next statement all the same.
+					unsent++
 				default:
 					t.Fatalf("round %d: %v", i, err)
 				}
@@ -279,7 +284,8 @@ func TestCancel(t *testing.T) {
 					t.Fatalf("round %d: the statement after a cancel: %d, %v", i, n, err)
 				}
 			}
-			t.Logf("%d rounds, %d statements cancelled, in %v", rounds, cancelled, time.Since(start))
+			t.Logf("%d rounds, %d statements cancelled, %d past their deadline before they were sent, in %v",
+				rounds, cancelled, unsent, time.Since(start))
 			if cancelled == 0 {
 				t.Errorf("no statement was cancelled: the test proves nothing")
 			}
