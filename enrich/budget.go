@@ -152,7 +152,7 @@ func newShared(owner string, rps float64, day store.DayStart) *shared {
 	return &shared{owner: owner, max: rps, rate: rps, headroom: paceHeadroom, day: day, loc: loc}
 }
 
-// publish sets held from the block and the block ahead.
+// publish sets held from the rest of the block, the block ahead and the block being asked for.
 func (s *shared) publish() {
 	n := max(0, s.n-s.next) + s.asking
 	if s.ahead != nil {
