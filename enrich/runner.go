@@ -747,10 +747,15 @@ func (r *Runner) leave(c *controller, err error, capped bool) {
 	r.wakeClaimer()
 }
 
+// notAPhoneNumber begins every local refusal of a row, as phone.NotAPhoneNumber does.
+const notAPhoneNumber = "not a phone number"
+
 // targetOf validates the row's chat_id, else its phone_number; a row with neither or with
 // a malformed one never reaches the API.
 func targetOf(row store.Claimed) (greenapi.Target, error) {
 	switch {
+	case row.Invalid != nil:
+		return greenapi.Target{}, row.Invalid
 	case row.ChatID != nil:
 		return greenapi.ParseChatID(*row.ChatID)
 	case row.PhoneNumber != nil:
@@ -765,9 +770,12 @@ func targetOf(row store.Claimed) (greenapi.Target, error) {
 func localReason(err error) string {
 	var ie *greenapi.InvalidTargetError
 	if errors.As(err, &ie) {
-		return "not a phone number: " + ie.Why
+		return notAPhoneNumber + ": " + ie.Why
 	}
-	return "not a phone number: " + err.Error()
+	if msg := err.Error(); strings.HasPrefix(msg, notAPhoneNumber) {
+		return msg // phone.Normalize's own words (a source table's row)
+	}
+	return notAPhoneNumber + ": " + err.Error()
 }
 
 // ownRefusal reports whether an API's refusal is the row's own whatever came before it: "bad

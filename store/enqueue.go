@@ -43,6 +43,9 @@ ON CONFLICT DO NOTHING`
 // phone number or a chat id; cs is checked before anything is written. An error leaves nothing
 // of cs inserted, and calling it again with the same contacts is safe.
 func (s *Store) EnqueueCopy(ctx context.Context, cs []NewContact) (inserted int64, err error) {
+	if err := s.CheckEnqueue(); err != nil {
+		return 0, err
+	}
 	if len(cs) == 0 {
 		return 0, nil
 	}
@@ -104,6 +107,9 @@ type Import struct {
 
 // BeginImport starts an Import.
 func (s *Store) BeginImport(ctx context.Context) (*Import, error) {
+	if err := s.CheckEnqueue(); err != nil {
+		return nil, err
+	}
 	tx, err := s.pool.Begin(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("enqueue: begin: %w", err)

@@ -73,6 +73,12 @@ type Config struct {
 	// BudgetSchemaDefault ("enrich"). It must be the one Migrate was given.
 	BudgetSchema string
 
+	// Source, when set, is the user's own table enriched in place, and Table is its state table
+	// (StateTable): claims read the source's phone as it is written (Source.Region), and every
+	// write of an answer writes the mapped columns too (Source.WriteBack). Default nil: Table
+	// is a contacts table filled by Enqueue.
+	Source *Source
+
 	// Now is the clock used for leases, schedules and checked_at. Default nil: the database's
 	// now(), one clock for all pods whatever their own clocks say. Tests set a stub to move time
 	// without sleeping.
@@ -85,6 +91,7 @@ type Store struct {
 	pool  *pgxpool.Pool
 	table pgx.Identifier
 	now   func() time.Time
+	src   *source // nil: no source table
 	q     queries
 	runs  runQueries     // runs.go
 	est   statusQueries  // status.go
@@ -121,6 +128,12 @@ func New(pool *pgxpool.Pool, cfg Config) (*Store, error) {
 			return nil, err
 		}
 	}
+	var src *source
+	if cfg.Source != nil {
+		if src, err = newSource(*cfg.Source); err != nil {
+			return nil, err
+		}
+	}
 	t, budget := id.Sanitize(), budgetIdentifier(cfg.BudgetSchema, budgetTable).Sanitize()
 	runs := sharedIdentifier(id, runsTable).Sanitize()
 	refunds := budgetIdentifier(cfg.BudgetSchema, refundsTable).Sanitize()
@@ -129,14 +142,15 @@ func New(pool *pgxpool.Pool, cfg Config) (*Store, error) {
 		pool:  pool,
 		table: id,
 		now:   cfg.Now,
+		src:   src,
 		q: queries{
 			claim:         f(sqlClaim),
 			claimAfter:    f(strings.Replace(sqlClaim, "/*after*/", sqlClaimAfter, 1)),
 			renew:         f(sqlRenew),
 			check:         fmt.Sprintf(sqlCheck, t, budget, runs, refunds),
-			complete:      f(sqlComplete),
-			reschedule:    f(sqlReschedule),
-			fail:          f(sqlFail),
+			complete:      src.wrap(f(sqlComplete)),
+			reschedule:    src.wrap(f(sqlReschedule)),
+			fail:          src.wrap(f(sqlFail)),
 			release:       f(sqlRelease),
 			enqueue:       f(sqlEnqueue),
 			statusCounts:  f(sqlStatusCounts),
@@ -195,6 +209,9 @@ type Claimed struct {
 	// Due is the row's next_attempt_at before the claim moved it: where the row stood in the
 	// claim order, for a Cursor.
 	Due time.Time
+	// Invalid, set only for a source table's row, says why its phone column is not a phone
+	// number or chatId (phone.Normalize's words): the engine fails it without a call.
+	Invalid error
 }
 
 // Cursor is a place in the claim order (next_attempt_at, id): ClaimAfter starts after it. The
@@ -263,6 +280,11 @@ func (s *Store) ClaimAfter(ctx context.Context, owner string, token int64, n int
 	})
 	if err != nil {
 		return nil, fmt.Errorf("claim batch: %w", err)
+	}
+	if s.src != nil {
+		for i := range out {
+			s.src.target(&out[i])
+		}
 	}
 	return out, nil
 }
@@ -504,6 +526,9 @@ type NewContact struct {
 // Each ChunkSize contacts are one statement committed on its own, so an error part-way leaves the
 // earlier chunks inserted; calling Enqueue again with the same input is safe and inserts the rest.
 func (s *Store) Enqueue(ctx context.Context, cs []NewContact) (inserted int64, err error) {
+	if err := s.CheckEnqueue(); err != nil {
+		return 0, err
+	}
 	for i, c := range cs {
 		if c.PhoneNumber == "" && c.ChatID == "" {
 			return 0, fmt.Errorf("enqueue: contact %d has neither a phone number nor a chat id", i)
@@ -546,6 +571,11 @@ func (s *Store) Check(ctx context.Context) error {
 		if old {
 			return fmt.Errorf("check table %s: its exists_source check predates migration 0014 and would refuse this "+
 				"version's answers ('avatar', 'unchecked', 'badPhoneNumber'): run `enrich migrate` to upgrade it", s.Table())
+		}
+		if s.src != nil {
+			if err := s.checkSource(ctx); err != nil {
+				return fmt.Errorf("check table %s: %w", s.Table(), err)
+			}
 		}
 		return nil
 	case errors.As(err, &pgErr) && pgErr.Code == "42P01": // undefined_table
