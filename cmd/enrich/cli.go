@@ -39,7 +39,8 @@ Usage:
   enrich COMMAND [flags]
 
 Commands:
-  migrate    create or upgrade the contacts table (safe to run from many pods at once);
+  migrate    create or upgrade the contacts table (safe to run from many pods at once), and with
+             [source] link your own table to its state (triggers; no column of yours changes);
              migrate status lists applied and pending files, migrate --dry-run prints their SQL
   enqueue    add phone numbers or chatIds from FILE or - (stdin): lines, CSV or JSONL (--region, --dry-run, --rejects, --report json)
   run        enrich due rows until none is left (the nightly job)
@@ -325,6 +326,10 @@ var errNoDatabase = configErrorf("no database: set DATABASE_URL or database.url 
 func dbErr(step string, err error) error {
 	if err == nil {
 		return nil
+	}
+	var se *store.SourceError
+	if errors.As(err, &se) {
+		return configErrorf("%s: %s", step, se.Error())
 	}
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && pgErr.Code == "42P01" /* undefined_table */ && !strings.Contains(err.Error(), "enrich migrate") {

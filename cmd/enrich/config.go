@@ -27,6 +27,7 @@ type Config struct {
 	Retry    RetryConfig    `toml:"retry"`
 	Input    InputConfig    `toml:"input"`
 	Avatars  AvatarsConfig  `toml:"avatars"`
+	Source   SourceConfig   `toml:"source"`
 
 	// envErr is a conflict between the environment and the file that matters only to
 	// commands that call the API.
@@ -133,6 +134,43 @@ type InputConfig struct {
 	// is 7900...), checked against phonenumbers' supported regions; "" takes numbers as
 	// international digits. The --region flag overrides it.
 	Region string `toml:"region"`
+}
+
+// SourceConfig is [source]: the user's own table, enriched in place (store.Source). Unset
+// (table ""), enrich works on its own contacts table, filled by enqueue.
+type SourceConfig struct {
+	// Table is the user's table, schema-qualified if needed; with it, database.table names
+	// enrich's state table beside it, by default "<table>_enrich" (store.StateTable).
+	Table string `toml:"table"`
+	// Key is a unique, non-null column of Table.
+	Key string `toml:"key"`
+	// Phone is the column of phone numbers (any form enqueue reads, with input.region) or
+	// chatIds.
+	Phone     string          `toml:"phone"`
+	WriteBack WriteBackConfig `toml:"write_back"`
+}
+
+// WriteBackConfig is [source.write_back]: which of the user's columns receive which result
+// (store.WriteBack); a key left out writes nothing.
+type WriteBackConfig struct {
+	ExistsWhatsapp  string `toml:"exists_whatsapp"`
+	AvatarAvailable string `toml:"avatar_available"`
+	URLAvatar       string `toml:"url_avatar"`
+	Reason          string `toml:"reason"`
+	CheckedAt       string `toml:"checked_at"`
+	ExistsSource    string `toml:"exists_source"`
+}
+
+// source is the store's view of [source]; nil when no source table is configured.
+func (c *Config) source() *store.Source {
+	s := c.Source
+	if s.Table == "" {
+		return nil
+	}
+	w := s.WriteBack
+	return &store.Source{Table: s.Table, Key: s.Key, Phone: s.Phone, Region: c.Input.Region,
+		WriteBack: store.WriteBack{ExistsWhatsapp: w.ExistsWhatsapp, AvatarAvailable: w.AvatarAvailable,
+			URLAvatar: w.URLAvatar, Reason: w.Reason, CheckedAt: w.CheckedAt, ExistsSource: w.ExistsSource}}
 }
 
 // AvatarsConfig is [avatars]: keeping the images behind avatar links, which expire.
@@ -385,6 +423,19 @@ func unquotedDuration(typ reflect.Type, data []byte) string {
 
 // validate checks every value before anything is touched, naming the key at fault.
 func (c *Config) validate(needAPI bool) error {
+	if src := c.source(); src != nil {
+		if err := src.Check(); err != nil {
+			return configErrorf("%s", plainError(err))
+		}
+		// The state table is the source's unless database.table names another.
+		if c.Database.Table == store.TableDefault {
+			state, err := store.StateTable(src.Table)
+			if err != nil {
+				return configErrorf("source.table: %s", plainError(err))
+			}
+			c.Database.Table = state
+		}
+	}
 	if _, err := store.ParseTable(c.Database.Table); err != nil {
 		return configErrorf("database.table: %s", plainError(err))
 	}

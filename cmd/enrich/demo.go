@@ -180,7 +180,7 @@ func cmdDemo(ctx context.Context, a *app, args []string) (err error) {
 		return err
 	}
 	defer pool.Close()
-	st, err := store.New(pool, store.Config{Table: cfg.Database.Table, BudgetSchema: cfg.Database.BudgetSchema})
+	st, err := store.New(pool, store.Config{Table: cfg.Database.Table, BudgetSchema: cfg.Database.BudgetSchema, Source: cfg.source()})
 	if err != nil {
 		return err
 	}

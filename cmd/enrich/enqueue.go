@@ -243,6 +243,9 @@ func cmdEnqueue(ctx context.Context, a *app, args []string) (err error) {
 		return err
 	}
 	defer pool.Close()
+	if err := st.CheckEnqueue(); err != nil {
+		return dbErr("enqueue", err)
+	}
 	if err := st.Check(ctx); err != nil {
 		return dbErr("enqueue", err)
 	}
