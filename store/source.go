@@ -252,11 +252,15 @@ FROM pg_attribute AS a JOIN pg_type AS t ON t.oid = a.atttypid
 WHERE a.attrelid = to_regclass($1::text) AND a.attname = $2::text AND a.attnum > 0 AND NOT a.attisdropped`
 
 	// sqlLinkComment is the comment of the sync function $1 (a regprocedure text), "" when
-	// there is none, and how many of its triggers ($3, $4) table $2 has.
-	sqlLinkComment = `
-SELECT coalesce(obj_description(to_regprocedure($1::text), 'pg_proc'), ''),
-       (SELECT count(*) FROM pg_trigger
-        WHERE tgrelid = to_regclass($2::text) AND tgname IN ($3::text, $4::text) AND NOT tgisinternal)`
+	// there is none.
+	sqlLinkComment = `SELECT coalesce(obj_description(to_regprocedure($1::text), 'pg_proc'), '')`
+
+	// sqlLinkTriggers lists the triggers that call the sync function $1: each one's table (as a
+	// statement names it), its name, quoted, and whether it is on table $2 under a name of $3.
+	sqlLinkTriggers = `
+SELECT tgrelid::regclass::text, quote_ident(tgname), tgrelid = to_regclass($2::text) AND tgname = ANY($3::text[])
+FROM pg_trigger
+WHERE tgfoid = to_regprocedure($1::text) AND NOT tgisinternal`
 
 	// sqlStateUniques lists the state table's unique indexes other than its primary key and the
 	// source key's: the phone and target indexes of a contacts table, which two customers
@@ -308,8 +312,7 @@ type link struct {
 	src           Source
 	keyType       string
 	fn            pgx.Identifier // the sync function
-	rowTrigger    string         // trigger names, on the source
-	truncTrigger  string
+	triggers      [4]string      // the triggers on the source: update, insert, delete, truncate
 	keyIndex      string // the state's unique index on source_key (bare name)
 	stateMissing  bool   // the state table is not there yet (migrate --dry-run before the first migrate)
 	comment       string // the function's comment: what the link is, to tell a current one
@@ -378,8 +381,9 @@ func resolveLink(ctx context.Context, q querier, state string, src Source) (*lin
 	}
 	l.state = pgx.Identifier{schema, name}
 	l.fn = pgx.Identifier{schema, indexName(stateID, "sync")}
-	l.rowTrigger = indexName(stateID, "sync")
-	l.truncTrigger = indexName(stateID, "truncate")
+	for i, what := range []string{"update", "insert", "delete", "truncate"} {
+		l.triggers[i] = indexName(stateID, what)
+	}
 	l.keyIndex = indexName(stateID, "source_key")
 	l.comment = fmt.Sprintf("enrich source link %d: %s key %s phone %s", sourceLinkVersion,
 		l.source.Sanitize(), pgx.Identifier{src.Key}.Sanitize(), pgx.Identifier{src.Phone}.Sanitize())
@@ -389,9 +393,27 @@ func resolveLink(ctx context.Context, q querier, state string, src Source) (*lin
 // state reads whether the link is current and, if not, the SQL that makes it so.
 func (l *link) plan(ctx context.Context, q querier) (LinkState, error) {
 	var comment string
-	var triggers int
-	if err := q.QueryRow(ctx, sqlLinkComment, l.fn.Sanitize()+"()", l.source.Sanitize(), l.rowTrigger, l.truncTrigger).
-		Scan(&comment, &triggers); err != nil {
+	if err := q.QueryRow(ctx, sqlLinkComment, l.fn.Sanitize()+"()").Scan(&comment); err != nil {
+		return LinkState{}, fmt.Errorf("read the link's function: %w", err)
+	}
+	// The triggers that call the function: the current ones, and any other (an older version's,
+	// or on a table that was the source before), which the link drops.
+	rows, err := q.Query(ctx, sqlLinkTriggers, l.fn.Sanitize()+"()", l.source.Sanitize(), l.triggers[:])
+	if err != nil {
+		return LinkState{}, fmt.Errorf("read the link's triggers: %w", err)
+	}
+	current := 0
+	var stale []string
+	var table, name string
+	var ours bool
+	if _, err := pgx.ForEachRow(rows, []any{&table, &name, &ours}, func() error {
+		if ours {
+			current++
+		} else {
+			stale = append(stale, fmt.Sprintf("DROP TRIGGER %s ON %s;", name, table))
+		}
+		return nil
+	}); err != nil {
 		return LinkState{}, fmt.Errorf("read the link's triggers: %w", err)
 	}
 	var keyType string
@@ -403,10 +425,10 @@ func (l *link) plan(ctx context.Context, q querier) (LinkState, error) {
 			"it was linked to another key; drop the state table (its answers go with it) or name another with database.table",
 			l.src.Key, l.keyType, l.state.Sanitize(), keyType)
 	}
-	if comment == l.comment && triggers == 2 && keyType != "" {
+	if comment == l.comment && current == len(l.triggers) && len(stale) == 0 && keyType != "" {
 		return LinkState{Current: true}, nil
 	}
-	rows, err := q.Query(ctx, sqlStateUniques, l.state.Sanitize(), l.keyIndex)
+	rows, err = q.Query(ctx, sqlStateUniques, l.state.Sanitize(), l.keyIndex)
 	if err != nil {
 		return LinkState{}, fmt.Errorf("read the state's indexes: %w", err)
 	}
@@ -418,7 +440,7 @@ func (l *link) plan(ctx context.Context, q querier) (LinkState, error) {
 		uniques = []string{"-- the unique indexes the migrations made on phone_number, chat_id and the target " +
 			"(two rows of the source may share a number): DROP INDEX"}
 	}
-	return LinkState{SQL: l.sql(uniques)}, nil
+	return LinkState{SQL: strings.Join(append(stale, l.sql(uniques)), "\n")}, nil
 }
 
 // sql is the link: the state's source_key and its index (the phone's unique indexes dropped:
@@ -439,7 +461,8 @@ func (l *link) sql(dropUniques []string) string {
 	}
 	fmt.Fprintf(&b, "CREATE UNIQUE INDEX IF NOT EXISTS %s ON %s (source_key);\n", pgx.Identifier{l.keyIndex}.Sanitize(), state)
 	r := strings.NewReplacer("{state}", state, "{fn}", l.fn.Sanitize(), "{src}", src, "{key}", key, "{phone}", ph,
-		"{row}", pgx.Identifier{l.rowTrigger}.Sanitize(), "{trunc}", pgx.Identifier{l.truncTrigger}.Sanitize(),
+		"{update}", pgx.Identifier{l.triggers[0]}.Sanitize(), "{insert}", pgx.Identifier{l.triggers[1]}.Sanitize(),
+		"{delete}", pgx.Identifier{l.triggers[2]}.Sanitize(), "{truncate}", pgx.Identifier{l.triggers[3]}.Sanitize(),
 		"{comment}", strings.ReplaceAll(l.comment, "'", "''"), "{reset}", sqlStateReset,
 		"{state_literal}", strings.ReplaceAll(state, "'", "''"))
 	b.WriteString(r.Replace(sqlLinkSync))
@@ -456,8 +479,12 @@ const sqlStateReset = `status = 'pending', next_attempt_at = now(), attempts = 0
 
 // sqlLinkSync is the sync function, its triggers and the fill. The function runs as its owner
 // (the role that ran migrate, which owns the state table) with a fixed search_path, so the
-// application writing the source needs no right on the state table. It wakes followers with
-// NOTIFY enrich_due, the state table's OID as payload, when a row became due.
+// application writing the source needs no right on the state table. Inserts and deletes are
+// taken a statement at a time, from its transition table (a bulk load of a million customers is
+// one INSERT into the state, not a million); a phone or key changes row by row (UPDATE OF those
+// columns: a statement trigger would have to fire on every UPDATE of the table, the
+// write-backs' included). A row that became due wakes followers: NOTIFY enrich_due with the
+// state table's OID.
 const sqlLinkSync = `CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $enrich$
 DECLARE
@@ -466,23 +493,30 @@ BEGIN
     IF TG_OP = 'TRUNCATE' THEN
         DELETE FROM {state};
         RETURN NULL;
-    END IF;
-    IF TG_OP = 'DELETE' OR (TG_OP = 'UPDATE' AND OLD.{key} IS DISTINCT FROM NEW.{key}) THEN
-        DELETE FROM {state} WHERE source_key = OLD.{key};
-    END IF;
-    IF TG_OP = 'DELETE' THEN
+    ELSIF TG_OP = 'DELETE' THEN
+        DELETE FROM {state} AS t USING enrich_old AS o WHERE t.source_key = o.{key};
         RETURN NULL;
+    ELSIF TG_OP = 'INSERT' THEN
+        INSERT INTO {state} AS t (source_key, phone_number)
+        SELECT i.{key}, btrim(i.{phone}::text) FROM enrich_new AS i WHERE nullif(btrim(i.{phone}::text), '') IS NOT NULL
+        ON CONFLICT (source_key) DO UPDATE
+        SET phone_number = excluded.phone_number,
+            {reset}
+        WHERE t.phone_number IS DISTINCT FROM excluded.phone_number;
+    ELSE
+        IF OLD.{key} IS DISTINCT FROM NEW.{key} OR nullif(btrim(NEW.{phone}::text), '') IS NULL THEN
+            DELETE FROM {state} WHERE source_key = OLD.{key};
+        END IF;
+        IF nullif(btrim(NEW.{phone}::text), '') IS NULL THEN
+            RETURN NULL;
+        END IF;
+        INSERT INTO {state} AS t (source_key, phone_number)
+        VALUES (NEW.{key}, btrim(NEW.{phone}::text))
+        ON CONFLICT (source_key) DO UPDATE
+        SET phone_number = excluded.phone_number,
+            {reset}
+        WHERE t.phone_number IS DISTINCT FROM excluded.phone_number;
     END IF;
-    IF nullif(btrim(NEW.{phone}::text), '') IS NULL THEN
-        DELETE FROM {state} WHERE source_key = NEW.{key};
-        RETURN NULL;
-    END IF;
-    INSERT INTO {state} AS t (source_key, phone_number)
-    VALUES (NEW.{key}, btrim(NEW.{phone}::text))
-    ON CONFLICT (source_key) DO UPDATE
-    SET phone_number = excluded.phone_number,
-        {reset}
-    WHERE t.phone_number IS DISTINCT FROM excluded.phone_number;
     GET DIAGNOSTICS n = ROW_COUNT;
     IF n > 0 THEN
         PERFORM pg_notify('enrich_due', '{state_literal}'::regclass::oid::text);
@@ -491,11 +525,17 @@ BEGIN
 END
 $enrich$;
 COMMENT ON FUNCTION {fn}() IS '{comment}';
-DROP TRIGGER IF EXISTS {row} ON {src};
-CREATE TRIGGER {row} AFTER INSERT OR DELETE OR UPDATE OF {key}, {phone} ON {src}
+DROP TRIGGER IF EXISTS {update} ON {src};
+CREATE TRIGGER {update} AFTER UPDATE OF {key}, {phone} ON {src}
     FOR EACH ROW EXECUTE FUNCTION {fn}();
-DROP TRIGGER IF EXISTS {trunc} ON {src};
-CREATE TRIGGER {trunc} AFTER TRUNCATE ON {src}
+DROP TRIGGER IF EXISTS {insert} ON {src};
+CREATE TRIGGER {insert} AFTER INSERT ON {src} REFERENCING NEW TABLE AS enrich_new
+    FOR EACH STATEMENT EXECUTE FUNCTION {fn}();
+DROP TRIGGER IF EXISTS {delete} ON {src};
+CREATE TRIGGER {delete} AFTER DELETE ON {src} REFERENCING OLD TABLE AS enrich_old
+    FOR EACH STATEMENT EXECUTE FUNCTION {fn}();
+DROP TRIGGER IF EXISTS {truncate} ON {src};
+CREATE TRIGGER {truncate} AFTER TRUNCATE ON {src}
     FOR EACH STATEMENT EXECUTE FUNCTION {fn}();
 DELETE FROM {state} AS t
 WHERE NOT EXISTS (SELECT FROM {src} AS s WHERE s.{key} = t.source_key AND nullif(btrim(s.{phone}::text), '') IS NOT NULL);

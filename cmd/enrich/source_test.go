@@ -233,7 +233,7 @@ func TestSourceDryRun(t *testing.T) {
 	t.Parallel()
 	b := setupSourceCLI(t, "")
 	out := b.cli(t, "migrate", "--dry-run")
-	for _, want := range []string{"0001_contacts.sql", "link source.table crm.customers", `CREATE TRIGGER "customers_enrich_sync" AFTER INSERT OR DELETE OR UPDATE OF "id", "phone" ON "crm"."customers"`,
+	for _, want := range []string{"0001_contacts.sql", "link source.table crm.customers", `CREATE TRIGGER "customers_enrich_update" AFTER UPDATE OF "id", "phone" ON "crm"."customers"`,
 		"nothing was changed"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("dry run lacks %q:\n%s", want, out)
