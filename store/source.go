@@ -313,9 +313,9 @@ type link struct {
 	keyType       string
 	fn            pgx.Identifier // the sync function
 	triggers      [4]string      // the triggers on the source: update, insert, delete, truncate
-	keyIndex      string // the state's unique index on source_key (bare name)
-	stateMissing  bool   // the state table is not there yet (migrate --dry-run before the first migrate)
-	comment       string // the function's comment: what the link is, to tell a current one
+	keyIndex      string         // the state's unique index on source_key (bare name)
+	stateMissing  bool           // the state table is not there yet (migrate --dry-run before the first migrate)
+	comment       string         // the function's comment: what the link is, to tell a current one
 }
 
 // resolveLink checks the source table and its key and phone columns, and names everything the
