@@ -19,12 +19,13 @@ import (
 // key; triggers that LinkSource puts on the source keep that table in step with every insert,
 // phone change and delete, so the work a run finds is always incremental.
 type Source struct {
-	// Table is the source table, "table" or "schema.table" (see ParseTable). A view cannot be
-	// one: it cannot carry the triggers that keep the state in step.
+	// Table is the source table, "table" or "schema.table" (see ParseTable). A view (or a
+	// materialized view, or a foreign table) may be one too, but cannot carry triggers: its
+	// state is brought in step by SyncSource, one scan of it at each run's start.
 	Table string
 	// Key is a column of Table that is unique on its own (a primary key or a unique index on it
 	// alone) and not null: the state's rows are keyed by it, and results are written back
-	// through it.
+	// through it. A view's key is not checked ahead: SyncSource refuses one that repeats.
 	Key string
 	// Phone is the column holding each row's phone number or chatId, in any form `enrich
 	// enqueue` reads (Region says how national numbers read). A NULL or blank phone is no work.
@@ -239,7 +240,8 @@ WHERE c.oid = to_regclass($1::text)`
 
 	// sqlSourceColumn describes column $2 of table $1: its type as written, its length limit
 	// (-1 for none), whether it is NOT NULL, generated or an identity, whether it alone is the
-	// key of a unique index without a predicate, and whether this role may update it.
+	// key of a unique index without a predicate, whether this role may update it, and whether
+	// it can be updated at all (a view's column may not be).
 	sqlSourceColumn = `
 SELECT format_type(a.atttypid, a.atttypmod), t.typname::text,
        CASE WHEN t.typname IN ('varchar', 'bpchar') AND a.atttypmod > 4 THEN a.atttypmod - 4 ELSE -1 END,
@@ -247,13 +249,16 @@ SELECT format_type(a.atttypid, a.atttypmod), t.typname::text,
        EXISTS (SELECT FROM pg_index AS i
                WHERE i.indrelid = a.attrelid AND i.indisunique AND i.indpred IS NULL
                  AND i.indnkeyatts = 1 AND i.indkey[0] = a.attnum),
-       has_column_privilege(a.attrelid, a.attnum, 'UPDATE')
+       has_column_privilege(a.attrelid, a.attnum, 'UPDATE'), pg_column_is_updatable(a.attrelid, a.attnum, false)
 FROM pg_attribute AS a JOIN pg_type AS t ON t.oid = a.atttypid
 WHERE a.attrelid = to_regclass($1::text) AND a.attname = $2::text AND a.attnum > 0 AND NOT a.attisdropped`
 
-	// sqlLinkComment is the comment of the sync function $1 (a regprocedure text), "" when
-	// there is none.
-	sqlLinkComment = `SELECT coalesce(obj_description(to_regprocedure($1::text), 'pg_proc'), '')`
+	// sqlLinkComment is the comment of state table $1's source_key: what it is linked to, ""
+	// when nothing (or no source_key).
+	sqlLinkComment = `
+SELECT coalesce(col_description(a.attrelid, a.attnum), '')
+FROM (SELECT 1) AS one
+LEFT JOIN pg_attribute AS a ON a.attrelid = to_regclass($1::text) AND a.attname = 'source_key' AND NOT a.attisdropped`
 
 	// sqlLinkTriggers lists the triggers that call the sync function $1: each one's table (as a
 	// statement names it), its name, quoted, and whether it is on table $2 under a name of $3.
@@ -283,13 +288,14 @@ type column struct {
 	maxChars           int
 	notNull, generated bool
 	uniqueAlone        bool
-	updatable          bool
+	mayUpdate          bool // this role's privilege
+	updatable          bool // the column's: false for a view's computed one
 }
 
 func readColumn(ctx context.Context, q querier, table, name string) (*column, error) {
 	var c column
 	err := q.QueryRow(ctx, sqlSourceColumn, table, name).Scan(&c.typ, &c.typname, &c.maxChars, &c.notNull,
-		&c.generated, &c.uniqueAlone, &c.updatable)
+		&c.generated, &c.uniqueAlone, &c.mayUpdate, &c.updatable)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil
 	}
@@ -314,8 +320,9 @@ type link struct {
 	fn            pgx.Identifier // the sync function
 	triggers      [4]string      // the triggers on the source: update, insert, delete, truncate
 	keyIndex      string         // the state's unique index on source_key (bare name)
+	view          bool           // a view (or a materialized view, a foreign table): no triggers, SyncSource
 	stateMissing  bool           // the state table is not there yet (migrate --dry-run before the first migrate)
-	comment       string         // the function's comment: what the link is, to tell a current one
+	comment       string         // source_key's comment: what the link is, to tell a current one
 }
 
 // resolveLink checks the source table and its key and phone columns, and names everything the
@@ -337,15 +344,15 @@ func resolveLink(ctx context.Context, q querier, state string, src Source) (*lin
 	if err != nil {
 		return nil, fmt.Errorf("read source.table %s: %w", srcID.Sanitize(), err)
 	}
-	if kind != "r" && kind != "p" {
-		what := map[string]string{"v": "a view", "m": "a materialized view", "f": "a foreign table"}[kind]
-		if what == "" {
-			what = "not a table (relkind " + kind + ")"
-		}
-		return nil, sourceErrorf("source.table %s is %s: enrich keeps its state in step with triggers, which only a table "+
-			"can carry: name the table the rows live in", srcID.Sanitize(), what)
-	}
 	l := &link{source: pgx.Identifier{schema, name}, src: src}
+	switch kind {
+	case "r", "p":
+	case "v", "m", "f":
+		l.view = true
+	default:
+		return nil, sourceErrorf("source.table %s is not a table or a view (relkind %s): name the table the rows live in",
+			srcID.Sanitize(), kind)
+	}
 	key, err := readColumn(ctx, q, l.source.Sanitize(), src.Key)
 	if err != nil {
 		return nil, fmt.Errorf("read source.key: %w", err)
@@ -353,7 +360,7 @@ func resolveLink(ctx context.Context, q querier, state string, src Source) (*lin
 	switch {
 	case key == nil:
 		return nil, sourceErrorf("source.key = %q: %s has no such column", src.Key, l.source.Sanitize())
-	case !key.uniqueAlone || !key.notNull:
+	case !l.view && (!key.uniqueAlone || !key.notNull):
 		return nil, sourceErrorf("source.key = %q: %s has no primary key or unique index on %q alone, NOT NULL: "+
 			"results are written back through the key, so it must name one row: name such a column", src.Key, l.source.Sanitize(), src.Key)
 	}
@@ -385,16 +392,20 @@ func resolveLink(ctx context.Context, q querier, state string, src Source) (*lin
 		l.triggers[i] = indexName(stateID, what)
 	}
 	l.keyIndex = indexName(stateID, "source_key")
-	l.comment = fmt.Sprintf("enrich source link %d: %s key %s phone %s", sourceLinkVersion,
-		l.source.Sanitize(), pgx.Identifier{src.Key}.Sanitize(), pgx.Identifier{src.Phone}.Sanitize())
+	how := "triggers"
+	if l.view {
+		how = "synced by each run"
+	}
+	l.comment = fmt.Sprintf("enrich source link %d: %s key %s phone %s, %s", sourceLinkVersion,
+		l.source.Sanitize(), pgx.Identifier{src.Key}.Sanitize(), pgx.Identifier{src.Phone}.Sanitize(), how)
 	return l, nil
 }
 
 // state reads whether the link is current and, if not, the SQL that makes it so.
 func (l *link) plan(ctx context.Context, q querier) (LinkState, error) {
 	var comment string
-	if err := q.QueryRow(ctx, sqlLinkComment, l.fn.Sanitize()+"()").Scan(&comment); err != nil {
-		return LinkState{}, fmt.Errorf("read the link's function: %w", err)
+	if err := q.QueryRow(ctx, sqlLinkComment, l.state.Sanitize()).Scan(&comment); err != nil {
+		return LinkState{}, fmt.Errorf("read the link's record: %w", err)
 	}
 	// The triggers that call the function: the current ones, and any other (an older version's,
 	// or on a table that was the source before), which the link drops.
@@ -425,7 +436,11 @@ func (l *link) plan(ctx context.Context, q querier) (LinkState, error) {
 			"it was linked to another key; drop the state table (its answers go with it) or name another with database.table",
 			l.src.Key, l.keyType, l.state.Sanitize(), keyType)
 	}
-	if comment == l.comment && current == len(l.triggers) && len(stale) == 0 && keyType != "" {
+	want := len(l.triggers)
+	if l.view {
+		want = 0
+	}
+	if comment == l.comment && current == want && len(stale) == 0 && keyType != "" {
 		return LinkState{Current: true}, nil
 	}
 	rows, err = q.Query(ctx, sqlStateUniques, l.state.Sanitize(), l.keyIndex)
@@ -463,10 +478,20 @@ func (l *link) sql(dropUniques []string) string {
 	r := strings.NewReplacer("{state}", state, "{fn}", l.fn.Sanitize(), "{src}", src, "{key}", key, "{phone}", ph,
 		"{update}", pgx.Identifier{l.triggers[0]}.Sanitize(), "{insert}", pgx.Identifier{l.triggers[1]}.Sanitize(),
 		"{delete}", pgx.Identifier{l.triggers[2]}.Sanitize(), "{truncate}", pgx.Identifier{l.triggers[3]}.Sanitize(),
-		"{comment}", strings.ReplaceAll(l.comment, "'", "''"), "{reset}", sqlStateReset,
-		"{state_literal}", strings.ReplaceAll(state, "'", "''"))
-	b.WriteString(r.Replace(sqlLinkSync))
+		"{reset}", sqlStateReset, "{state_literal}", strings.ReplaceAll(state, "'", "''"))
+	if !l.view {
+		b.WriteString(r.Replace(sqlLinkSync))
+	}
+	b.WriteString(fill(l.source, l.state, l.src))
+	fmt.Fprintf(&b, "COMMENT ON COLUMN %s.source_key IS '%s';\n", state, strings.ReplaceAll(l.comment, "'", "''"))
 	return b.String()
+}
+
+// fill is the statements that bring state in step with source src as it is now: the rows
+// whose source row is gone (or has no phone) deleted, new ones inserted, changed phones reset.
+func fill(source, state pgx.Identifier, src Source) string {
+	return strings.NewReplacer("{state}", state.Sanitize(), "{src}", source.Sanitize(), "{key}", pgx.Identifier{src.Key}.Sanitize(),
+		"{phone}", pgx.Identifier{src.Phone}.Sanitize(), "{reset}", sqlStateReset).Replace(sqlSourceFill)
 }
 
 // sqlStateReset is what a new or changed phone does to the state's row: pending and due now,
@@ -477,7 +502,7 @@ const sqlStateReset = `status = 'pending', next_attempt_at = now(), attempts = 0
         url_expires_at = NULL, avatar_sha256 = NULL, checked_at = NULL,
         locked_by = NULL, locked_until = NULL, lease_token = NULL, updated_at = now()`
 
-// sqlLinkSync is the sync function, its triggers and the fill. The function runs as its owner
+// sqlLinkSync is the sync function and its triggers. The function runs as its owner
 // (the role that ran migrate, which owns the state table) with a fixed search_path, so the
 // application writing the source needs no right on the state table. Inserts and deletes are
 // taken a statement at a time, from its transition table (a bulk load of a million customers is
@@ -524,7 +549,6 @@ BEGIN
     RETURN NULL;
 END
 $enrich$;
-COMMENT ON FUNCTION {fn}() IS '{comment}';
 DROP TRIGGER IF EXISTS {update} ON {src};
 CREATE TRIGGER {update} AFTER UPDATE OF {key}, {phone} ON {src}
     FOR EACH ROW EXECUTE FUNCTION {fn}();
@@ -537,10 +561,14 @@ CREATE TRIGGER {delete} AFTER DELETE ON {src} REFERENCING OLD TABLE AS enrich_ol
 DROP TRIGGER IF EXISTS {truncate} ON {src};
 CREATE TRIGGER {truncate} AFTER TRUNCATE ON {src}
     FOR EACH STATEMENT EXECUTE FUNCTION {fn}();
-DELETE FROM {state} AS t
+`
+
+// sqlSourceFill brings the state in step with the source as it is: LinkSource runs it once,
+// SyncSource at each run's start for a view (after keyOnce).
+const sqlSourceFill = `DELETE FROM {state} AS t
 WHERE NOT EXISTS (SELECT FROM {src} AS s WHERE s.{key} = t.source_key AND nullif(btrim(s.{phone}::text), '') IS NOT NULL);
 INSERT INTO {state} AS t (source_key, phone_number)
-SELECT s.{key}, btrim(s.{phone}::text) FROM {src} AS s WHERE nullif(btrim(s.{phone}::text), '') IS NOT NULL
+SELECT s.{key}, btrim(s.{phone}::text) FROM {src} AS s WHERE s.{key} IS NOT NULL AND nullif(btrim(s.{phone}::text), '') IS NOT NULL
 ON CONFLICT (source_key) DO UPDATE
 SET phone_number = excluded.phone_number,
     {reset}
@@ -586,6 +614,11 @@ func LinkSource(ctx context.Context, pool *pgxpool.Pool, state string, src Sourc
 		st, err := l.plan(ctx, tx)
 		if err != nil || st.Current {
 			return err
+		}
+		if l.view {
+			if err := keyOnce(ctx, tx, l.source, src.Key); err != nil {
+				return err
+			}
 		}
 		if _, err := tx.Exec(ctx, st.SQL); err != nil {
 			if isPermissionDenied(err) {
@@ -640,6 +673,9 @@ func fits(key string, m mapped, c *column, table string) error {
 	case c.generated:
 		return sourceErrorf("%s = %q: the column is generated and cannot be written: name another", key, m.source)
 	case !c.updatable:
+		return sourceErrorf("%s = %q: the column cannot be updated (a view's computed column, or a view PostgreSQL "+
+			"cannot update): name a plain column of the view's table, or make the view updatable", key, m.source)
+	case !c.mayUpdate:
 		return sourceErrorf("%s = %q: this role may not update the column: GRANT UPDATE (%s) ON %s TO <this role>",
 			key, m.source, pgx.Identifier{m.source}.Sanitize(), table)
 	}
@@ -675,4 +711,70 @@ func (s *Store) CheckEnqueue() error {
 	}
 	return sourceErrorf("enqueue: %s is the state of source.table %s, whose rows become due by themselves: "+
 		"insert the numbers into %s instead", s.Table(), s.src.table.Sanitize(), s.src.table.Sanitize())
+}
+
+// keyOnce refuses a view that holds a key twice: the fill would keep whichever phone came
+// last, and a write-back would give both rows one answer.
+func keyOnce(ctx context.Context, q querier, view pgx.Identifier, key string) error {
+	var twice string
+	err := q.QueryRow(ctx, fmt.Sprintf(sqlKeyTwice, pgx.Identifier{key}.Sanitize(), view.Sanitize())).Scan(&twice)
+	switch {
+	case err == nil:
+		return sourceErrorf("source.key = %q is not unique in %s: the view holds %s twice, and results are "+
+			"written back through the key: name a key the view holds once per row", key, view.Sanitize(), twice)
+	case errors.Is(err, pgx.ErrNoRows):
+		return nil
+	}
+	return fmt.Errorf("check source.key is unique: %w", err)
+}
+
+// sqlKeyTwice finds a key (%[1]s) that view %[2]s holds more than once.
+const sqlKeyTwice = `SELECT %[1]s::text FROM %[2]s WHERE %[1]s IS NOT NULL GROUP BY %[1]s HAVING count(*) > 1 LIMIT 1`
+
+// sqlSyncLock serializes the syncs of one state table ($1, its quoted name), so that two runs
+// starting together do not upsert the same rows against each other.
+const sqlSyncLock = `SELECT pg_advisory_xact_lock(hashtextextended('enrich.sync ' || $1::text, 0))`
+
+// SyncSource brings the state in step with a source that is a view (or a materialized view, a
+// foreign table), which cannot carry the triggers that keep a table's state in step: one scan
+// of the view, in one transaction, deleting the rows gone, inserting the new ones, resetting
+// those whose phone changed. A run calls it before its first claim; it returns how many state
+// rows it changed, and does nothing (0) for a table or without a source. A key the view holds
+// twice fails it with a *SourceError.
+func (s *Store) SyncSource(ctx context.Context) (int64, error) {
+	if s.src == nil {
+		return 0, nil
+	}
+	var schema, name, kind string
+	if err := s.pool.QueryRow(ctx, sqlSourceTable, s.src.table.Sanitize()).Scan(&schema, &name, &kind); err != nil {
+		return 0, fmt.Errorf("sync source %s: %w", s.src.table.Sanitize(), err)
+	}
+	if kind == "r" || kind == "p" {
+		return 0, nil
+	}
+	var n int64
+	err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{IsoLevel: pgx.ReadCommitted}, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, sqlSyncLock, s.Table()); err != nil {
+			return err
+		}
+		if err := keyOnce(ctx, tx, s.src.table, s.src.Key); err != nil {
+			return err
+		}
+		for _, stmt := range splitStatements(fill(s.src.table, s.table, s.src.Source)) {
+			tag, err := tx.Exec(ctx, stmt)
+			if err != nil {
+				return err
+			}
+			n += tag.RowsAffected()
+		}
+		return nil
+	})
+	var se *SourceError
+	if errors.As(err, &se) {
+		return 0, err
+	}
+	if err != nil {
+		return 0, fmt.Errorf("sync source %s: %w", s.src.table.Sanitize(), err)
+	}
+	return n, nil
 }

@@ -264,8 +264,10 @@ func TestSourceRefused(t *testing.T) {
 		check bool // refused by the store's start-up check rather than by the link
 		want  string
 	}{
-		{"view", `CREATE VIEW crm.people AS SELECT * FROM crm.customers`,
-			func(s *store.Source) { s.Table = "crm.people" }, false, "is a view"},
+		{"view's computed column", `CREATE VIEW crm.people AS SELECT id, phone, (avatar_url IS NOT NULL) AS pictured FROM crm.customers`,
+			func(s *store.Source) {
+				s.Table, s.WriteBack = "crm.people", store.WriteBack{AvatarAvailable: "pictured"}
+			}, true, `source.write_back.avatar_available = "pictured": the column cannot be updated`},
 		{"missing table", ``, func(s *store.Source) { s.Table = "crm.nobody" }, false, "source.table \"crm\".\"nobody\" does not exist"},
 		{"key not unique", ``, func(s *store.Source) { s.Key = "name" }, false, `source.key = "name"`},
 		{"no phone column", ``, func(s *store.Source) { s.Phone = "mobile" }, false, `source.phone = "mobile"`},
@@ -312,5 +314,93 @@ func TestSourceRefused(t *testing.T) {
 				t.Fatalf("check: %v; want a SourceError with %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestSourceView: a view is a source too. It cannot carry triggers, so SyncSource brings the
+// state in step at each run's start (one scan of the view): rows the view shows become due,
+// rows it stops showing leave no work, answers are written back through the view into the
+// table under it, and a key the view shows twice is refused with the key named.
+func TestSourceView(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := pgtest.Connect(t, pgtest.NewEmptyDB(t))
+	if _, err := pool.Exec(ctx, customersDDL+`;
+INSERT INTO crm.customers (phone, name) VALUES ('+79001234567', 'a'), ('+79001234568', 'hidden'), ('+79001234569', 'b');
+CREATE VIEW crm.visible AS SELECT id, phone, has_whatsapp, avatar_url FROM crm.customers WHERE name <> 'hidden'`); err != nil {
+		t.Fatal(err)
+	}
+	src := customersSource
+	src.Table = "crm.visible"
+	state, _ := store.StateTable(src.Table)
+	if _, err := store.MigrateWith(ctx, pool, state, store.MigrateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if linked, err := store.LinkSource(ctx, pool, state, src, store.MigrateOptions{}); err != nil || !linked {
+		t.Fatalf("link a view: %v, %v", linked, err)
+	}
+	if linked, err := store.LinkSource(ctx, pool, state, src, store.MigrateOptions{}); err != nil || linked {
+		t.Fatalf("link a view again: %v, %v; want nothing to do", linked, err)
+	}
+	st, err := store.New(pool, store.Config{Table: state, Source: &src})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Check(ctx); err != nil {
+		t.Fatalf("check: %v", err)
+	}
+	keys := func() []int64 {
+		t.Helper()
+		rows, _ := pool.Query(ctx, `SELECT source_key FROM crm.visible_enrich ORDER BY source_key`)
+		ks, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ks
+	}
+	if got := keys(); !reflect.DeepEqual(got, []int64{1, 3}) {
+		t.Fatalf("state after the link: %v, want [1 3]", got)
+	}
+	// The view changes under it: nothing follows until the next sync.
+	if _, err := pool.Exec(ctx, `UPDATE crm.customers SET name = 'shown' WHERE id = 2;
+		UPDATE crm.customers SET name = 'hidden' WHERE id = 1; INSERT INTO crm.customers (phone) VALUES ('+79001234570')`); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := st.SyncSource(ctx); err != nil || n != 3 {
+		t.Fatalf("sync: %d, %v; want 3 rows changed (one gone, two new)", n, err)
+	}
+	if got := keys(); !reflect.DeepEqual(got, []int64{2, 3, 4}) {
+		t.Fatalf("state after the sync: %v, want [2 3 4]", got)
+	}
+	if n, err := st.SyncSource(ctx); err != nil || n != 0 {
+		t.Fatalf("sync again: %d, %v; want nothing", n, err)
+	}
+	cs, err := st.Claim(ctx, "test:1", 1, 10, time.Minute)
+	if err != nil || len(cs) != 3 {
+		t.Fatalf("claim: %d rows, %v", len(cs), err)
+	}
+	yes := true
+	var done []store.Done
+	for _, c := range cs {
+		done = append(done, store.Done{Lease: c.Lease, ExistsWhatsapp: &yes, URLAvatar: "https://pps.whatsapp.net/v/x.jpg"})
+	}
+	if w, err := st.Write(ctx, "test:1", store.Batch{Done: done}); err != nil || w.Done != 3 {
+		t.Fatalf("write through the view: %+v, %v", w, err)
+	}
+	var answered int
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM crm.customers WHERE has_whatsapp AND avatar_url <> ''`).Scan(&answered); err != nil || answered != 3 {
+		t.Fatalf("customers answered through the view: %d, %v; want 3", answered, err)
+	}
+
+	// A view that shows a key twice cannot be written back through it.
+	if _, err := pool.Exec(ctx, `CREATE OR REPLACE VIEW crm.visible AS
+		SELECT id, phone, has_whatsapp, avatar_url FROM crm.customers WHERE name <> 'hidden'
+		UNION ALL SELECT id, phone || '0', has_whatsapp, avatar_url FROM crm.customers WHERE id = 3`); err != nil {
+		t.Fatal(err)
+	}
+	_, err = st.SyncSource(ctx)
+	var se *store.SourceError
+	if !errors.As(err, &se) || !strings.Contains(err.Error(), `source.key = "id" is not unique in "crm"."visible"`) {
+		t.Fatalf("sync of a view with a key twice: %v; want a SourceError naming source.key", err)
 	}
 }

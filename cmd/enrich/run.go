@@ -89,6 +89,12 @@ func cmdRun(ctx context.Context, a *app, args []string) (err error) {
 	if err != nil {
 		return err
 	}
+	// A source that is a view carries no triggers: its state is brought in step here, one scan.
+	if synced, err := st.SyncSource(ctx); err != nil {
+		return dbErr("run", err)
+	} else if synced > 0 {
+		a.log.Info().Int64("rows", synced).Str("source", a.cfg.Source.Table).Msg("source view synced: state rows added, reset or removed")
+	}
 	// Done rows due again (run.refresh_after, run.refresh_before_expiry) become pending before
 	// the first claim, so this run works them off with the rest; the claim itself is unchanged.
 	// With the existence checks on, so do done rows whose existence is still unknown.

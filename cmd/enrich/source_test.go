@@ -37,6 +37,12 @@ type sourceBundle struct {
 
 func setupSourceCLI(t *testing.T, extraTOML string) *sourceBundle {
 	t.Helper()
+	return setupSourceTable(t, "crm.customers", extraTOML)
+}
+
+// setupSourceTable is setupSourceCLI with source.table set to table.
+func setupSourceTable(t *testing.T, table, extraTOML string) *sourceBundle {
+	t.Helper()
 	dbURL := pgtest.NewEmptyDB(t)
 	pool := pgtest.Connect(t, dbURL)
 	if _, err := pool.Exec(context.Background(), sourceDDL); err != nil {
@@ -62,14 +68,14 @@ rps = 50
 region = "RU"
 
 [source]
-table = "crm.customers"
+table = %q
 key = "id"
 phone = "phone"
 
 [source.write_back]
 exists_whatsapp = "has_whatsapp"
 url_avatar = "avatar_url"
-%s`, srv.URL, inst.ID, inst.Token, extraTOML))
+%s`, srv.URL, inst.ID, inst.Token, table, extraTOML))
 	return &sourceBundle{pool: pool, sim: sim, inst: inst, env: map[string]string{"DATABASE_URL": dbURL, "ENRICH_CONFIG": cfg}}
 }
 
@@ -266,4 +272,41 @@ func TestSourceRefusedCLI(t *testing.T) {
 	if !errors.As(err, &ce) || !strings.Contains(err.Error(), "insert the numbers into") {
 		t.Fatalf("enqueue into a source's state: %v; want a configuration error naming the source", err)
 	}
+}
+
+// TestSourceViewEndToEnd: a view is a source too: each run brings its state in step first (one
+// scan), so customers the view shows later are answered by the next run, through the view
+// into the table under it, and customers it stops showing are not called.
+func TestSourceViewEndToEnd(t *testing.T) {
+	t.Parallel()
+	b := setupSourceTable(t, "crm.leads", "")
+	if _, err := b.pool.Exec(context.Background(), `CREATE VIEW crm.leads AS
+		SELECT id, phone, has_whatsapp, avatar_url FROM crm.customers WHERE name <> 'archived'`); err != nil {
+		t.Fatal(err)
+	}
+	want := map[int64]string{}
+	for i := range 6 {
+		digits := fmt.Sprintf("7907%07d", i)
+		want[b.insert(t, "+"+digits)[0]] = digits
+	}
+	b.cli(t, "migrate")
+	b.cli(t, "run")
+	if got := b.calls(); got != 6 {
+		t.Fatalf("first run: %d calls, want 6", got)
+	}
+	b.checkAnswered(t, want)
+	later := map[int64]string{}
+	for i := range 3 {
+		digits := fmt.Sprintf("7908%07d", i)
+		later[b.insert(t, "+"+digits)[0]] = digits
+	}
+	archived := b.insert(t, "+79090000000")[0]
+	if _, err := b.pool.Exec(context.Background(), `UPDATE crm.customers SET name = 'archived' WHERE id = $1`, archived); err != nil {
+		t.Fatal(err)
+	}
+	b.cli(t, "run")
+	if got := b.calls(); got != 9 {
+		t.Fatalf("after the second run: %d calls, want 9 (3 new customers; the archived one not called)", got)
+	}
+	b.checkAnswered(t, later)
 }
