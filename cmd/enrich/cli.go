@@ -45,14 +45,16 @@ Commands:
   enqueue    add phone numbers or chatIds from FILE or - (stdin): lines, CSV or JSONL (--region, --dry-run, --rejects, --report json)
   run        enrich due rows until none is left (the nightly job)
   status     counts by status and reason, rows due now, the oldest due, the last runs (--json)
+  plan       rows due now and in the next 24 h, the instances' budget, the ETA and whether it fits
+             run.max_duration (--json); calls Green API only with --check-instances
   requeue    put failed or done rows back in the queue (--status, --reason, --older-than)
   export     write rows as CSV or JSONL, streamed from one snapshot (--format, --status, --since, --output)
   simulate   serve the built-in Green API simulator (for trials and load tests)
   demo       the whole job end to end against the simulator and a local PostgreSQL
   version    the version it was built as, VCS revision and Go version (also enrich --version)
 
-migrate, enqueue, run, status, requeue and export take --config FILE (or ENRICH_CONFIG) after their
-name; environment variables override the file and flags override both. "enrich COMMAND --help" lists a command's flags.
+migrate, enqueue, run, status, plan, requeue and export take --config FILE (or ENRICH_CONFIG) after
+their name; environment variables override the file and flags override both. "enrich COMMAND --help" lists a command's flags.
 
 Exit codes: 0 finished, 1 configuration or usage error, 2 no usable Green API instance,
 3 database error, 4 the run stalled (nothing moved for run.stall_timeout),
@@ -65,6 +67,7 @@ var commands = map[string]func(ctx context.Context, a *app, args []string) error
 	"enqueue":  cmdEnqueue,
 	"run":      cmdRun,
 	"status":   cmdStatus,
+	"plan":     cmdPlan,
 	"requeue":  cmdRequeue,
 	"export":   cmdExport,
 	"simulate": cmdSimulate,
