@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -118,5 +119,60 @@ func TestPlanCounts(t *testing.T) {
 	}
 	if got := b.claim(t, "run", 1000, time.Minute); int64(len(got)) != plan.DueNow() {
 		t.Errorf("a run claimed %d rows, the plan counted %d due now", len(got), plan.DueNow())
+	}
+}
+
+// TestPlanBounded: on a table with thousands of rows in every case Plan counts, each of its
+// statements walks an index and reads at most the limit + 1 rows of each (never a sequential
+// scan), so a plan of 10M rows costs what one of 20,000 does.
+func TestPlanBounded(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	const n, limit = 4000, 100
+	now := b.clock.Now()
+	b.exec(t, fmt.Sprintf(`INSERT INTO %s (phone_number, status, next_attempt_at, checked_at, url_expires_at, exists_whatsapp)
+		SELECT (79000000000 + g)::text,
+		       CASE WHEN g %% 5 < 2 THEN 'pending' ELSE 'done' END,
+		       CASE g %% 5 WHEN 0 THEN $1::timestamptz - interval '1 hour' ELSE $1::timestamptz + interval '5 hours' END,
+		       CASE g %% 5 WHEN 2 THEN $1::timestamptz - interval '8 days' WHEN 3 THEN $1::timestamptz - interval '156 hours' ELSE $1::timestamptz END,
+		       CASE g %% 5 WHEN 4 THEN $1::timestamptz + interval '30 hours' WHEN 2 THEN $1::timestamptz + interval '6 hours' END,
+		       CASE WHEN g %% 7 = 0 THEN NULL ELSE true END
+		FROM generate_series(1, %d) AS g`, b.table, 5*n), now)
+	b.exec(t, "VACUUM (ANALYZE) "+b.table)
+	p := store.RefreshPolicy{After: store.RefreshAfterDefault, BeforeExpiry: store.RefreshBeforeExpiryDefault, ExistsUnknown: true}
+	after, before, window := p.After.Microseconds(), p.BeforeExpiry.Microseconds(), store.PlanWindowDefault.Microseconds()
+	args := map[string][]any{
+		"refresh now":   {now, after, before, int64(limit + 1), true},
+		"refresh later": {now, after, before, int64(limit + 1), true, window},
+		"retries":       {now, window, int64(limit + 1)},
+	}
+	for name, sql := range b.store.PlanQueries() {
+		t.Run(name, func(t *testing.T) {
+			plan := explainAnalyze(t, b, sql, args[name]...)
+			if seq := plan.nodes("Seq Scan"); len(seq) > 0 {
+				t.Errorf("%s scans the table:\n%s", name, plan.text)
+			}
+			var walk func(n planNode)
+			walk = func(n planNode) {
+				if strings.Contains(n.Type, "Scan") && n.Rows*max(n.Loops, 1) > limit+1 {
+					t.Errorf("%s: a %s returned %d rows, more than the limit + 1 (%d):\n%s", name, n.Type, n.Rows, limit+1, plan.text)
+				}
+				for _, c := range n.Plans {
+					walk(c)
+				}
+			}
+			walk(plan.root)
+		})
+	}
+	got, err := b.store.Plan(b.ctx, store.PlanRequest{Policy: p, Limit: limit})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("plan of %d rows at limit %d: %+v", 5*n, limit, got)
+	if !got.DuePendingEstimated || !got.DueRefreshCapped || !got.RetriesCapped || !got.RefreshesCapped {
+		t.Errorf("every count is past the limit, but the plan does not say so: %+v", got)
+	}
+	if got.DuePending < 6000 || got.DuePending > 10000 {
+		t.Errorf("pending rows due: %d, want PostgreSQL's estimate of the 8,000 pending rows (the due ones are not told apart)", got.DuePending)
 	}
 }
