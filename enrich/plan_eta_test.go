@@ -48,6 +48,9 @@ func TestPlanETAIsMet(t *testing.T) {
 	type inst struct {
 		rps       float64
 		maxPerDay int64
+		// cuts is how many 429s an earlier run drew just before this one starts: each cuts the
+		// shared rate by 15% and widens the headroom by 1.5%.
+		cuts int
 	}
 	for _, tc := range []struct {
 		name    string
@@ -61,6 +64,7 @@ func TestPlanETAIsMet(t *testing.T) {
 		{name: "daily caps", rows: 2000, insts: []inst{{rps: 10, maxPerDay: 300}, {rps: 10, maxPerDay: 900}}, workers: 16, latency: 200 * time.Millisecond},
 		{name: "one capped, one not", rows: 1500, insts: []inst{{rps: 10, maxPerDay: 200}, {rps: 10}}, workers: 16, latency: 200 * time.Millisecond},
 		{name: "workers are the bottleneck", rows: 400, insts: []inst{{rps: 10}}, workers: 2, latency: time.Second},
+		{name: "a cut rate and a wide headroom", rows: 3000, insts: []inst{{rps: 10, cuts: 5}}, workers: 16, latency: 200 * time.Millisecond},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -83,7 +87,21 @@ func TestPlanETAIsMet(t *testing.T) {
 				cfg := enrich.Config{Owner: "plan", Workers: tc.workers, Budget: budget, ProgressInterval: -1, Rand: enrich.LockedRand(1)}
 				for i, ic := range tc.insts {
 					id := fmt.Sprintf("11010000%02d", i)
-					in.Instances = append(in.Instances, enrich.PlanInstance{ID: id, RPS: ic.rps, MaxPerDay: ic.maxPerDay})
+					pi := enrich.PlanInstance{ID: id, RPS: ic.rps, MaxPerDay: ic.maxPerDay}
+					if ic.cuts > 0 {
+						p := enrich.SharedPolicy()
+						if _, err := budget.Reserve(ctx, store.BudgetRequest{Instance: id, Owner: "earlier", MaxRPS: ic.rps, Want: 1}, p); err != nil {
+							t.Fatal(err)
+						}
+						for range ic.cuts {
+							if err := budget.Throttled(ctx, id, time.Now(), ic.rps, 0, p); err != nil {
+								t.Fatal(err)
+							}
+						}
+						row, _ := budget.Row(id)
+						pi.Rate, pi.Headroom = row.Rate, row.Headroom // as store.Instances reads them now
+					}
+					in.Instances = append(in.Instances, pi)
 					cfg.Instances = append(cfg.Instances, enrich.Instance{API: slowAPI{id: id, latency: tc.latency}, RPS: ic.rps, MaxPerDay: ic.maxPerDay})
 				}
 				est := enrich.Estimate(in)
@@ -99,8 +117,8 @@ func TestPlanETAIsMet(t *testing.T) {
 					t.Fatalf("run: %v (%+v)", err, sum)
 				}
 				ratio := elapsed.Seconds() / est.ETA.Seconds()
-				t.Logf("%d rows due: ETA %v (%d sent, %d capped, %.2f rows/s); the run took %v (%d done, stop %q): %.3f of the ETA",
-					due, est.ETA, est.Sent, est.CappedRows, est.RowsPerSecond, elapsed, sum.Done, sum.Stop, ratio)
+				t.Logf("%+v; %d rows due: ETA %v (%d sent, %d capped, %.2f rows/s); the run took %v (%d done, stop %q): %.3f of the ETA",
+					in.Instances, due, est.ETA, est.Sent, est.CappedRows, est.RowsPerSecond, elapsed, sum.Done, sum.Stop, ratio)
 				if ratio < 0.85 || ratio > 1.15 {
 					t.Errorf("the run took %v, the plan said %v: %.3f of it, want within 15%%", elapsed, est.ETA, ratio)
 				}
