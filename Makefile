@@ -69,7 +69,7 @@ vuln:
 # End to end: the real binary against the simulator over loopback and a real PostgreSQL
 # (DATABASE_URL, else 127.0.0.1:5432, else a throw-away cluster), every figure of bench/README.md
 # in one run, printed as a table and written to bench/results.json; perf reports of one extra
-# ceiling run go to bench/profile/ when perf is installed. 11 to 16 minutes on 2 cores.
+# ceiling run go to bench/profile/ when perf is installed. 14 to 19 minutes on 2 cores, about 3 of them the plan scenario.
 bench:
 	$(GO) run ./bench --out bench/results.json --profile bench/profile
 

@@ -31,7 +31,7 @@ import (
 )
 
 // scenarioNames in the order they run.
-var scenarioNames = []string{"budget", "shared", "mingap", "pods", "ceiling", "memory", "claim", "naive"}
+var scenarioNames = []string{"budget", "shared", "mingap", "pods", "ceiling", "memory", "claim", "naive", "plan"}
 
 func main() {
 	os.Exit(mainCode())
@@ -131,6 +131,7 @@ func mainCode() int {
 		"memory":  func() ([]Figure, error) { return e.memory(ctx, d) },
 		"claim":   func() ([]Figure, error) { return e.claimCost(ctx, d) },
 		"naive":   func() ([]Figure, error) { return e.naive(ctx, d, naiveRuns) },
+		"plan":    func() ([]Figure, error) { return e.plan(ctx, d) },
 	}
 	for _, name := range scenarioNames {
 		if len(want) > 0 && !want[name] {
