@@ -103,31 +103,36 @@ func Estimate(in PlanInput) PlanEstimate {
 	est := PlanEstimate{Due: in.Due, Fits: true}
 	var paces []pace
 	var lefts []float64
+	paceOf := make([]int, len(in.Instances)) // each instance's index in paces; -1: none
 	capacity, unlimited := int64(0), false
-	for _, pi := range in.Instances {
-		p := newPace(pi, bound)
-		ie := InstanceEstimate{ID: pi.ID, RowsPerSecond: p.steady(), WorkersBound: bound > 0 && bound < slotRate(pi.RPS, paceHeadroom),
-			Left: -1, Out: pi.Out || pi.QuotaSpent}
-		switch {
-		case ie.Out:
-			ie.Left = 0
-		case pi.MaxPerDay > 0:
-			ie.Left = max(0, pi.MaxPerDay-pi.UsedToday)
-		}
-		est.Instances = append(est.Instances, ie)
-		if pi.Out {
+	for i, pi := range in.Instances {
+		paceOf[i] = -1
+		ie := InstanceEstimate{ID: pi.ID, Left: 0, Out: true}
+		if !(pi.RPS > 0) || math.IsInf(pi.RPS, 0) || pi.Out {
+			// Out, or a rate the engine refuses: the instance takes no row.
+			est.Instances = append(est.Instances, ie)
 			continue
 		}
+		p := newPace(pi, bound)
+		ie.RowsPerSecond, ie.WorkersBound = p.steady(), bound > 0 && bound < slotRate(pi.RPS, paceHeadroom)
+		switch {
+		case pi.QuotaSpent:
+		case pi.MaxPerDay > 0:
+			ie.Left, ie.Out = max(0, pi.MaxPerDay-pi.UsedToday), false
+			capacity += ie.Left
+		default:
+			ie.Left, ie.Out, unlimited = -1, false, true
+		}
+		est.Instances = append(est.Instances, ie)
 		if !ie.Out {
 			est.RowsPerSecond += ie.RowsPerSecond
 		}
-		paces, lefts = append(paces, p), append(lefts, float64(max(ie.Left, 0)))
+		left := float64(max(ie.Left, 0))
 		if ie.Left < 0 {
-			unlimited = true
-			lefts[len(lefts)-1] = math.Inf(1)
-		} else {
-			capacity += ie.Left
+			left = math.Inf(1)
 		}
+		paceOf[i] = len(paces)
+		paces, lefts = append(paces, p), append(lefts, left)
 	}
 	if len(paces) == 0 {
 		est.NoInstance, est.Fits = true, in.Due == 0
@@ -151,6 +156,10 @@ func Estimate(in PlanInput) PlanEstimate {
 	if target := float64(est.Sent); target > 0 {
 		lo, hi := time.Duration(0), time.Second
 		for sentBy(hi) < target {
+			if hi > 100*365*24*time.Hour {
+				est.Fits = false // a rate so low the rows take a century: no ETA worth giving
+				return est
+			}
 			lo, hi = hi, 2*hi
 		}
 		for hi-lo > time.Microsecond {
@@ -168,20 +177,19 @@ func Estimate(in PlanInput) PlanEstimate {
 	// Each instance's rows: what it sent by then, rounded down, and the rounding's remainder one
 	// at a time to the instances with room left.
 	var given int64
-	for i, j := 0, 0; i < len(est.Instances); i++ {
-		if in.Instances[i].Out {
+	for i, j := range paceOf {
+		if j < 0 {
 			continue
 		}
 		n := int64(math.Floor(min(lefts[j], paces[j].sentBy(send))))
 		est.Instances[i].Rows = min(n, est.Sent)
 		given += est.Instances[i].Rows
-		j++
 	}
 	for more := true; given < est.Sent && more; {
 		more = false
 		for i := range est.Instances {
 			ie := &est.Instances[i]
-			if given < est.Sent && !in.Instances[i].Out && !ie.Out && (ie.Left < 0 || ie.Rows < ie.Left) {
+			if given < est.Sent && !ie.Out && (ie.Left < 0 || ie.Rows < ie.Left) {
 				ie.Rows++
 				given++
 				more = true
