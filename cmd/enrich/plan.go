@@ -60,6 +60,13 @@ func cmdPlan(ctx context.Context, a *app, args []string) error {
 			return err
 		}
 	}
+	// The rates the ETA is made of, as a run refuses them (validate checks them only for the
+	// commands that call the API).
+	for i, in := range a.cfg.GreenAPI.Instances {
+		if rps := instanceRPS(in); math.IsNaN(rps) || math.IsInf(rps, 0) || rps <= 0 {
+			return configErrorf("greenapi.instance[%d] (id %s).rps is %g: it must be a finite number greater than 0 (Green API allows 10)", i, in.ID, rps)
+		}
+	}
 	if v.Limit <= 0 {
 		return configErrorf("--exact-below %d: must be positive, e.g. %d (the default)", v.Limit, store.StatusExactBelow)
 	}

@@ -237,12 +237,13 @@ max_duration = "2s"
 }
 
 // TestPlanUsage: plan is in enrich --help, its --help lists its flags, and a bad flag, a stray
-// argument or --check-instances without a token stop it with exit 1 before it connects (the
-// database URL points at a closed port).
+// argument, an rps of 0 or --check-instances without a token stop it with exit 1 before it
+// connects (the database URL points at a closed port).
 func TestPlanUsage(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	noToken := writeFile(t, dir, "notoken.toml", "[[greenapi.instance]]\nid = \"1101000001\"\n")
+	zeroRPS := writeFile(t, dir, "zerorps.toml", "[[greenapi.instance]]\nid = \"1101000001\"\nrps = 0.0\n")
 	for _, tc := range []struct {
 		name    string
 		args    []string
@@ -256,6 +257,7 @@ func TestPlanUsage(t *testing.T) {
 		{name: "stray argument", args: []string{"plan", "now"}, code: exitConfig, errText: `unexpected argument "now"`},
 		{name: "negative latency", args: []string{"plan", "--latency", "-1s"}, code: exitConfig, errText: "--latency -1s"},
 		{name: "zero exact-below", args: []string{"plan", "--exact-below", "0"}, code: exitConfig, errText: "--exact-below 0"},
+		{name: "rps 0", args: []string{"plan", "--config", zeroRPS}, code: exitConfig, errText: "rps is 0"},
 		{name: "check without a token", args: []string{"plan", "--check-instances", "--config", noToken}, code: exitConfig, errText: "has no token"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
