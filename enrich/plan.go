@@ -50,12 +50,15 @@ type PlanInput struct {
 
 // InstanceEstimate is one instance's share of the estimate.
 type InstanceEstimate struct {
+	// ID is PlanInstance.ID, so the estimate names the instance it is about.
 	ID string
 	// RowsPerSecond is the instance's rate once it has climbed back and its headroom eased: one
 	// request per slot (1/rps widened by the least headroom, rounded up to the microsecond as
 	// the budget rounds it), or Workers/Latency when that is lower (WorkersBound).
 	RowsPerSecond float64
-	WorkersBound  bool
+	// WorkersBound says Workers/Latency, not the slots, sets RowsPerSecond: more workers (or a
+	// faster path) would send more.
+	WorkersBound bool
 	// Left is the slots left of its day (MaxPerDay - UsedToday; 0 when its quota is spent);
 	// -1: no cap.
 	Left int64
@@ -67,6 +70,7 @@ type InstanceEstimate struct {
 
 // PlanEstimate is what Estimate says of the rows due.
 type PlanEstimate struct {
+	// Due is PlanInput.Due: the estimate says what it was made for.
 	Due int64
 	// Sent is how many of them the run sends before it stops: all, unless the daily caps and
 	// quotas leave CappedRows for another day.

@@ -38,8 +38,9 @@ func (a *planAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	a.mu.Lock()
 	a.seen = append(a.seen, id+" "+method)
+	strict := a.strict
 	a.mu.Unlock()
-	if a.strict {
+	if strict {
 		a.t.Errorf("plan sent Green API a request without --check-instances: %s %s", r.Method, id+" "+method)
 	}
 	if method != "getStateInstance" {
@@ -163,6 +164,7 @@ max_duration = "2s"
 		Instances: []enrich.PlanInstance{{ID: a, RPS: 10, Rate: 10, Headroom: enrich.SharedPolicy().Headroom, MaxPerDay: maxA, UsedToday: usedA},
 			{ID: b, RPS: 5, MaxPerDay: maxB}}})
 
+	// The subtests run one after the other: they share the API's record of requests.
 	t.Run("json", func(t *testing.T) {
 		j, _ := plan(t, "--json")
 		if got := api.requests(); len(got) != 0 {
