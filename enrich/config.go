@@ -72,6 +72,10 @@ const (
 	ProgressIntervalDefault = 10 * time.Second
 	RetryForDefault         = time.Minute
 	DatabaseTimeoutDefault  = 10 * time.Second
+	// PollIntervalDefault is Config.PollInterval: how often an idle follower looks for due rows
+	// without a notification, so a dropped notification delays a row by at most this. 30 s keeps
+	// an idle follower at two claim statements a minute.
+	PollIntervalDefault = 30 * time.Second
 	// StallMarginDefault is what StallTimeout adds, by default, to the longest wait the
 	// configuration allows for.
 	StallMarginDefault = time.Minute
@@ -143,6 +147,19 @@ type Config struct {
 	// CallTimeout, plus StallMarginDefault (12m with the other defaults and no CallTimeout).
 	// Negative: no watchdog.
 	StallTimeout time.Duration
+	// Follow keeps the run up when no row is due: instead of ending with "no due rows left",
+	// the claimer waits for a Wake, PollInterval or the stop, then claims again, under the
+	// same limits, budget and leases. An idle follower (nothing held, nothing due) is never
+	// taken for stalled. Every other end (a stop, MaxDuration, Limit, every instance out or
+	// capped) ends it as it ends a run. Default false: a batch run.
+	Follow bool
+	// Wake, in Follow mode, says rows may have become due (a LISTEN/NOTIFY notification): an
+	// idle follower claims at once. It should be buffered (one pending wake is enough) and its
+	// sender must never block. nil: the follower only polls.
+	Wake <-chan struct{}
+	// PollInterval is how often an idle follower claims without a Wake, so a dropped
+	// notification delays a row by at most this. Default PollIntervalDefault (30s).
+	PollInterval time.Duration
 	// Budget shares every instance's send slots with the other processes spending it (the
 	// store in production). nil: this run paces its instances alone, as if no other did.
 	Budget Budget
@@ -235,6 +252,7 @@ func (c Config) withDefaults() (Config, error) {
 	def(&c.ProgressInterval, ProgressIntervalDefault)
 	def(&c.RetryFor, RetryForDefault)
 	def(&c.DatabaseTimeout, DatabaseTimeoutDefault)
+	def(&c.PollInterval, PollIntervalDefault)
 	def(&c.StallTimeout, c.StartingTimeout+c.Retry.Max+c.RetryFor+max(c.CallTimeout, 0)+StallMarginDefault)
 	for _, f := range []struct {
 		key string
@@ -252,6 +270,7 @@ func (c Config) withDefaults() (Config, error) {
 		{"retry.max", c.Retry.Max < c.Retry.Base},
 		{"database.retry_for", c.RetryFor < 0},
 		{"database.timeout", c.DatabaseTimeout < 0},
+		{"run.poll_interval", c.PollInterval < 0},
 	} {
 		if f.bad {
 			return c, fmt.Errorf("enrich: %s is out of range", f.key)

@@ -53,6 +53,10 @@ var (
 	errRunDone = errors.New("run done")
 )
 
+// StopDailyCap is Summary.Stop of a run that ended because every instance spent its daily cap
+// (and none left for a fault): a follower's caller waits for the day to turn and starts again.
+const StopDailyCap = "daily cap reached"
+
 // finalWriteMin is the least time the last write of a stopped run gets, even when calls in
 // flight used up shutdown_grace.
 const finalWriteMin = time.Second
@@ -117,6 +121,9 @@ type Runner struct {
 	due     atomic.Int64
 	// lastMove is when the run last made progress (UnixNano): see moved and watch.
 	lastMove atomic.Int64
+	// idle is set while a follower with nothing held and nothing due waits (followIdle): the
+	// watchdog does not count that time.
+	idle atomic.Bool
 }
 
 // NewRunner checks cfg and prepares a run over st.
@@ -321,7 +328,7 @@ func (r *Runner) outcome(ctx context.Context, cause error, sum Summary) (Summary
 	case errors.Is(cause, errDeadline):
 		sum.Stop = "max_duration reached"
 	case errors.Is(cause, errDailyCap):
-		sum.Stop = "daily cap reached"
+		sum.Stop = StopDailyCap
 	case r.ended != nil:
 		sum.Stop = r.ended.Error()
 	default:
@@ -535,7 +542,13 @@ func (r *Runner) claim() {
 			continue
 		}
 		if looked {
-			return
+			if !r.cfg.Follow {
+				return
+			}
+			// A follower is never done: it waits for rows to become due. looked stays set, so
+			// an empty claim after the wait goes straight back to waiting.
+			r.followIdle()
+			continue
 		}
 		looked = true
 	}

@@ -38,8 +38,8 @@ func (r *Runner) watch(done <-chan struct{}) {
 			return
 		case <-t.C:
 		}
-		idle := r.cfg.Now().Sub(time.Unix(0, r.lastMove.Load()))
-		if idle < r.cfg.StallTimeout {
+		idle, stalled := r.stalled()
+		if !stalled {
 			continue
 		}
 		r.reportStall(idle)
@@ -47,6 +47,17 @@ func (r *Runner) watch(done <-chan struct{}) {
 			ErrStalled, idle.Round(time.Second), r.cfg.StallTimeout))
 		return
 	}
+}
+
+// stalled is how long nothing has moved, and whether that is longer than StallTimeout allows.
+// An idle follower (nothing held, nothing due, waiting for a notification or its poll) is never
+// stalled: it has nothing that could move.
+func (r *Runner) stalled() (time.Duration, bool) {
+	if r.idle.Load() {
+		return 0, false
+	}
+	idle := r.cfg.Now().Sub(time.Unix(0, r.lastMove.Load()))
+	return idle, r.cfg.StallTimeout >= 0 && idle >= r.cfg.StallTimeout
 }
 
 // reportStall logs what each instance and each held row waits on, so that a stall can be
