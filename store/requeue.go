@@ -111,5 +111,17 @@ func (s *Store) Requeue(ctx context.Context, f RequeueFilter, dryRun bool) (int6
 		}
 		total += tag.RowsAffected()
 	}
+	if err := s.notifyRequeued(ctx, total, dryRun); err != nil {
+		return total, fmt.Errorf("requeue: %w", err)
+	}
 	return total, nil
+}
+
+// notifyRequeued wakes the followers of the table (NotifyChannel) when rows were put back: they
+// are due now.
+func (s *Store) notifyRequeued(ctx context.Context, total int64, dryRun bool) error {
+	if dryRun || total == 0 {
+		return nil
+	}
+	return s.notifyDue(ctx)
 }
