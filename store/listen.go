@@ -3,8 +3,8 @@ package store
 import (
 	"context"
 	"fmt"
-	"time"
 	"strconv"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 )
