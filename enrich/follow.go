@@ -13,16 +13,22 @@ import (
 // nothing could move in it. The stall clock starts again when it ends.
 func (r *Runner) followIdle() {
 	r.idle.Store(true)
+	r.log.Debug().Str("poll_interval", r.cfg.PollInterval.String()).Msg("follow: nothing due: waiting for a notification or the poll")
 	t := time.NewTimer(r.cfg.PollInterval)
 	defer t.Stop()
+	by := "notification"
 	select {
 	case <-r.cfg.Wake:
 	case <-t.C:
+		by = "poll"
 	case <-r.wake:
+		by = "run"
 	case <-r.stop.Done():
+		by = "stop"
 	}
 	r.moved()
 	r.idle.Store(false)
+	r.log.Debug().Str("by", by).Msg("follow: woken")
 }
 
 // Health is nil while the run moves, or idles as a follower with nothing to do, and says how

@@ -43,7 +43,8 @@ Commands:
              [source] link your own table to its state (triggers; no column of yours changes);
              migrate status lists applied and pending files, migrate --dry-run prints their SQL
   enqueue    add phone numbers or chatIds from FILE or - (stdin): lines, CSV or JSONL (--region, --dry-run, --rejects, --report json)
-  run        enrich due rows until none is left (the nightly job)
+  run        enrich due rows until none is left (the nightly job); run --follow stays up and
+             answers rows as they become due (woken by LISTEN/NOTIFY, polling every run.poll_interval)
   status     counts by status and reason, rows due now, the oldest due, the last runs (--json)
   plan       rows due now and in the next 24 h, the instances' budget, the ETA and whether it fits
              run.max_duration (--json); calls Green API only with --check-instances
@@ -218,6 +219,8 @@ func key[T any](f *flags, name, usage string, field func(*Config) *T) {
 	switch v := any(p).(type) {
 	case *int:
 		f.IntVar(v, name, *v, usage)
+	case *bool:
+		f.BoolVar(v, name, *v, usage)
 	case *string:
 		f.StringVar(v, name, *v, usage)
 	case *Duration:

@@ -106,6 +106,10 @@ type RunConfig struct {
 	// a pps.whatsapp.net link). A run moves such rows back to pending before it claims.
 	RefreshAfter        Duration `toml:"refresh_after"`
 	RefreshBeforeExpiry Duration `toml:"refresh_before_expiry"`
+	// Follow keeps `enrich run` up when no row is due, woken by notifications (LISTEN
+	// enrich_due) and PollInterval (flags --follow, --poll-interval): enrich.Config.Follow.
+	Follow       bool     `toml:"follow"`
+	PollInterval Duration `toml:"poll_interval"`
 }
 
 // refresh is the store's refresh policy from [run].
@@ -259,6 +263,7 @@ func defaultConfig() Config {
 			StartingTimeout:     Duration{enrich.StartingTimeoutDefault},
 			RefreshAfter:        Duration{store.RefreshAfterDefault},
 			RefreshBeforeExpiry: Duration{store.RefreshBeforeExpiryDefault},
+			PollInterval:        Duration{enrich.PollIntervalDefault},
 		},
 		Avatars: AvatarsConfig{Hosts: []string{avatars.HostDefault}, MaxBytes: avatars.MaxBytesDefault,
 			Timeout: Duration{avatars.TimeoutDefault}, Concurrency: avatars.ConcurrencyDefault},
@@ -464,6 +469,7 @@ func (c *Config) validate(needAPI bool) error {
 		{"greenapi.timeout", "", int64(c.GreenAPI.Timeout.Duration), 0},
 		{"database.retry_for", "", int64(c.Database.RetryFor.Duration), 0},
 		{"database.timeout", "", int64(c.Database.Timeout.Duration), 0},
+		{"run.poll_interval", "", int64(c.Run.PollInterval.Duration), 0},
 	} {
 		if p.v <= 0 {
 			return configErrorf("%s must be greater than 0", p.key)

@@ -39,6 +39,8 @@ func cmdRun(ctx context.Context, a *app, args []string) (err error) {
 	key(f, "shutdown-grace", "time calls in flight get after SIGTERM (run.shutdown_grace)", func(c *Config) *Duration { return &c.Run.ShutdownGrace })
 	key(f, "starting-timeout", "how long an instance may stay starting (run.starting_timeout)", func(c *Config) *Duration { return &c.Run.StartingTimeout })
 	key(f, "stall-timeout", "end the run (exit 4) when nothing moves for this long; 0: what the other timeouts allow for, plus a minute (run.stall_timeout)", func(c *Config) *Duration { return &c.Run.StallTimeout })
+	key(f, "follow", "stay up when no row is due: answer rows as they become due, woken by LISTEN/NOTIFY (channel enrich_due) and every --poll-interval; SIGTERM ends it (run.follow)", func(c *Config) *bool { return &c.Run.Follow })
+	key(f, "poll-interval", "with --follow, how often to look for due rows without a notification: the most a dropped notification delays a row (run.poll_interval)", func(c *Config) *Duration { return &c.Run.PollInterval })
 	var rf runFlags
 	f.StringVar(&rf.metricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics during the run, e.g. :9090; empty: none")
 	f.StringVar(&rf.pushgateway, "pushgateway", "", "push the batch-job metrics to this Pushgateway when the run ends, e.g. http://pushgateway:9091; empty: none")
@@ -53,8 +55,9 @@ func cmdRun(ctx context.Context, a *app, args []string) (err error) {
 		return err
 	}
 	m := metrics.New(buildMetrics())
+	live := &health{}
 	if rf.metricsAddr != "" {
-		stop, err := a.serveMetrics(rf.metricsAddr, m.Handler())
+		stop, err := a.serveMetrics(rf.metricsAddr, m.Handler(), live)
 		if err != nil {
 			return err
 		}
@@ -85,9 +88,26 @@ func cmdRun(ctx context.Context, a *app, args []string) (err error) {
 	if err := st.Check(ctx); err != nil {
 		return dbErr("run", err)
 	}
-	r, owner, err := a.newRunner(st, m, show)
+	wake, unlisten := a.listen(ctx, st)
+	defer unlisten()
+	for {
+		var again bool
+		sum, again, err = a.runRound(ctx, st, m, show, live, wake, start)
+		if !again {
+			return err
+		}
+	}
+}
+
+// runRound is one run of `enrich run`: the whole command, or, with --follow, one of a follower's
+// runs, which follow one another only when every instance spent its daily cap: the run ends, and
+// the next starts once the day turns (again). A signal during that wait ends the command as it
+// ends a run: exit 143 or 130, with the last run's summary.
+func (a *app) runRound(ctx context.Context, st *store.Store, m *metrics.Metrics, show display, live *health,
+	wake <-chan struct{}, start time.Time) (sum enrich.Summary, again bool, err error) {
+	r, owner, err := a.newRunner(st, m, show, wake)
 	if err != nil {
-		return err
+		return sum, false, err
 	}
 	// A source that is a view carries no triggers: its state is brought in step here, one scan.
 	if synced, err := st.SyncSource(ctx); err != nil {
@@ -100,19 +120,37 @@ func cmdRun(ctx context.Context, a *app, args []string) (err error) {
 	// With the existence checks on, so do done rows whose existence is still unknown.
 	refreshed, err := st.Refresh(ctx, a.cfg.refreshPolicy())
 	if err != nil {
-		return dbErr("run", err)
+		return sum, false, dbErr("run", err)
 	}
 	a.log.Info().Int64("rows", refreshed).Str("refresh_after", a.cfg.Run.RefreshAfter.String()).
 		Str("refresh_before_expiry", a.cfg.Run.RefreshBeforeExpiry.String()).
 		Bool("exists_unknown", a.cfg.GreenAPI.ConfirmMissing).Msg("refresh: done rows due again are pending")
 	m.Follow(r.Snapshot)
+	live.set(r)
 	finish := a.recordRun(ctx, st, owner, func() enrich.Summary { return r.Snapshot().Summary })
-	a.log.Info().Str("run", owner).Str("table", st.Table()).Int("instances", len(a.cfg.GreenAPI.Instances)).
-		Int("workers", a.cfg.Run.Workers).Msg("run starting")
+	ev := a.log.Info().Str("run", owner).Str("table", st.Table()).Int("instances", len(a.cfg.GreenAPI.Instances)).
+		Int("workers", a.cfg.Run.Workers)
+	if a.cfg.Run.Follow {
+		ev = ev.Bool("follow", true).Str("poll_interval", a.cfg.Run.PollInterval.String()).Bool("listening", wake != nil)
+	}
+	ev.Msg("run starting")
 	sum, err = show.run(a, r, ctx)
 	a.log.Info().Object("summary", sum).Msg("run finished")
 	if errors.Is(err, enrich.ErrDatabase) {
 		err = dbErr("run", err)
+	}
+	if a.cfg.Run.Follow && err == nil && sum.Stop == enrich.StopDailyCap {
+		finish(sum, err, exitOK)
+		turned, werr := a.waitDayTurn(ctx)
+		switch {
+		case werr != nil:
+			err = werr
+		case turned:
+			return sum, true, nil
+		default:
+			sum.Stop, err = "interrupted", enrich.ErrInterrupted
+		}
+		finish = func(enrich.Summary, error, int) {} // the run is recorded already
 	}
 	rep := runReport{Run: owner, Table: a.cfg.Database.Table, Start: start, End: time.Now(), Summary: sum, Err: err,
 		ExitCode: exitCode(err, stopSignal(ctx))}
@@ -124,12 +162,12 @@ func cmdRun(ctx context.Context, a *app, args []string) (err error) {
 		err = werr
 	}
 	// A stop by signal (ErrInterrupted) is logged once, at the top (run).
-	return err
+	return sum, false, err
 }
 
 // runOnce runs the engine once with progress lines and no metrics: the demo's run.
 func (a *app) runOnce(ctx context.Context, st *store.Store) (enrich.Summary, error) {
-	r, owner, err := a.newRunner(st, nil, display{every: enrich.ProgressIntervalDefault})
+	r, owner, err := a.newRunner(st, nil, display{every: enrich.ProgressIntervalDefault}, nil)
 	if err != nil {
 		return enrich.Summary{}, err
 	}
@@ -138,8 +176,8 @@ func (a *app) runOnce(ctx context.Context, st *store.Store) (enrich.Summary, err
 }
 
 // newRunner wires the Green API clients and the engine from the configuration. It returns the
-// run's owner id (locked_by).
-func (a *app) newRunner(st *store.Store, obs enrich.Observer, show display) (*enrich.Runner, string, error) {
+// run's owner id (locked_by). wake is a follower's notifications (run.follow), nil for none.
+func (a *app) newRunner(st *store.Store, obs enrich.Observer, show display, wake <-chan struct{}) (*enrich.Runner, string, error) {
 	c := a.cfg
 	// One pool of connections for every instance; each host (an instance's api_url) gets its
 	// own connections within it.
@@ -184,8 +222,9 @@ func (a *app) newRunner(st *store.Store, obs enrich.Observer, show display) (*en
 		CallTimeout: c.GreenAPI.Timeout.Duration, StallTimeout: c.Run.StallTimeout.Duration, Hurry: a.io.hurry,
 		Budget: st, Day: day, ConfirmMissing: c.GreenAPI.ConfirmMissing, Avatars: keeper,
 		ProgressInterval: show.progressInterval(),
-		Observer:         obs,
-		Logger:           &a.log,
+		Follow:           c.Run.Follow, Wake: wake, PollInterval: c.Run.PollInterval.Duration,
+		Observer: obs,
+		Logger:   &a.log,
 	})
 	if err != nil {
 		return nil, "", configErrorf("%v", err)
@@ -211,7 +250,7 @@ func (a *app) push(p *metrics.Pusher, c metrics.Completion) {
 
 // serveMetrics listens on addr at once, so a bad address is a usage error before the run, and
 // serves /metrics until stop. It logs the address it listens on (with port 0, the one it got).
-func (a *app) serveMetrics(addr string, h http.Handler) (stop func(), err error) {
+func (a *app) serveMetrics(addr string, h, healthz http.Handler) (stop func(), err error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, configErrorf("--metrics-addr %q: %v (give host:port or :port that is free)", addr, err)
@@ -219,6 +258,7 @@ func (a *app) serveMetrics(addr string, h http.Handler) (stop func(), err error)
 	a.log.Info().Str("addr", ln.Addr().String()).Msg("serving metrics at /metrics")
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", h)
+	mux.Handle("/healthz", healthz)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
 	return func() {

@@ -1,0 +1,179 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// waitSeen waits for text in a process's output, or fails the test after within.
+func waitSeen(t *testing.T, out *output, text string, within time.Duration) {
+	t.Helper()
+	select {
+	case <-out.seen(text):
+	case <-time.After(within):
+		t.Fatalf("%q not logged within %v:\n%s", text, within, out)
+	}
+}
+
+// waitDone polls the table until the row with phone number phone is done; a generous deadline,
+// not a timing assertion.
+func (b procBundle) waitDone(t *testing.T, phone string, out *output) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for b.count(t, "phone_number = '"+phone+"' AND status = 'done' AND locked_by IS NULL") != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("row %s not done within 60 s; logs:\n%s", phone, out)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestFollowAnswersNewRows runs `enrich run --follow` with a poll interval of an hour against the
+// simulator and a real PostgreSQL with nothing due: it stays up; rows inserted after it started,
+// by `enrich enqueue` and by a plain SQL INSERT (migration 0016's trigger), are answered within
+// the test's deadline, so a notification woke it (the poll would come in an hour); SIGTERM then
+// ends it like a run: exit 143 with its JSON summary.
+func TestFollowAnswersNewRows(t *testing.T) {
+	t.Parallel()
+	inst, simCfg := opsInstance("tok-follow")
+	b := setupProc(t, 0, inst, simCfg, "", 1<<30)
+	cmd, logs := b.command(t, "run", "--follow", "--poll-interval", "1h", "--log-format", "json",
+		"--log-level", "debug", "--progress", "off", "--summary", "json", "--metrics-addr", "127.0.0.1:0")
+	var stdout bytes.Buffer
+	cmd.Stdout = &stdout
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	defer func() {
+		_ = cmd.Process.Kill()
+	}()
+	waitSeen(t, logs, `"message":"follow: listening for rows becoming due"`, 60*time.Second)
+	waitSeen(t, logs, `"message":"follow: nothing due: waiting for a notification or the poll"`, 60*time.Second)
+
+	// A first row takes up the wake every listener gives itself once it listens; the two after it
+	// can only have been woken by their own notifications.
+	ctx := context.Background()
+	insert := func(phone string) {
+		t.Helper()
+		if _, err := b.pool.Exec(ctx, `INSERT INTO contacts (phone_number) VALUES ($1)`, phone); err != nil {
+			t.Fatal(err)
+		}
+	}
+	insert("79010000001")
+	b.waitDone(t, "79010000001", logs)
+
+	enq, enqOut := b.command(t, "enqueue", "-")
+	enq.Stdin = strings.NewReader("79010000002\n")
+	if err := enq.Run(); err != nil {
+		t.Fatalf("enqueue: %v\n%s", err, enqOut)
+	}
+	b.waitDone(t, "79010000002", logs)
+
+	insert("79010000003")
+	b.waitDone(t, "79010000003", logs)
+
+	if n := strings.Count(logs.String(), `"by":"notification"`); n < 3 {
+		t.Errorf("the follower was woken by %d notifications, want one per row:\n%s", n, logs)
+	}
+	if strings.Contains(logs.String(), `"by":"poll"`) {
+		t.Errorf("the follower polled, with a poll interval of an hour:\n%s", logs)
+	}
+	checkHealthz(t, logs)
+
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		if code := exitStatus(err); code != 143 {
+			t.Fatalf("exit %d after SIGTERM, want 143; logs:\n%s", code, logs)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatalf("no exit within 60 s of SIGTERM; logs:\n%s", logs)
+	}
+	var s summaryJSON
+	if err := json.Unmarshal(stdout.Bytes(), &s); err != nil {
+		t.Fatalf("summary: %v\n%s", err, stdout.String())
+	}
+	if !s.Success || s.ExitCode != 143 || s.Stop != "interrupted" || s.Done != 3 {
+		t.Errorf("summary after SIGTERM %+v: want success, exit_code 143, stop interrupted, 3 rows done", s)
+	}
+	if n := b.count(t, "locked_by IS NOT NULL"); n != 0 {
+		t.Errorf("%d rows still leased after the follower ended", n)
+	}
+}
+
+// checkHealthz reads /healthz from the metrics server the process logged: an idle follower is
+// healthy.
+func checkHealthz(t *testing.T, logs *output) {
+	t.Helper()
+	var addr string
+	for _, line := range strings.Split(logs.String(), "\n") {
+		if strings.Contains(line, `"message":"serving metrics at /metrics"`) {
+			var l struct{ Addr string }
+			if err := json.Unmarshal([]byte(line), &l); err == nil {
+				addr = l.Addr
+			}
+		}
+	}
+	if addr == "" {
+		t.Fatalf("no metrics address logged:\n%s", logs)
+	}
+	resp, err := http.Get("http://" + addr + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK || strings.TrimSpace(string(body)) != "ok" {
+		t.Errorf("/healthz of an idle follower: %d %q, want 200 ok", resp.StatusCode, body)
+	}
+}
+
+// TestFollowBehindTransactionPooler: with database.pooler = "transaction" the follower does not
+// LISTEN (a pooled server session is not the client's); it says so once and finds new rows by
+// polling, within run.poll_interval.
+func TestFollowBehindTransactionPooler(t *testing.T) {
+	t.Parallel()
+	inst, simCfg := opsInstance("tok-follow-pooler")
+	b := setupProc(t, 0, inst, simCfg, "[database]\npooler = \"transaction\"\n\n[run]\nfollow = true\npoll_interval = \"1s\"\n", 1<<30)
+	cmd, logs := b.command(t, "run", "--log-format", "json", "--log-level", "debug", "--progress", "off", "--summary", "log")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	defer func() { _ = cmd.Process.Kill() }()
+	waitSeen(t, logs, "LISTEN does not work", 60*time.Second)
+	waitSeen(t, logs, `"message":"follow: nothing due: waiting for a notification or the poll"`, 60*time.Second)
+	if _, err := b.pool.Exec(context.Background(), `INSERT INTO contacts (phone_number) VALUES ('79010000009')`); err != nil {
+		t.Fatal(err)
+	}
+	b.waitDone(t, "79010000009", logs)
+	if strings.Contains(logs.String(), `"by":"notification"`) || !strings.Contains(logs.String(), `"by":"poll"`) {
+		t.Errorf("behind a transaction pooler the follower must poll, not listen:\n%s", logs)
+	}
+	if n := strings.Count(logs.String(), "LISTEN does not work"); n != 1 {
+		t.Errorf("the fallback to polling was logged %d times, want once", n)
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		if code := exitStatus(err); code != 143 {
+			t.Fatalf("exit %d after SIGTERM, want 143; logs:\n%s", code, logs)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatalf("no exit within 60 s of SIGTERM; logs:\n%s", logs)
+	}
+}
