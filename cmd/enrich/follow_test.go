@@ -177,3 +177,51 @@ func TestFollowBehindTransactionPooler(t *testing.T) {
 		t.Fatalf("no exit within 60 s of SIGTERM; logs:\n%s", logs)
 	}
 }
+
+// TestFollowDailyCapWaitsForTheDay: a follower whose only instance spent its max_per_day does not
+// exit (a Deployment would restart it into the same spent cap, again and again): it waits for the
+// day to turn; SIGTERM during the wait ends it like a run, exit 143 with its summary.
+func TestFollowDailyCapWaitsForTheDay(t *testing.T) {
+	t.Parallel()
+	inst, simCfg := opsInstance("tok-follow-cap")
+	b := setupProc(t, 5, inst, simCfg, "max_per_day = 2\n\n[run]\nfollow = true\n", 1<<30)
+	cmd, logs := b.command(t, "run", "--log-format", "json", "--progress", "off", "--summary", "json")
+	var stdout bytes.Buffer
+	cmd.Stdout = &stdout
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	defer func() { _ = cmd.Process.Kill() }()
+	waitSeen(t, logs, "every instance spent its daily cap: waiting for the day to turn", 60*time.Second)
+	select {
+	case err := <-exited:
+		t.Fatalf("the follower exited (%v) instead of waiting for the day:\n%s", err, logs)
+	default:
+	}
+	if n := b.count(t, "status = 'done'"); n != 2 {
+		t.Errorf("%d rows done, want the cap's 2", n)
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		if code := exitStatus(err); code != 143 {
+			t.Fatalf("exit %d after SIGTERM, want 143; logs:\n%s", code, logs)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatalf("no exit within 60 s of SIGTERM; logs:\n%s", logs)
+	}
+	var s summaryJSON
+	if err := json.Unmarshal(stdout.Bytes(), &s); err != nil {
+		t.Fatalf("summary: %v\n%s", err, stdout.String())
+	}
+	if !s.Success || s.ExitCode != 143 || s.Stop != "interrupted" || s.Done != 2 {
+		t.Errorf("summary %+v: want success, exit 143, stop interrupted, the 2 rows done", s)
+	}
+	if n := b.count(t, "locked_by IS NOT NULL"); n != 0 {
+		t.Errorf("%d rows still leased", n)
+	}
+}
