@@ -17,6 +17,7 @@ import (
 	_ "time/tzdata" // the CronJob's timeZone is checked without the machine's zoneinfo
 
 	"github.com/pelletier/go-toml/v2"
+	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -57,10 +58,11 @@ const (
 
 // manifests is every object in manifestDir, decoded strictly.
 type manifests struct {
-	cronJobs   []located[*batchv1.CronJob]
-	jobs       []located[*batchv1.Job]
-	configMaps []located[*corev1.ConfigMap]
-	secrets    []located[*corev1.Secret]
+	cronJobs    []located[*batchv1.CronJob]
+	deployments []located[*appsv1.Deployment]
+	jobs        []located[*batchv1.Job]
+	configMaps  []located[*corev1.ConfigMap]
+	secrets     []located[*corev1.Secret]
 	// podMonitors are the Prometheus Operator's scrape configurations.
 	podMonitors []located[*podMonitor]
 }
@@ -157,6 +159,11 @@ func (m *manifests) add(where string, doc []byte) error {
 		if o, err = decodeStrict[*batchv1.CronJob](doc); err == nil {
 			m.cronJobs = append(m.cronJobs, located[*batchv1.CronJob]{where, o})
 		}
+	case "apps/v1 Deployment":
+		var o *appsv1.Deployment
+		if o, err = decodeStrict[*appsv1.Deployment](doc); err == nil {
+			m.deployments = append(m.deployments, located[*appsv1.Deployment]{where, o})
+		}
 	case "batch/v1 Job":
 		var o *batchv1.Job
 		if o, err = decodeStrict[*batchv1.Job](doc); err == nil {
@@ -178,7 +185,7 @@ func (m *manifests) add(where string, doc []byte) error {
 			m.podMonitors = append(m.podMonitors, located[*podMonitor]{where, o})
 		}
 	default:
-		return fmt.Errorf("apiVersion %q kind %q: this test knows batch/v1 CronJob and Job, v1 ConfigMap and Secret, "+
+		return fmt.Errorf("apiVersion %q kind %q: this test knows batch/v1 CronJob and Job, apps/v1 Deployment, v1 ConfigMap and Secret, "+
 			"monitoring.coreos.com/v1 PodMonitor; "+
 			"add the kind to manifests.add with its checks", tm.APIVersion, tm.Kind)
 	}
@@ -201,12 +208,15 @@ func the[T any](t *testing.T, kind string, list []located[T]) located[T] {
 	return list[0]
 }
 
-// workload is the part of a CronJob or a Job that runs enrich.
+// workload is the part of a CronJob, a Job or a Deployment that runs enrich.
 type workload struct {
 	where, name string
-	job         *batchv1.JobSpec
-	pod         *corev1.PodSpec
-	c           *corev1.Container
+	// job is the Job's spec; nil for the Deployment.
+	job *batchv1.JobSpec
+	pod *corev1.PodSpec
+	// labels are the pod template's.
+	labels map[string]string
+	c      *corev1.Container
 	// command is enrich's subcommand, the first argument: migrate or run.
 	command string
 	// annotations are the Job's (a CronJob's job template has none of interest).
@@ -215,7 +225,15 @@ type workload struct {
 
 func newWorkload(t *testing.T, where, name string, job *batchv1.JobSpec) workload {
 	t.Helper()
-	pod := &job.Template.Spec
+	w := newPodWorkload(t, where, name, &job.Template)
+	w.job = job
+	return w
+}
+
+// newPodWorkload is the workload of a pod template: a Job's or a Deployment's.
+func newPodWorkload(t *testing.T, where, name string, tmpl *corev1.PodTemplateSpec) workload {
+	t.Helper()
+	pod := &tmpl.Spec
 	if len(pod.Containers) != 1 || pod.Containers[0].Name != containerName || len(pod.InitContainers) != 0 {
 		t.Fatalf("%s: want one container named %q (podFailurePolicy and the downward API name it), got %d", where, containerName, len(pod.Containers))
 	}
@@ -226,7 +244,7 @@ func newWorkload(t *testing.T, where, name string, job *batchv1.JobSpec) workloa
 	if len(c.Args) == 0 {
 		t.Fatalf("%s: no args: the first one is enrich's command (run, migrate)", where)
 	}
-	return workload{where: where, name: name, job: job, pod: pod, c: c, command: c.Args[0]}
+	return workload{where: where, name: name, pod: pod, labels: tmpl.Labels, c: c, command: c.Args[0]}
 }
 
 // deployment is the manifests sorted by role, with the config they share.
@@ -235,6 +253,8 @@ type deployment struct {
 	nightly   workload // the CronJob's job template
 	migrate   workload // the Job running enrich migrate
 	backfill  workload // the Job running enrich run
+	follow    workload // the Deployment running enrich run --follow
+	followDep located[*appsv1.Deployment]
 	configMap located[*corev1.ConfigMap]
 	secret    located[*corev1.Secret]
 	monitor   located[*podMonitor]
@@ -269,6 +289,11 @@ func loadDeployment(t *testing.T) deployment {
 		t.Fatalf("want two Jobs (migrate, backfill), found %d: add the new one's role to loadDeployment", len(m.jobs))
 	}
 	d.migrate, d.backfill = byCommand["migrate"][0], byCommand["run"][0]
+	d.followDep = the(t, "Deployment", m.deployments)
+	d.follow = newPodWorkload(t, d.followDep.where, "Deployment "+d.followDep.obj.Name, &d.followDep.obj.Spec.Template)
+	if d.follow.command != "run" {
+		t.Fatalf("%s: the Deployment runs %q: want enrich run --follow", d.followDep.where, d.follow.command)
+	}
 	text, ok := d.configMap.obj.Data[configKey]
 	if !ok {
 		t.Fatalf("%s: ConfigMap %s has no key %q", d.configMap.where, d.configMap.obj.Name, configKey)
@@ -281,8 +306,10 @@ func loadDeployment(t *testing.T) deployment {
 	return d
 }
 
-// workloads lists the three pods that run enrich.
-func (d deployment) workloads() []workload { return []workload{d.nightly, d.migrate, d.backfill} }
+// workloads lists the four pods that run enrich.
+func (d deployment) workloads() []workload {
+	return []workload{d.nightly, d.migrate, d.backfill, d.follow}
+}
 
 // enrichConfig is the part of enrich's config file the manifests depend on. Durations are
 // pointers: the test requires the ConfigMap to state the ones the deadlines are checked
@@ -381,40 +408,6 @@ var commonChecks = []check{
 		}
 		if !strings.HasPrefix(name, "enrich") {
 			return fmt.Errorf("image %q: want the enrich image built from the Dockerfile", img)
-		}
-		return nil
-	}},
-	{"restartPolicy Never", func(d deployment, w workload) error {
-		if w.pod.RestartPolicy != corev1.RestartPolicyNever {
-			return fmt.Errorf("restartPolicy is %q: want Never, so retries are the Job controller's (backoffLimit, podFailurePolicy)", w.pod.RestartPolicy)
-		}
-		return nil
-	}},
-	{"backoffLimit", func(d deployment, w workload) error {
-		if b := w.job.BackoffLimit; b == nil || *b < 1 || *b > 10 {
-			return errors.New("backoffLimit: set it (1 to 10): the default 6 retries a failing run for over an hour")
-		}
-		return nil
-	}},
-	{"podFailurePolicy", func(d deployment, w workload) error {
-		var failOnConfig, ignoreDisruption bool
-		if w.job.PodFailurePolicy == nil {
-			return errors.New("no podFailurePolicy: exit 1 (configuration error) must fail the Job at once, and evictions must not count against backoffLimit")
-		}
-		for _, r := range w.job.PodFailurePolicy.Rules {
-			if e := r.OnExitCodes; r.Action == batchv1.PodFailurePolicyActionFailJob && e != nil &&
-				e.Operator == batchv1.PodFailurePolicyOnExitCodesOpIn && slices.Contains(e.Values, 1) &&
-				(e.ContainerName == nil || *e.ContainerName == containerName) {
-				failOnConfig = true
-			}
-			for _, p := range r.OnPodConditions {
-				if r.Action == batchv1.PodFailurePolicyActionIgnore && p.Type == corev1.DisruptionTarget {
-					ignoreDisruption = true
-				}
-			}
-		}
-		if !failOnConfig || !ignoreDisruption {
-			return fmt.Errorf("podFailurePolicy: want FailJob on exit code 1 (%v) and Ignore on DisruptionTarget (%v)", failOnConfig, ignoreDisruption)
 		}
 		return nil
 	}},
@@ -563,6 +556,45 @@ var commonChecks = []check{
 	}},
 }
 
+// jobChecks hold for the pods of a Job (the CronJob's, the migration's, the backfill's): their
+// retries are the Job controller's.
+var jobChecks = []check{
+	{"restartPolicy Never", func(d deployment, w workload) error {
+		if w.pod.RestartPolicy != corev1.RestartPolicyNever {
+			return fmt.Errorf("restartPolicy is %q: want Never, so retries are the Job controller's (backoffLimit, podFailurePolicy)", w.pod.RestartPolicy)
+		}
+		return nil
+	}},
+	{"backoffLimit", func(d deployment, w workload) error {
+		if b := w.job.BackoffLimit; b == nil || *b < 1 || *b > 10 {
+			return errors.New("backoffLimit: set it (1 to 10): the default 6 retries a failing run for over an hour")
+		}
+		return nil
+	}},
+	{"podFailurePolicy", func(d deployment, w workload) error {
+		var failOnConfig, ignoreDisruption bool
+		if w.job.PodFailurePolicy == nil {
+			return errors.New("no podFailurePolicy: exit 1 (configuration error) must fail the Job at once, and evictions must not count against backoffLimit")
+		}
+		for _, r := range w.job.PodFailurePolicy.Rules {
+			if e := r.OnExitCodes; r.Action == batchv1.PodFailurePolicyActionFailJob && e != nil &&
+				e.Operator == batchv1.PodFailurePolicyOnExitCodesOpIn && slices.Contains(e.Values, 1) &&
+				(e.ContainerName == nil || *e.ContainerName == containerName) {
+				failOnConfig = true
+			}
+			for _, p := range r.OnPodConditions {
+				if r.Action == batchv1.PodFailurePolicyActionIgnore && p.Type == corev1.DisruptionTarget {
+					ignoreDisruption = true
+				}
+			}
+		}
+		if !failOnConfig || !ignoreDisruption {
+			return fmt.Errorf("podFailurePolicy: want FailJob on exit code 1 (%v) and Ignore on DisruptionTarget (%v)", failOnConfig, ignoreDisruption)
+		}
+		return nil
+	}},
+}
+
 // GOMEMLIMIT's share of the container's memory limit: below it the heap gets less than it could,
 // above it Go's uncounted memory (stacks, the binary, the kernel's buffers) can tip the pod over.
 const memLimitShareMin, memLimitShareMax = 0.80, 0.90
@@ -691,6 +723,9 @@ func TestWorkloads(t *testing.T) {
 	d := loadDeployment(t)
 	for _, w := range d.workloads() {
 		runChecksOn(t, d, w, commonChecks)
+		if w.job != nil {
+			runChecksOn(t, d, w, jobChecks)
+		}
 		if w.command == "run" {
 			runChecksOn(t, d, w, runChecks)
 		}
@@ -991,7 +1026,7 @@ func TestPodMonitor(t *testing.T) {
 		t.Errorf("%s: interval %q: want 30s or less, a run can be short", d.monitor.where, ep.Interval)
 	}
 	for _, w := range d.workloads() {
-		labels := w.job.Template.Labels
+		labels := w.labels
 		selected := sel.Matches(k8slabels.Set(labels))
 		serves := false
 		for _, p := range w.c.Ports {

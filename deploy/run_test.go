@@ -153,7 +153,8 @@ func (p podRun) run(t *testing.T, what string, env, args []string, stdin string)
 
 // TestManifestsRunEnrich runs the real binary, built as `make build` builds it, with each
 // manifest's args, environment and ConfigMap: the migration Job's migrate (twice: it is
-// idempotent), the CronJob's run over a few rows, and the backfill's run with nothing left.
+// idempotent), the CronJob's run over a few rows, the backfill's run with nothing left, and the
+// Deployment's follower, which answers a row inserted while it runs and exits 143 on SIGTERM.
 // enrich's own loader and validation judge the config; a flag that enrich does not know fails.
 func TestManifestsRunEnrich(t *testing.T) {
 	t.Parallel()
@@ -231,4 +232,6 @@ func TestManifestsRunEnrich(t *testing.T) {
 
 	bf := d.backfill.c
 	p.run(t, "backfill Job", p.env(t, bf), p.args(bf), "")
+
+	p.follow(t, d.follow.c, pool, table)
 }
