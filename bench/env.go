@@ -358,6 +358,8 @@ type enrichConfig struct {
 	workers     int // 0: the default
 	batchSize   int // 0: the default
 	maxDuration time.Duration
+	// follow runs `enrich run --follow` (run.follow = true).
+	follow bool
 }
 
 func (c enrichConfig) toml(dbURL string) string {
@@ -377,6 +379,9 @@ func (c enrichConfig) toml(dbURL string) string {
 	}
 	if c.maxDuration > 0 {
 		fmt.Fprintf(&b, "max_duration = %q\n", c.maxDuration.String())
+	}
+	if c.follow {
+		b.WriteString("follow = true\n")
 	}
 	return b.String()
 }

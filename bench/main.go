@@ -31,7 +31,7 @@ import (
 )
 
 // scenarioNames in the order they run.
-var scenarioNames = []string{"budget", "shared", "mingap", "pods", "ceiling", "memory", "claim", "naive", "plan"}
+var scenarioNames = []string{"budget", "shared", "mingap", "pods", "ceiling", "memory", "claim", "naive", "plan", "follow"}
 
 func main() {
 	os.Exit(mainCode())
@@ -132,6 +132,7 @@ func mainCode() int {
 		"claim":   func() ([]Figure, error) { return e.claimCost(ctx, d) },
 		"naive":   func() ([]Figure, error) { return e.naive(ctx, d, naiveRuns) },
 		"plan":    func() ([]Figure, error) { return e.plan(ctx, d) },
+		"follow":  func() ([]Figure, error) { return e.follow(ctx, d) },
 	}
 	for _, name := range scenarioNames {
 		if len(want) > 0 && !want[name] {
