@@ -4,12 +4,16 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/enrich-dev/enrich/store"
+	"github.com/jackc/pgx/v5"
 )
 
 // waitSeen waits for text in a process's output, or fails the test after within.
@@ -223,5 +227,62 @@ func TestFollowDailyCapWaitsForTheDay(t *testing.T) {
 	}
 	if n := b.count(t, "locked_by IS NOT NULL"); n != 0 {
 		t.Errorf("%d rows still leased", n)
+	}
+}
+
+// TestFollowSourceTable: a follower of a source table ([source], the user's crm.customers
+// enriched in place) answers a customer inserted after it started, woken by the source link's
+// notification (the state table's OID, the convention's payload) with a poll interval of an
+// hour; a SIGTERM then ends it as it ends a run (exit 143). The CLI runs in-process.
+func TestFollowSourceTable(t *testing.T) {
+	t.Parallel()
+	b := setupSourceCLI(t, "\n[run]\nfollow = true\npoll_interval = \"1h\"\n")
+	b.cli(t, "migrate")
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	logs, out := &output{}, &output{}
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"run", "--log-format", "json", "--log-level", "debug", "--progress", "off", "--summary", "json"},
+			stdio{in: strings.NewReader(""), out: out, err: logs, getenv: envOf(b.env)})
+	}()
+	waitSeen(t, logs, `"message":"follow: listening for rows becoming due"`, 60*time.Second)
+	waitSeen(t, logs, `"message":"follow: nothing due: waiting for a notification or the poll"`, 60*time.Second)
+	state, err := store.StateTable("crm.customers")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, phone := range []string{"8 900 555-01-01", "+7 900 555-01-02"} {
+		id := b.insert(t, phone)[0]
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			var status string
+			if err := b.pool.QueryRow(context.Background(), `SELECT status FROM `+state+` WHERE source_key = $1`, id).
+				Scan(&status); err != nil && !errors.Is(err, pgx.ErrNoRows) {
+				t.Fatal(err)
+			}
+			if status == "done" || status == "failed" {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("customer %d (%s) not answered within 60 s; logs:\n%s", id, phone, logs)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if n := strings.Count(logs.String(), `"by":"notification"`); n < i+2 {
+			t.Errorf("after customer %d the follower was woken by %d notifications, want %d", i+1, n, i+2)
+		}
+	}
+	cancel(signalStop{syscall.SIGTERM})
+	select {
+	case err := <-done:
+		if code := exitCode(err, syscall.SIGTERM); code != 143 {
+			t.Fatalf("exit %d (%v) after SIGTERM, want 143; logs:\n%s", code, err, logs)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatalf("no end within 60 s of SIGTERM; logs:\n%s", logs)
+	}
+	if !strings.Contains(out.String(), `"exit_code": 143`) && !strings.Contains(out.String(), `"exit_code":143`) {
+		t.Errorf("no summary with exit code 143:\n%s", out)
 	}
 }
