@@ -17,6 +17,7 @@ import (
 // follower is a follow-mode run over a memstore in a synctest bubble, with its wake channel and
 // the fake time of each row's first call.
 type follower struct {
+	r      *enrich.Runner
 	m      *memstore.Store
 	wake   chan struct{}
 	cancel context.CancelFunc
@@ -52,6 +53,7 @@ func startFollower(t *testing.T, cfgFn func(*enrich.Config)) *follower {
 	if err != nil {
 		t.Fatal(err)
 	}
+	f.r = r
 	ctx, cancel := context.WithCancel(context.Background())
 	f.cancel = cancel
 	go func() {
@@ -161,6 +163,9 @@ func TestFollowIdleIsNoStall(t *testing.T) {
 				t.Fatalf("an idle follower ended: %v (%+v)", f.err, f.sum)
 			default:
 			}
+			if err := f.r.Health(); err != nil {
+				t.Errorf("an idle follower is unhealthy: %v", err)
+			}
 			id := f.m.Enqueue(store.NewContact{PhoneNumber: "79001234567"})[0]
 			f.notify()
 			for {
@@ -197,6 +202,11 @@ func TestFollowIdleIsNoStall(t *testing.T) {
 			m.Enqueue(store.NewContact{PhoneNumber: "79001234567"})
 			wake <- struct{}{}
 			start := time.Now()
+			time.Sleep(time.Minute - time.Second) // the row hangs in its call, short of the timeout
+			synctest.Wait()
+			if err := r.Health(); err != nil {
+				t.Errorf("Health %v before stall_timeout", err)
+			}
 			<-done
 			if !errors.Is(err, enrich.ErrStalled) || sum.Stop != "stalled" {
 				t.Fatalf("err %v, stop %q: want ErrStalled with a row held in a call that never ends", err, sum.Stop)
