@@ -7,11 +7,13 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/enrich-dev/enrich/internal/pgbouncer"
 	"github.com/enrich-dev/enrich/store"
 	"github.com/jackc/pgx/v5"
 )
@@ -143,14 +145,16 @@ func checkHealthz(t *testing.T, logs *output) {
 	}
 }
 
-// TestFollowBehindTransactionPooler: with database.pooler = "transaction" the follower does not
-// LISTEN (a pooled server session is not the client's); it says so once and finds new rows by
-// polling, within run.poll_interval.
+// TestFollowBehindTransactionPooler: through a real PgBouncer in transaction mode
+// (database.pooler = "transaction") the follower does not LISTEN (a pooled server session is not
+// the client's); it says so once and finds new rows by polling, within run.poll_interval.
 func TestFollowBehindTransactionPooler(t *testing.T) {
 	t.Parallel()
 	inst, simCfg := opsInstance("tok-follow-pooler")
 	b := setupProc(t, 0, inst, simCfg, "[database]\npooler = \"transaction\"\n\n[run]\nfollow = true\npoll_interval = \"1s\"\n", 1<<30)
+	bouncerURL := pgbouncer.Start(t, b.dbURL, pgbouncer.Options{Mode: pgbouncer.ModeTransaction, PoolSize: 4})
 	cmd, logs := b.command(t, "run", "--log-format", "json", "--log-level", "debug", "--progress", "off", "--summary", "log")
+	cmd.Env = append(cmd.Env, "DATABASE_URL="+bouncerURL) // the last value of a name is the one the process sees
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -158,6 +162,9 @@ func TestFollowBehindTransactionPooler(t *testing.T) {
 	go func() { exited <- cmd.Wait() }()
 	defer func() { _ = cmd.Process.Kill() }()
 	waitSeen(t, logs, "LISTEN does not work", 60*time.Second)
+	if u, err := url.Parse(bouncerURL); err != nil || !strings.Contains(logs.String(), `"port":`+u.Port()+`,`) {
+		t.Fatalf("the follower is not connected through PgBouncer (%s, %v):\n%s", bouncerURL, err, logs)
+	}
 	waitSeen(t, logs, `"message":"follow: nothing due: waiting for a notification or the poll"`, 60*time.Second)
 	if _, err := b.pool.Exec(context.Background(), `INSERT INTO contacts (phone_number) VALUES ('79010000009')`); err != nil {
 		t.Fatal(err)
