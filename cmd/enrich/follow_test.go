@@ -44,8 +44,9 @@ func (b procBundle) waitDone(t *testing.T, phone string, out *output) {
 // TestFollowAnswersNewRows runs `enrich run --follow` with a poll interval of an hour against the
 // simulator and a real PostgreSQL with nothing due: it stays up; rows inserted after it started,
 // by `enrich enqueue` and by a plain SQL INSERT (migration 0016's trigger), are answered within
-// the test's deadline, so a notification woke it (the poll would come in an hour); SIGTERM then
-// ends it like a run: exit 143 with its JSON summary.
+// the test's deadline, so a notification woke it (the poll would come in an hour), also after
+// the listener's connection was cut; SIGTERM then ends it like a run: exit 143 with its JSON
+// summary.
 func TestFollowAnswersNewRows(t *testing.T) {
 	t.Parallel()
 	inst, simCfg := opsInstance("tok-follow")
@@ -87,6 +88,23 @@ func TestFollowAnswersNewRows(t *testing.T) {
 	insert("79010000003")
 	b.waitDone(t, "79010000003", logs)
 
+	// The listener's connection is cut (a failover, an idle-session killer): it listens again,
+	// and the next row is still answered long before the hour's poll.
+	if _, err := b.pool.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+		WHERE datname = current_database() AND query LIKE 'LISTEN %'`); err != nil {
+		t.Fatal(err)
+	}
+	waitSeen(t, logs, "follow: listening for notifications failed", 60*time.Second)
+	deadline := time.Now().Add(60 * time.Second)
+	for strings.Count(logs.String(), `"message":"follow: listening for rows becoming due"`) < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the listener did not listen again within 60 s:\n%s", logs)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	insert("79010000004")
+	b.waitDone(t, "79010000004", logs)
+
 	if n := strings.Count(logs.String(), `"by":"notification"`); n < 3 {
 		t.Errorf("the follower was woken by %d notifications, want one per row:\n%s", n, logs)
 	}
@@ -110,8 +128,8 @@ func TestFollowAnswersNewRows(t *testing.T) {
 	if err := json.Unmarshal(stdout.Bytes(), &s); err != nil {
 		t.Fatalf("summary: %v\n%s", err, stdout.String())
 	}
-	if !s.Success || s.ExitCode != 143 || s.Stop != "interrupted" || s.Done != 3 {
-		t.Errorf("summary after SIGTERM %+v: want success, exit_code 143, stop interrupted, 3 rows done", s)
+	if !s.Success || s.ExitCode != 143 || s.Stop != "interrupted" || s.Done != 4 {
+		t.Errorf("summary after SIGTERM %+v: want success, exit_code 143, stop interrupted, 4 rows done", s)
 	}
 	if n := b.count(t, "locked_by IS NOT NULL"); n != 0 {
 		t.Errorf("%d rows still leased after the follower ended", n)
