@@ -142,12 +142,13 @@ func (h *health) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
 }
 
 // refreshEvery is how often a follower moves done rows due again (run.refresh_after,
-// run.refresh_before_expiry) back to pending, as a run does once before its first claim: a
-// follower may stay up for weeks. Its next poll finds them.
+// run.refresh_before_expiry) back to pending, and brings the state of a source that is a view
+// in step, as a run does once before its first claim: a follower may stay up for weeks. Its next
+// poll finds the rows.
 const refreshEvery = time.Hour
 
-// refreshLoop refreshes every refreshEvery until ctx ends; a failure is logged and tried again at
-// the next tick (the run itself goes on).
+// refreshLoop syncs a view source and refreshes every refreshEvery until ctx ends; a failure is
+// logged and tried again at the next tick (the run itself goes on).
 func (a *app) refreshLoop(ctx context.Context, st *store.Store) {
 	t := time.NewTicker(refreshEvery)
 	defer t.Stop()
@@ -156,6 +157,14 @@ func (a *app) refreshLoop(ctx context.Context, st *store.Store) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+		// A view carries no triggers (nor notifications): this is how its new rows become due.
+		if synced, err := st.SyncSource(ctx); err != nil {
+			if ctx.Err() == nil {
+				a.log.Warn().Err(err).Msg("follow: syncing the source view failed; trying again in an hour")
+			}
+		} else if synced > 0 {
+			a.log.Info().Int64("rows", synced).Str("source", a.cfg.Source.Table).Msg("follow: source view synced: state rows added, reset or removed")
 		}
 		n, err := st.Refresh(ctx, a.cfg.refreshPolicy())
 		if err != nil {

@@ -111,7 +111,7 @@ func (a *app) runRound(ctx context.Context, st *store.Store, m *metrics.Metrics,
 	}
 	// A source that is a view carries no triggers: its state is brought in step here, one scan.
 	if synced, err := st.SyncSource(ctx); err != nil {
-		return dbErr("run", err)
+		return sum, false, dbErr("run", err)
 	} else if synced > 0 {
 		a.log.Info().Int64("rows", synced).Str("source", a.cfg.Source.Table).Msg("source view synced: state rows added, reset or removed")
 	}
