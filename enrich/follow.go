@@ -31,12 +31,13 @@ func (r *Runner) followIdle() {
 	r.log.Debug().Str("by", by).Msg("follow: woken")
 }
 
-// Health is nil while the run moves, or idles as a follower with nothing to do, and says how
-// long nothing has moved once that is longer than StallTimeout: what the watchdog stops the run
-// for. A liveness probe reads it, so that a process whose watchdog could not end the run is
-// restarted all the same.
+// Health is nil while the run moves, or idles as a follower with nothing to do, before it starts
+// and once it has ended (a follower's caller may wait for the day to turn between two runs), and
+// says how long nothing has moved once that is longer than StallTimeout: what the watchdog stops
+// the run for. A liveness probe reads it, so that a process whose watchdog could not end the run
+// is restarted all the same.
 func (r *Runner) Health() error {
-	if r.started.Load() == nil {
+	if r.started.Load() == nil || r.finished.Load() {
 		return nil
 	}
 	if idle, stalled := r.stalled(); stalled {

@@ -211,6 +211,9 @@ func TestFollowIdleIsNoStall(t *testing.T) {
 			if !errors.Is(err, enrich.ErrStalled) || sum.Stop != "stalled" {
 				t.Fatalf("err %v, stop %q: want ErrStalled with a row held in a call that never ends", err, sum.Stop)
 			}
+			if err := r.Health(); err != nil {
+				t.Errorf("Health %v once the run has ended", err)
+			}
 			if took := time.Since(start); took < time.Minute || took > 2*time.Minute {
 				t.Errorf("the stall was seen %v after the row was claimed, want within 1.1 stall timeouts (1m)", took)
 			}

@@ -124,6 +124,8 @@ type Runner struct {
 	// idle is set while a follower with nothing held and nothing due waits (followIdle): the
 	// watchdog does not count that time.
 	idle atomic.Bool
+	// finished is set once Run has ended: nothing is left to stall (Health).
+	finished atomic.Bool
 }
 
 // NewRunner checks cfg and prepares a run over st.
@@ -228,6 +230,7 @@ func (r *Runner) Run(ctx context.Context) (Summary, error) {
 	cancelStop(errRunDone)
 	cancelCalls()
 	bg.Wait()
+	r.finished.Store(true)
 	return r.outcome(ctx, cause, r.stats.summary(r.cfg.Now().Sub(start)))
 }
 

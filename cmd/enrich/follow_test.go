@@ -136,8 +136,8 @@ func TestFollowAnswersNewRows(t *testing.T) {
 	}
 }
 
-// checkHealthz reads /healthz from the metrics server the process logged: an idle follower is
-// healthy.
+// checkHealthz reads /healthz from the metrics server the process logged and wants 200: an idle
+// follower, and one waiting for the day to turn, is healthy.
 func checkHealthz(t *testing.T, logs *output) {
 	t.Helper()
 	var addr string
@@ -159,7 +159,7 @@ func checkHealthz(t *testing.T, logs *output) {
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode != http.StatusOK || strings.TrimSpace(string(body)) != "ok" {
-		t.Errorf("/healthz of an idle follower: %d %q, want 200 ok", resp.StatusCode, body)
+		t.Errorf("/healthz: %d %q, want 200 ok", resp.StatusCode, body)
 	}
 }
 
@@ -214,7 +214,8 @@ func TestFollowDailyCapWaitsForTheDay(t *testing.T) {
 	t.Parallel()
 	inst, simCfg := opsInstance("tok-follow-cap")
 	b := setupProc(t, 5, inst, simCfg, "max_per_day = 2\n\n[run]\nfollow = true\n", 1<<30)
-	cmd, logs := b.command(t, "run", "--log-format", "json", "--progress", "off", "--summary", "json")
+	cmd, logs := b.command(t, "run", "--log-format", "json", "--progress", "off", "--summary", "json",
+		"--stall-timeout", "1s", "--metrics-addr", "127.0.0.1:0")
 	var stdout bytes.Buffer
 	cmd.Stdout = &stdout
 	if err := cmd.Start(); err != nil {
@@ -224,6 +225,11 @@ func TestFollowDailyCapWaitsForTheDay(t *testing.T) {
 	go func() { exited <- cmd.Wait() }()
 	defer func() { _ = cmd.Process.Kill() }()
 	waitSeen(t, logs, "every instance spent its daily cap: waiting for the day to turn", 60*time.Second)
+	// Waiting for the day is no stall: /healthz stays 200 past run.stall_timeout (1 s), or a
+	// liveness probe would restart the follower all night.
+	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(250 * time.Millisecond) {
+		checkHealthz(t, logs)
+	}
 	select {
 	case err := <-exited:
 		t.Fatalf("the follower exited (%v) instead of waiting for the day:\n%s", err, logs)
