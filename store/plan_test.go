@@ -51,10 +51,12 @@ func TestWritePlan(t *testing.T) {
 
 // planNode is one node of EXPLAIN (ANALYZE, FORMAT JSON).
 type planNode struct {
-	Type  string     `json:"Node Type"`
-	Loops int        `json:"Actual Loops"`
-	Rows  int        `json:"Actual Rows"`
-	Plans []planNode `json:"Plans"`
+	Type string `json:"Node Type"`
+	// Relation is the table a scan or a modification reads.
+	Relation string     `json:"Relation Name"`
+	Loops    int        `json:"Actual Loops"`
+	Rows     int        `json:"Actual Rows"`
+	Plans    []planNode `json:"Plans"`
 }
 
 type plan struct {

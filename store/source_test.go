@@ -404,3 +404,47 @@ CREATE VIEW crm.visible AS SELECT id, phone, has_whatsapp, avatar_url FROM crm.c
 		t.Fatalf("sync of a view with a key twice: %v; want a SourceError naming source.key", err)
 	}
 }
+
+// TestSourceWritePlan: at each write, the source is reached by its key, never scanned. On a
+// 100,000-customer source, analyzed, a write of 1,000 answers updates the mapped columns
+// through the key's index: a run's cost does not grow with the user's table.
+func TestSourceWritePlan(t *testing.T) {
+	t.Parallel()
+	b := setupSource(t)
+	const customers, batch = 100000, 1000
+	b.exec(t, fmt.Sprintf(`INSERT INTO crm.customers (phone) SELECT (79000000000 + g)::text FROM generate_series(1, %d) g`, customers))
+	b.exec(t, `ANALYZE crm.customers; ANALYZE crm.customers_enrich`)
+	cs, err := b.store.Claim(b.ctx, "test:1", 1, batch, 10*time.Minute)
+	if err != nil || len(cs) != batch {
+		t.Fatalf("claim: %d, %v", len(cs), err)
+	}
+	ids, tokens := make([]int64, batch), make([]int64, batch)
+	flags, texts, delays := make([]bool, batch), make([]string, batch), make([]int64, batch)
+	sources := make([]string, batch)
+	for i, c := range cs {
+		ids[i], tokens[i], texts[i], delays[i], sources[i] = c.ID, c.Token, "https://pps.whatsapp.net/v/t61/a.jpg", 1e6, "getAvatar"
+	}
+	args := map[string][]any{
+		"complete":   {nil, "test:1", ids, tokens, flags, flags, texts, sources, make([]*time.Time, batch), make([]string, batch)},
+		"reschedule": {nil, "test:1", ids, tokens, texts, delays},
+		"fail":       {nil, "test:1", ids, tokens, texts, flags},
+	}
+	queries := b.store.FencedQueries()
+	for name, a := range args {
+		t.Run(name, func(t *testing.T) {
+			p := explainAnalyze(t, &bundle{ctx: b.ctx, pool: b.pool}, queries[name], a...)
+			mods := p.nodes("ModifyTable")
+			if len(mods) != 2 {
+				t.Fatalf("%s: %d ModifyTable nodes, want 2 (the state, the source); plan:\n%s", name, len(mods), p.text)
+			}
+			for _, n := range p.nodes("Seq Scan") {
+				if n.Relation == "customers" {
+					t.Fatalf("%s scans the source; plan:\n%s", name, p.text)
+				}
+			}
+			if got := p.rows("ModifyTable"); got != batch {
+				t.Fatalf("%s wrote %d source rows, want %d; plan:\n%s", name, got, batch, p.text)
+			}
+		})
+	}
+}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http/httptest"
@@ -188,6 +189,19 @@ func TestSourceEndToEnd(t *testing.T) {
 	if err := b.pool.QueryRow(context.Background(), `SELECT status, reason FROM crm.customers_enrich WHERE source_key = $1`, garbage).
 		Scan(&status, &reason); err != nil || status != "failed" || !strings.HasPrefix(reason, "not a phone number") {
 		t.Fatalf("customer %d (no number): %s %q, %v; want failed, not a phone number", garbage, status, reason, err)
+	}
+
+	// status and export read the state as they read a contacts table.
+	var st statusJSON
+	if err := json.Unmarshal([]byte(b.cli(t, "status", "--json", "--exact")), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Table != "crm.customers_enrich" || st.ByStatus["done"]+st.ByStatus["failed"] != 31 || st.DueNow != 0 {
+		t.Fatalf("status of the source's state: table %s, by status %v, due %d; want crm.customers_enrich, 31 answered, none due",
+			st.Table, st.ByStatus, st.DueNow)
+	}
+	if out := b.cli(t, "export", "--format", "csv"); strings.Count(out, "\n") != 31 {
+		t.Fatalf("export of the source's state: %d lines, want a header and the 30 done rows:\n%s", strings.Count(out, "\n"), out)
 	}
 
 	// Later: new customers, and changed phones; the next run answers exactly those.
