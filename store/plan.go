@@ -68,29 +68,7 @@ func (c PlanCounts) DueWindow() int64 { return c.Retries + c.Refreshes }
 const (
 	// sqlPlanRefreshNow counts the done rows sqlRefresh would move now: aged, expiring or of
 	// unknown existence, each row once; the second column says a branch stopped at the limit.
-	sqlPlanRefreshNow = `
-WITH aged AS (
-    SELECT id FROM %[1]s
-    WHERE status = 'done'
-      AND checked_at <= coalesce($1::timestamptz, now()) - $2::bigint * interval '1 microsecond'
-    ORDER BY checked_at, id
-    LIMIT $4::bigint
-), expiring AS (
-    SELECT id FROM %[1]s
-    WHERE status = 'done'
-      AND url_expires_at IS NOT NULL
-      AND url_expires_at <= coalesce($1::timestamptz, now()) + $3::bigint * interval '1 microsecond'
-    ORDER BY url_expires_at, id
-    LIMIT $4::bigint
-), unknown AS (
-    SELECT id FROM %[1]s
-    WHERE $5::boolean
-      AND status = 'done' AND exists_whatsapp IS NULL
-      AND exists_source IS DISTINCT FROM 'badPhoneNumber'
-      AND (chat_id IS NULL OR right(chat_id, 5) <> '@g.us')
-    ORDER BY id
-    LIMIT $4::bigint
-)
+	sqlPlanRefreshNow = sqlRefreshDue + `
 SELECT (SELECT count(*) FROM (SELECT id FROM aged UNION SELECT id FROM expiring UNION SELECT id FROM unknown) AS u),
        greatest((SELECT count(*) FROM aged), (SELECT count(*) FROM expiring), (SELECT count(*) FROM unknown)) >= $4::bigint`
 

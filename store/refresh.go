@@ -55,6 +55,36 @@ func (p RefreshPolicy) Validate() error {
 	return nil
 }
 
+// sqlRefreshDue selects the done rows the refresh policy makes due now, as the CTEs aged,
+// expiring and unknown: the policy, written once. sqlRefresh locks them (refreshLocked puts FOR UPDATE SKIP LOCKED in place of
+// each /*lock*/) and moves them; enrich plan (sqlPlanRefreshNow) counts them, unlocked.
+const sqlRefreshDue = `
+WITH aged AS (
+    SELECT id FROM %[1]s
+    WHERE status = 'done'
+      AND checked_at <= coalesce($1::timestamptz, now()) - $2::bigint * interval '1 microsecond'
+    ORDER BY checked_at, id
+    LIMIT $4::bigint
+    /*lock*/
+), expiring AS (
+    SELECT id FROM %[1]s
+    WHERE status = 'done'
+      AND url_expires_at IS NOT NULL
+      AND url_expires_at <= coalesce($1::timestamptz, now()) + $3::bigint * interval '1 microsecond'
+    ORDER BY url_expires_at, id
+    LIMIT $4::bigint
+    /*lock*/
+), unknown AS (
+    SELECT id FROM %[1]s
+    WHERE $5::boolean
+      AND status = 'done' AND exists_whatsapp IS NULL
+      AND exists_source IS DISTINCT FROM 'badPhoneNumber'
+      AND (chat_id IS NULL OR right(chat_id, 5) <> '@g.us')
+    ORDER BY id
+    LIMIT $4::bigint
+    /*lock*/
+)`
+
 // sqlRefresh moves done rows due for a refresh back to pending: up to $4 whose checked_at is at
 // least $2 µs old (none when $2 is NULL: refresh_after 0) and up to $4 whose link expires within
 // $3 µs, each walking its partial index of done rows (migrations/0007) from the oldest end, so
@@ -72,32 +102,7 @@ func (p RefreshPolicy) Validate() error {
 //
 // With $5, up to $4 done rows whose existence is unknown (migrations/0015's partial index, in id
 // order) are moved too, due now: their answer is asked again, existence included.
-const sqlRefresh = `
-WITH aged AS (
-    SELECT id FROM %[1]s
-    WHERE status = 'done'
-      AND checked_at <= coalesce($1::timestamptz, now()) - $2::bigint * interval '1 microsecond'
-    ORDER BY checked_at, id
-    LIMIT $4::bigint
-    FOR UPDATE SKIP LOCKED
-), expiring AS (
-    SELECT id FROM %[1]s
-    WHERE status = 'done'
-      AND url_expires_at IS NOT NULL
-      AND url_expires_at <= coalesce($1::timestamptz, now()) + $3::bigint * interval '1 microsecond'
-    ORDER BY url_expires_at, id
-    LIMIT $4::bigint
-    FOR UPDATE SKIP LOCKED
-), unknown AS (
-    SELECT id FROM %[1]s
-    WHERE $5::boolean
-      AND status = 'done' AND exists_whatsapp IS NULL
-      AND exists_source IS DISTINCT FROM 'badPhoneNumber'
-      AND (chat_id IS NULL OR right(chat_id, 5) <> '@g.us')
-    ORDER BY id
-    LIMIT $4::bigint
-    FOR UPDATE SKIP LOCKED
-)
+const sqlRefresh = sqlRefreshDue + `
 UPDATE %[1]s AS t
 SET status          = 'pending',
     attempts        = 0,
@@ -108,6 +113,12 @@ SET status          = 'pending',
     updated_at      = now()
 WHERE t.id = ANY (ARRAY(SELECT id FROM aged UNION SELECT id FROM expiring UNION SELECT id FROM unknown))
   AND t.status = 'done'`
+
+// refreshLocked makes the refresh's CTEs lock the rows they take, so two runs refreshing at
+// once pass each other's rows.
+func refreshLocked(q string) string {
+	return strings.ReplaceAll(q, "/*lock*/", "FOR UPDATE SKIP LOCKED")
+}
 
 // sqlExpiring counts up to $3 done rows whose link expires after now and within $2 µs, through
 // the expiry index.
@@ -136,7 +147,7 @@ func (s *Store) Refresh(ctx context.Context, p RefreshPolicy) (int64, error) {
 		us := p.After.Microseconds()
 		after = &us
 	}
-	q := fmt.Sprintf(sqlRefresh, s.table.Sanitize())
+	q := fmt.Sprintf(refreshLocked(sqlRefresh), s.table.Sanitize())
 	var total int64
 	for {
 		tag, err := s.pool.Exec(ctx, q, s.clock(), after, p.BeforeExpiry.Microseconds(), RefreshChunk, p.ExistsUnknown)
@@ -161,7 +172,7 @@ func (s *Store) ExplainRefresh(ctx context.Context, p RefreshPolicy) (string, er
 		us := p.After.Microseconds()
 		after = &us
 	}
-	rows, err := s.pool.Query(ctx, "EXPLAIN "+fmt.Sprintf(sqlRefresh, s.table.Sanitize()), s.clock(), after,
+	rows, err := s.pool.Query(ctx, "EXPLAIN "+fmt.Sprintf(refreshLocked(sqlRefresh), s.table.Sanitize()), s.clock(), after,
 		p.BeforeExpiry.Microseconds(), RefreshChunk, p.ExistsUnknown)
 	if err != nil {
 		return "", fmt.Errorf("explain refresh: %w", err)
