@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
@@ -113,21 +114,7 @@ func TestFollowAnswersNewRows(t *testing.T) {
 	}
 	checkHealthz(t, logs)
 
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-exited:
-		if code := exitStatus(err); code != 143 {
-			t.Fatalf("exit %d after SIGTERM, want 143; logs:\n%s", code, logs)
-		}
-	case <-time.After(60 * time.Second):
-		t.Fatalf("no exit within 60 s of SIGTERM; logs:\n%s", logs)
-	}
-	var s summaryJSON
-	if err := json.Unmarshal(stdout.Bytes(), &s); err != nil {
-		t.Fatalf("summary: %v\n%s", err, stdout.String())
-	}
+	s := stopFollower(t, cmd, exited, &stdout, logs)
 	if !s.Success || s.ExitCode != 143 || s.Stop != "interrupted" || s.Done != 4 {
 		t.Errorf("summary after SIGTERM %+v: want success, exit_code 143, stop interrupted, 4 rows done", s)
 	}
@@ -238,21 +225,7 @@ func TestFollowDailyCapWaitsForTheDay(t *testing.T) {
 	if n := b.count(t, "status = 'done'"); n != 2 {
 		t.Errorf("%d rows done, want the cap's 2", n)
 	}
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-exited:
-		if code := exitStatus(err); code != 143 {
-			t.Fatalf("exit %d after SIGTERM, want 143; logs:\n%s", code, logs)
-		}
-	case <-time.After(60 * time.Second):
-		t.Fatalf("no exit within 60 s of SIGTERM; logs:\n%s", logs)
-	}
-	var s summaryJSON
-	if err := json.Unmarshal(stdout.Bytes(), &s); err != nil {
-		t.Fatalf("summary: %v\n%s", err, stdout.String())
-	}
+	s := stopFollower(t, cmd, exited, &stdout, logs)
 	if !s.Success || s.ExitCode != 143 || s.Stop != "interrupted" || s.Done != 2 {
 		t.Errorf("summary %+v: want success, exit 143, stop interrupted, the 2 rows done", s)
 	}
@@ -316,4 +289,26 @@ func TestFollowSourceTable(t *testing.T) {
 	if !strings.Contains(out.String(), `"exit_code": 143`) && !strings.Contains(out.String(), `"exit_code":143`) {
 		t.Errorf("no summary with exit code 143:\n%s", out)
 	}
+}
+
+// stopFollower sends the follower SIGTERM, wants exit 143 within a minute, and returns the
+// summary it printed on stdout.
+func stopFollower(t *testing.T, cmd *exec.Cmd, exited <-chan error, stdout *bytes.Buffer, logs *output) summaryJSON {
+	t.Helper()
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		if code := exitStatus(err); code != 143 {
+			t.Fatalf("exit %d after SIGTERM, want 143; logs:\n%s", code, logs)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatalf("no exit within 60 s of SIGTERM; logs:\n%s", logs)
+	}
+	var s summaryJSON
+	if err := json.Unmarshal(stdout.Bytes(), &s); err != nil {
+		t.Fatalf("summary: %v\n%s", err, stdout.String())
+	}
+	return s
 }
