@@ -197,7 +197,7 @@ func (w *writer) flushBy(deadline time.Time) bool {
 	}
 	if lost := w.r.stats.written(b, got); lost > 0 {
 		w.r.log.Warn().Int64("results", lost).
-			Msg("results not written: another claim holds those rows now (this run's lease on them lapsed)")
+			Msg("results not written: the rows are no longer this run's (its lease on them lapsed and another claim holds them, or a source table's row was deleted)")
 	}
 	// A row this run claimed again while the write was on its way (its lease had lapsed) is held
 	// under the newer claim, which the write did not name: that claim is given back too, or the

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/enrich-dev/enrich/greenapi"
 	"github.com/enrich-dev/enrich/phone"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -214,7 +215,7 @@ func (s *source) target(c *Claimed) {
 		return
 	}
 	v := t.String()
-	if t.Kind() == 1 { // greenapi.KindPhone
+	if t.Kind() == greenapi.KindPhone {
 		c.PhoneNumber, c.ChatID = &v, nil
 	} else {
 		c.PhoneNumber, c.ChatID = nil, &v

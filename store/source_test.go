@@ -448,3 +448,33 @@ func TestSourceWritePlan(t *testing.T) {
 		})
 	}
 }
+
+// TestSourceCheck: a [source] whose names cannot work is refused before any connection, naming
+// the key.
+func TestSourceCheck(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		src  func(*store.Source)
+		want string
+	}{
+		{"good", func(*store.Source) {}, ""},
+		{"no key", func(s *store.Source) { s.Key = "" }, "source.key is empty"},
+		{"odd phone", func(s *store.Source) { s.Phone = "phone; DROP TABLE x" }, `source.phone = "phone; DROP TABLE x" is not a plain column name`},
+		{"bad table", func(s *store.Source) { s.Table = "a.b.c" }, "source.table:"},
+		{"result onto the phone", func(s *store.Source) { s.WriteBack.Reason = "phone" }, `source.write_back.reason = "phone": the column is source.phone too`},
+		{"two results, one column", func(s *store.Source) { s.WriteBack.CheckedAt = "has_whatsapp" },
+			`source.write_back.checked_at = "has_whatsapp": the column is source.write_back.exists_whatsapp too`},
+		{"bad region", func(s *store.Source) { s.Region = "XX" }, "input.region, which reads source.phone"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			src := customersSource
+			tc.src(&src)
+			err := src.Check()
+			if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+				t.Fatalf("Check: %v; want %q", err, tc.want)
+			}
+		})
+	}
+}
