@@ -704,6 +704,15 @@ func fits(key string, m mapped, c *column, table string) error {
 	return nil
 }
 
+// SourceTable is the source table the Store's table is the state of, as configured; "" for a
+// contacts table. Status shows it, so the state's counts are read as the source's.
+func (s *Store) SourceTable() string {
+	if s.src == nil {
+		return ""
+	}
+	return s.src.Table
+}
+
 // CheckEnqueue refuses enqueueing into a source table's state: its rows come from the source,
 // and a row enqueued there would have no source row to write to.
 func (s *Store) CheckEnqueue() error {

@@ -196,9 +196,9 @@ func TestSourceEndToEnd(t *testing.T) {
 	if err := json.Unmarshal([]byte(b.cli(t, "status", "--json", "--exact")), &st); err != nil {
 		t.Fatal(err)
 	}
-	if st.Table != "crm.customers_enrich" || st.ByStatus["done"]+st.ByStatus["failed"] != 31 || st.DueNow != 0 {
-		t.Fatalf("status of the source's state: table %s, by status %v, due %d; want crm.customers_enrich, 31 answered, none due",
-			st.Table, st.ByStatus, st.DueNow)
+	if st.Table != "crm.customers_enrich" || st.Source != "crm.customers" || st.ByStatus["done"]+st.ByStatus["failed"] != 31 || st.DueNow != 0 {
+		t.Fatalf("status of the source's state: table %s, source %s, by status %v, due %d; want crm.customers_enrich "+
+			"of crm.customers, 31 answered, none due", st.Table, st.Source, st.ByStatus, st.DueNow)
 	}
 	if out := b.cli(t, "export", "--format", "csv"); strings.Count(out, "\n") != 31 {
 		t.Fatalf("export of the source's state: %d lines, want a header and the 30 done rows:\n%s", strings.Count(out, "\n"), out)

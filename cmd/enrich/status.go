@@ -159,6 +159,9 @@ func printStatusTable(w io.Writer, st *store.Store, ov store.Overview, exp expir
 		fmt.Fprintf(w, "%-13s"+format+"\n", append([]any{label}, args...)...)
 	}
 	line("table", "%s", tableName(st))
+	if src := st.SourceTable(); src != "" {
+		line("source", "%s (the table is its state: [source])", src)
+	}
 	est := !ov.Exact
 	switch {
 	case ov.Exact && ov.Small:
@@ -251,7 +254,9 @@ func clip(s string, n int) string {
 
 // statusJSON is `enrich status --json`: stable snake_case keys, documented in docs/operations.md.
 type statusJSON struct {
-	Table           string           `json:"table"`
+	Table string `json:"table"`
+	// Source is the source table whose state Table is ([source]); absent for a contacts table.
+	Source          string           `json:"source,omitempty"`
 	TakenAt         time.Time        `json:"taken_at"`
 	Exact           bool             `json:"exact"`
 	SmallTable      bool             `json:"small_table"`
@@ -332,7 +337,7 @@ func utc(t *time.Time) *time.Time {
 
 func newStatusJSON(st *store.Store, ov store.Overview, exp expiring, runs []store.Run, insts instancesView, plan string) statusJSON {
 	j := statusJSON{
-		Table: tableName(st), TakenAt: ov.TakenAt.UTC(), Exact: ov.Exact, SmallTable: ov.Small,
+		Table: tableName(st), Source: st.SourceTable(), TakenAt: ov.TakenAt.UTC(), Exact: ov.Exact, SmallTable: ov.Small,
 		Statistics: ov.Statistics, AnalyzedAt: utc(ov.AnalyzedAt), Limit: ov.Limit,
 		Rows: ov.Rows, RowsAtLeast: ov.RowsAtLeast, ByStatus: ov.ByStatus,
 		Reasons: []reasonJSON{},
