@@ -31,7 +31,7 @@ import (
 )
 
 // scenarioNames in the order they run.
-var scenarioNames = []string{"budget", "shared", "mingap", "pods", "ceiling", "memory", "claim", "naive", "plan", "follow"}
+var scenarioNames = []string{"budget", "shared", "mingap", "pods", "ceiling", "memory", "claim", "naive", "plan", "follow", "source"}
 
 func main() {
 	os.Exit(mainCode())
@@ -133,6 +133,7 @@ func mainCode() int {
 		"naive":   func() ([]Figure, error) { return e.naive(ctx, d, naiveRuns) },
 		"plan":    func() ([]Figure, error) { return e.plan(ctx, d) },
 		"follow":  func() ([]Figure, error) { return e.follow(ctx, d) },
+		"source":  func() ([]Figure, error) { return e.source(ctx, d) },
 	}
 	for _, name := range scenarioNames {
 		if len(want) > 0 && !want[name] {
