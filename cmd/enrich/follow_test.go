@@ -181,17 +181,7 @@ func TestFollowBehindTransactionPooler(t *testing.T) {
 	if n := strings.Count(logs.String(), "LISTEN does not work"); n != 1 {
 		t.Errorf("the fallback to polling was logged %d times, want once", n)
 	}
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-exited:
-		if code := exitStatus(err); code != 143 {
-			t.Fatalf("exit %d after SIGTERM, want 143; logs:\n%s", code, logs)
-		}
-	case <-time.After(60 * time.Second):
-		t.Fatalf("no exit within 60 s of SIGTERM; logs:\n%s", logs)
-	}
+	sigterm143(t, cmd, exited, logs)
 }
 
 // TestFollowDailyCapWaitsForTheDay: a follower whose only instance spent its max_per_day does not
@@ -295,6 +285,17 @@ func TestFollowSourceTable(t *testing.T) {
 // summary it printed on stdout.
 func stopFollower(t *testing.T, cmd *exec.Cmd, exited <-chan error, stdout *bytes.Buffer, logs *output) summaryJSON {
 	t.Helper()
+	sigterm143(t, cmd, exited, logs)
+	var s summaryJSON
+	if err := json.Unmarshal(stdout.Bytes(), &s); err != nil {
+		t.Fatalf("summary: %v\n%s", err, stdout.String())
+	}
+	return s
+}
+
+// sigterm143 sends the follower SIGTERM and wants exit 143 within a minute.
+func sigterm143(t *testing.T, cmd *exec.Cmd, exited <-chan error, logs *output) {
+	t.Helper()
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -306,9 +307,4 @@ func stopFollower(t *testing.T, cmd *exec.Cmd, exited <-chan error, stdout *byte
 	case <-time.After(60 * time.Second):
 		t.Fatalf("no exit within 60 s of SIGTERM; logs:\n%s", logs)
 	}
-	var s summaryJSON
-	if err := json.Unmarshal(stdout.Bytes(), &s); err != nil {
-		t.Fatalf("summary: %v\n%s", err, stdout.String())
-	}
-	return s
 }
