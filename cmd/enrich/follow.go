@@ -159,20 +159,11 @@ func (a *app) refreshLoop(ctx context.Context, st *store.Store) {
 		case <-t.C:
 		}
 		// A view carries no triggers (nor notifications): this is how its new rows become due.
-		if synced, err := st.SyncSource(ctx); err != nil {
-			if ctx.Err() == nil {
-				a.log.Warn().Err(err).Msg("follow: syncing the source view failed; trying again in an hour")
-			}
-		} else if synced > 0 {
-			a.log.Info().Int64("rows", synced).Str("source", a.cfg.Source.Table).Msg("follow: source view synced: state rows added, reset or removed")
+		if err := a.syncSource(ctx, st); err != nil && ctx.Err() == nil {
+			a.log.Warn().Err(err).Msg("follow: syncing the source view failed; trying again in an hour")
 		}
-		n, err := st.Refresh(ctx, a.cfg.refreshPolicy())
-		if err != nil {
-			if ctx.Err() == nil {
-				a.log.Warn().Err(err).Msg("follow: refresh failed; trying again in an hour")
-			}
-			continue
+		if err := a.refresh(ctx, st); err != nil && ctx.Err() == nil {
+			a.log.Warn().Err(err).Msg("follow: refresh failed; trying again in an hour")
 		}
-		a.log.Info().Int64("rows", n).Msg("follow: refresh: done rows due again are pending")
 	}
 }

@@ -109,22 +109,12 @@ func (a *app) runRound(ctx context.Context, st *store.Store, m *metrics.Metrics,
 	if err != nil {
 		return sum, false, err
 	}
-	// A source that is a view carries no triggers: its state is brought in step here, one scan.
-	if synced, err := st.SyncSource(ctx); err != nil {
-		return sum, false, dbErr("run", err)
-	} else if synced > 0 {
-		a.log.Info().Int64("rows", synced).Str("source", a.cfg.Source.Table).Msg("source view synced: state rows added, reset or removed")
-	}
-	// Done rows due again (run.refresh_after, run.refresh_before_expiry) become pending before
-	// the first claim, so this run works them off with the rest; the claim itself is unchanged.
-	// With the existence checks on, so do done rows whose existence is still unknown.
-	refreshed, err := st.Refresh(ctx, a.cfg.refreshPolicy())
-	if err != nil {
+	if err := a.syncSource(ctx, st); err != nil {
 		return sum, false, dbErr("run", err)
 	}
-	a.log.Info().Int64("rows", refreshed).Str("refresh_after", a.cfg.Run.RefreshAfter.String()).
-		Str("refresh_before_expiry", a.cfg.Run.RefreshBeforeExpiry.String()).
-		Bool("exists_unknown", a.cfg.GreenAPI.ConfirmMissing).Msg("refresh: done rows due again are pending")
+	if err := a.refresh(ctx, st); err != nil {
+		return sum, false, dbErr("run", err)
+	}
 	m.Follow(r.Snapshot)
 	live.set(r)
 	finish := a.recordRun(ctx, st, owner, func() enrich.Summary { return r.Snapshot().Summary })
@@ -163,6 +153,30 @@ func (a *app) runRound(ctx context.Context, st *store.Store, m *metrics.Metrics,
 	}
 	// A stop by signal (ErrInterrupted) is logged once, at the top (run).
 	return sum, false, err
+}
+
+// syncSource brings the state of a source that is a view in step, one scan: a view carries no
+// triggers. A run does it before its first claim, a follower every refreshEvery too.
+func (a *app) syncSource(ctx context.Context, st *store.Store) error {
+	synced, err := st.SyncSource(ctx)
+	if err == nil && synced > 0 {
+		a.log.Info().Int64("rows", synced).Str("source", a.cfg.Source.Table).Msg("source view synced: state rows added, reset or removed")
+	}
+	return err
+}
+
+// refresh makes done rows due again (run.refresh_after, run.refresh_before_expiry; with the
+// existence checks on, those whose existence is still unknown) pending, so a run works them off
+// with the rest; the claim itself is unchanged. A run does it before its first claim, a follower
+// every refreshEvery too.
+func (a *app) refresh(ctx context.Context, st *store.Store) error {
+	refreshed, err := st.Refresh(ctx, a.cfg.refreshPolicy())
+	if err == nil {
+		a.log.Info().Int64("rows", refreshed).Str("refresh_after", a.cfg.Run.RefreshAfter.String()).
+			Str("refresh_before_expiry", a.cfg.Run.RefreshBeforeExpiry.String()).
+			Bool("exists_unknown", a.cfg.GreenAPI.ConfirmMissing).Msg("refresh: done rows due again are pending")
+	}
+	return err
 }
 
 // runOnce runs the engine once with progress lines and no metrics: the demo's run.
