@@ -36,10 +36,15 @@ type budgetResult struct {
 	Ratio        float64 `json:"ratio"`
 	MinInstance  float64 `json:"worst_instance_ratio"`
 	OfferedRatio float64 `json:"offered_ratio"`
-	WholeRatio   float64 `json:"whole_run_ratio"`
-	TooMany      int     `json:"too_many"`
-	MaxIn1s      int     `json:"max_getavatar_in_any_1s"`
-	SimMaxIn1s   int     `json:"simulator_max_in_any_second"`
+	// WholeRatio is every accepted call from the first to the last, whichever instance, a
+	// second, ÷ the budget: ramp-up and tail included, and an instance left idle while others
+	// still call costs its share. WholePerInstance sums each instance's rate from its own first
+	// call to its own last instead, which hides that.
+	WholeRatio       float64 `json:"whole_run_ratio"`
+	WholePerInstance float64 `json:"whole_run_per_instance_ratio"`
+	TooMany          int     `json:"too_many"`
+	MaxIn1s          int     `json:"max_getavatar_in_any_1s"`
+	SimMaxIn1s       int     `json:"simulator_max_in_any_second"`
 	// Gaps between one instance's accepted arrivals in the steady window: what the pacer
 	// leaves between two requests (1.02/rps = 102 ms at 10 rps) plus any delay.
 	GapMedianMS float64 `json:"gap_median_ms"`
@@ -115,7 +120,11 @@ func (e *env) budgetRun(ctx context.Context, n, procs int, rows int, dur time.Du
 	if len(s.perInstance) < n {
 		res.MinInstance = 0 // an instance that sent fewer than two calls in the window
 	}
-	res.WholeRatio = measureSteady(ev, 0).rate / budget
+	whole := measureSteady(ev, 0)
+	if whole.last > whole.first {
+		res.WholeRatio = float64(whole.accepted-1) / (whole.last - whole.first).Seconds() / budget
+	}
+	res.WholePerInstance = whole.rate / budget
 	for _, is := range st.Instances {
 		res.TooMany += is.Methods["getAvatar"].TooMany
 		res.SimMaxIn1s = max(res.SimMaxIn1s, is.MaxInAnySecond)
@@ -323,9 +332,9 @@ func (e *env) pods(ctx context.Context, d *details) ([]Figure, error) {
 	one, many := res[0], res[1]
 	return []Figure{
 		Figure{Scenario: "pods", Name: "1 process: whole run ÷ budget", Value: one.WholeRatio, Unit: "ratio", N: 1,
-			Note: fmt.Sprintf("steady window %.3f; 429s %d", one.Ratio, one.TooMany)},
+			Note: fmt.Sprintf("each instance from its own first call to its last %.3f; steady window %.3f; 429s %d", one.WholePerInstance, one.Ratio, one.TooMany)},
 		Figure{Scenario: "pods", Name: fmt.Sprintf("%d processes: whole run ÷ budget", procs), Value: many.WholeRatio, Unit: "ratio", N: 1,
-			Note: fmt.Sprintf("steady window %.3f; 429s %d; most getAvatar in any 1 s %d", many.Ratio, many.TooMany, many.MaxIn1s)},
+			Note: fmt.Sprintf("each instance from its own first call to its last %.3f; steady window %.3f; 429s %d; most getAvatar in any 1 s %d", many.WholePerInstance, many.Ratio, many.TooMany, many.MaxIn1s)},
 		Figure{Scenario: "pods", Name: fmt.Sprintf("%d processes ÷ 1 process", procs), Value: many.WholeRatio / one.WholeRatio, Unit: "ratio", N: 1}.target(">=", 1),
 	}, nil
 }
