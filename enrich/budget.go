@@ -117,7 +117,8 @@ type shared struct {
 	asking int
 	// held is how many slots the instance holds, granted and not yet sent or given up (the rest
 	// of the block, the block ahead and the block being asked for), published after every change
-	// for the run's other instances to read without the controller's lock (controller.unreserved).
+	// for the run's other instances and the watchdog to read without the controller's lock
+	// (controller.unreserved, Runner.slotsHeld).
 	held atomic.Int64
 	// day says when the instance's day turns (Config.Day; loc is its zone), and blockDay is the
 	// day of the last grant on the budget's clock: the day its unsent slots count on.
@@ -387,14 +388,20 @@ func (c *controller) reserve(ctx context.Context) error {
 	}
 }
 
-// unreserved is how many rows wait in the run's queue beyond the slots its instances hold for
-// them: what a new block can expect to fill. Slots reserved and never sent are lost to every run
-// (the schedule has moved past them), and while other runs share the instance a block may
-// start seconds after it is reserved: a run near the end of its rows asks only for what they
-// fill.
+// unreserved is how many more slots this instance may reserve for the rows the run can expect.
+// While claims come back full, the rows waiting beyond the slots all the run's instances hold:
+// slots reserved and never sent are lost to every run (the schedule has moved past them). Once
+// nothing more is due, the even share of the rows waiting over the run's instances, less the
+// slots this one holds: a row goes to whichever slot comes first, and while other runs share
+// the instance a slot may come seconds after it is reserved, so rows counted against slots far
+// behind the other runs' blocks would leave the run's other instances idle meanwhile.
 func (c *controller) unreserved() int {
 	_, _, waiting := c.r.rows.counts()
-	return waiting - c.r.slotsHeld()
+	if !c.r.drained.Load() {
+		return waiting - c.r.slotsHeld()
+	}
+	n := len(c.r.instances)
+	return (waiting+n-1)/n - int(c.shared.held.Load())
 }
 
 // askBlock asks the budget for the instance's next block, once, within DatabaseTimeout: the

@@ -28,9 +28,9 @@ var (
 // timerFloor is the shortest wait for a send slot worth a timer.
 const timerFloor = 50 * time.Microsecond
 
-// reservedPoll is how often an instance that reserves no block, since every row waiting has a
-// slot on another instance, looks again: slots given up elsewhere (skipped, or dropped by a
-// pause) wake nobody.
+// reservedPoll is how often an instance that reserves no block, since the rows waiting have
+// their slots (controller.unreserved), looks again: slots given up elsewhere (skipped, or
+// dropped by a pause) wake nobody.
 const reservedPoll = 100 * time.Millisecond
 
 // Thresholds of the instance's own fault detectors.
@@ -234,8 +234,8 @@ func (c *controller) waitSlot(ctx context.Context) error {
 			}
 			continue
 		} else if c.unreserved() <= 0 {
-			// Every row waiting has a slot reserved for it on another instance of the run: a
-			// block reserved now would go unsent. Wait for rows, a change, or slots given up.
+			// The rows waiting have their slots: a block reserved now would go unsent. Wait for
+			// rows, a change, or slots given up.
 			changed := c.changed
 			c.mu.Unlock()
 			wake, _ := c.r.rows.ready()

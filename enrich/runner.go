@@ -126,6 +126,10 @@ type Runner struct {
 	idle atomic.Bool
 	// finished is set once Run has ended: nothing is left to stall (Health).
 	finished atomic.Bool
+	// drained is set once a claim from the start of the claim order comes back short, and
+	// cleared by a full one: the rows in hand are all the run can expect, and blocks are sized
+	// by them (controller.unreserved).
+	drained atomic.Bool
 }
 
 // NewRunner checks cfg and prepares a run over st.
@@ -451,6 +455,7 @@ const claimPoll = time.Second
 // the queue when it ends: nothing due and nothing held, the limit, or a stop.
 func (r *Runner) claim() {
 	defer r.rows.close()
+	defer r.drained.Store(true) // whatever ended the claims, the rows in hand are all there is
 	claimed := 0
 	var token int64
 	var failing dbRetry
@@ -515,6 +520,14 @@ func (r *Runner) claim() {
 		}
 		r.take(batch, sent)
 		fromStart := cursor == (store.Cursor{})
+		// A claim after the cursor comes back short at the end of the claim order, and one from
+		// the start when rows are locked by another run's claim in flight: the rows are drained
+		// only once one from the start finds fewer than it asked for.
+		if len(batch) == n {
+			r.drained.Store(false)
+		} else if fromStart {
+			r.drained.Store(true)
+		}
 		if len(batch) == n {
 			cursor = cursor.After(batch)
 		} else {
