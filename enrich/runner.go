@@ -520,17 +520,15 @@ func (r *Runner) claim() {
 		}
 		r.take(batch, sent)
 		fromStart := cursor == (store.Cursor{})
-		// A claim after the cursor comes back short at the end of the claim order, and one from
-		// the start when rows are locked by another run's claim in flight: the rows are drained
-		// only once one from the start finds fewer than it asked for.
 		if len(batch) == n {
 			r.drained.Store(false)
-		} else if fromStart {
-			r.drained.Store(true)
-		}
-		if len(batch) == n {
 			cursor = cursor.After(batch)
 		} else {
+			// A claim after the cursor comes back short at the end of the claim order, with rows
+			// perhaps still due before it: only a short one from the start says none is left.
+			if fromStart {
+				r.drained.Store(true)
+			}
 			cursor = store.Cursor{}
 		}
 		if len(batch) > 0 {
