@@ -28,6 +28,10 @@ type BudgetPolicy struct {
 	StepEvery time.Duration
 	// Guard is the gap left before a block that goes to another run than the previous block's.
 	Guard time.Duration
+	// Yield is how far ahead of now another run may have booked an instance before a run gives
+	// way: it is handed no slots (Grant.Busy) while the other run keeps booking, so that each
+	// instance is spent by one run at a time. 0: runs never give way, and take turns in blocks.
+	Yield time.Duration
 }
 
 // check refuses a policy the statements cannot use: a headroom that widens but never eases
@@ -89,6 +93,14 @@ type Grant struct {
 	Used int64
 	// QuotaSpent says the instance answered 466 (its plan's quota is spent) earlier today.
 	QuotaSpent bool
+	// Busy says another run keeps the instance (BudgetPolicy.Yield): no slots were handed out,
+	// and Start is where that run's bookings end.
+	Busy bool
+	// WantedBy is the last run given no slots because another kept the instance, and WantedAt
+	// when (the budget's clock): a run that keeps more than its share of the instances lets a
+	// wanted one go.
+	WantedBy string
+	WantedAt time.Time
 	// AnsweredAt is the last time any run had a real answer from the instance.
 	AnsweredAt time.Time
 }
@@ -116,12 +128,13 @@ func (s *Store) Reserve(ctx context.Context, req BudgetRequest, p BudgetPolicy) 
 	want := min(req.Want, maxGrant)
 	args := []any{s.clock(), req.Instance, req.MaxRPS, want, req.Refund, req.PerDay, zone, req.Day.Offset.Microseconds(),
 		p.Headroom, p.Quiet.Microseconds(), p.Step, p.StepEvery.Microseconds(), req.Owner, p.Guard.Microseconds(), req.Answered,
-		p.HeadroomStep, p.HeadroomEase.Microseconds(), req.Refunded}
+		p.HeadroomStep, p.HeadroomEase.Microseconds(), req.Refunded, p.Yield.Microseconds()}
 	for attempt := 0; ; attempt++ {
 		var g Grant
 		var intervalUS int64
+		var wantedBy *string
 		err := s.pool.QueryRow(ctx, s.q.reserve, args...).
-			Scan(&g.Start, &g.Now, &intervalUS, &g.Slots, &g.Rate, &g.Headroom, &g.Used, &g.QuotaSpent, &g.AnsweredAt)
+			Scan(&g.Start, &g.Now, &intervalUS, &g.Slots, &g.Rate, &g.Headroom, &g.Used, &g.QuotaSpent, &g.AnsweredAt, &g.Busy, &wantedBy, &g.WantedAt)
 		if errors.Is(err, pgx.ErrNoRows) && attempt == 0 {
 			// The instance's first use: make its row, then reserve.
 			if _, err := s.pool.Exec(ctx, s.q.budgetInsert, s.clock(), req.Instance, req.MaxRPS); err != nil {
@@ -133,6 +146,9 @@ func (s *Store) Reserve(ctx context.Context, req BudgetRequest, p BudgetPolicy) 
 			return Grant{}, fmt.Errorf("reserve slots of %s: %w", req.Instance, err)
 		}
 		g.Interval = time.Duration(intervalUS) * time.Microsecond
+		if wantedBy != nil {
+			g.WantedBy = *wantedBy
+		}
 		return g, nil
 	}
 }

@@ -226,7 +226,10 @@ ON CONFLICT (instance_id) DO NOTHING`
 // the day ($7 time zone, $8 µs into the day); $5 unsent slots of the caller's last block are
 // given back to the day's count first, once: the caller ($13) says it gave $18 back before, and
 // %[3]s records its total, so a request asked again after a lost reply gives back only what
-// the record has not counted (ref).
+// the record has not counted (ref). With $19 > 0, a run other than the one whose block came
+// last gets no slots while that run has booked more than $19 µs ahead (busy): it gives way, the
+// start says when the other's bookings end, and the refusal is recorded (wanted_by, wanted_at)
+// for the run that keeps the instance to see.
 //
 // The clock is read after the row lock (lk, then t: clock_timestamp() of the locked row), not
 // now(), the transaction's start: a reservation that waited for another's lock would otherwise
@@ -276,13 +279,15 @@ WITH ref AS (
            CASE WHEN b.headroom <= $9::float8 THEN $9::float8
                 ELSE greatest($9::float8, b.headroom - $16::float8 * floor(extract(epoch FROM c.now - b.cut_at) * 1e6 / $17::bigint))
            END AS headroom,
-           b.raised_at
+           b.raised_at,
+           coalesce($19::bigint > 0 AND b.tat_owner <> $13::text
+               AND b.tat + $14::bigint * interval '1 microsecond' > c.now + $19::bigint * interval '1 microsecond', false) AS busy
     FROM lk AS b, c
 ), g AS (
     SELECT cur.*,
            ceil(1e6 * (1 + cur.headroom) / cur.rate)::bigint AS iv_us,
            greatest(cur.tat, cur.now, cur.not_before) AS start,
-           CASE WHEN cur.quota_day = cur.today THEN 0
+           CASE WHEN cur.quota_day = cur.today OR cur.busy THEN 0
                 WHEN $6::bigint > 0 THEN greatest(0, least($4::bigint, $6::bigint - cur.used0))
                 ELSE $4::bigint
            END::int AS granted
@@ -294,13 +299,15 @@ SET rate       = g.rate,
     tat        = CASE WHEN g.granted > 0 THEN g.start + g.granted * g.iv_us * interval '1 microsecond' ELSE b.tat END,
     tat_owner  = CASE WHEN g.granted > 0 THEN $13::text ELSE b.tat_owner END,
     answered_at = g.answered_at,
+    wanted_by  = CASE WHEN g.busy THEN $13::text ELSE b.wanted_by END,
+    wanted_at  = CASE WHEN g.busy THEN g.now ELSE b.wanted_at END,
     day        = g.today,
     used       = g.used0 + g.granted,
     updated_at = g.now
 FROM g
 WHERE b.instance_id = g.instance_id
 RETURNING g.start, g.now, g.iv_us, g.granted, g.rate, g.headroom, g.used0 + g.granted, g.quota_day IS NOT DISTINCT FROM g.today,
-          g.answered_at`
+          g.answered_at, g.busy, b.wanted_by, b.wanted_at`
 
 // sqlReserveState hands out the next slot of a method that takes one request at a time, one per
 // $4 microseconds widened by $3, and returns it with the clock: the instance's GetStateInstance

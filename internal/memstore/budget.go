@@ -61,6 +61,9 @@ type BudgetRow struct {
 	HasQuotaDay bool
 	// Headroom is what the last cut left (0: the policy's least).
 	Headroom float64
+	// WantedBy is the last run refused as busy, at WantedAt ("" and epoch: none).
+	WantedBy string
+	WantedAt int64
 }
 
 // refund is one row of enrich_refunds.
@@ -324,9 +327,10 @@ func (b *Budget) reserve(now int64, req store.BudgetRequest, want int64, loc *ti
 	}
 	iv := int64(ivF)
 	start := max(tat, now, r.NotBefore)
+	busy := p.Yield > 0 && r.HasTatOwner && r.TatOwner != req.Owner && tat > now+p.Yield.Microseconds()
 	var granted int64
 	switch {
-	case r.HasQuotaDay && r.QuotaDay == curToday:
+	case r.HasQuotaDay && r.QuotaDay == curToday, busy:
 		granted = 0
 	case req.PerDay > 0:
 		granted = max(0, min(want, req.PerDay-used0))
@@ -351,11 +355,14 @@ func (b *Budget) reserve(now int64, req store.BudgetRequest, want int64, loc *ti
 		r.TatOwner, r.HasTatOwner = req.Owner, true
 	}
 	r.AnsweredAt = answeredAt
+	if busy {
+		r.WantedBy, r.WantedAt = req.Owner, now
+	}
 	r.Day, r.HasDay = curToday, true
 	r.Used = used0 + granted
 	return store.Grant{Start: usTime(start), Now: usTime(now), Interval: time.Duration(iv) * time.Microsecond, Slots: int(granted),
 		Rate: rate, Headroom: headroom, Used: used0 + granted, QuotaSpent: r.HasQuotaDay && r.QuotaDay == curToday,
-		AnsweredAt: usTime(answeredAt)}, nil
+		AnsweredAt: usTime(answeredAt), Busy: busy, WantedBy: r.WantedBy, WantedAt: usTime(r.WantedAt)}, nil
 }
 
 // easedHeadroom is the row's headroom as of now: what the last cut left, narrowed by step every

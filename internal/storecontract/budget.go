@@ -32,6 +32,7 @@ var budgetCases = []struct {
 	run  func(t *testing.T, s Subject)
 }{
 	{"BudgetBlocks", budgetBlocks},
+	{"BudgetYield", budgetYield},
 	{"BudgetRateCut", budgetRateCut},
 	{"BudgetHeadroom", budgetHeadroom},
 	{"BudgetRetryAfter", budgetRetryAfter},
@@ -152,6 +153,54 @@ func budgetBlocks(t *testing.T, s Subject) {
 	// One block is at most a million slots.
 	if g := reserve(t, b, store.BudgetRequest{Instance: "1101000003", MaxRPS: 1e6, Want: 2_000_000}, p); g.Slots != 1_000_000 {
 		t.Fatalf("a grant of 2,000,000 slots gave %d, want the bound of 1,000,000", g.Slots)
+	}
+}
+
+// budgetYield: with a Yield, a run gets no slots of an instance that another run has booked
+// more than Yield ahead (Busy, Start where the other's bookings end and its own block would
+// start), while the run that booked last goes on; once those bookings end within Yield of now,
+// the instance is anyone's. A busy answer changes no schedule, yet takes a refund, and records
+// who was refused and when, which every later grant of the instance tells (WantedBy, WantedAt).
+func budgetYield(t *testing.T, s Subject) {
+	b := budgetOf(t, s)
+	p := Policy
+	p.Yield = 250 * time.Millisecond
+	day := store.DayStart{Zone: "UTC"}
+	now := s.Now()
+	s.Advance(time.Date(now.Year(), now.Month(), now.Day(), 12, 0, 0, 0, time.UTC).Add(24 * time.Hour).Sub(now))
+	a1 := reserve(t, b, store.BudgetRequest{Owner: "run-a", Want: 10, PerDay: 100, Day: day}, p)
+	if a1.Slots != 10 || a1.Busy {
+		t.Fatalf("the first grant %+v; want 10 slots: nobody kept the instance", a1)
+	}
+	if a1.WantedBy != "" || !a1.WantedAt.Equal(epoch) {
+		t.Fatalf("the first grant %+v says a run wanted the instance; want nobody, at the epoch", a1)
+	}
+	asked := s.Now()
+	b1 := reserve(t, b, store.BudgetRequest{Owner: "run-b", Want: 10, PerDay: 100, Day: day, Refund: 2}, p)
+	if b1.Slots != 0 || !b1.Busy || !b1.Start.Equal(end(a1).Add(p.Guard)) || b1.Used != 8 {
+		t.Fatalf("another run's grant %+v; want none, busy until %v, and its 2 given back: 8 used", b1, end(a1).Add(p.Guard))
+	}
+	s.Advance(time.Millisecond)
+	a2 := reserve(t, b, store.BudgetRequest{Owner: "run-a", Want: 5, PerDay: 100, Day: day}, p)
+	if a2.Slots != 5 || a2.Busy || !a2.Start.Equal(end(a1)) || a2.WantedBy != "run-b" || !a2.WantedAt.Equal(asked) {
+		t.Fatalf("the keeping run's next grant %+v; want 5 slots from %v, wanted by run-b at %v", a2, end(a1), asked)
+	}
+	// A look (Want 0) is refused the same way, and recorded as a want.
+	if look := reserve(t, b, store.BudgetRequest{Owner: "run-c", Day: day}, p); look.Slots != 0 || !look.Busy || look.WantedBy != "run-c" {
+		t.Fatalf("a look by a third run %+v; want busy, wanted by run-c", look)
+	}
+	// Within Yield of the end of run-a's bookings, run-b may take the instance.
+	s.Advance(end(a2).Add(p.Guard).Sub(s.Now()) - p.Yield)
+	b2 := reserve(t, b, store.BudgetRequest{Owner: "run-b", Want: 3, PerDay: 100, Day: day}, p)
+	if b2.Slots != 3 || b2.Busy || !b2.Start.Equal(end(a2).Add(p.Guard)) {
+		t.Fatalf("run-b's grant %v before run-a's bookings end: %+v; want 3 slots from %v", p.Yield, b2, end(a2).Add(p.Guard))
+	}
+	if a3 := reserve(t, b, store.BudgetRequest{Owner: "run-a", Want: 5, PerDay: 100, Day: day}, p); a3.Slots != 0 || !a3.Busy || !a3.Start.Equal(end(b2).Add(p.Guard)) {
+		t.Fatalf("run-a's grant once run-b keeps the instance: %+v; want none, busy until %v", a3, end(b2).Add(p.Guard))
+	}
+	// Without a Yield nobody gives way.
+	if a4 := reserve(t, b, store.BudgetRequest{Owner: "run-a", Want: 1, PerDay: 100, Day: day}, Policy); a4.Slots != 1 || a4.Busy {
+		t.Fatalf("run-a's grant without a Yield: %+v; want 1 slot", a4)
 	}
 }
 
