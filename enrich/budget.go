@@ -31,7 +31,7 @@ type Budget interface {
 // policy is the pacing policy of pacer.go, for the shared budget.
 var policy = store.BudgetPolicy{Headroom: paceHeadroom, HeadroomStep: headroomStep, HeadroomMax: headroomMax,
 	HeadroomEase: headroomEase, Cut: rateCut, Floor: rateFloorShare, Quiet: rateQuiet,
-	Step: rateStep, StepEvery: rateStepEvery, Guard: blockGuard}
+	Step: rateStep, StepEvery: rateStepEvery, Guard: blockGuard, Yield: yieldAhead}
 
 // SharedPolicy is the pacing policy every run applies to the shared budget, for what reads the
 // budget without spending it (enrich status shows each instance's rate and headroom as a run
@@ -125,6 +125,8 @@ type shared struct {
 	day      store.DayStart
 	loc      *time.Location
 	blockDay time.Time
+	// keep is whether this run keeps the instance, or another does (keep.go).
+	keep keeping
 }
 
 // dayTurnMargin is how near the turn of the day a run takes its unsent slots to be the last
@@ -360,6 +362,7 @@ func (c *controller) reserve(ctx context.Context) error {
 				return nil // the caller looks at the instance again
 			}
 			c.shared.refill(g, received, req.Refund)
+			c.keptLocked(g)
 			c.mu.Unlock()
 		}
 		if ctx.Err() != nil {
@@ -381,6 +384,9 @@ func (c *controller) reserve(ctx context.Context) error {
 			}
 			continue
 		}
+		if g.Busy && !g.QuotaSpent {
+			return nil // another run keeps the instance: the caller waits for it (keeping.away)
+		}
 		if g.Slots == 0 {
 			return c.spentError(g)
 		}
@@ -400,7 +406,7 @@ func (c *controller) unreserved() int {
 	if !c.r.drained.Load() {
 		return waiting - c.r.slotsHeld()
 	}
-	n := len(c.r.instances)
+	n := max(c.r.available(c.r.cfg.Now()), 1)
 	return (waiting+n-1)/n - int(c.shared.held.Load())
 }
 
@@ -438,7 +444,9 @@ func (c *controller) reserveAhead() {
 		s.answered = s.answered || req.Answered
 	case gen != s.gen || g.Slots == 0 || c.state != running:
 		s.giveUp(g, req.Refund)
+		c.keptLocked(g)
 	default:
+		c.keptLocked(g)
 		s.ahead, s.aheadAt, s.aheadRefund = &g, received, req.Refund
 		s.publish()
 		s.used = g.Used // the day's count with the block ahead: room counts its slots as this run's

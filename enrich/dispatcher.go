@@ -84,17 +84,29 @@ func (c *controller) next(ctx context.Context) (*held, time.Time, error) {
 		// runs, and a slot met is one sent.
 		wake, ok := rs.ready()
 		if !ok {
+			// An instance another run keeps gets no rows from the claimer: it looks itself when
+			// the keeper's bookings may end.
+			var peek <-chan time.Time
+			stop := func() bool { return false }
+			if c.shared != nil && c.shared.keep.gone.Load() {
+				t := time.NewTimer(c.shared.keep.away(c.r.cfg.Now()))
+				peek, stop = t.C, t.Stop
+			}
 			select {
 			case <-wake:
 			case <-changed:
+			case <-peek:
+				c.peek(ctx)
 			case <-rs.finished:
+				stop()
 				return nil, time.Time{}, errNoRows
 			case <-ctx.Done():
 			}
+			stop()
 			continue
 		}
 		if err := c.waitSlot(ctx); err != nil {
-			if errors.Is(err, errPaused) {
+			if errors.Is(err, errPaused) || errors.Is(err, errNoRow) {
 				continue
 			}
 			return nil, time.Time{}, err

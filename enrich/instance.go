@@ -23,6 +23,10 @@ var (
 	errNoRows = errors.New("no row left")
 	// errPaused tells a dispatcher waiting for a slot that its instance stopped sending.
 	errPaused = errors.New("instance paused")
+	// errNoRow tells a dispatcher waiting for a slot that no row waits any more (given back to
+	// the runs that keep the other instances): it waits for rows, or looks after the instance,
+	// again.
+	errNoRow = errors.New("no row waits")
 )
 
 // timerFloor is the shortest wait for a send slot worth a timer.
@@ -218,8 +222,11 @@ func (c *controller) waitSlot(ctx context.Context) error {
 			// Ahead only while rows wait that no slot is held for: at the end of the rows a block
 			// reserved ahead would go unsent.
 			if c.shared.wantAhead() && c.unreserved() > 0 {
-				c.shared.reserving, c.shared.aheadTried = true, true
-				c.r.reserving.Go(c.reserveAhead)
+				c.shared.aheadTried = true
+				if !c.letGoLocked(now) {
+					c.shared.reserving = true
+					c.r.reserving.Go(c.reserveAhead)
+				}
 			}
 		} else if c.shared.useAhead() {
 			c.mu.Unlock()
@@ -233,12 +240,31 @@ func (c *controller) waitSlot(ctx context.Context) error {
 				return ctx.Err()
 			}
 			continue
+		} else if busy := c.shared.keep.away(now); busy > 0 {
+			changed := c.changed
+			c.mu.Unlock()
+			t := time.NewTimer(busy)
+			select {
+			case <-changed:
+			case <-t.C:
+			case <-c.r.rows.finished:
+				t.Stop()
+				return errNoRows
+			case <-ctx.Done():
+				t.Stop()
+				return ctx.Err()
+			}
+			t.Stop()
+			continue
 		} else if c.unreserved() <= 0 {
 			// The rows waiting have their slots: a block reserved now would go unsent. Wait for
 			// rows, a change, or slots given up.
 			changed := c.changed
 			c.mu.Unlock()
-			wake, _ := c.r.rows.ready()
+			wake, ok := c.r.rows.ready()
+			if !ok {
+				return errNoRow
+			}
 			t := time.NewTimer(reservedPoll)
 			select {
 			case <-wake:
@@ -252,6 +278,9 @@ func (c *controller) waitSlot(ctx context.Context) error {
 				return ctx.Err()
 			}
 			t.Stop()
+			continue
+		} else if c.letGoLocked(now) {
+			c.mu.Unlock()
 			continue
 		} else {
 			c.mu.Unlock()

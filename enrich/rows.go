@@ -248,6 +248,24 @@ func (rs *rows) unresolved() []*held {
 	return hs
 }
 
+// surplus takes up to n rows off the back of the queue, the last claimed, marked resolved: rows
+// to give back untouched.
+func (rs *rows) surplus(n int) []*held {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	n = min(n, len(rs.queue))
+	hs := make([]*held, 0, n)
+	for _, h := range rs.queue[len(rs.queue)-n:] {
+		h.waiting = false
+		rs.resolvedLocked(h)
+		hs = append(hs, h)
+	}
+	clear(rs.queue[len(rs.queue)-n:])
+	rs.queue = rs.queue[:len(rs.queue)-n]
+	rs.checkFinishedLocked()
+	return hs
+}
+
 // forgetLocked stops holding h. rs.mu must be held.
 func (rs *rows) forgetLocked(h *held) {
 	if rs.byID[h.row.ID] != h {

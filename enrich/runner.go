@@ -130,6 +130,8 @@ type Runner struct {
 	// cleared by a full one: the rows in hand are all the run can expect, and blocks are sized
 	// by them (controller.unreserved).
 	drained atomic.Bool
+	// wanters are the other runs that asked for the run's instances lately (keep.go).
+	wanters wanters
 }
 
 // NewRunner checks cfg and prepares a run over st.
@@ -417,12 +419,18 @@ func (r *Runner) cutCallsAfterGrace(cancelCalls context.CancelFunc) {
 
 // claimLimit is how many rows the run may hold at once: what its running instances can start
 // within half a lease at their current rates and within what their daily caps leave, at least
-// one, and never more than two batches ahead of every worker. With no instance able to send it
-// is 0: rows would only wait.
+// one, and never more than two batches ahead of every worker. Instances another run keeps
+// (keep.go) count for nothing, and the two batches are shared out by the instances the run
+// keeps. With no instance able to send it is 0: rows would only wait.
 func (r *Runner) claimLimit() int {
 	limit := 0
 	running := false
+	kept := 0
 	for _, c := range r.instances {
+		if c.shared != nil && c.shared.keep.gone.Load() {
+			continue // another run keeps it: rows claimed for it would only wait
+		}
+		kept++
 		ok, rate, room := c.running()
 		if !ok {
 			continue
@@ -437,7 +445,8 @@ func (r *Runner) claimLimit() int {
 	if !running {
 		return 0
 	}
-	ceiling := 2*r.cfg.BatchSize + r.cfg.Workers*len(r.instances)
+	n := len(r.instances)
+	ceiling := (2*r.cfg.BatchSize*kept+n-1)/n + r.cfg.Workers*kept
 	return max(1, min(limit, ceiling))
 }
 
@@ -469,6 +478,14 @@ func (r *Runner) claim() {
 	for r.stop.Err() == nil {
 		held, inHand, waiting := r.rows.counts()
 		limit := r.claimLimit()
+		if over := min(inHand-limit, waiting); over > r.cfg.BatchSize/2 && r.sharing() {
+			// Other runs keep instances this run claimed rows for: the rows no instance it keeps
+			// can call soon go back, for the runs that keep the rest.
+			hs := r.rows.surplus(over)
+			r.log.Debug().Int("rows", len(hs)).Int("kept", r.kept()).Msg("giving back rows that other runs' instances will call")
+			r.w.release(hs)
+			held, inHand, waiting = r.rows.counts()
+		}
 		// The limit is on rows still to call; results waiting to be written are bounded apart,
 		// so a database that takes no writes stops the claims (and so the calls) too.
 		n := min(r.cfg.BatchSize, limit-inHand, limit+resultsMax*r.cfg.BatchSize-held)

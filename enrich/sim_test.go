@@ -897,9 +897,9 @@ func (b simBudget) Reserve(ctx context.Context, req store.BudgetRequest, p store
 	row, _ := b.w.budget.Row(req.Instance)
 	lost := b.w.ackLost()
 	at := func(t time.Time) time.Duration { return t.Add(-b.w.sc.budget.shift).Sub(b.w.start) }
-	b.w.tracef("%s reserves %s: want %d refund %d refunded %d answered %v: %d slots from %v every %v, rate %.4g, day %v used %d%s",
+	b.w.tracef("%s reserves %s: want %d refund %d refunded %d answered %v: %d slots from %v every %v, rate %.4g, day %v used %d%s%s",
 		b.owner, req.Instance, req.Want, req.Refund, req.Refunded, req.Answered, g.Slots, at(g.Start), g.Interval, g.Rate,
-		row.Day, g.Used, map[bool]string{true: " (answer lost)"}[lost])
+		row.Day, g.Used, map[bool]string{true: " (busy: another run keeps it)"}[g.Busy], map[bool]string{true: " (answer lost)"}[lost])
 	if lost {
 		return store.Grant{}, fmt.Errorf("reserve slots of %s: %w", req.Instance, errAckLost)
 	}
@@ -909,9 +909,10 @@ func (b simBudget) Reserve(ctx context.Context, req store.BudgetRequest, p store
 			b.w.dayBlocks[key] = append(b.w.dayBlocks[key], dayBlock{start: g.Start.Add(-b.w.sc.budget.shift), day: row.Day})
 		}
 	}
-	// The cap is spent: a block asked for and none given, or the read before the run (no
-	// owner, nothing asked) finding the day's count at the cap. Not a 466: that is a fault.
-	if !g.QuotaSpent && req.PerDay > 0 && (req.Want > 0 && g.Slots == 0 || req.Want == 0 && req.Owner == "" && g.Used >= req.PerDay) {
+	// The cap is spent: a block asked for and none given (not because another run keeps the
+	// instance), or the read before the run (no owner, nothing asked) finding the day's count at
+	// the cap. Not a 466: that is a fault.
+	if !g.QuotaSpent && req.PerDay > 0 && (req.Want > 0 && g.Slots == 0 && !g.Busy || req.Want == 0 && req.Owner == "" && g.Used >= req.PerDay) {
 		b.w.capped[runKey(b.owner, req.Instance)] = true
 	}
 	return g, nil

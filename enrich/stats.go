@@ -22,7 +22,8 @@ type Summary struct {
 	Done, Failed int64
 	// Rescheduled rows spent an attempt and are due again later.
 	Rescheduled int64
-	// Released rows were given back untouched (stop, instance out, starting too long).
+	// Released rows were given back untouched (stop, instance out, starting too long, or
+	// claimed for instances that other runs turned out to keep).
 	Released int64
 	// Lost results were not written because another claim had taken the row over.
 	Lost int64
