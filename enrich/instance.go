@@ -240,21 +240,13 @@ func (c *controller) waitSlot(ctx context.Context) error {
 				return ctx.Err()
 			}
 			continue
-		} else if busy := c.shared.keep.away(now); busy > 0 {
+		} else if away := c.shared.keep.away(now); away > 0 {
+			// Another run keeps the instance: ask again when its bookings may end.
 			changed := c.changed
 			c.mu.Unlock()
-			t := time.NewTimer(busy)
-			select {
-			case <-changed:
-			case <-t.C:
-			case <-c.r.rows.finished:
-				t.Stop()
-				return errNoRows
-			case <-ctx.Done():
-				t.Stop()
-				return ctx.Err()
+			if err := c.await(ctx, away, nil, changed); err != nil {
+				return err
 			}
-			t.Stop()
 			continue
 		} else if c.unreserved() <= 0 {
 			// The rows waiting have their slots: a block reserved now would go unsent. Wait for
@@ -265,19 +257,9 @@ func (c *controller) waitSlot(ctx context.Context) error {
 			if !ok {
 				return errNoRow
 			}
-			t := time.NewTimer(reservedPoll)
-			select {
-			case <-wake:
-			case <-changed:
-			case <-t.C:
-			case <-c.r.rows.finished:
-				t.Stop()
-				return errNoRows
-			case <-ctx.Done():
-				t.Stop()
-				return ctx.Err()
+			if err := c.await(ctx, reservedPoll, wake, changed); err != nil {
+				return err
 			}
-			t.Stop()
 			continue
 		} else if c.letGoLocked(now) {
 			c.mu.Unlock()
@@ -319,6 +301,23 @@ func (c *controller) waitSlot(ctx context.Context) error {
 		}
 		t.Stop()
 	}
+}
+
+// await waits for d, wake (nil: none) or changed, whichever comes first: errNoRows once nothing
+// is left for any instance, ctx's error once it is done.
+func (c *controller) await(ctx context.Context, d time.Duration, wake, changed <-chan struct{}) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-wake:
+	case <-changed:
+	case <-t.C:
+	case <-c.r.rows.finished:
+		return errNoRows
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return nil
 }
 
 // sent records that a request leaves now, at the slot waitSlot met, and returns the time; it
