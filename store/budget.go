@@ -75,6 +75,8 @@ type BudgetRequest struct {
 	Refunded int64
 	// PerDay caps the slots handed out on one day; 0 means no cap.
 	PerDay int64
+	// Kept is how many instances the run keeps, recorded with a refusal (Grant.WantedKept).
+	Kept int
 	// Day says when the day turns.
 	Day DayStart
 }
@@ -96,11 +98,12 @@ type Grant struct {
 	// Busy says another run keeps the instance (BudgetPolicy.Yield): no slots were handed out,
 	// and Start is where that run's bookings end.
 	Busy bool
-	// WantedBy is the last run given no slots because another kept the instance, and WantedAt
-	// when (the budget's clock): a run that keeps more than its share of the instances lets a
-	// wanted one go.
-	WantedBy string
-	WantedAt time.Time
+	// WantedBy is the last run given no slots because another kept the instance, WantedAt when
+	// (the budget's clock), and WantedKept how many instances it kept then: a run that keeps at
+	// least two more hands the instance over (HandOver).
+	WantedBy   string
+	WantedAt   time.Time
+	WantedKept int
 	// AnsweredAt is the last time any run had a real answer from the instance.
 	AnsweredAt time.Time
 }
@@ -128,13 +131,13 @@ func (s *Store) Reserve(ctx context.Context, req BudgetRequest, p BudgetPolicy) 
 	want := min(req.Want, maxGrant)
 	args := []any{s.clock(), req.Instance, req.MaxRPS, want, req.Refund, req.PerDay, zone, req.Day.Offset.Microseconds(),
 		p.Headroom, p.Quiet.Microseconds(), p.Step, p.StepEvery.Microseconds(), req.Owner, p.Guard.Microseconds(), req.Answered,
-		p.HeadroomStep, p.HeadroomEase.Microseconds(), req.Refunded, p.Yield.Microseconds()}
+		p.HeadroomStep, p.HeadroomEase.Microseconds(), req.Refunded, p.Yield.Microseconds(), req.Kept}
 	for attempt := 0; ; attempt++ {
 		var g Grant
 		var intervalUS int64
 		var wantedBy *string
 		err := s.pool.QueryRow(ctx, s.q.reserve, args...).
-			Scan(&g.Start, &g.Now, &intervalUS, &g.Slots, &g.Rate, &g.Headroom, &g.Used, &g.QuotaSpent, &g.AnsweredAt, &g.Busy, &wantedBy, &g.WantedAt)
+			Scan(&g.Start, &g.Now, &intervalUS, &g.Slots, &g.Rate, &g.Headroom, &g.Used, &g.QuotaSpent, &g.AnsweredAt, &g.Busy, &wantedBy, &g.WantedAt, &g.WantedKept)
 		if errors.Is(err, pgx.ErrNoRows) && attempt == 0 {
 			// The instance's first use: make its row, then reserve.
 			if _, err := s.pool.Exec(ctx, s.q.budgetInsert, s.clock(), req.Instance, req.MaxRPS); err != nil {
@@ -151,6 +154,17 @@ func (s *Store) Reserve(ctx context.Context, req BudgetRequest, p BudgetPolicy) 
 		}
 		return g, nil
 	}
+}
+
+// HandOver makes the instance's schedule to's, the run that wanted it, if from still keeps it:
+// from's booked blocks stand, to's first block follows them after p.Guard, and every other run
+// gives way to to while they last. It reports whether from still kept it.
+func (s *Store) HandOver(ctx context.Context, instance, from, to string, p BudgetPolicy) (bool, error) {
+	tag, err := s.pool.Exec(ctx, s.q.handOver, s.clock(), instance, from, to, p.Guard.Microseconds())
+	if err != nil {
+		return false, fmt.Errorf("hand %s over to %s: %w", instance, to, err)
+	}
+	return tag.RowsAffected() == 1, nil
 }
 
 // ReserveState hands out the instance's next GetStateInstance slot: one every second (with

@@ -85,8 +85,9 @@ func budgetLockstep(t *testing.T, b *bundle, m *memstore.Budget, seed uint64, op
 	days := []store.DayStart{{}, {Zone: "UTC"}, {Zone: "Europe/Berlin", Offset: 2*time.Hour + 30*time.Minute},
 		{Zone: "Europe/Moscow", Offset: 3 * time.Hour}, {Zone: "America/New_York", Offset: 23*time.Hour + 59*time.Minute},
 		{Zone: "Asia/Kolkata", Offset: 90 * time.Second}}
-	policies := []store.BudgetPolicy{storecontract.Policy, storecontract.Policy}
+	policies := []store.BudgetPolicy{storecontract.Policy, storecontract.Policy, storecontract.Policy}
 	policies[1].Guard, policies[1].HeadroomEase, policies[1].StepEvery = 0, 7*time.Second+300*time.Microsecond, time.Second
+	policies[2].Yield = 250 * time.Millisecond
 	// refunded is each owner's total given back per instance, as far as it knows; last its last
 	// request, to ask again as after a lost reply.
 	refunded := map[string]int64{}
@@ -132,7 +133,7 @@ func budgetLockstep(t *testing.T, b *bundle, m *memstore.Budget, seed uint64, op
 			} else {
 				req = store.BudgetRequest{Instance: inst(), Owner: owners[pick(len(owners))], Answered: pick(3) == 0,
 					MaxRPS: []float64{10, 10, 5, 2.5, 1000}[pick(5)], Want: pick(16), PerDay: []int64{0, 30, 100}[pick(3)],
-					Day: days[pick(len(days))]}
+					Day: days[pick(len(days))], Kept: pick(4)}
 				if pick(3) == 0 {
 					req.Refund = 1 + pick(5)
 				}
@@ -147,8 +148,10 @@ func budgetLockstep(t *testing.T, b *bundle, m *memstore.Budget, seed uint64, op
 			same(what+": start", dg.Start, mg.Start)
 			same(what+": now", dg.Now, mg.Now)
 			same(what+": answered at", dg.AnsweredAt, mg.AnsweredAt)
+			same(what+": wanted at", dg.WantedAt, mg.WantedAt)
 			if dg.Interval != mg.Interval || dg.Slots != mg.Slots || dg.Rate != mg.Rate || dg.Headroom != mg.Headroom ||
-				dg.Used != mg.Used || dg.QuotaSpent != mg.QuotaSpent {
+				dg.Used != mg.Used || dg.QuotaSpent != mg.QuotaSpent || dg.Busy != mg.Busy || dg.WantedBy != mg.WantedBy ||
+				dg.WantedKept != mg.WantedKept {
 				t.Fatalf("%s: the database grants %+v, the model %+v", what, dg, mg)
 			}
 			if pick(4) > 0 { // the reply arrived
@@ -169,6 +172,14 @@ func budgetLockstep(t *testing.T, b *bundle, m *memstore.Budget, seed uint64, op
 			id, day := inst(), days[pick(len(days))]
 			what = fmt.Sprintf("op %d: quota spent %s %+v", i, id, day)
 			sameErr(what, b.store.QuotaSpent(b.ctx, id, day), m.QuotaSpent(b.ctx, id, day))
+		case op < 90:
+			id, from, to := inst(), owners[pick(len(owners))], owners[pick(len(owners))]
+			what = fmt.Sprintf("op %d: hand %s over from %q to %q", i, id, from, to)
+			dOK, dErr := b.store.HandOver(b.ctx, id, from, to, p)
+			mOK, mErr := m.HandOver(b.ctx, id, from, to, p)
+			if sameErr(what, dErr, mErr) && dOK != mOK {
+				t.Fatalf("%s: the database says %v, the model %v", what, dOK, mOK)
+			}
 		default:
 			id := inst()
 			var ds, dn, ms, mn time.Time

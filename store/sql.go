@@ -228,8 +228,9 @@ ON CONFLICT (instance_id) DO NOTHING`
 // %[3]s records its total, so a request asked again after a lost reply gives back only what
 // the record has not counted (ref). With $19 > 0, a run other than the one whose block came
 // last gets no slots while that run has booked more than $19 µs ahead (busy): it gives way, the
-// start says when the other's bookings end, and the refusal is recorded (wanted_by, wanted_at)
-// for the run that keeps the instance to see.
+// start says when the other's bookings end, and the refusal is recorded (wanted_by, wanted_at,
+// and wanted_kept, $20: how many instances the caller keeps) for the run that keeps the
+// instance to see.
 //
 // The clock is read after the row lock (lk, then t: clock_timestamp() of the locked row), not
 // now(), the transaction's start: a reservation that waited for another's lock would otherwise
@@ -301,13 +302,24 @@ SET rate       = g.rate,
     answered_at = g.answered_at,
     wanted_by  = CASE WHEN g.busy THEN $13::text ELSE b.wanted_by END,
     wanted_at  = CASE WHEN g.busy THEN g.now ELSE b.wanted_at END,
+    wanted_kept = CASE WHEN g.busy THEN $20::int ELSE b.wanted_kept END,
     day        = g.today,
     used       = g.used0 + g.granted,
     updated_at = g.now
 FROM g
 WHERE b.instance_id = g.instance_id
 RETURNING g.start, g.now, g.iv_us, g.granted, g.rate, g.headroom, g.used0 + g.granted, g.quota_day IS NOT DISTINCT FROM g.today,
-          g.answered_at, g.busy, b.wanted_by, b.wanted_at`
+          g.answered_at, g.busy, b.wanted_by, b.wanted_at, b.wanted_kept`
+
+// sqlHandOver makes the instance's schedule $4's, the run that wanted it, if it is still $3's: the
+// blocks $3 booked stand, and $4's first block starts $5 µs after them, as another run's would.
+// Everyone else gives way to $4 while those blocks last, as they did to $3.
+const sqlHandOver = `
+UPDATE %[2]s AS b
+SET tat_owner  = $4::text,
+    tat        = b.tat + $5::bigint * interval '1 microsecond',
+    updated_at = coalesce($1::timestamptz, now())
+WHERE b.instance_id = $2 AND b.tat_owner = $3::text`
 
 // sqlReserveState hands out the next slot of a method that takes one request at a time, one per
 // $4 microseconds widened by $3, and returns it with the clock: the instance's GetStateInstance

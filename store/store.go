@@ -105,7 +105,7 @@ type queries struct {
 	enqueue, check                                 string
 	statusCounts, statusReasons, statusQueue       string
 	budgetInsert, reserve, reserveState, throttled string
-	quotaSpent                                     string
+	quotaSpent, handOver                           string
 	saveAvatar                                     string
 	instances                                      string // instances.go
 }
@@ -161,6 +161,7 @@ func New(pool *pgxpool.Pool, cfg Config) (*Store, error) {
 			reserveState:  f(sqlReserveState),
 			throttled:     f(sqlThrottled),
 			quotaSpent:    f(sqlQuotaSpent),
+			handOver:      f(sqlHandOver),
 			saveAvatar:    fmt.Sprintf(sqlSaveAvatar, sharedIdentifier(id, avatarsTable).Sanitize()),
 			instances:     f(sqlInstances),
 		},

@@ -61,9 +61,11 @@ type BudgetRow struct {
 	HasQuotaDay bool
 	// Headroom is what the last cut left (0: the policy's least).
 	Headroom float64
-	// WantedBy is the last run refused as busy, at WantedAt ("" and epoch: none).
-	WantedBy string
-	WantedAt int64
+	// WantedBy is the last run refused as busy, at WantedAt ("" and epoch: none), keeping
+	// WantedKept instances.
+	WantedBy   string
+	WantedAt   int64
+	WantedKept int
 }
 
 // refund is one row of enrich_refunds.
@@ -356,13 +358,30 @@ func (b *Budget) reserve(now int64, req store.BudgetRequest, want int64, loc *ti
 	}
 	r.AnsweredAt = answeredAt
 	if busy {
-		r.WantedBy, r.WantedAt = req.Owner, now
+		r.WantedBy, r.WantedAt, r.WantedKept = req.Owner, now, req.Kept
 	}
 	r.Day, r.HasDay = curToday, true
 	r.Used = used0 + granted
 	return store.Grant{Start: usTime(start), Now: usTime(now), Interval: time.Duration(iv) * time.Microsecond, Slots: int(granted),
 		Rate: rate, Headroom: headroom, Used: used0 + granted, QuotaSpent: r.HasQuotaDay && r.QuotaDay == curToday,
-		AnsweredAt: usTime(answeredAt), Busy: busy, WantedBy: r.WantedBy, WantedAt: usTime(r.WantedAt)}, nil
+		AnsweredAt: usTime(answeredAt), Busy: busy, WantedBy: r.WantedBy, WantedAt: usTime(r.WantedAt), WantedKept: r.WantedKept}, nil
+}
+
+// HandOver makes the instance's schedule to's if from still keeps it, as store.Store.HandOver
+// does (sqlHandOver).
+func (b *Budget) HandOver(ctx context.Context, instance, from, to string, p store.BudgetPolicy) (bool, error) {
+	if err := ctx.Err(); err != nil {
+		return false, fmt.Errorf("hand %s over to %s: %w", instance, to, err)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	r, ok := b.rows[instance]
+	if !ok || !r.HasTatOwner || r.TatOwner != from {
+		return false, nil
+	}
+	r.TatOwner = to
+	r.Tat += mulUS(float64(p.Guard.Microseconds()))
+	return true, nil
 }
 
 // easedHeadroom is the row's headroom as of now: what the last cut left, narrowed by step every

@@ -24,6 +24,7 @@ type Budget interface {
 	QuotaSpent(ctx context.Context, instance string, day store.DayStart) error
 	ReserveState(ctx context.Context, instance string, maxRPS float64, p store.BudgetPolicy) (slot, now time.Time, err error)
 	ReserveCheck(ctx context.Context, instance string, rps float64, p store.BudgetPolicy) (slot, now time.Time, err error)
+	HandOver(ctx context.Context, instance, from, to string, p store.BudgetPolicy) (bool, error)
 }
 
 // budgetCases are the budget's cases, skipped for a Subject without a Budget.
@@ -176,14 +177,14 @@ func budgetYield(t *testing.T, s Subject) {
 		t.Fatalf("the first grant %+v says a run wanted the instance; want nobody, at the epoch", a1)
 	}
 	asked := s.Now()
-	b1 := reserve(t, b, store.BudgetRequest{Owner: "run-b", Want: 10, PerDay: 100, Day: day, Refund: 2}, p)
+	b1 := reserve(t, b, store.BudgetRequest{Owner: "run-b", Want: 10, PerDay: 100, Day: day, Refund: 2, Kept: 3}, p)
 	if b1.Slots != 0 || !b1.Busy || !b1.Start.Equal(end(a1).Add(p.Guard)) || b1.Used != 8 {
 		t.Fatalf("another run's grant %+v; want none, busy until %v, and its 2 given back: 8 used", b1, end(a1).Add(p.Guard))
 	}
 	s.Advance(time.Millisecond)
 	a2 := reserve(t, b, store.BudgetRequest{Owner: "run-a", Want: 5, PerDay: 100, Day: day}, p)
-	if a2.Slots != 5 || a2.Busy || !a2.Start.Equal(end(a1)) || a2.WantedBy != "run-b" || !a2.WantedAt.Equal(asked) {
-		t.Fatalf("the keeping run's next grant %+v; want 5 slots from %v, wanted by run-b at %v", a2, end(a1), asked)
+	if a2.Slots != 5 || a2.Busy || !a2.Start.Equal(end(a1)) || a2.WantedBy != "run-b" || !a2.WantedAt.Equal(asked) || a2.WantedKept != 3 {
+		t.Fatalf("the keeping run's next grant %+v; want 5 slots from %v, wanted by run-b, keeping 3, at %v", a2, end(a1), asked)
 	}
 	// A look (Want 0) is refused the same way, and recorded as a want.
 	if look := reserve(t, b, store.BudgetRequest{Owner: "run-c", Day: day}, p); look.Slots != 0 || !look.Busy || look.WantedBy != "run-c" {
@@ -197,6 +198,21 @@ func budgetYield(t *testing.T, s Subject) {
 	}
 	if a3 := reserve(t, b, store.BudgetRequest{Owner: "run-a", Want: 5, PerDay: 100, Day: day}, p); a3.Slots != 0 || !a3.Busy || !a3.Start.Equal(end(b2).Add(p.Guard)) {
 		t.Fatalf("run-a's grant once run-b keeps the instance: %+v; want none, busy until %v", a3, end(b2).Add(p.Guard))
+	}
+	// run-b hands the instance over to run-a: its block stands, run-a's comes a guard after it,
+	// and a third run gives way to run-a meanwhile. A hand-over by a run that no longer keeps the
+	// instance changes nothing.
+	if ok, err := b.HandOver(ctx, inst, "run-b", "run-a", p); err != nil || !ok {
+		t.Fatalf("run-b hands the instance over to run-a: %v, %v; want done", ok, err)
+	}
+	if ok, err := b.HandOver(ctx, inst, "run-b", "run-c", p); err != nil || ok {
+		t.Fatalf("run-b hands the instance over again, to run-c: %v, %v; want nothing done", ok, err)
+	}
+	if c := reserve(t, b, store.BudgetRequest{Owner: "run-c", Want: 1, Day: day}, p); c.Slots != 0 || !c.Busy {
+		t.Fatalf("a third run's grant after the hand-over: %+v; want none, busy", c)
+	}
+	if a5 := reserve(t, b, store.BudgetRequest{Owner: "run-a", Want: 2, PerDay: 100, Day: day}, p); a5.Slots != 2 || a5.Busy || !a5.Start.Equal(end(b2).Add(p.Guard)) {
+		t.Fatalf("run-a's grant once handed the instance: %+v; want 2 slots from a guard after run-b's block, %v", a5, end(b2).Add(p.Guard))
 	}
 	// Without a Yield nobody gives way.
 	if a4 := reserve(t, b, store.BudgetRequest{Owner: "run-a", Want: 1, PerDay: 100, Day: day}, Policy); a4.Slots != 1 || a4.Busy {
