@@ -26,6 +26,9 @@ type Budget interface {
 	ReserveState(ctx context.Context, instance string, maxRPS float64, p store.BudgetPolicy) (slot, now time.Time, err error)
 	// ReserveCheck hands out the instance's next CheckWhatsapp slot, at rps.
 	ReserveCheck(ctx context.Context, instance string, rps float64, p store.BudgetPolicy) (slot, now time.Time, err error)
+	// HandOver gives the instance from keeps to the run to that wanted it (keep.go), reporting
+	// whether from still kept it.
+	HandOver(ctx context.Context, instance, from, to string, p store.BudgetPolicy) (bool, error)
 }
 
 // policy is the pacing policy of pacer.go, for the shared budget.
@@ -418,6 +421,7 @@ func (c *controller) askBlock() (req store.BudgetRequest, gen int, g store.Grant
 	cfg := &c.r.cfg
 	c.mu.Lock()
 	req = c.shared.request(c.id, c.perDay, c.unreserved(), cfg.Now())
+	req.Kept = c.r.kept()
 	gen = c.shared.gen
 	c.shared.asking = req.Want
 	c.shared.publish()

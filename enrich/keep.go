@@ -2,7 +2,6 @@ package enrich
 
 import (
 	"context"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -15,11 +14,12 @@ import (
 // claim rows only for the instances they keep. Turns cost the guard between two runs' blocks at
 // every turn, and each run's blocks were booked seconds ahead behind the others', so the rows a
 // run held at the end waited for slots far behind while other runs' slots went unsent (six
-// processes spent 0.965 of what one did). A run that keeps more than its share of the instances
-// (their count over the runs that want them) lets a wanted one go at the end of its block, so
-// runs that start later get their share within seconds; a run that wants an instance asks again
-// when the keeper's bookings end, and takes it as soon as the keeper stops booking (its rows ran
-// out, it ended, it was killed).
+// processes spent 0.965 of what one did). A refused run is recorded with how many instances it
+// keeps, and a run that keeps at least two more hands the instance over to it at the end of its
+// block (Budget.HandOver), so runs even out within a block or two of one starting; with more runs
+// than instances, a run that keeps none gets one from a run that has kept it for keepTurn. A run
+// that wants an instance asks again when the keeper's bookings end, and takes it as soon as the
+// keeper stops booking (its rows ran out, it ended, it was killed).
 
 const (
 	// yieldAhead is how far ahead another run may have booked an instance before this one gives
@@ -28,6 +28,9 @@ const (
 	yieldAhead = 250 * time.Millisecond
 	// wantedFresh is how long a run that was refused an instance counts as wanting it.
 	wantedFresh = 3 * time.Second
+	// handOverTimeout bounds a hand-over's statement: a run that cannot hand an instance over
+	// only keeps it a little longer.
+	handOverTimeout = 5 * time.Second
 	// peekRetry is how soon an instance away asks the budget again after a failed look.
 	peekRetry = time.Second
 	// keepTurn is how long a run keeps an instance another run wants when there are more runs
@@ -44,9 +47,11 @@ type keeping struct {
 	// until is when, on this process's clock in Unix nanoseconds, the keeper's bookings may end
 	// (0: no wait): no request before then would be granted.
 	until atomic.Int64
-	// wanted is when a grant last said another run wanted the instance, and since when this run
-	// keeps it. Under the controller's lock.
+	// wanted is when a grant last said another run wanted the instance: wantedBy, which kept
+	// wantedKept instances; since is since when this run keeps it. Under the controller's lock.
 	wanted, since time.Time
+	wantedBy      string
+	wantedKept    int
 }
 
 // away is how long to wait before asking for the instance's slots again: 0 when this run keeps
@@ -65,38 +70,6 @@ func (k *keeping) leave(at time.Time) {
 func (k *keeping) back() {
 	k.until.Store(0)
 	k.gone.Store(false)
-}
-
-// wanters are the other runs that asked for this run's instances lately: with this run, the runs
-// the instances are shared among.
-type wanters struct {
-	mu   sync.Mutex
-	seen map[string]time.Time
-}
-
-// note records that owner wanted one of the run's instances as of now.
-func (w *wanters) note(owner string, now time.Time) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.seen == nil {
-		w.seen = make(map[string]time.Time)
-	}
-	w.seen[owner] = now
-}
-
-// count is how many other runs wanted an instance within wantedFresh of now.
-func (w *wanters) count(now time.Time) int {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	n := 0
-	for owner, at := range w.seen {
-		if now.Sub(at) < wantedFresh {
-			n++
-		} else {
-			delete(w.seen, owner)
-		}
-	}
-	return n
 }
 
 // kept is how many of the run's instances no other run keeps.
@@ -135,8 +108,7 @@ func (c *controller) keptLocked(g store.Grant) {
 	now := c.r.cfg.Now()
 	k := &c.shared.keep
 	if g.WantedBy != "" && g.WantedBy != c.r.cfg.Owner && g.Now.Sub(g.WantedAt) < wantedFresh {
-		k.wanted = now
-		c.r.wanters.note(g.WantedBy, now)
+		k.wanted, k.wantedBy, k.wantedKept = now, g.WantedBy, g.WantedKept
 	}
 	switch {
 	case g.Busy && !g.QuotaSpent:
@@ -154,31 +126,40 @@ func (c *controller) keptLocked(g store.Grant) {
 	}
 }
 
-// letGoLocked lets the instance go at the end of the slots in hand when another run wants it and
-// this run keeps more than its share (the instances over the runs that want them, this one
-// included), or, with more runs than instances, has kept it for keepTurn. It reports whether it
-// did; the run then books the instance no more, and asks again once its slots are spent, to keep
-// it if no run took it. c.mu must be held.
+// letGoLocked hands the instance over, at the end of the slots in hand, to the run that wanted it
+// last when this run keeps at least two instances more, or, when that run keeps none, once this
+// one has kept it for keepTurn. It reports whether it did; the run then books the instance no
+// more, and asks again once its slots are spent, to keep it if the other did not take it. c.mu
+// must be held.
 func (c *controller) letGoLocked(now time.Time) bool {
 	s := c.shared
-	if s.keep.gone.Load() || s.keep.wanted.IsZero() || now.Sub(s.keep.wanted) >= wantedFresh {
+	k := &s.keep
+	if k.gone.Load() || k.wanted.IsZero() || now.Sub(k.wanted) >= wantedFresh {
 		return false
 	}
-	n := len(c.r.instances)
-	runs := c.r.wanters.count(now) + 1
-	share := (n + runs - 1) / runs
-	if c.r.kept() <= share && (runs <= n || now.Sub(s.keep.since) < keepTurn) {
+	kept := c.r.kept()
+	if kept < k.wantedKept+2 && (k.wantedKept > 0 || now.Sub(k.since) < keepTurn) {
 		return false
 	}
 	end := s.start.Add(time.Duration(s.n) * s.iv)
 	if s.ahead != nil {
 		end = s.ahead.Start.Add(s.offset).Add(time.Duration(s.ahead.Slots) * s.ahead.Interval)
 	}
-	// The run that wants the instance asks again yieldAhead before the end of the bookings it
-	// last saw: it has as long again after the end to take the instance before this run does.
-	s.keep.leave(later(end, now).Add(yieldAhead))
+	// This run asks again once the slots it booked are past, and yieldAhead later: the other
+	// run, handed the instance, books it first.
+	k.leave(later(end, now).Add(yieldAhead))
+	to := k.wantedBy
+	k.wanted, k.wantedBy = time.Time{}, ""
+	c.r.log.Debug().Str("instance", c.id).Str("to", to).Int("kept", kept).Int("theirs", k.wantedKept).
+		Msg("handing the instance over to another run")
+	c.r.reserving.Go(func() {
+		ctx, cancel := context.WithTimeout(c.r.dbCtx, handOverTimeout)
+		defer cancel()
+		if _, err := c.r.cfg.Budget.HandOver(ctx, c.id, s.owner, to, policy); err != nil {
+			c.r.log.Debug().Str("instance", c.id).Err(err).Msg("handing the instance over failed: it is anyone's once its blocks end")
+		}
+	})
 	c.r.wakeClaimer() // the rows claimed for it may go back
-	c.r.log.Debug().Str("instance", c.id).Int("runs", runs).Int("share", share).Msg("letting the instance go to another run")
 	return true
 }
 
@@ -188,7 +169,8 @@ func (c *controller) peek(ctx context.Context) {
 	cfg := &c.r.cfg
 	c.mu.Lock()
 	s := c.shared
-	req := store.BudgetRequest{Instance: c.id, Owner: s.owner, MaxRPS: s.max, Refunded: s.refunded, PerDay: c.perDay, Day: s.day}
+	req := store.BudgetRequest{Instance: c.id, Owner: s.owner, MaxRPS: s.max, Refunded: s.refunded, PerDay: c.perDay, Day: s.day,
+		Kept: c.r.kept()}
 	c.mu.Unlock()
 	dctx, cancel := context.WithTimeout(ctx, cfg.DatabaseTimeout)
 	g, err := cfg.Budget.Reserve(dctx, req, policy)

@@ -130,8 +130,6 @@ type Runner struct {
 	// cleared by a full one: the rows in hand are all the run can expect, and blocks are sized
 	// by them (controller.unreserved).
 	drained atomic.Bool
-	// wanters are the other runs that asked for the run's instances lately (keep.go).
-	wanters wanters
 }
 
 // NewRunner checks cfg and prepares a run over st.

@@ -971,6 +971,23 @@ func (b simBudget) slot(ctx context.Context, reserve func() (time.Time, time.Tim
 	return slot, now, err
 }
 
+func (b simBudget) HandOver(ctx context.Context, instance, from, to string, p store.BudgetPolicy) (bool, error) {
+	if err := b.w.dbFault(ctx); err != nil {
+		return false, fmt.Errorf("hand %s over to %s: %w", instance, to, err)
+	}
+	b.w.mu.Lock()
+	defer b.w.mu.Unlock()
+	ok, err := b.w.budget.HandOver(ctx, instance, from, to, p)
+	if err != nil {
+		return false, err
+	}
+	b.w.tracef("%s hands %s over to %s: %v", b.owner, instance, to, ok)
+	if b.w.ackLost() {
+		return false, fmt.Errorf("hand %s over to %s: %w", instance, to, errAckLost)
+	}
+	return ok, nil
+}
+
 var _ enrich.Budget = simBudget{}
 
 // batchLeases lists b's leases in the order Write applies them.
