@@ -228,9 +228,9 @@ ON CONFLICT (instance_id) DO NOTHING`
 // %[3]s records its total, so a request asked again after a lost reply gives back only what
 // the record has not counted (ref). With $19 > 0, a run other than the one whose block came
 // last gets no slots while that run has booked more than $19 µs ahead (busy): it gives way, the
-// start says when the other's bookings end, and the refusal is recorded (wanted_by, wanted_at,
-// and wanted_kept, $20: how many instances the caller keeps) for the run that keeps the
-// instance to see.
+// start says when the other's bookings end, and the refusal of a run ($13 not empty: not a read
+// before a run) is recorded (wanted_by, wanted_at, and wanted_kept, $20: how many instances the
+// caller keeps) for the run that keeps the instance to see.
 //
 // The clock is read after the row lock (lk, then t: clock_timestamp() of the locked row), not
 // now(), the transaction's start: a reservation that waited for another's lock would otherwise
@@ -300,9 +300,9 @@ SET rate       = g.rate,
     tat        = CASE WHEN g.granted > 0 THEN g.start + g.granted * g.iv_us * interval '1 microsecond' ELSE b.tat END,
     tat_owner  = CASE WHEN g.granted > 0 THEN $13::text ELSE b.tat_owner END,
     answered_at = g.answered_at,
-    wanted_by  = CASE WHEN g.busy THEN $13::text ELSE b.wanted_by END,
-    wanted_at  = CASE WHEN g.busy THEN g.now ELSE b.wanted_at END,
-    wanted_kept = CASE WHEN g.busy THEN $20::int ELSE b.wanted_kept END,
+    wanted_by  = CASE WHEN g.busy AND $13::text <> '' THEN $13::text ELSE b.wanted_by END,
+    wanted_at  = CASE WHEN g.busy AND $13::text <> '' THEN g.now ELSE b.wanted_at END,
+    wanted_kept = CASE WHEN g.busy AND $13::text <> '' THEN $20::int ELSE b.wanted_kept END,
     day        = g.today,
     used       = g.used0 + g.granted,
     updated_at = g.now

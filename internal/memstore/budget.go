@@ -357,7 +357,7 @@ func (b *Budget) reserve(now int64, req store.BudgetRequest, want int64, loc *ti
 		r.TatOwner, r.HasTatOwner = req.Owner, true
 	}
 	r.AnsweredAt = answeredAt
-	if busy {
+	if busy && req.Owner != "" {
 		r.WantedBy, r.WantedAt, r.WantedKept = req.Owner, now, req.Kept
 	}
 	r.Day, r.HasDay = curToday, true

@@ -186,6 +186,10 @@ func budgetYield(t *testing.T, s Subject) {
 	if a2.Slots != 5 || a2.Busy || !a2.Start.Equal(end(a1)) || a2.WantedBy != "run-b" || !a2.WantedAt.Equal(asked) || a2.WantedKept != 3 {
 		t.Fatalf("the keeping run's next grant %+v; want 5 slots from %v, wanted by run-b, keeping 3, at %v", a2, end(a1), asked)
 	}
+	// A read without an owner (before a run) is told the instance is busy, and is no want.
+	if read := reserve(t, b, store.BudgetRequest{Day: day}, p); read.Slots != 0 || !read.Busy || read.WantedBy != "run-b" {
+		t.Fatalf("a read by nobody %+v; want busy, still wanted by run-b", read)
+	}
 	// A look (Want 0) is refused the same way, and recorded as a want.
 	if look := reserve(t, b, store.BudgetRequest{Owner: "run-c", Day: day}, p); look.Slots != 0 || !look.Busy || look.WantedBy != "run-c" {
 		t.Fatalf("a look by a third run %+v; want busy, wanted by run-c", look)
