@@ -641,6 +641,14 @@ func (c *controller) preflight(ctx context.Context) {
 		case g.QuotaSpent || c.perDay > 0 && g.Used >= c.perDay:
 			c.r.setAside(c, c.spentError(g))
 			return
+		case g.Busy:
+			// Another run keeps the instance: no rows are claimed for it until it is this run's
+			// (keep.go), and it needs no state check of this run's.
+			c.mu.Lock()
+			c.shared.used = g.Used
+			c.keptLocked(g)
+			c.mu.Unlock()
+			return
 		case g.Now.Sub(g.AnsweredAt) < aliveFresh:
 			// Another run had a real answer a moment ago: no state check needed.
 			c.mu.Lock()

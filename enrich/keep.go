@@ -2,6 +2,7 @@ package enrich
 
 import (
 	"context"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -15,8 +16,8 @@ import (
 // every turn, and each run's blocks were booked seconds ahead behind the others', so the rows a
 // run held at the end waited for slots far behind while other runs' slots went unsent (six
 // processes spent 0.965 of what one did). A refused run is recorded with how many instances it
-// keeps, and a run that keeps at least two more hands the instance over to it at the end of its
-// block (Budget.HandOver), so runs even out within a block or two of one starting; with more runs
+// keeps, and a run that keeps at least handOverGap more hands the instance over to it at the end
+// of its block (Budget.HandOver), so runs even out within a few blocks of one starting; with more runs
 // than instances, a run that keeps none gets one from a run that has kept it for keepTurn. A run
 // that wants an instance asks again when the keeper's bookings end, and takes it as soon as the
 // keeper stops booking (its rows ran out, it ended, it was killed).
@@ -33,6 +34,13 @@ const (
 	handOverTimeout = 5 * time.Second
 	// peekRetry is how soon an instance away asks the budget again after a failed look.
 	peekRetry = time.Second
+	// handOverGap is how many instances more than a run that wants one a run must keep to hand
+	// it one: at 2 the two would swap an instance back and forth whenever one's count is a
+	// moment old.
+	handOverGap = 3
+	// handedFresh is how long an instance handed over counts as on its way to the run that
+	// wanted it: its count does not show it until the blocks booked on it end.
+	handedFresh = 2 * time.Second
 	// keepTurn is how long a run keeps an instance another run wants when there are more runs
 	// than instances, and shares cannot be even: the runs take turns of this length.
 	keepTurn = 30 * time.Second
@@ -42,8 +50,10 @@ const (
 // without the controller's lock by the run's claimer and other instances.
 type keeping struct {
 	// gone says another run keeps the instance, or this run let it go: the run claims no rows
-	// for it and shares none of its rows with it.
-	gone atomic.Bool
+	// for it and shares none of its rows with it. ours says the run has had a block of it since:
+	// until then it claims a block's worth of rows for it, not half a lease's, so that runs
+	// starting together do not each claim for every instance and give most of it back.
+	gone, ours atomic.Bool
 	// until is when, on this process's clock in Unix nanoseconds, the keeper's bookings may end
 	// (0: no wait): no request before then would be granted.
 	until atomic.Int64
@@ -64,12 +74,45 @@ func (k *keeping) away(now time.Time) time.Duration {
 func (k *keeping) leave(at time.Time) {
 	k.until.Store(at.UnixNano())
 	k.gone.Store(true)
+	k.ours.Store(false)
 }
 
 // back records that the instance is this run's again, or anyone's.
 func (k *keeping) back() {
 	k.until.Store(0)
 	k.gone.Store(false)
+}
+
+// handed are the instances the run handed over lately, by the run they went to.
+type handed struct {
+	mu sync.Mutex
+	at map[string][]time.Time
+}
+
+// add records an instance handed to owner at now.
+func (h *handed) add(owner string, now time.Time) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.at == nil {
+		h.at = make(map[string][]time.Time)
+	}
+	h.at[owner] = append(h.at[owner], now)
+}
+
+// count is how many instances were handed to owner within handedFresh of now.
+func (h *handed) count(owner string, now time.Time) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	ts := h.at[owner]
+	for len(ts) > 0 && now.Sub(ts[0]) >= handedFresh {
+		ts = ts[1:]
+	}
+	if len(ts) == 0 {
+		delete(h.at, owner)
+	} else {
+		h.at[owner] = ts
+	}
+	return len(ts)
 }
 
 // kept is how many of the run's instances no other run keeps.
@@ -117,18 +160,21 @@ func (c *controller) keptLocked(g store.Grant) {
 		}
 		// Never sooner than a fifth of yieldAhead: a clock estimate off by more than the
 		// bookings left must not make the run ask again at once, again and again.
-		k.leave(later(g.Start.Add(c.shared.offset).Add(-yieldAhead), now.Add(yieldAhead/5)))
+		// The keeper's bookings end g.Start - g.Now after the grant, on the budget's clock, which
+		// this run may not know yet (a read before its first block).
+		k.leave(later(now.Add(g.Start.Sub(g.Now)-yieldAhead), now.Add(yieldAhead/5)))
 	case g.Slots > 0:
 		if k.gone.Load() || k.since.IsZero() {
 			k.since = now
 		}
 		k.back()
+		k.ours.Store(true)
 	}
 }
 
 // letGoLocked hands the instance over, at the end of the slots in hand, to the run that wanted it
-// last when this run keeps at least two instances more, or, when that run keeps none, once this
-// one has kept it for keepTurn. It reports whether it did; the run then books the instance no
+// last when this run keeps at least handOverGap instances more, or, when that run keeps none,
+// once this one has kept it for keepTurn. It reports whether it did; the run then books the instance no
 // more, and asks again once its slots are spent, to keep it if the other did not take it. c.mu
 // must be held.
 func (c *controller) letGoLocked(now time.Time) bool {
@@ -137,10 +183,13 @@ func (c *controller) letGoLocked(now time.Time) bool {
 	if k.gone.Load() || k.wanted.IsZero() || now.Sub(k.wanted) >= wantedFresh {
 		return false
 	}
-	kept := c.r.kept()
-	if kept < k.wantedKept+2 && (k.wantedKept > 0 || now.Sub(k.since) < keepTurn) {
+	// The wanting run's count is as old as its want, and misses the instances handed to it
+	// since (they are its once the blocks booked on them end): those are counted in.
+	kept, pending := c.r.kept(), c.r.handed.count(k.wantedBy, now)
+	if kept < k.wantedKept+pending+handOverGap && (k.wantedKept > 0 || pending > 0 || now.Sub(k.since) < keepTurn) {
 		return false
 	}
+	c.r.handed.add(k.wantedBy, now)
 	end := s.start.Add(time.Duration(s.n) * s.iv)
 	if s.ahead != nil {
 		end = s.ahead.Start.Add(s.offset).Add(time.Duration(s.ahead.Slots) * s.ahead.Interval)

@@ -14,6 +14,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net/http/httptrace"
 	"strings"
 	"sync"
@@ -130,6 +131,8 @@ type Runner struct {
 	// cleared by a full one: the rows in hand are all the run can expect, and blocks are sized
 	// by them (controller.unreserved).
 	drained atomic.Bool
+	// handed are the instances the run handed over lately (keep.go).
+	handed handed
 }
 
 // NewRunner checks cfg and prepares a run over st.
@@ -435,6 +438,9 @@ func (r *Runner) claimLimit() int {
 		}
 		running = true
 		n := int64(rate * r.cfg.Lease.Seconds() / 2)
+		if c.shared != nil && !c.shared.keep.ours.Load() {
+			n = min(n, int64(math.Ceil(rate*blockFor.Seconds()))) // another run may keep it (keep.go)
+		}
 		if room >= 0 {
 			n = min(n, room) // no more than the daily cap lets this run send
 		}
