@@ -16,11 +16,12 @@ import (
 // every turn, and each run's blocks were booked seconds ahead behind the others', so the rows a
 // run held at the end waited for slots far behind while other runs' slots went unsent (six
 // processes spent 0.965 of what one did). A refused run is recorded with how many instances it
-// keeps, and a run that keeps at least handOverGap more hands the instance over to it at the end
-// of its block (Budget.HandOver), so runs even out within a few blocks of one starting; with more runs
-// than instances, a run that keeps none gets one from a run that has kept it for keepTurn. A run
-// that wants an instance asks again when the keeper's bookings end, and takes it as soon as the
-// keeper stops booking (its rows ran out, it ended, it was killed).
+// keeps, and a run that keeps handOverGap more (two more than a run that keeps none) hands the
+// instance over to it at the end of its block (Budget.HandOver), so runs even out within a few
+// blocks of one starting; when that leaves a run with none (more runs than instances), it is
+// handed one that another run has kept for keepTurn. A run that wants an instance asks again
+// when the keeper's bookings end, and takes it as soon as the keeper stops booking (its rows ran
+// out, it ended, it was killed).
 
 const (
 	// yieldAhead is how far ahead another run may have booked an instance before this one gives
@@ -36,7 +37,7 @@ const (
 	peekRetry = time.Second
 	// handOverGap is how many instances more than a run that wants one a run must keep to hand
 	// it one: at 2 the two would swap an instance back and forth whenever one's count is a
-	// moment old.
+	// moment old (a run that keeps none needs only 2: one each).
 	handOverGap = 3
 	// handedFresh is how long an instance handed over counts as on its way to the run that
 	// wanted it: its count does not show it until the blocks booked on it end.
@@ -158,10 +159,9 @@ func (c *controller) keptLocked(g store.Grant) {
 		if !k.gone.Load() {
 			c.r.wakeClaimer() // the rows claimed for it may go back
 		}
-		// Never sooner than a fifth of yieldAhead: a clock estimate off by more than the
-		// bookings left must not make the run ask again at once, again and again.
 		// The keeper's bookings end g.Start - g.Now after the grant, on the budget's clock, which
-		// this run may not know yet (a read before its first block).
+		// this run may not know yet (a read before its first block); never sooner than a fifth
+		// of yieldAhead, so that the run does not ask again at once, again and again.
 		k.leave(later(now.Add(g.Start.Sub(g.Now)-yieldAhead), now.Add(yieldAhead/5)))
 	case g.Slots > 0:
 		if k.gone.Load() || k.since.IsZero() {
@@ -173,10 +173,10 @@ func (c *controller) keptLocked(g store.Grant) {
 }
 
 // letGoLocked hands the instance over, at the end of the slots in hand, to the run that wanted it
-// last when this run keeps at least handOverGap instances more, or, when that run keeps none,
-// once this one has kept it for keepTurn. It reports whether it did; the run then books the instance no
-// more, and asks again once its slots are spent, to keep it if the other did not take it. c.mu
-// must be held.
+// last when this run keeps handOverGap instances more (two more than a run that keeps none), or,
+// when that run keeps none, once this one has kept it for keepTurn. It reports whether it did;
+// the run then books the instance no more, and asks again once its slots are spent, to keep it
+// if the other did not take it. c.mu must be held.
 func (c *controller) letGoLocked(now time.Time) bool {
 	s := c.shared
 	k := &s.keep
@@ -186,7 +186,11 @@ func (c *controller) letGoLocked(now time.Time) bool {
 	// The wanting run's count is as old as its want, and misses the instances handed to it
 	// since (they are its once the blocks booked on them end): those are counted in.
 	kept, pending := c.r.kept(), c.r.handed.count(k.wantedBy, now)
-	if kept < k.wantedKept+pending+handOverGap && (k.wantedKept > 0 || pending > 0 || now.Sub(k.since) < keepTurn) {
+	theirs, gap := k.wantedKept+pending, handOverGap
+	if theirs == 0 {
+		gap = 2 // one each: neither has more to swap back
+	}
+	if kept < theirs+gap && (theirs > 0 || now.Sub(k.since) < keepTurn) {
 		return false
 	}
 	c.r.handed.add(k.wantedBy, now)

@@ -205,34 +205,57 @@ func TestLateRunGetsItsShare(t *testing.T) {
 	})
 }
 
-// TestMoreRunsThanInstancesTakeTurns: two runs on one instance cannot share it evenly by
-// keeping instances, so they take turns of a while: the run that started second is not kept
-// waiting until the first ends, and turns cost the budget little.
-func TestMoreRunsThanInstancesTakeTurns(t *testing.T) {
+// TestFewInstancesManyRuns: runs that outnumber their instances, or nearly, cannot each keep
+// several: a run that keeps none is handed one by a run that keeps two, and with more runs than
+// instances the runs take turns of keepTurn (30 s). No run waits for another to end, and the
+// turns cost the budget little.
+func TestFewInstancesManyRuns(t *testing.T) {
 	t.Parallel()
-	synctest.Test(t, func(t *testing.T) {
-		const rows = 1500
-		res := runPods(t, 1, rows, []pod{{}, {start: time.Second}})
-		for p, err := range res.errs {
-			if err != nil {
-				t.Fatalf("run %d: %v", p, err)
-			}
-		}
-		all := res.all()
-		if res.due != 0 || len(all) != rows {
-			t.Fatalf("%d rows still due, %d calls for %d rows", res.due, len(all), rows)
-		}
-		if len(res.sends[1]) == 0 {
-			t.Fatal("the second run sent nothing")
-		}
-		first := res.sends[1][0].Sub(res.t0)
-		spent := float64(rows-1) / all[len(all)-1].Sub(all[0]).Seconds() / (10 / 1.01)
-		t.Logf("the second run's first call at %v; %d calls of %d; the budget spent %.4f", first, len(res.sends[1]), rows, spent)
-		if first > 45*time.Second || len(res.sends[1]) < rows/4 {
-			t.Errorf("the second run's first call at %v, %d calls of %d; want within 45 s, and a quarter at least", first, len(res.sends[1]), rows)
-		}
-		if spent < 0.98 {
-			t.Errorf("the runs spent %.4f of the budget, want at least 0.98", spent)
-		}
-	})
+	for _, tc := range []struct {
+		name         string
+		n, runs      int
+		rows         int
+		firstWithin  time.Duration // each run's first call
+		leastOfEvenS float64       // each run's calls ÷ an even share of them, at least
+	}{
+		{"one instance, two runs", 1, 2, 1500, 45 * time.Second, 0.5},
+		{"two instances, two runs", 2, 2, 3000, 5 * time.Second, 0.8},
+		{"two instances, three runs", 2, 3, 3000, 45 * time.Second, 0.3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			synctest.Test(t, func(t *testing.T) {
+				pods := make([]pod, tc.runs)
+				for i := range pods {
+					pods[i].start = time.Duration(i) * time.Second
+				}
+				res := runPods(t, tc.n, tc.rows, pods)
+				for p, err := range res.errs {
+					if err != nil {
+						t.Fatalf("run %d: %v", p, err)
+					}
+				}
+				all := res.all()
+				if res.due != 0 || len(all) != tc.rows {
+					t.Fatalf("%d rows still due, %d calls for %d rows", res.due, len(all), tc.rows)
+				}
+				spent := float64(tc.rows-1) / all[len(all)-1].Sub(all[0]).Seconds() / (10 * float64(tc.n) / 1.01)
+				even := float64(tc.rows) / float64(tc.runs)
+				for p, s := range res.sends {
+					if len(s) == 0 {
+						t.Fatalf("run %d sent nothing", p)
+					}
+					first := s[0].Sub(res.t0) - pods[p].start
+					t.Logf("run %d: first call %v after its start, %d calls of %d", p, first, len(s), tc.rows)
+					if first > tc.firstWithin || float64(len(s)) < tc.leastOfEvenS*even {
+						t.Errorf("run %d: first call %v after its start, %d calls; want within %v, and at least %.0f", p, first, len(s), tc.firstWithin, tc.leastOfEvenS*even)
+					}
+				}
+				t.Logf("the budget spent %.4f", spent)
+				if spent < 0.98 {
+					t.Errorf("the runs spent %.4f of the budget, want at least 0.98", spent)
+				}
+			})
+		})
+	}
 }
