@@ -236,7 +236,8 @@ func (e *env) shared(ctx context.Context, d *details) ([]Figure, error) {
 	}
 	const n, procs = 2, 3
 	// Each process claims up to 2 batches + its workers ahead (432 rows here) before it calls:
-	// enough rows that all three hold some, and for each to spend the whole budget alone.
+	// enough rows for any of them to spend the whole budget alone. With more processes than
+	// instances, two keep one instance each and the third waits its turn (enrich/keep.go).
 	rows := procs*(2*200+16*n) + int(dur.Seconds()*budgetRPS*n*procs)
 	fmt.Fprintf(e.log, "   %d processes, %d instances, %d rows, %v\n", procs, n, rows, dur)
 	r, err := e.budgetRun(ctx, n, procs, rows, dur, false)
