@@ -2,6 +2,7 @@ package enrich
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -228,11 +229,24 @@ func (c *controller) peek(ctx context.Context) {
 	dctx, cancel := context.WithTimeout(ctx, cfg.DatabaseTimeout)
 	g, err := cfg.Budget.Reserve(dctx, req, policy)
 	cancel()
+	if err != nil {
+		if ctx.Err() != nil {
+			return // the run is stopping
+		}
+		// A database that stays away ends the run as it does for a reservation: a run waiting
+		// for instances others keep would otherwise only stall.
+		wait, retry := c.budgetRetry.failed(err, cfg.Now(), cfg.RetryFor, cfg.Rand)
+		if !retry {
+			c.r.cancelStop(fmt.Errorf("%w: %w", ErrDatabase, err))
+			return
+		}
+		s.keep.until.Store(cfg.Now().Add(max(wait, peekRetry)).UnixNano())
+		return
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.budgetRetry.ok(cfg.Now())
 	switch {
-	case err != nil:
-		s.keep.until.Store(cfg.Now().Add(peekRetry).UnixNano())
 	case g.Busy:
 		c.keptLocked(g)
 	default:

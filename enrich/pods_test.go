@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -258,4 +259,71 @@ func TestFewInstancesManyRuns(t *testing.T) {
 			})
 		})
 	}
+}
+
+// downBudget is a budget whose database goes away once down is set: every statement fails as a
+// refused connection does.
+type downBudget struct {
+	*memstore.Budget
+	down *atomic.Bool
+}
+
+var errRefused = errors.New("dial tcp 127.0.0.1:5432: connect: connection refused")
+
+func (b downBudget) Reserve(ctx context.Context, req store.BudgetRequest, p store.BudgetPolicy) (store.Grant, error) {
+	if b.down.Load() {
+		return store.Grant{}, errRefused
+	}
+	return b.Budget.Reserve(ctx, req, p)
+}
+
+func (b downBudget) HandOver(ctx context.Context, instance, from, to string, p store.BudgetPolicy) (bool, error) {
+	if b.down.Load() {
+		return false, errRefused
+	}
+	return b.Budget.HandOver(ctx, instance, from, to, p)
+}
+
+// TestWaitingRunEndsWhenTheDatabaseGoesAway: a run that waits for instances another run keeps,
+// holding no rows, still finds out that the database went away, and ends after retry_for with
+// the database's error (exit 3), as the run that keeps them does, not as a stall.
+func TestWaitingRunEndsWhenTheDatabaseGoesAway(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		st := memstore.New(nil)
+		cs := make([]store.NewContact, 5000)
+		for i, p := range phones(len(cs)) {
+			cs[i] = store.NewContact{PhoneNumber: p}
+		}
+		st.Enqueue(cs...)
+		var down atomic.Bool
+		budget := downBudget{memstore.NewBudget(nil), &down}
+		errs := make([]error, 2)
+		var runs sync.WaitGroup
+		for p := range 2 {
+			cfg := enrich.Config{Owner: fmt.Sprintf("pod-%d", p), Budget: budget, ProgressInterval: -1, RetryFor: 30 * time.Second,
+				Rand: enrich.LockedRand(uint64(p + 1))}
+			cfg.Instances = []enrich.Instance{{API: slowAPI{id: "1101000001", latency: 300 * time.Millisecond}, RPS: 10}}
+			r, err := enrich.NewRunner(st, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			runs.Go(func() {
+				time.Sleep(time.Duration(p) * 2 * time.Second)
+				_, errs[p] = r.Run(context.Background())
+			})
+		}
+		time.Sleep(10 * time.Second)
+		down.Store(true)
+		start := time.Now()
+		runs.Wait()
+		for p, err := range errs {
+			if !errors.Is(err, enrich.ErrDatabase) {
+				t.Errorf("run %d ended with %v, want the database's error", p, err)
+			}
+		}
+		if took := time.Since(start); took > 45*time.Second {
+			t.Errorf("the runs ended %v after the database went away, want within retry_for (30 s) and a little", took)
+		}
+	})
 }
