@@ -56,6 +56,9 @@ type keeping struct {
 	// until then it claims a block's worth of rows for it, not half a lease's, so that runs
 	// starting together do not each claim for every instance and give most of it back.
 	gone, ours atomic.Bool
+	// out says the instance left this run (out, or its daily cap spent): it is not one the run
+	// keeps, whoever books it.
+	out atomic.Bool
 	// until is when, on this process's clock in Unix nanoseconds, the keeper's bookings may end
 	// (0: no wait): no request before then would be granted.
 	until atomic.Int64
@@ -117,11 +120,11 @@ func (h *handed) count(owner string, now time.Time) int {
 	return len(ts)
 }
 
-// kept is how many of the run's instances no other run keeps.
+// kept is how many of the run's instances it keeps: still in the run, and kept by no other run.
 func (r *Runner) kept() int {
 	n := 0
 	for _, c := range r.instances {
-		if c.shared == nil || !c.shared.keep.gone.Load() {
+		if c.shared == nil || !c.shared.keep.gone.Load() && !c.shared.keep.out.Load() {
 			n++
 		}
 	}
@@ -132,8 +135,11 @@ func (r *Runner) kept() int {
 // claimed beyond what its instances can call soon are better called by the others. A run that
 // keeps none waits for its turn (more runs than instances) or its share with the rows it holds.
 func (r *Runner) sharing() bool {
-	k := r.kept()
-	return k > 0 && k < len(r.instances)
+	gone := false
+	for _, c := range r.instances {
+		gone = gone || c.shared != nil && c.shared.keep.gone.Load()
+	}
+	return gone && r.kept() > 0
 }
 
 // available is how many of the run's instances no other run is known to keep as of now: kept,
@@ -141,7 +147,7 @@ func (r *Runner) sharing() bool {
 func (r *Runner) available(now time.Time) int {
 	n := 0
 	for _, c := range r.instances {
-		if c.shared == nil || !c.shared.keep.gone.Load() || c.shared.keep.away(now) == 0 {
+		if c.shared == nil || !c.shared.keep.out.Load() && (!c.shared.keep.gone.Load() || c.shared.keep.away(now) == 0) {
 			n++
 		}
 	}

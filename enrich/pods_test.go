@@ -327,3 +327,52 @@ func TestWaitingRunEndsWhenTheDatabaseGoesAway(t *testing.T) {
 		}
 	})
 }
+
+// TestCappedInstanceIsNotKept: an instance whose daily cap is spent is not one a run keeps, so a
+// run left with only an instance another run keeps is handed it in turn. Before, the capped
+// instance counted as kept, neither run would hand over, and the second run stalled (simulation
+// seed 770626).
+func TestCappedInstanceIsNotKept(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		st := memstore.New(nil)
+		cs := make([]store.NewContact, 1000)
+		for i, p := range phones(len(cs)) {
+			cs[i] = store.NewContact{PhoneNumber: p}
+		}
+		st.Enqueue(cs...)
+		budget := memstore.NewBudget(nil)
+		sents := []*sentAt{{}, {}}
+		errs := make([]error, 2)
+		t0 := time.Now()
+		var runs sync.WaitGroup
+		for p := range 2 {
+			cfg := enrich.Config{Owner: fmt.Sprintf("pod-%d", p), Budget: budget, ProgressInterval: -1,
+				Rand: enrich.LockedRand(uint64(p + 1))}
+			cfg.Instances = []enrich.Instance{
+				{API: timedAPI{slowAPI{id: "1101000001", latency: 300 * time.Millisecond}, sents[p]}, RPS: 10, MaxPerDay: 1},
+				{API: timedAPI{slowAPI{id: "1101000002", latency: 300 * time.Millisecond}, sents[p]}, RPS: 10},
+			}
+			r, err := enrich.NewRunner(st, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			runs.Go(func() {
+				time.Sleep(time.Duration(p) * 5 * time.Second)
+				_, errs[p] = r.Run(context.Background())
+			})
+		}
+		runs.Wait()
+		for p, err := range errs {
+			if err != nil {
+				t.Errorf("run %d: %v", p, err)
+			}
+		}
+		if len(sents[1].times) == 0 {
+			t.Fatal("the second run sent nothing")
+		}
+		if first := sents[1].times[0].Sub(t0); first > 50*time.Second {
+			t.Errorf("the second run's first call at %v (it started at 5 s), want within a turn (30 s) and a little", first)
+		}
+	})
+}

@@ -777,6 +777,9 @@ func (r *Runner) leave(c *controller, err error, capped bool) {
 	} else {
 		r.log.Error().Str("instance", c.id).Err(err).Msg("instance taken out of the run")
 	}
+	if c.shared != nil {
+		c.shared.keep.out.Store(true) // kept by nobody of this run: another run may want it
+	}
 	r.failSuspects(c.takeSuspects())
 	r.mu.Lock()
 	r.live--
