@@ -71,18 +71,24 @@ func (p podsRun) in(ts []time.Time, from, to time.Duration) int {
 	return n
 }
 
-// runPods runs pods on one table of rows rows and one shared budget, each with the same n
-// instances at 10 rps answering after 300 ms, until each ends. It must be called in a synctest
-// bubble.
-func runPods(t *testing.T, n, rows int, pods []pod) podsRun {
-	t.Helper()
+// table is the model of a table of rows phone numbers, all due.
+func table(rows int) *memstore.Store {
 	st := memstore.New(nil)
-	budget := memstore.NewBudget(nil)
 	cs := make([]store.NewContact, rows)
 	for i, p := range phones(rows) {
 		cs[i] = store.NewContact{PhoneNumber: p}
 	}
 	st.Enqueue(cs...)
+	return st
+}
+
+// runPods runs pods on one table of rows rows and one shared budget, each with the same n
+// instances at 10 rps answering after 300 ms, until each ends. It must be called in a synctest
+// bubble.
+func runPods(t *testing.T, n, rows int, pods []pod) podsRun {
+	t.Helper()
+	st := table(rows)
+	budget := memstore.NewBudget(nil)
 	res := podsRun{t0: time.Now(), sends: make([][]time.Time, len(pods)), sums: make([]enrich.Summary, len(pods)),
 		errs: make([]error, len(pods))}
 	var runs sync.WaitGroup
@@ -290,12 +296,7 @@ func (b downBudget) HandOver(ctx context.Context, instance, from, to string, p s
 func TestWaitingRunEndsWhenTheDatabaseGoesAway(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		st := memstore.New(nil)
-		cs := make([]store.NewContact, 5000)
-		for i, p := range phones(len(cs)) {
-			cs[i] = store.NewContact{PhoneNumber: p}
-		}
-		st.Enqueue(cs...)
+		st := table(5000)
 		var down atomic.Bool
 		budget := downBudget{memstore.NewBudget(nil), &down}
 		errs := make([]error, 2)
@@ -335,12 +336,7 @@ func TestWaitingRunEndsWhenTheDatabaseGoesAway(t *testing.T) {
 func TestCappedInstanceIsNotKept(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		st := memstore.New(nil)
-		cs := make([]store.NewContact, 1000)
-		for i, p := range phones(len(cs)) {
-			cs[i] = store.NewContact{PhoneNumber: p}
-		}
-		st.Enqueue(cs...)
+		st := table(1000)
 		budget := memstore.NewBudget(nil)
 		sents := []*sentAt{{}, {}}
 		errs := make([]error, 2)
