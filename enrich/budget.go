@@ -372,15 +372,9 @@ func (c *controller) reserve(ctx context.Context) error {
 			return ctx.Err()
 		}
 		if err != nil {
-			wait, retry := c.budgetRetry.failed(err, cfg.Now(), cfg.RetryFor, cfg.Rand)
-			if !retry {
-				err = fmt.Errorf("%w: %w", ErrDatabase, err)
-				c.r.cancelStop(err)
+			wait, err := c.budgetFailed(err)
+			if err != nil {
 				return err
-			}
-			if c.budgetRetry.n == 1 {
-				c.r.log.Warn().Str("instance", c.id).Err(err).Str("retry_for", cfg.RetryFor.String()).
-					Msg("reserving the instance's budget failed: no call leaves until the database is back")
 			}
 			if cfg.Sleep(ctx, wait) != nil {
 				return ctx.Err()
@@ -395,6 +389,24 @@ func (c *controller) reserve(ctx context.Context) error {
 		}
 		return nil
 	}
+}
+
+// budgetFailed records a failed statement of the instance's budget, and says how long to wait
+// before the next, or, once the database has stayed away for RetryFor (or the error is not worth
+// retrying), stops the run and returns ErrDatabase. Only the instance's dispatcher calls it.
+func (c *controller) budgetFailed(err error) (time.Duration, error) {
+	cfg := &c.r.cfg
+	wait, retry := c.budgetRetry.failed(err, cfg.Now(), cfg.RetryFor, cfg.Rand)
+	if !retry {
+		err = fmt.Errorf("%w: %w", ErrDatabase, err)
+		c.r.cancelStop(err)
+		return 0, err
+	}
+	if c.budgetRetry.n == 1 {
+		c.r.log.Warn().Str("instance", c.id).Err(err).Str("retry_for", cfg.RetryFor.String()).
+			Msg("reserving the instance's budget failed: no call leaves until the database is back")
+	}
+	return wait, nil
 }
 
 // unreserved is how many more slots this instance may reserve for the rows the run can expect.

@@ -2,7 +2,6 @@ package enrich
 
 import (
 	"context"
-	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -241,12 +240,9 @@ func (c *controller) peek(ctx context.Context) {
 		}
 		// A database that stays away ends the run as it does for a reservation: a run waiting
 		// for instances others keep would otherwise only stall.
-		wait, retry := c.budgetRetry.failed(err, cfg.Now(), cfg.RetryFor, cfg.Rand)
-		if !retry {
-			c.r.cancelStop(fmt.Errorf("%w: %w", ErrDatabase, err))
-			return
+		if wait, err := c.budgetFailed(err); err == nil {
+			s.keep.until.Store(cfg.Now().Add(max(wait, peekRetry)).UnixNano())
 		}
-		s.keep.until.Store(cfg.Now().Add(max(wait, peekRetry)).UnixNano())
 		return
 	}
 	c.mu.Lock()
