@@ -167,6 +167,17 @@ func (s *Store) HandOver(ctx context.Context, instance, from, to string, p Budge
 	return tag.RowsAffected() == 1, nil
 }
 
+// Trim gives back the slots owner booked on the instance after at (the budget's clock), if its
+// block is still the last booked: a run that gave its rows back at the end of the table gives
+// their slots back too, for the runs that still hold rows. It reports whether it did.
+func (s *Store) Trim(ctx context.Context, instance, owner string, at time.Time) (bool, error) {
+	tag, err := s.pool.Exec(ctx, s.q.trim, s.clock(), instance, owner, at)
+	if err != nil {
+		return false, fmt.Errorf("trim the bookings of %s: %w", instance, err)
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
 // ReserveState hands out the instance's next GetStateInstance slot: one every second (with
 // Headroom), shared by every run's pre-flight check and probes, as Green API allows. It returns
 // the slot and the database's clock as it was granted.

@@ -172,6 +172,15 @@ func budgetLockstep(t *testing.T, b *bundle, m *memstore.Budget, seed uint64, op
 			id, day := inst(), days[pick(len(days))]
 			what = fmt.Sprintf("op %d: quota spent %s %+v", i, id, day)
 			sameErr(what, b.store.QuotaSpent(b.ctx, id, day), m.QuotaSpent(b.ctx, id, day))
+		case op < 88:
+			id, owner := inst(), owners[pick(len(owners))]
+			at := b.clock.Now().Add(ns(2*time.Second) - time.Second)
+			what = fmt.Sprintf("op %d: trim %s of %q at %v", i, id, owner, at)
+			dOK, dErr := b.store.Trim(b.ctx, id, owner, at)
+			mOK, mErr := m.Trim(b.ctx, id, owner, at)
+			if sameErr(what, dErr, mErr) && dOK != mOK {
+				t.Fatalf("%s: the database says %v, the model %v", what, dOK, mOK)
+			}
 		case op < 90:
 			id, from, to := inst(), owners[pick(len(owners))], owners[pick(len(owners))]
 			what = fmt.Sprintf("op %d: hand %s over from %q to %q", i, id, from, to)

@@ -321,6 +321,16 @@ SET tat_owner  = $4::text,
     updated_at = coalesce($1::timestamptz, now())
 WHERE b.instance_id = $2 AND b.tat_owner = $3::text`
 
+// sqlTrim gives back the slots $3 booked on the instance $2 after $4, and never a slot already
+// past: the next block starts there instead. Only while $3's block is the last booked (tat_owner),
+// so that no other run's block moves. The clock is read after the row lock, as in sqlReserve.
+const sqlTrim = `
+UPDATE %[2]s AS b
+SET tat        = greatest($4::timestamptz, coalesce($1::timestamptz, clock_timestamp())),
+    updated_at = coalesce($1::timestamptz, now())
+WHERE b.instance_id = $2 AND b.tat_owner = $3::text
+  AND b.tat > greatest($4::timestamptz, coalesce($1::timestamptz, clock_timestamp()))`
+
 // sqlReserveState hands out the next slot of a method that takes one request at a time, one per
 // $4 microseconds widened by $3, and returns it with the clock: the instance's GetStateInstance
 // (every second), and on the row of the instance's CheckWhatsapp (ReserveCheck) its 10 a second.

@@ -105,7 +105,7 @@ type queries struct {
 	enqueue, check                                 string
 	statusCounts, statusReasons, statusQueue       string
 	budgetInsert, reserve, reserveState, throttled string
-	quotaSpent, handOver                           string
+	quotaSpent, handOver, trim                     string
 	saveAvatar                                     string
 	instances                                      string // instances.go
 }
@@ -162,6 +162,7 @@ func New(pool *pgxpool.Pool, cfg Config) (*Store, error) {
 			throttled:     f(sqlThrottled),
 			quotaSpent:    f(sqlQuotaSpent),
 			handOver:      f(sqlHandOver),
+			trim:          f(sqlTrim),
 			saveAvatar:    fmt.Sprintf(sqlSaveAvatar, sharedIdentifier(id, avatarsTable).Sanitize()),
 			instances:     f(sqlInstances),
 		},

@@ -25,6 +25,7 @@ type Budget interface {
 	ReserveState(ctx context.Context, instance string, maxRPS float64, p store.BudgetPolicy) (slot, now time.Time, err error)
 	ReserveCheck(ctx context.Context, instance string, rps float64, p store.BudgetPolicy) (slot, now time.Time, err error)
 	HandOver(ctx context.Context, instance, from, to string, p store.BudgetPolicy) (bool, error)
+	Trim(ctx context.Context, instance, owner string, at time.Time) (bool, error)
 }
 
 // budgetCases are the budget's cases, skipped for a Subject without a Budget.
@@ -34,6 +35,7 @@ var budgetCases = []struct {
 }{
 	{"BudgetBlocks", budgetBlocks},
 	{"BudgetYield", budgetYield},
+	{"BudgetTrim", budgetTrim},
 	{"BudgetRateCut", budgetRateCut},
 	{"BudgetHeadroom", budgetHeadroom},
 	{"BudgetRetryAfter", budgetRetryAfter},
@@ -221,6 +223,38 @@ func budgetYield(t *testing.T, s Subject) {
 	// Without a Yield nobody gives way.
 	if a4 := reserve(t, b, store.BudgetRequest{Owner: "run-a", Want: 1, PerDay: 100, Day: day}, Policy); a4.Slots != 1 || a4.Busy {
 		t.Fatalf("run-a's grant without a Yield: %+v; want 1 slot", a4)
+	}
+}
+
+// budgetTrim: a run gives back the slots it booked after a time, and the next block, whoever's,
+// starts there; never before now, and only while the run's block is the last booked.
+func budgetTrim(t *testing.T, s Subject) {
+	b := budgetOf(t, s)
+	day := store.DayStart{Zone: "UTC"}
+	a := reserve(t, b, store.BudgetRequest{Owner: "run-a", Want: 10, PerDay: 100, Day: day}, Policy)
+	if a.Slots != 10 {
+		t.Fatalf("the first grant %+v; want 10 slots", a)
+	}
+	keep := a.Start.Add(3 * a.Interval)
+	if ok, err := b.Trim(ctx, inst, "run-b", keep); err != nil || ok {
+		t.Fatalf("run-b trims run-a's block: %v, %v; want nothing done", ok, err)
+	}
+	if ok, err := b.Trim(ctx, inst, "run-a", keep); err != nil || !ok {
+		t.Fatalf("run-a trims its block to 3 slots: %v, %v; want done", ok, err)
+	}
+	if ok, err := b.Trim(ctx, inst, "run-a", keep.Add(a.Interval)); err != nil || ok {
+		t.Fatalf("run-a trims its block after its end: %v, %v; want nothing done", ok, err)
+	}
+	g := reserve(t, b, store.BudgetRequest{Owner: "run-b", Want: 2, PerDay: 100, Day: day}, Policy)
+	if g.Slots != 2 || !g.Start.Equal(keep.Add(Policy.Guard)) {
+		t.Fatalf("run-b's grant after the trim: %+v; want 2 slots from a guard after run-a's third, %v", g, keep.Add(Policy.Guard))
+	}
+	// A trim to a time already past gives back every slot still to come: the next starts now.
+	if ok, err := b.Trim(ctx, inst, "run-b", s.Now().Add(-time.Second)); err != nil || !ok {
+		t.Fatalf("run-b trims its block to the past: %v, %v; want done", ok, err)
+	}
+	if g := reserve(t, b, store.BudgetRequest{Owner: "run-b", Want: 1, PerDay: 100, Day: day}, Policy); g.Slots != 1 || !g.Start.Equal(g.Now) {
+		t.Fatalf("run-b's grant after trimming to the past: %+v; want 1 slot now", g)
 	}
 }
 
