@@ -29,6 +29,9 @@ type Budget interface {
 	// HandOver gives the instance from keeps to the run to that wanted it (keep.go), reporting
 	// whether from still kept it.
 	HandOver(ctx context.Context, instance, from, to string, p store.BudgetPolicy) (bool, error)
+	// Trim gives back the slots owner booked on the instance after at (the budget's clock),
+	// reporting whether its block was still the last booked (keep.go: the end of the rows).
+	Trim(ctx context.Context, instance, owner string, at time.Time) (bool, error)
 }
 
 // policy is the pacing policy of pacer.go, for the shared budget.
@@ -130,6 +133,9 @@ type shared struct {
 	blockDay time.Time
 	// keep is whether this run keeps the instance, or another does (keep.go).
 	keep keeping
+	// handedLate widens the guard after the block when the run hands the instance over: how late
+	// its sends ran then (keep.go).
+	handedLate time.Duration
 }
 
 // dayTurnMargin is how near the turn of the day a run takes its unsent slots to be the last
@@ -188,7 +194,7 @@ func (s *shared) nextSlot(now time.Time) (time.Time, bool) {
 		}
 		late := s.iv / 2
 		if s.next == s.n-1 && !s.oursNext() {
-			late = blockGuard // the next slot may be another run's
+			late = blockGuard + s.handedLate // the next slot may be another run's
 		}
 		if at.Sub(slot) <= late && now.Sub(slot) <= late {
 			return later(at, now), true
@@ -235,6 +241,44 @@ func (s *shared) giveUp(g store.Grant, refund int) {
 	s.unsent += g.Slots - refund
 	s.refunded += int64(refund)
 	s.used = g.Used
+}
+
+// trim gives up the slots of the block in hand after until, and the block reserved ahead, and
+// returns where the slots kept end on the budget's clock. It reports false when no slot is
+// given up.
+func (s *shared) trim(until time.Time) (time.Time, bool) {
+	defer s.publish()
+	cut := false
+	if s.ahead != nil {
+		s.giveUp(*s.ahead, s.aheadRefund)
+		s.ahead = nil
+		cut = true
+	}
+	s.gen++ // a block asked for ahead meanwhile is given up too
+	k := s.n
+	if s.iv > 0 && until.After(s.start) {
+		k = min(s.n, int(until.Sub(s.start)/s.iv)+1)
+	} else if !until.After(s.start) {
+		k = 0
+	}
+	k = max(k, s.next)
+	if k < s.n {
+		s.unsent += s.n - k
+		s.n = k
+		cut = true
+	}
+	end := s.start.Add(time.Duration(s.n) * s.iv)
+	s.endDB = end.Add(-s.offset)
+	return s.endDB, cut
+}
+
+// lateness is how late the last request left after its slot: a late send is made up only a
+// little at each of the next (catchUp), so the block's last slot will be about as late.
+func (s *shared) lateness() time.Duration {
+	if s.next == 0 || s.last.IsZero() {
+		return 0
+	}
+	return max(0, s.last.Sub(s.start.Add(time.Duration(s.next-1)*s.iv)))
 }
 
 // oursNext reports whether the slot after the current block is known to be this run's: the
@@ -311,6 +355,7 @@ func (s *shared) refill(g store.Grant, received time.Time, refunded int) {
 	s.aheadTried = false
 	s.start = g.Start.Add(s.offset)
 	s.iv, s.n, s.next = g.Interval, g.Slots, 0
+	s.handedLate = 0
 	s.rate, s.headroom = g.Rate, g.Headroom
 	s.unsent -= refunded
 	s.refunded += int64(refunded)
@@ -440,7 +485,7 @@ func (c *controller) askBlock() (req store.BudgetRequest, gen int, g store.Grant
 	c.mu.Unlock()
 	dctx, cancel := context.WithTimeout(c.r.dbCtx, cfg.DatabaseTimeout)
 	defer cancel()
-	g, err = cfg.Budget.Reserve(dctx, req, policy)
+	g, err = cfg.Budget.Reserve(dctx, req, c.r.reservePolicy())
 	return req, gen, g, cfg.Now(), err
 }
 

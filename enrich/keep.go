@@ -168,7 +168,13 @@ func (c *controller) keptLocked(g store.Grant) {
 		// The keeper's bookings end g.Start - g.Now after the grant, on the budget's clock, which
 		// this run may not know yet (a read before its first block); never sooner than a fifth
 		// of yieldAhead, so that the run does not ask again at once, again and again.
-		k.leave(later(now.Add(g.Start.Sub(g.Now)-yieldAhead), now.Add(yieldAhead/5)))
+		at := now.Add(g.Start.Sub(g.Now) - yieldAhead)
+		if c.r.endGame() {
+			// The instance is had only once the keeper's bookings end (endYield), and the keeper
+			// stops booking as soon as its rows run out: look again by then, and within endAhead.
+			at = earlier(now.Add(g.Start.Sub(g.Now)), now.Add(endAhead))
+		}
+		k.leave(later(at, now.Add(yieldAhead/5)))
 	case g.Slots > 0:
 		if k.gone.Load() || k.since.IsZero() {
 			k.since = now
@@ -186,7 +192,7 @@ func (c *controller) keptLocked(g store.Grant) {
 func (c *controller) letGoLocked(now time.Time) bool {
 	s := c.shared
 	k := &s.keep
-	if k.gone.Load() || k.wanted.IsZero() || now.Sub(k.wanted) >= wantedFresh {
+	if k.gone.Load() || k.wanted.IsZero() || now.Sub(k.wanted) >= wantedFresh || c.r.endGame() {
 		return false
 	}
 	// The wanting run's count is as old as its want, and misses the instances handed to it
@@ -200,6 +206,13 @@ func (c *controller) letGoLocked(now time.Time) bool {
 		return false
 	}
 	c.r.handed.add(k.wantedBy, now)
+	// The other run's first slot comes a guard after this run's last. This run's sends may be
+	// running late, and a late send is made up only slowly (catchUp): the block's last slot would
+	// miss the guard and be skipped, a slot lost at every hand-over. The guard is widened by how
+	// late they run, so the slot is sent instead, and the other run starts that much later.
+	s.handedLate = min(s.lateness(), s.iv/4)
+	p := policy
+	p.Guard += s.handedLate
 	end := s.start.Add(time.Duration(s.n) * s.iv)
 	if s.ahead != nil {
 		end = s.ahead.Start.Add(s.offset).Add(time.Duration(s.ahead.Slots) * s.ahead.Interval)
@@ -214,12 +227,77 @@ func (c *controller) letGoLocked(now time.Time) bool {
 	c.r.reserving.Go(func() {
 		ctx, cancel := context.WithTimeout(c.r.dbCtx, handOverTimeout)
 		defer cancel()
-		if _, err := c.r.cfg.Budget.HandOver(ctx, c.id, s.owner, to, policy); err != nil {
+		if _, err := c.r.cfg.Budget.HandOver(ctx, c.id, s.owner, to, p); err != nil {
 			c.r.log.Debug().Str("instance", c.id).Err(err).Msg("handing the instance over failed: it is anyone's once its blocks end")
 		}
 	})
 	c.r.wakeClaimer() // the rows claimed for it may go back
 	return true
+}
+
+// endGame reports whether nothing more is due and other runs share the run's instances: the rows
+// in hand are the last, and shares need no evening out. Another run's rows then take an instance
+// only once its keeper has stopped booking it (endYield), not whenever the keeper's bookings end
+// within yieldAhead: at the end of the rows every run books small blocks, and the instances
+// would pass from run to run, a guard lost at each pass.
+func (r *Runner) endGame() bool {
+	return r.drained.Load() && r.sharing()
+}
+
+// lookAgain has every instance another run keeps asked for again at once: at the end of the
+// rows their keepers stop booking them as soon as their own rows run out, long before the
+// bookings this run last heard of end.
+func (r *Runner) lookAgain() {
+	now := r.cfg.Now()
+	for _, c := range r.instances {
+		if c.shared == nil || !c.shared.keep.gone.Load() {
+			continue
+		}
+		c.mu.Lock()
+		c.shared.keep.until.Store(now.UnixNano())
+		c.changedLocked()
+		c.mu.Unlock()
+	}
+}
+
+// trimBookings gives back, on every instance the run keeps, the slots booked beyond endAhead: at
+// the end of the rows the run gave back the rows that would have filled them.
+func (r *Runner) trimBookings() {
+	now := r.cfg.Now()
+	for _, c := range r.instances {
+		if c.shared == nil || c.shared.keep.gone.Load() {
+			continue
+		}
+		c.mu.Lock()
+		at, cut := c.shared.trim(now.Add(endAhead))
+		owner := c.shared.owner
+		c.changedLocked()
+		c.mu.Unlock()
+		if !cut {
+			continue
+		}
+		r.reserving.Go(func() {
+			ctx, cancel := context.WithTimeout(r.dbCtx, handOverTimeout)
+			defer cancel()
+			if _, err := r.cfg.Budget.Trim(ctx, c.id, owner, at); err != nil {
+				r.log.Debug().Str("instance", c.id).Err(err).Msg("giving back the slots booked beyond the last rows failed: they go unsent")
+			}
+		})
+	}
+}
+
+// endYield is how far ahead another run may have booked an instance before this one gives way,
+// at the end of the rows (Runner.endGame): at all (store.BudgetPolicy.Yield 0 would not give way).
+const endYield = time.Microsecond
+
+// reservePolicy is the policy of this run's reservations: the run gives way to a run that keeps
+// an instance (yieldAhead), at the end of the rows as long as it books it (endYield).
+func (r *Runner) reservePolicy() store.BudgetPolicy {
+	p := policy
+	if r.endGame() {
+		p.Yield = endYield
+	}
+	return p
 }
 
 // peek asks the budget, taking nothing, whether another run still keeps the instance: a run
@@ -232,7 +310,7 @@ func (c *controller) peek(ctx context.Context) {
 		Kept: c.r.kept()}
 	c.mu.Unlock()
 	dctx, cancel := context.WithTimeout(ctx, cfg.DatabaseTimeout)
-	g, err := cfg.Budget.Reserve(dctx, req, policy)
+	g, err := cfg.Budget.Reserve(dctx, req, c.r.reservePolicy())
 	cancel()
 	if err != nil {
 		if ctx.Err() != nil {

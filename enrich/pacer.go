@@ -123,3 +123,11 @@ func later(a, b time.Time) time.Time {
 	}
 	return a
 }
+
+// earlier is the earlier of a and b.
+func earlier(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}

@@ -366,3 +366,87 @@ func TestHeldWhileAsking(t *testing.T) {
 		t.Fatalf("held %d after a grant of 7, want 7", got)
 	}
 }
+
+// TestTrim: at the end of the rows a run gives up the slots of its block after a time, and the
+// block reserved ahead; a block asked for ahead meanwhile is given up when it comes (gen), and
+// the slots already sent stay.
+func TestTrim(t *testing.T) {
+	t.Parallel()
+	t0 := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	iv := 101 * time.Millisecond
+	offset := 7 * time.Millisecond // this process's clock minus the budget's
+	for _, tc := range []struct {
+		name      string
+		sent      int           // slots of the 10 sent before the trim
+		until     time.Duration // after t0, this process's clock
+		ahead     bool          // a block of 10 reserved ahead, which gave 1 slot back
+		wantN     int           // slots of the block kept
+		wantCut   bool
+		wantUnsnt int
+	}{
+		{"keeps the slots up to until", 2, 250 * time.Millisecond, false, 3, true, 7},
+		{"never the slots sent", 6, 250 * time.Millisecond, false, 6, true, 4},
+		{"a block that ends before until", 0, 2 * time.Second, false, 10, false, 0},
+		{"the block ahead goes", 0, 2 * time.Second, true, 10, true, 9},
+		{"until before the block", 0, -time.Second, false, 0, true, 10},
+	} {
+		s := newShared("me", 10, store.DayStart{})
+		s.refill(store.Grant{Start: t0, Now: t0, Interval: iv, Slots: 10, Rate: 10}, t0.Add(offset), 0)
+		for range tc.sent {
+			at, _ := s.nextSlot(t0)
+			s.sent(at)
+		}
+		if tc.ahead {
+			s.ahead, s.aheadRefund = &store.Grant{Start: t0.Add(10 * iv), Now: t0, Interval: iv, Slots: 10, Rate: 10}, 1
+		}
+		gen := s.gen
+		end, cut := s.trim(t0.Add(offset).Add(tc.until))
+		if s.n != tc.wantN || cut != tc.wantCut || s.unsent != tc.wantUnsnt || s.ahead != nil || s.gen == gen {
+			t.Errorf("%s: %d slots kept, cut %v, %d unsent, ahead %v, gen %d→%d; want %d, %v, %d, none, a new gen",
+				tc.name, s.n, cut, s.unsent, s.ahead, gen, s.gen, tc.wantN, tc.wantCut, tc.wantUnsnt)
+		}
+		if want := t0.Add(time.Duration(tc.wantN) * iv); !end.Equal(want) {
+			t.Errorf("%s: the slots kept end at %v on the budget's clock, want %v", tc.name, end.Sub(t0), want.Sub(t0))
+		}
+		if held := s.held.Load(); held != int64(tc.wantN-tc.sent) {
+			t.Errorf("%s: %d slots held after the trim, want %d", tc.name, held, tc.wantN-tc.sent)
+		}
+	}
+}
+
+// TestHandedLateWidensTheGuard: a run whose sends run late hands an instance over with the guard
+// widened by that lateness, and sends the block's last slot that late: without it, a send 15 ms
+// late, made up only 0.66 ms a slot, missed the 10 ms guard at the block's end, and a slot was
+// lost at every hand-over.
+func TestHandedLateWidensTheGuard(t *testing.T) {
+	t.Parallel()
+	t0 := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	iv := 101 * time.Millisecond
+	late := 15 * time.Millisecond
+	for _, widened := range []bool{false, true} {
+		s := newShared("me", 10, store.DayStart{})
+		s.refill(store.Grant{Start: t0, Now: t0, Interval: iv, Slots: 3, Rate: 10, Headroom: paceHeadroom}, t0, 0)
+		now := t0.Add(late)
+		at, ok := s.nextSlot(now)
+		if !ok || !at.Equal(now) {
+			t.Fatalf("the first slot, %v late: %v %v", late, at.Sub(t0), ok)
+		}
+		s.sent(now)
+		if got := s.lateness(); got != late {
+			t.Fatalf("lateness after a send %v late: %v", late, got)
+		}
+		if widened {
+			s.handedLate = s.lateness() // as letGoLocked sets it
+		}
+		at, ok = s.nextSlot(now)
+		if !ok {
+			t.Fatalf("widened %v: the second slot skipped", widened)
+		}
+		s.sent(at)
+		at, ok = s.nextSlot(at)
+		if ok != widened {
+			t.Errorf("widened %v: the last slot, %v after its time: sent %v; want it sent only with the guard widened",
+				widened, at.Sub(t0.Add(2*iv)), ok)
+		}
+	}
+}

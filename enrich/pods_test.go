@@ -127,12 +127,23 @@ func runPods(t *testing.T, n, rows int, pods []pod) podsRun {
 	return res
 }
 
+// podsShare is what one run of shareOfBudget measured.
+type podsShare struct {
+	// whole is the calls sent a second from the first to the last ÷ the budget: ramp-up and tail
+	// included, an instance left idle while another still calls costing its share.
+	whole float64
+	// tail is the calls sent in the last two seconds ÷ the budget (at the least headroom): how
+	// well the runs spent it while the last rows ran out.
+	tail float64
+}
+
 // shareOfBudget runs procs runs at once on n instances and rows rows until nothing is due, and
-// returns the calls sent a second from the first to the last ÷ the budget: ramp-up and tail
-// included, an instance left idle while another still calls costing its share.
-func shareOfBudget(t *testing.T, procs, n, rows int) float64 {
+// returns the share of the budget they spent. No run may be starved: while every run is at work
+// (from 10 s after the start, when each has had its state checks and its share of the instances,
+// until 3 s before the end), each sends at least half of an even share of the calls.
+func shareOfBudget(t *testing.T, procs, n, rows int) podsShare {
 	t.Helper()
-	var share float64
+	var share podsShare
 	synctest.Test(t, func(t *testing.T) {
 		res := runPods(t, n, rows, make([]pod, procs))
 		for p, err := range res.errs {
@@ -144,36 +155,56 @@ func shareOfBudget(t *testing.T, procs, n, rows int) float64 {
 		if len(all) != rows || res.due != 0 {
 			t.Fatalf("%d calls for %d rows, %d still due", len(all), rows, res.due)
 		}
-		// No run is starved: each sends at least half of an even share.
-		for p, s := range res.sends {
-			if len(s) < rows/procs/2 {
-				t.Errorf("run %d sent %d of the %d calls, want at least %d: half of an even share", p, len(s), rows, rows/procs/2)
+		end := all[len(all)-1].Sub(res.t0)
+		if procs > 1 {
+			from, to := 10*time.Second, end-3*time.Second
+			total := res.in(all, from, to)
+			for p, s := range res.sends {
+				if sent := res.in(s, from, to); sent*procs*2 < total {
+					t.Errorf("run %d sent %d of the %d calls from %v to %v, want at least %d: half of an even share", p, sent, total, from, to, total/procs/2)
+				}
 			}
 		}
-		share = float64(rows-1) / all[len(all)-1].Sub(all[0]).Seconds() / (10 * float64(n))
+		budget := 10 * float64(n)
+		share.whole = float64(rows-1) / all[len(all)-1].Sub(all[0]).Seconds() / budget
+		share.tail = float64(res.in(all, end-2*time.Second, end+time.Nanosecond)) / 2 / (budget / 1.01)
 	})
 	return share
 }
 
 // TestPodsSpendTheBudget: six runs sharing 20 instances through the budget (six pods of one
 // Deployment) spend it as one run does, to the end of the rows, and none of them is starved of
-// instances. Each run keeps the instances it
-// got, and claims rows only for them; once nothing more is due, a run spreads the rows it still
-// holds over the instances no other run keeps, and takes those another run stopped booking. When
-// the runs took turns on every instance, block by block, the turns cost the guard between two
-// runs' blocks, and at the end a run's rows waited for its slots booked seconds ahead behind the
-// other runs' blocks: 0.9705 of one run's share here (0.914 before the rows were spread at the
-// end).
+// instances. Each run keeps the instances it got, and claims rows only for them. Once nothing
+// more is due, each gives back the rows beyond a short queue and the slots booked beyond them
+// (keep.go, Runner.endQueue): the table is then the runs' one queue, as one run's own queue is,
+// and their instances run out of rows together. When each run called the rows it held at the end
+// (up to two seconds of them), one run's instances stood idle while another's still called:
+// the last two seconds spent 0.858–0.929 of the budget (median 0.909 over 30 runs), and the whole
+// run 0.986–0.995 of one run's share. When the runs took turns on every instance, block by block,
+// 0.9705.
 func TestPodsSpendTheBudget(t *testing.T) {
 	t.Parallel()
-	const n, rows = 20, 4800
+	const n, rows, runs = 20, 4800, 5
 	one := shareOfBudget(t, 1, n, rows)
-	six := shareOfBudget(t, 6, n, rows)
-	t.Logf("%d rows on %d instances at 10 rps: one run spent %.4f of the budget, six runs %.4f (%.4f of one)", rows, n, one, six, six/one)
-	// 0.981–0.994 over 80 runs (the runs' goroutines interleave differently from one to the
-	// next); when the runs took turns, 0.9705.
-	if six/one < 0.975 {
-		t.Errorf("six runs spent %.4f of the budget, one run %.4f: %.4f of it, want at least 0.975", six, one, six/one)
+	var wholes, tails []float64
+	for range runs {
+		six := shareOfBudget(t, 6, n, rows)
+		wholes, tails = append(wholes, six.whole/one.whole), append(tails, six.tail)
+	}
+	slices.Sort(wholes)
+	slices.Sort(tails)
+	t.Logf("%d rows on %d instances at 10 rps, %d times: six runs spent %.4f of what one run did (%.4f of the budget); their last 2 s %.3f of the budget",
+		rows, n, runs, wholes, one.whole, tails)
+	// The runs' goroutines interleave differently from one run to the next. Whole runs: 0.989–
+	// 1.002 over 120 runs, median 0.995; the last 2 s: 0.909–1.071, median 0.967 over 30.
+	if wholes[0] < 0.975 {
+		t.Errorf("six runs spent %.4f of what one run did, want at least 0.975", wholes[0])
+	}
+	if m := wholes[runs/2]; m < 0.985 {
+		t.Errorf("six runs spent a median %.4f of what one run did, want at least 0.985", m)
+	}
+	if m := tails[runs/2]; m < 0.93 {
+		t.Errorf("six runs spent a median %.3f of the budget in their last 2 s, want at least 0.93", m)
 	}
 }
 
@@ -288,6 +319,13 @@ func (b downBudget) HandOver(ctx context.Context, instance, from, to string, p s
 		return false, errRefused
 	}
 	return b.Budget.HandOver(ctx, instance, from, to, p)
+}
+
+func (b downBudget) Trim(ctx context.Context, instance, owner string, at time.Time) (bool, error) {
+	if b.down.Load() {
+		return false, errRefused
+	}
+	return b.Budget.Trim(ctx, instance, owner, at)
 }
 
 // TestWaitingRunEndsWhenTheDatabaseGoesAway: a run that waits for instances another run keeps,

@@ -454,6 +454,49 @@ func (r *Runner) claimLimit() int {
 	return max(1, min(limit, ceiling))
 }
 
+// endQueue is how many rows a run that shares its instances with other runs keeps waiting once
+// nothing more is due (Runner.drained): what the instances it keeps send within endAhead. The
+// rest go back to the table, where the run whose rows run out first claims them, so that every
+// run's instances run out of rows together, as one run's do. With the usual claims (up to two
+// batches ahead), one run's instances stood idle at the end of the table while another's still
+// had a second of rows: six processes spent 1% less of the budget than one on the same rows.
+func (r *Runner) endQueue() int { return r.aheadRows(endAhead) }
+
+// aheadRows is how many rows the instances the run keeps send within d, at least one.
+func (r *Runner) aheadRows(d time.Duration) int {
+	n := 0
+	for _, c := range r.instances {
+		if c.shared != nil && c.shared.keep.gone.Load() {
+			continue
+		}
+		if ok, rate, _ := c.running(); ok {
+			n += int(math.Ceil(rate * d.Seconds()))
+		}
+	}
+	return max(1, n)
+}
+
+const (
+	// endAhead is how much of its instances' sending a run sharing them keeps waiting once
+	// nothing more is due (endQueue): longer than a claim's round trip, or its instances wait
+	// for the claims.
+	endAhead = 200 * time.Millisecond
+	// endFor is how long the claims of a run at the end of the table must come back full before
+	// it takes them for rows due again and claims as usual (Runner.drained).
+	endFor = 2 * time.Second
+)
+
+// givenBack reports whether a claim made at sent returned a row given back (or rescheduled) within
+// endFor before it: one that stood at the end of the claim order.
+func givenBack(batch []store.Claimed, sent time.Time) bool {
+	for _, c := range batch {
+		if sent.Sub(c.Due) < endFor {
+			return true
+		}
+	}
+	return false
+}
+
 // resultsMax is how many batches of results may wait for the database before the run claims no
 // more rows: memory stays bounded however long the database takes no writes.
 const resultsMax = 4
@@ -479,20 +522,39 @@ func (r *Runner) claim() {
 	// looked is true once a claim found nothing while nothing was held and every result had
 	// been written: one more empty claim then means the run is done.
 	looked := false
+	// shortAt is when a claim from the start last came back short, while other runs kept some of
+	// the run's instances: see endQueue.
+	var shortAt time.Time
+	// again says a claim after the cursor came back short: the next, from the start, goes at
+	// once, whatever room there is, to learn whether anything is left (drained).
+	again := false
 	for r.stop.Err() == nil {
 		held, inHand, waiting := r.rows.counts()
 		limit := r.claimLimit()
-		if over := min(inHand-limit, waiting); over > r.cfg.BatchSize/2 && r.sharing() {
-			// Other runs keep instances this run claimed rows for: the rows no instance it keeps
-			// can call soon go back, for the runs that keep the rest.
+		sharing := r.sharing()
+		end := r.endGame()
+		// Rows beyond what the run may hold go back when other runs keep instances this run
+		// claimed rows for: the runs that keep the rest call them. Once nothing more is due, so
+		// do the rows beyond a short queue (endQueue).
+		over, least := min(inHand-limit, waiting), r.cfg.BatchSize/2
+		queue := 0
+		if end {
+			queue = r.endQueue()
+			over, least = max(over, waiting-queue), queue/2
+		}
+		if sharing && over > least {
 			hs := r.rows.surplus(over)
-			r.log.Debug().Int("rows", len(hs)).Int("kept", r.kept()).Msg("giving back rows that other runs' instances will call")
+			r.log.Debug().Int("rows", len(hs)).Int("kept", r.kept()).Bool("end", end).Msg("giving back rows that other runs' instances will call")
 			r.w.release(hs)
 			held, inHand, waiting = r.rows.counts()
 		}
 		// The limit is on rows still to call; results waiting to be written are bounded apart,
 		// so a database that takes no writes stops the claims (and so the calls) too.
 		n := min(r.cfg.BatchSize, limit-inHand, limit+resultsMax*r.cfg.BatchSize-held)
+		half := min(r.cfg.BatchSize, limit) / 2
+		if end {
+			n, half = min(n, queue-waiting), queue/2
+		}
 		if r.cfg.Limit > 0 {
 			if claimed >= r.cfg.Limit {
 				r.mu.Lock()
@@ -504,7 +566,7 @@ func (r *Runner) claim() {
 		}
 		// Claim a batch when there is room for half of one, or at once when the workers have
 		// nothing left to take.
-		if n <= 0 || (inHand > 0 && n < min(r.cfg.BatchSize, limit)/2 && waiting > 0) {
+		if n <= 0 || (inHand > 0 && n < half && waiting > 0 && !again) {
 			r.settleIfIdle()
 			// Polled too: a row held back as a suspect wakes nobody, and when it is the only row
 			// in hand only settleIfIdle, once its worker is done with it, lets the run go on.
@@ -541,15 +603,32 @@ func (r *Runner) claim() {
 		}
 		r.take(batch, sent)
 		fromStart := cursor == (store.Cursor{})
+		again = false
+		if !end && sharing && givenBack(batch, sent) {
+			// Rows other runs gave back moments ago: the end of the table, where they give back
+			// what they hold beyond a short queue. Claimed as usual, this run would hold them all.
+			r.drained.Store(true)
+			shortAt = r.cfg.Now()
+		}
+		if !end && r.endGame() {
+			r.lookAgain()
+			r.trimBookings()
+		}
 		if len(batch) == n {
-			r.drained.Store(false)
+			// A claim as small as the end's queue is filled by the rows other runs give back at
+			// their end: only endFor of full ones says rows are due again.
+			if !end || r.cfg.Now().Sub(shortAt) >= endFor {
+				r.drained.Store(false)
+			}
 			cursor = cursor.After(batch)
 		} else {
 			// A claim after the cursor comes back short at the end of the claim order, with rows
 			// perhaps still due before it: only a short one from the start says none is left.
 			if fromStart {
 				r.drained.Store(true)
+				shortAt = r.cfg.Now()
 			}
+			again = !fromStart
 			cursor = store.Cursor{}
 		}
 		if len(batch) > 0 {

@@ -971,6 +971,23 @@ func (b simBudget) slot(ctx context.Context, reserve func() (time.Time, time.Tim
 	return slot, now, err
 }
 
+func (b simBudget) Trim(ctx context.Context, instance, owner string, at time.Time) (bool, error) {
+	if err := b.w.dbFault(ctx); err != nil {
+		return false, fmt.Errorf("trim the bookings of %s: %w", instance, err)
+	}
+	b.w.mu.Lock()
+	defer b.w.mu.Unlock()
+	ok, err := b.w.budget.Trim(ctx, instance, owner, at)
+	if err != nil {
+		return false, err
+	}
+	b.w.tracef("%s trims %s at %v: %v", b.owner, instance, at, ok)
+	if b.w.ackLost() {
+		return false, fmt.Errorf("trim the bookings of %s: %w", instance, errAckLost)
+	}
+	return ok, nil
+}
+
 func (b simBudget) HandOver(ctx context.Context, instance, from, to string, p store.BudgetPolicy) (bool, error) {
 	if err := b.w.dbFault(ctx); err != nil {
 		return false, fmt.Errorf("hand %s over to %s: %w", instance, to, err)

@@ -81,18 +81,25 @@ func (w *writer) add(res result) {
 	full := len(w.pending) >= w.r.cfg.BatchSize
 	w.mu.Unlock()
 	if full {
-		select {
-		case w.kick <- struct{}{}:
-		default:
-		}
+		w.hurry()
 	}
 }
 
-// release queues rows to give back untouched.
+// hurry has the loop flush now, not at its next tick.
+func (w *writer) hurry() {
+	select {
+	case w.kick <- struct{}{}:
+	default:
+	}
+}
+
+// release queues rows to give back untouched, and has them written at once: rows given back
+// are for other runs, whose instances may be waiting for them.
 func (w *writer) release(hs []*held) {
 	for _, h := range hs {
 		w.add(result{h: h, kind: resultReleased})
 	}
+	w.hurry()
 }
 
 // loop flushes until close.
