@@ -170,9 +170,7 @@ func (c *controller) keptLocked(g store.Grant) {
 		// of yieldAhead, so that the run does not ask again at once, again and again.
 		at := now.Add(g.Start.Sub(g.Now) - yieldAhead)
 		if c.r.endGame() {
-			// The instance is had only once the keeper's bookings end (endYield), and the keeper
-			// stops booking as soon as its rows run out: look again by then, and within endAhead.
-			at = earlier(now.Add(g.Start.Sub(g.Now)), now.Add(endAhead))
+			at = now.Add(g.Start.Sub(g.Now)) // at the end of the rows, had only once they end (endYield)
 		}
 		k.leave(later(at, now.Add(yieldAhead/5)))
 	case g.Slots > 0:

@@ -123,11 +123,3 @@ func later(a, b time.Time) time.Time {
 	}
 	return a
 }
-
-// earlier is the earlier of a and b.
-func earlier(a, b time.Time) time.Time {
-	if b.Before(a) {
-		return b
-	}
-	return a
-}
