@@ -29,9 +29,10 @@ type Budget interface {
 	// HandOver gives the instance from keeps to the run to that wanted it (keep.go), reporting
 	// whether from still kept it.
 	HandOver(ctx context.Context, instance, from, to string, p store.BudgetPolicy) (bool, error)
-	// Trim gives back the slots owner booked on the instance after at (the budget's clock),
-	// reporting whether its block was still the last booked (keep.go: the end of the rows).
-	Trim(ctx context.Context, instance, owner string, at time.Time) (bool, error)
+	// Trim gives back the slots owner booked on the instance after at (the budget's clock), if
+	// its bookings are still the last and still end at end, reporting whether it did (keep.go: the
+	// end of the rows).
+	Trim(ctx context.Context, instance, owner string, end, at time.Time) (bool, error)
 }
 
 // policy is the pacing policy of pacer.go, for the shared budget.
@@ -136,6 +137,12 @@ type shared struct {
 	// handedLate widens the guard after the block when the run hands the instance over: how late
 	// its sends ran then (keep.go).
 	handedLate time.Duration
+	// trimTo is a trim asked for while a reservation was in flight (asking), done once it is back
+	// (controller.trimLocked): the budget trims bookings only where the run saw them end.
+	trimTo time.Time
+	// trimming says the budget's trim is in flight: no block is reserved meanwhile, or it would
+	// start after the bookings being trimmed.
+	trimming bool
 }
 
 // dayTurnMargin is how near the turn of the day a run takes its unsent slots to be the last
@@ -244,12 +251,13 @@ func (s *shared) giveUp(g store.Grant, refund int) {
 }
 
 // trim gives up the slots of the block in hand after until, and the block reserved ahead, and
-// returns where the slots kept end on the budget's clock. It reports false when no slot is
-// given up.
-func (s *shared) trim(until time.Time) (time.Time, bool) {
+// returns where the run's bookings ended and where the slots kept end, on the budget's clock. It
+// reports false when no slot is given up.
+func (s *shared) trim(until time.Time) (booked, kept time.Time, cut bool) {
 	defer s.publish()
-	cut := false
+	booked = s.endDB
 	if s.ahead != nil {
+		booked = s.ahead.Start.Add(time.Duration(s.ahead.Slots) * s.ahead.Interval)
 		s.giveUp(*s.ahead, s.aheadRefund)
 		s.ahead = nil
 		cut = true
@@ -267,9 +275,8 @@ func (s *shared) trim(until time.Time) (time.Time, bool) {
 		s.n = k
 		cut = true
 	}
-	end := s.start.Add(time.Duration(s.n) * s.iv)
-	s.endDB = end.Add(-s.offset)
-	return s.endDB, cut
+	s.endDB = s.start.Add(time.Duration(s.n) * s.iv).Add(-s.offset)
+	return booked, s.endDB, cut
 }
 
 // lateness is how late the last request left after its slot: a late send is made up only a
@@ -292,7 +299,7 @@ func (s *shared) oursNext() bool {
 // wantAhead reports whether to reserve the next block now: half of this one is sent, and none
 // is reserved or being reserved.
 func (s *shared) wantAhead() bool {
-	return s.n > 0 && s.ahead == nil && !s.reserving && !s.aheadTried && float64(s.n-s.next) <= float64(s.n)*aheadShare
+	return s.n > 0 && s.ahead == nil && !s.reserving && !s.trimming && !s.aheadTried && float64(s.n-s.next) <= float64(s.n)*aheadShare
 }
 
 // answer records that the reservation in flight came back: its slots, if any, are counted as
@@ -411,6 +418,7 @@ func (c *controller) reserve(ctx context.Context) error {
 			}
 			c.shared.refill(g, received, req.Refund)
 			c.keptLocked(g)
+			c.trimPendingLocked()
 			c.mu.Unlock()
 		}
 		if ctx.Err() != nil {
@@ -511,6 +519,7 @@ func (c *controller) reserveAhead() {
 		s.ahead, s.aheadAt, s.aheadRefund = &g, received, req.Refund
 		s.publish()
 		s.used = g.Used // the day's count with the block ahead: room counts its slots as this run's
+		c.trimPendingLocked()
 	}
 	c.changedLocked() // whatever came back: the dispatcher may be waiting for it (waitSlot)
 }

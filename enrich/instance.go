@@ -231,7 +231,7 @@ func (c *controller) waitSlot(ctx context.Context) error {
 		} else if c.shared.useAhead() {
 			c.mu.Unlock()
 			continue
-		} else if c.shared.reserving {
+		} else if c.shared.reserving || c.shared.trimming {
 			changed := c.changed
 			c.mu.Unlock()
 			select {

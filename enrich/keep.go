@@ -267,20 +267,48 @@ func (r *Runner) trimBookings() {
 			continue
 		}
 		c.mu.Lock()
-		at, cut := c.shared.trim(now.Add(endAhead))
-		owner := c.shared.owner
+		c.trimLocked(now.Add(endAhead))
+		c.mu.Unlock()
+	}
+}
+
+// trimLocked gives up the instance's slots after until, here and in the budget. While a
+// reservation is in flight it waits for it (trimPendingLocked): the budget trims the bookings
+// only if they end where this run saw them end, and a block granted meanwhile would be given up
+// here and stand there, unsent. c.mu must be held.
+func (c *controller) trimLocked(until time.Time) {
+	s := c.shared
+	if s.asking > 0 {
+		s.trimTo = until
+		return
+	}
+	booked, at, cut := s.trim(until)
+	c.changedLocked()
+	if !cut {
+		return
+	}
+	r, owner := c.r, s.owner
+	s.trimming = true
+	r.reserving.Go(func() {
+		ctx, cancel := context.WithTimeout(r.dbCtx, handOverTimeout)
+		_, err := r.cfg.Budget.Trim(ctx, c.id, owner, booked, at)
+		cancel()
+		if err != nil {
+			r.log.Debug().Str("instance", c.id).Err(err).Msg("giving back the slots booked beyond the last rows failed: they go unsent")
+		}
+		c.mu.Lock()
+		s.trimming = false
 		c.changedLocked()
 		c.mu.Unlock()
-		if !cut {
-			continue
-		}
-		r.reserving.Go(func() {
-			ctx, cancel := context.WithTimeout(r.dbCtx, handOverTimeout)
-			defer cancel()
-			if _, err := r.cfg.Budget.Trim(ctx, c.id, owner, at); err != nil {
-				r.log.Debug().Str("instance", c.id).Err(err).Msg("giving back the slots booked beyond the last rows failed: they go unsent")
-			}
-		})
+	})
+}
+
+// trimPendingLocked does the trim asked for while the reservation just back was in flight.
+// c.mu must be held.
+func (c *controller) trimPendingLocked() {
+	if until := c.shared.trimTo; !until.IsZero() {
+		c.shared.trimTo = time.Time{}
+		c.trimLocked(until)
 	}
 }
 

@@ -369,7 +369,8 @@ func TestHeldWhileAsking(t *testing.T) {
 
 // TestTrim: at the end of the rows a run gives up the slots of its block after a time, and the
 // block reserved ahead; a block asked for ahead meanwhile is given up when it comes (gen), and
-// the slots already sent stay.
+// the slots already sent stay. It says where its bookings ended, for the budget to trim them only
+// if they still end there.
 func TestTrim(t *testing.T) {
 	t.Parallel()
 	t0 := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
@@ -400,7 +401,14 @@ func TestTrim(t *testing.T) {
 			s.ahead, s.aheadRefund = &store.Grant{Start: t0.Add(10 * iv), Now: t0, Interval: iv, Slots: 10, Rate: 10}, 1
 		}
 		gen := s.gen
-		end, cut := s.trim(t0.Add(offset).Add(tc.until))
+		booked, end, cut := s.trim(t0.Add(offset).Add(tc.until))
+		wantBooked := t0.Add(10 * iv)
+		if tc.ahead {
+			wantBooked = t0.Add(20 * iv)
+		}
+		if !booked.Equal(wantBooked) {
+			t.Errorf("%s: the bookings ended at %v on the budget's clock, want %v", tc.name, booked.Sub(t0), wantBooked.Sub(t0))
+		}
 		if s.n != tc.wantN || cut != tc.wantCut || s.unsent != tc.wantUnsnt || s.ahead != nil || s.gen == gen {
 			t.Errorf("%s: %d slots kept, cut %v, %d unsent, ahead %v, gen %d→%d; want %d, %v, %d, none, a new gen",
 				tc.name, s.n, cut, s.unsent, s.ahead, gen, s.gen, tc.wantN, tc.wantCut, tc.wantUnsnt)

@@ -321,11 +321,11 @@ func (b downBudget) HandOver(ctx context.Context, instance, from, to string, p s
 	return b.Budget.HandOver(ctx, instance, from, to, p)
 }
 
-func (b downBudget) Trim(ctx context.Context, instance, owner string, at time.Time) (bool, error) {
+func (b downBudget) Trim(ctx context.Context, instance, owner string, end, at time.Time) (bool, error) {
 	if b.down.Load() {
 		return false, errRefused
 	}
-	return b.Budget.Trim(ctx, instance, owner, at)
+	return b.Budget.Trim(ctx, instance, owner, end, at)
 }
 
 // TestWaitingRunEndsWhenTheDatabaseGoesAway: a run that waits for instances another run keeps,

@@ -971,13 +971,13 @@ func (b simBudget) slot(ctx context.Context, reserve func() (time.Time, time.Tim
 	return slot, now, err
 }
 
-func (b simBudget) Trim(ctx context.Context, instance, owner string, at time.Time) (bool, error) {
+func (b simBudget) Trim(ctx context.Context, instance, owner string, end, at time.Time) (bool, error) {
 	if err := b.w.dbFault(ctx); err != nil {
 		return false, fmt.Errorf("trim the bookings of %s: %w", instance, err)
 	}
 	b.w.mu.Lock()
 	defer b.w.mu.Unlock()
-	ok, err := b.w.budget.Trim(ctx, instance, owner, at)
+	ok, err := b.w.budget.Trim(ctx, instance, owner, end, at)
 	if err != nil {
 		return false, err
 	}

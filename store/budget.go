@@ -168,10 +168,11 @@ func (s *Store) HandOver(ctx context.Context, instance, from, to string, p Budge
 }
 
 // Trim gives back the slots owner booked on the instance after at (the budget's clock), if its
-// block is still the last booked: a run that gave its rows back at the end of the table gives
-// their slots back too, for the runs that still hold rows. It reports whether it did.
-func (s *Store) Trim(ctx context.Context, instance, owner string, at time.Time) (bool, error) {
-	tag, err := s.pool.Exec(ctx, s.q.trim, s.clock(), instance, owner, at)
+// bookings are still the last and still end at end: a run that gave its rows back at the end of
+// the table gives their slots back too, for the runs that still hold rows, and never a block it
+// was granted since it looked. It reports whether it did.
+func (s *Store) Trim(ctx context.Context, instance, owner string, end, at time.Time) (bool, error) {
+	tag, err := s.pool.Exec(ctx, s.q.trim, s.clock(), instance, owner, at, end)
 	if err != nil {
 		return false, fmt.Errorf("trim the bookings of %s: %w", instance, err)
 	}

@@ -91,6 +91,8 @@ func budgetLockstep(t *testing.T, b *bundle, m *memstore.Budget, seed uint64, op
 	// refunded is each owner's total given back per instance, as far as it knows; last its last
 	// request, to ask again as after a lost reply.
 	refunded := map[string]int64{}
+	// ends is where each instance's last grant with slots ended: a trim names the bookings' end.
+	ends := map[string]time.Time{}
 	var last *store.BudgetRequest
 	ns := func(max time.Duration) time.Duration { return time.Duration(rng.Int64N(int64(max) + 1)) }
 	same := func(what string, a, b time.Time) {
@@ -154,6 +156,9 @@ func budgetLockstep(t *testing.T, b *bundle, m *memstore.Budget, seed uint64, op
 				dg.WantedKept != mg.WantedKept {
 				t.Fatalf("%s: the database grants %+v, the model %+v", what, dg, mg)
 			}
+			if dg.Slots > 0 {
+				ends[req.Instance] = dg.Start.Add(time.Duration(dg.Slots) * dg.Interval)
+			}
 			if pick(4) > 0 { // the reply arrived
 				refunded[req.Instance+"/"+req.Owner] += int64(req.Refund)
 				last = nil
@@ -174,10 +179,13 @@ func budgetLockstep(t *testing.T, b *bundle, m *memstore.Budget, seed uint64, op
 			sameErr(what, b.store.QuotaSpent(b.ctx, id, day), m.QuotaSpent(b.ctx, id, day))
 		case op < 88:
 			id, owner := inst(), owners[pick(len(owners))]
-			at := b.clock.Now().Add(ns(2*time.Second) - time.Second)
-			what = fmt.Sprintf("op %d: trim %s of %q at %v", i, id, owner, at)
-			dOK, dErr := b.store.Trim(b.ctx, id, owner, at)
-			mOK, mErr := m.Trim(b.ctx, id, owner, at)
+			at, end := b.clock.Now().Add(ns(2*time.Second)-time.Second), ends[id]
+			if pick(4) == 0 {
+				end = end.Add(ns(time.Second))
+			}
+			what = fmt.Sprintf("op %d: trim %s of %q ending at %v at %v", i, id, owner, end, at)
+			dOK, dErr := b.store.Trim(b.ctx, id, owner, end, at)
+			mOK, mErr := m.Trim(b.ctx, id, owner, end, at)
 			if sameErr(what, dErr, mErr) && dOK != mOK {
 				t.Fatalf("%s: the database says %v, the model %v", what, dOK, mOK)
 			}

@@ -322,13 +322,14 @@ SET tat_owner  = $4::text,
 WHERE b.instance_id = $2 AND b.tat_owner = $3::text`
 
 // sqlTrim gives back the slots $3 booked on the instance $2 after $4, and never a slot already
-// past: the next block starts there instead. Only while $3's block is the last booked (tat_owner),
-// so that no other run's block moves. The clock is read after the row lock, as in sqlReserve.
+// past: the next block starts there instead. Only while $3's bookings are the last and still end
+// at $5 (tat_owner, tat), so that no other run's block moves, nor a block $3 was granted after
+// it decided to trim. The clock is read after the row lock, as in sqlReserve.
 const sqlTrim = `
 UPDATE %[2]s AS b
 SET tat        = greatest($4::timestamptz, coalesce($1::timestamptz, clock_timestamp())),
     updated_at = coalesce($1::timestamptz, now())
-WHERE b.instance_id = $2 AND b.tat_owner = $3::text
+WHERE b.instance_id = $2 AND b.tat_owner = $3::text AND b.tat = $5::timestamptz
   AND b.tat > greatest($4::timestamptz, coalesce($1::timestamptz, clock_timestamp()))`
 
 // sqlReserveState hands out the next slot of a method that takes one request at a time, one per

@@ -510,8 +510,8 @@ func (b *Budget) QuotaSpent(ctx context.Context, instance string, day store.DayS
 }
 
 // Trim gives back the slots owner booked on the instance after at, as store.Store.Trim does:
-// only when owner's block is the last booked, and never before now.
-func (b *Budget) Trim(ctx context.Context, instance, owner string, at time.Time) (bool, error) {
+// only when owner's bookings are the last and still end at end, and never before now.
+func (b *Budget) Trim(ctx context.Context, instance, owner string, end, at time.Time) (bool, error) {
 	if err := ctx.Err(); err != nil {
 		return false, fmt.Errorf("trim the bookings of %s: %w", instance, err)
 	}
@@ -519,7 +519,7 @@ func (b *Budget) Trim(ctx context.Context, instance, owner string, at time.Time)
 	defer b.mu.Unlock()
 	r, ok := b.rows[instance]
 	to := max(us(at), us(b.now()))
-	if !ok || !r.HasTatOwner || r.TatOwner != owner || r.Tat <= to {
+	if !ok || !r.HasTatOwner || r.TatOwner != owner || r.Tat != us(end) || r.Tat <= to {
 		return false, nil
 	}
 	r.Tat = to

@@ -25,7 +25,7 @@ type Budget interface {
 	ReserveState(ctx context.Context, instance string, maxRPS float64, p store.BudgetPolicy) (slot, now time.Time, err error)
 	ReserveCheck(ctx context.Context, instance string, rps float64, p store.BudgetPolicy) (slot, now time.Time, err error)
 	HandOver(ctx context.Context, instance, from, to string, p store.BudgetPolicy) (bool, error)
-	Trim(ctx context.Context, instance, owner string, at time.Time) (bool, error)
+	Trim(ctx context.Context, instance, owner string, end, at time.Time) (bool, error)
 }
 
 // budgetCases are the budget's cases, skipped for a Subject without a Budget.
@@ -227,7 +227,8 @@ func budgetYield(t *testing.T, s Subject) {
 }
 
 // budgetTrim: a run gives back the slots it booked after a time, and the next block, whoever's,
-// starts there; never before now, and only while the run's block is the last booked.
+// starts there; never before now, and only while the run's bookings are the last and end where
+// it saw them end (not a block granted to it since).
 func budgetTrim(t *testing.T, s Subject) {
 	b := budgetOf(t, s)
 	day := store.DayStart{Zone: "UTC"}
@@ -236,13 +237,16 @@ func budgetTrim(t *testing.T, s Subject) {
 		t.Fatalf("the first grant %+v; want 10 slots", a)
 	}
 	keep := a.Start.Add(3 * a.Interval)
-	if ok, err := b.Trim(ctx, inst, "run-b", keep); err != nil || ok {
+	if ok, err := b.Trim(ctx, inst, "run-b", end(a), keep); err != nil || ok {
 		t.Fatalf("run-b trims run-a's block: %v, %v; want nothing done", ok, err)
 	}
-	if ok, err := b.Trim(ctx, inst, "run-a", keep); err != nil || !ok {
+	if ok, err := b.Trim(ctx, inst, "run-a", end(a).Add(-a.Interval), keep); err != nil || ok {
+		t.Fatalf("run-a trims bookings that do not end where they do: %v, %v; want nothing done", ok, err)
+	}
+	if ok, err := b.Trim(ctx, inst, "run-a", end(a), keep); err != nil || !ok {
 		t.Fatalf("run-a trims its block to 3 slots: %v, %v; want done", ok, err)
 	}
-	if ok, err := b.Trim(ctx, inst, "run-a", keep.Add(a.Interval)); err != nil || ok {
+	if ok, err := b.Trim(ctx, inst, "run-a", keep, keep.Add(a.Interval)); err != nil || ok {
 		t.Fatalf("run-a trims its block after its end: %v, %v; want nothing done", ok, err)
 	}
 	g := reserve(t, b, store.BudgetRequest{Owner: "run-b", Want: 2, PerDay: 100, Day: day}, Policy)
@@ -250,7 +254,7 @@ func budgetTrim(t *testing.T, s Subject) {
 		t.Fatalf("run-b's grant after the trim: %+v; want 2 slots from a guard after run-a's third, %v", g, keep.Add(Policy.Guard))
 	}
 	// A trim to a time already past gives back every slot still to come: the next starts now.
-	if ok, err := b.Trim(ctx, inst, "run-b", s.Now().Add(-time.Second)); err != nil || !ok {
+	if ok, err := b.Trim(ctx, inst, "run-b", end(g), s.Now().Add(-time.Second)); err != nil || !ok {
 		t.Fatalf("run-b trims its block to the past: %v, %v; want done", ok, err)
 	}
 	if g := reserve(t, b, store.BudgetRequest{Owner: "run-b", Want: 1, PerDay: 100, Day: day}, Policy); g.Slots != 1 || !g.Start.Equal(g.Now) {
