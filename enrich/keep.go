@@ -303,12 +303,15 @@ func (c *controller) trimLocked(until time.Time) {
 	})
 }
 
-// trimPendingLocked does the trim asked for while the reservation just back was in flight.
+// trimPendingLocked does the trim asked for while the reservation just back was in flight, if
+// the run is still at the end of the rows (a block granted after rows were due again is kept).
 // c.mu must be held.
 func (c *controller) trimPendingLocked() {
 	if until := c.shared.trimTo; !until.IsZero() {
 		c.shared.trimTo = time.Time{}
-		c.trimLocked(until)
+		if c.r.endGame() {
+			c.trimLocked(until)
+		}
 	}
 }
 
