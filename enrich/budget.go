@@ -257,7 +257,7 @@ func (s *shared) trim(until time.Time) (booked, kept time.Time, cut bool) {
 	defer s.publish()
 	booked = s.endDB
 	if s.ahead != nil {
-		booked = s.ahead.Start.Add(time.Duration(s.ahead.Slots) * s.ahead.Interval)
+		booked = s.ahead.End()
 		s.giveUp(*s.ahead, s.aheadRefund)
 		s.ahead = nil
 		cut = true
@@ -357,7 +357,7 @@ func (s *shared) room(perDay int64) int64 {
 // request that gave refunded slots back.
 func (s *shared) refill(g store.Grant, received time.Time, refunded int) {
 	defer s.publish()
-	s.endDB = g.Start.Add(time.Duration(g.Slots) * g.Interval)
+	s.endDB = g.End()
 	s.offset, s.offsetAt = estimateOffset(s.offset, s.offsetAt, received.Sub(g.Now), received)
 	s.aheadTried = false
 	s.start = g.Start.Add(s.offset)

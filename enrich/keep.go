@@ -213,7 +213,7 @@ func (c *controller) letGoLocked(now time.Time) bool {
 	p.Guard += s.handedLate
 	end := s.start.Add(time.Duration(s.n) * s.iv)
 	if s.ahead != nil {
-		end = s.ahead.Start.Add(s.offset).Add(time.Duration(s.ahead.Slots) * s.ahead.Interval)
+		end = s.ahead.End().Add(s.offset)
 	}
 	// This run asks again once the slots it booked are past, and yieldAhead later: the other
 	// run, handed the instance, books it first.

@@ -108,6 +108,10 @@ type Grant struct {
 	AnsweredAt time.Time
 }
 
+// End is where the grant's slots end on the budget's clock: the instance's next free slot when
+// the grant was the last booked, which Trim names.
+func (g Grant) End() time.Time { return g.Start.Add(time.Duration(g.Slots) * g.Interval) }
+
 // maxGrant bounds one block, so a huge configured rate cannot make one statement hand out
 // millions of slots.
 const maxGrant = 1_000_000

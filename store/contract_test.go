@@ -157,7 +157,7 @@ func budgetLockstep(t *testing.T, b *bundle, m *memstore.Budget, seed uint64, op
 				t.Fatalf("%s: the database grants %+v, the model %+v", what, dg, mg)
 			}
 			if dg.Slots > 0 {
-				ends[req.Instance] = dg.Start.Add(time.Duration(dg.Slots) * dg.Interval)
+				ends[req.Instance] = dg.End()
 			}
 			if pick(4) > 0 { // the reply arrived
 				refunded[req.Instance+"/"+req.Owner] += int64(req.Refund)

@@ -94,9 +94,6 @@ func interval(headroom, rate float64) time.Duration {
 	return time.Duration(math.Ceil(1e6*(1+headroom)/rate)) * time.Microsecond
 }
 
-// end is where g's block ends.
-func end(g store.Grant) time.Time { return g.Start.Add(time.Duration(g.Slots) * g.Interval) }
-
 // budgetBlocks: an instance's blocks follow each other at its rate: one run's blocks are
 // contiguous, a block going to another run than the last starts Guard later (so does the first
 // block of an instance, which no run took before), a read (Want 0) takes nothing, past slots are
@@ -113,27 +110,27 @@ func budgetBlocks(t *testing.T, s Subject) {
 			a1, iv, now, p.Headroom)
 	}
 	a2 := reserve(t, b, store.BudgetRequest{Owner: "run-a", Want: 5}, p)
-	if !a2.Start.Equal(end(a1)) || a2.Slots != 5 || a2.Used != 15 {
-		t.Fatalf("the same run's next grant %+v; want 5 slots from the end of its last block %v, 15 used", a2, end(a1))
+	if !a2.Start.Equal(a1.End()) || a2.Slots != 5 || a2.Used != 15 {
+		t.Fatalf("the same run's next grant %+v; want 5 slots from the end of its last block %v, 15 used", a2, a1.End())
 	}
 	b1 := reserve(t, b, store.BudgetRequest{Owner: "run-b", Want: 3}, p)
-	if !b1.Start.Equal(end(a2).Add(p.Guard)) || b1.Slots != 3 {
-		t.Fatalf("another run's grant %+v; want 3 slots from a guard after the last block %v", b1, end(a2).Add(p.Guard))
+	if !b1.Start.Equal(a2.End().Add(p.Guard)) || b1.Slots != 3 {
+		t.Fatalf("another run's grant %+v; want 3 slots from a guard after the last block %v", b1, a2.End().Add(p.Guard))
 	}
 	b2 := reserve(t, b, store.BudgetRequest{Owner: "run-b", Want: 1}, p)
-	if !b2.Start.Equal(end(b1)) {
-		t.Fatalf("run-b's second grant starts at %v, want right after its first, %v", b2.Start, end(b1))
+	if !b2.Start.Equal(b1.End()) {
+		t.Fatalf("run-b's second grant starts at %v, want right after its first, %v", b2.Start, b1.End())
 	}
 	a3 := reserve(t, b, store.BudgetRequest{Owner: "run-a", Want: 2}, p)
-	if !a3.Start.Equal(end(b2).Add(p.Guard)) {
-		t.Fatalf("run-a's grant after run-b's starts at %v, want %v", a3.Start, end(b2).Add(p.Guard))
+	if !a3.Start.Equal(b2.End().Add(p.Guard)) {
+		t.Fatalf("run-a's grant after run-b's starts at %v, want %v", a3.Start, b2.End().Add(p.Guard))
 	}
 	read := reserve(t, b, store.BudgetRequest{Owner: "run-c", Want: 0}, p)
-	if read.Slots != 0 || read.Used != 21 || !read.Start.Equal(end(a3).Add(p.Guard)) {
-		t.Fatalf("a read %+v; want no slot, 21 used, and where its block would start, %v", read, end(a3).Add(p.Guard))
+	if read.Slots != 0 || read.Used != 21 || !read.Start.Equal(a3.End().Add(p.Guard)) {
+		t.Fatalf("a read %+v; want no slot, 21 used, and where its block would start, %v", read, a3.End().Add(p.Guard))
 	}
-	if a4 := reserve(t, b, store.BudgetRequest{Owner: "run-a", Want: 1}, p); !a4.Start.Equal(end(a3)) || a4.Used != 22 {
-		t.Fatalf("after another run's read, run-a's grant %+v; want right after its last block %v: a read takes nothing", a4, end(a3))
+	if a4 := reserve(t, b, store.BudgetRequest{Owner: "run-a", Want: 1}, p); !a4.Start.Equal(a3.End()) || a4.Used != 22 {
+		t.Fatalf("after another run's read, run-a's grant %+v; want right after its last block %v: a read takes nothing", a4, a3.End())
 	}
 	// Another instance has its own schedule.
 	if o := reserve(t, b, store.BudgetRequest{Instance: "1101000002", Owner: "run-a", Want: 3}, p); !o.Start.Equal(now.Add(p.Guard)) || o.Used != 3 {
@@ -180,13 +177,13 @@ func budgetYield(t *testing.T, s Subject) {
 	}
 	asked := s.Now()
 	b1 := reserve(t, b, store.BudgetRequest{Owner: "run-b", Want: 10, PerDay: 100, Day: day, Refund: 2, Kept: 3}, p)
-	if b1.Slots != 0 || !b1.Busy || !b1.Start.Equal(end(a1).Add(p.Guard)) || b1.Used != 8 {
-		t.Fatalf("another run's grant %+v; want none, busy until %v, and its 2 given back: 8 used", b1, end(a1).Add(p.Guard))
+	if b1.Slots != 0 || !b1.Busy || !b1.Start.Equal(a1.End().Add(p.Guard)) || b1.Used != 8 {
+		t.Fatalf("another run's grant %+v; want none, busy until %v, and its 2 given back: 8 used", b1, a1.End().Add(p.Guard))
 	}
 	s.Advance(time.Millisecond)
 	a2 := reserve(t, b, store.BudgetRequest{Owner: "run-a", Want: 5, PerDay: 100, Day: day}, p)
-	if a2.Slots != 5 || a2.Busy || !a2.Start.Equal(end(a1)) || a2.WantedBy != "run-b" || !a2.WantedAt.Equal(asked) || a2.WantedKept != 3 {
-		t.Fatalf("the keeping run's next grant %+v; want 5 slots from %v, wanted by run-b, keeping 3, at %v", a2, end(a1), asked)
+	if a2.Slots != 5 || a2.Busy || !a2.Start.Equal(a1.End()) || a2.WantedBy != "run-b" || !a2.WantedAt.Equal(asked) || a2.WantedKept != 3 {
+		t.Fatalf("the keeping run's next grant %+v; want 5 slots from %v, wanted by run-b, keeping 3, at %v", a2, a1.End(), asked)
 	}
 	// A read without an owner (before a run) is told the instance is busy, and is no want.
 	if read := reserve(t, b, store.BudgetRequest{Day: day}, p); read.Slots != 0 || !read.Busy || read.WantedBy != "run-b" {
@@ -197,13 +194,13 @@ func budgetYield(t *testing.T, s Subject) {
 		t.Fatalf("a look by a third run %+v; want busy, wanted by run-c", look)
 	}
 	// Within Yield of the end of run-a's bookings, run-b may take the instance.
-	s.Advance(end(a2).Add(p.Guard).Sub(s.Now()) - p.Yield)
+	s.Advance(a2.End().Add(p.Guard).Sub(s.Now()) - p.Yield)
 	b2 := reserve(t, b, store.BudgetRequest{Owner: "run-b", Want: 3, PerDay: 100, Day: day}, p)
-	if b2.Slots != 3 || b2.Busy || !b2.Start.Equal(end(a2).Add(p.Guard)) {
-		t.Fatalf("run-b's grant %v before run-a's bookings end: %+v; want 3 slots from %v", p.Yield, b2, end(a2).Add(p.Guard))
+	if b2.Slots != 3 || b2.Busy || !b2.Start.Equal(a2.End().Add(p.Guard)) {
+		t.Fatalf("run-b's grant %v before run-a's bookings end: %+v; want 3 slots from %v", p.Yield, b2, a2.End().Add(p.Guard))
 	}
-	if a3 := reserve(t, b, store.BudgetRequest{Owner: "run-a", Want: 5, PerDay: 100, Day: day}, p); a3.Slots != 0 || !a3.Busy || !a3.Start.Equal(end(b2).Add(p.Guard)) {
-		t.Fatalf("run-a's grant once run-b keeps the instance: %+v; want none, busy until %v", a3, end(b2).Add(p.Guard))
+	if a3 := reserve(t, b, store.BudgetRequest{Owner: "run-a", Want: 5, PerDay: 100, Day: day}, p); a3.Slots != 0 || !a3.Busy || !a3.Start.Equal(b2.End().Add(p.Guard)) {
+		t.Fatalf("run-a's grant once run-b keeps the instance: %+v; want none, busy until %v", a3, b2.End().Add(p.Guard))
 	}
 	// run-b hands the instance over to run-a: its block stands, run-a's comes a guard after it,
 	// and a third run gives way to run-a meanwhile. A hand-over by a run that no longer keeps the
@@ -217,8 +214,8 @@ func budgetYield(t *testing.T, s Subject) {
 	if c := reserve(t, b, store.BudgetRequest{Owner: "run-c", Want: 1, Day: day}, p); c.Slots != 0 || !c.Busy {
 		t.Fatalf("a third run's grant after the hand-over: %+v; want none, busy", c)
 	}
-	if a5 := reserve(t, b, store.BudgetRequest{Owner: "run-a", Want: 2, PerDay: 100, Day: day}, p); a5.Slots != 2 || a5.Busy || !a5.Start.Equal(end(b2).Add(p.Guard)) {
-		t.Fatalf("run-a's grant once handed the instance: %+v; want 2 slots from a guard after run-b's block, %v", a5, end(b2).Add(p.Guard))
+	if a5 := reserve(t, b, store.BudgetRequest{Owner: "run-a", Want: 2, PerDay: 100, Day: day}, p); a5.Slots != 2 || a5.Busy || !a5.Start.Equal(b2.End().Add(p.Guard)) {
+		t.Fatalf("run-a's grant once handed the instance: %+v; want 2 slots from a guard after run-b's block, %v", a5, b2.End().Add(p.Guard))
 	}
 	// Without a Yield nobody gives way.
 	if a4 := reserve(t, b, store.BudgetRequest{Owner: "run-a", Want: 1, PerDay: 100, Day: day}, Policy); a4.Slots != 1 || a4.Busy {
@@ -237,13 +234,13 @@ func budgetTrim(t *testing.T, s Subject) {
 		t.Fatalf("the first grant %+v; want 10 slots", a)
 	}
 	keep := a.Start.Add(3 * a.Interval)
-	if ok, err := b.Trim(ctx, inst, "run-b", end(a), keep); err != nil || ok {
+	if ok, err := b.Trim(ctx, inst, "run-b", a.End(), keep); err != nil || ok {
 		t.Fatalf("run-b trims run-a's block: %v, %v; want nothing done", ok, err)
 	}
-	if ok, err := b.Trim(ctx, inst, "run-a", end(a).Add(-a.Interval), keep); err != nil || ok {
+	if ok, err := b.Trim(ctx, inst, "run-a", a.End().Add(-a.Interval), keep); err != nil || ok {
 		t.Fatalf("run-a trims bookings that do not end where they do: %v, %v; want nothing done", ok, err)
 	}
-	if ok, err := b.Trim(ctx, inst, "run-a", end(a), keep); err != nil || !ok {
+	if ok, err := b.Trim(ctx, inst, "run-a", a.End(), keep); err != nil || !ok {
 		t.Fatalf("run-a trims its block to 3 slots: %v, %v; want done", ok, err)
 	}
 	if ok, err := b.Trim(ctx, inst, "run-a", keep, keep.Add(a.Interval)); err != nil || ok {
@@ -254,7 +251,7 @@ func budgetTrim(t *testing.T, s Subject) {
 		t.Fatalf("run-b's grant after the trim: %+v; want 2 slots from a guard after run-a's third, %v", g, keep.Add(Policy.Guard))
 	}
 	// A trim to a time already past gives back every slot still to come: the next starts now.
-	if ok, err := b.Trim(ctx, inst, "run-b", end(g), s.Now().Add(-time.Second)); err != nil || !ok {
+	if ok, err := b.Trim(ctx, inst, "run-b", g.End(), s.Now().Add(-time.Second)); err != nil || !ok {
 		t.Fatalf("run-b trims its block to the past: %v, %v; want done", ok, err)
 	}
 	if g := reserve(t, b, store.BudgetRequest{Owner: "run-b", Want: 1, PerDay: 100, Day: day}, Policy); g.Slots != 1 || !g.Start.Equal(g.Now) {
@@ -393,8 +390,8 @@ func budgetRetryAfter(t *testing.T, s Subject) {
 	}
 	s.Advance(time.Millisecond)
 	throttled(t, b, s.Now(), 500*time.Millisecond, p)
-	if g2 := reserve(t, b, store.BudgetRequest{Owner: "run-b", Want: 1}, p); !g2.Start.Equal(end(g)) {
-		t.Fatalf("after a shorter Retry-After the grant starts at %v, want right after the last block %v", g2.Start, end(g))
+	if g2 := reserve(t, b, store.BudgetRequest{Owner: "run-b", Want: 1}, p); !g2.Start.Equal(g.End()) {
+		t.Fatalf("after a shorter Retry-After the grant starts at %v, want right after the last block %v", g2.Start, g.End())
 	}
 	s.Advance(5 * time.Second)
 	if g := reserve(t, b, store.BudgetRequest{Owner: "run-b", Want: 1}, p); !g.Start.Equal(s.Now()) {
@@ -697,7 +694,7 @@ func budgetArguments(t *testing.T, s Subject) {
 	if _, _, err := b.ReserveState(cancelled, inst, 10, p); err == nil {
 		t.Error("reserve state on a cancelled context: no error")
 	}
-	if g2 := reserve(t, b, good, p); !g2.Start.Equal(end(g)) || g2.Rate != 10 {
+	if g2 := reserve(t, b, good, p); !g2.Start.Equal(g.End()) || g2.Rate != 10 {
 		t.Fatalf("after a cancelled 429: %+v, want the next slot at rate 10, nothing cut or paused", g2)
 	}
 	zoned := good
