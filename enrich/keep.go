@@ -242,32 +242,24 @@ func (r *Runner) endGame() bool {
 	return r.drained.Load() && r.sharing()
 }
 
-// lookAgain has every instance another run keeps asked for again at once: at the end of the
+// reachEnd is the run's entering the end of the rows (endGame). On every instance it keeps it
+// gives back the slots booked beyond endAhead: the run gave back the rows that would have
+// filled them. Every instance another run keeps it asks for again at once: at the end of the
 // rows their keepers stop booking them as soon as their own rows run out, long before the
 // bookings this run last heard of end.
-func (r *Runner) lookAgain() {
+func (r *Runner) reachEnd() {
 	now := r.cfg.Now()
 	for _, c := range r.instances {
-		if c.shared == nil || !c.shared.keep.gone.Load() {
+		if c.shared == nil {
 			continue
 		}
 		c.mu.Lock()
-		c.shared.keep.until.Store(now.UnixNano())
-		c.changedLocked()
-		c.mu.Unlock()
-	}
-}
-
-// trimBookings gives back, on every instance the run keeps, the slots booked beyond endAhead: at
-// the end of the rows the run gave back the rows that would have filled them.
-func (r *Runner) trimBookings() {
-	now := r.cfg.Now()
-	for _, c := range r.instances {
-		if c.shared == nil || c.shared.keep.gone.Load() {
-			continue
+		if c.shared.keep.gone.Load() {
+			c.shared.keep.until.Store(now.UnixNano())
+			c.changedLocked()
+		} else {
+			c.trimLocked(now.Add(endAhead))
 		}
-		c.mu.Lock()
-		c.trimLocked(now.Add(endAhead))
 		c.mu.Unlock()
 	}
 }

@@ -608,8 +608,7 @@ func (r *Runner) claim() {
 			shortAt = r.cfg.Now()
 		}
 		if !end && r.endGame() {
-			r.lookAgain()
-			r.trimBookings()
+			r.reachEnd()
 		}
 		if len(batch) == n {
 			// A claim as small as the end's queue is filled by the rows other runs give back at
