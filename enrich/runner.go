@@ -483,6 +483,38 @@ const (
 	endFor = 2 * time.Second
 )
 
+// tableEnd is what a run's claimer knows of the end of the table: whether anything more is due
+// (Runner.drained), and since when it knows so.
+type tableEnd struct {
+	drained *atomic.Bool
+	// shortAt is when the last claim said nothing more is due: see endFor.
+	shortAt time.Time
+}
+
+// claimed records what a claim for n rows, sent at sent from the start of the claim order or
+// not, returned at now, says of the end of the table; sharing says other runs keep some of the
+// run's instances, end that the run was at the end when it claimed (Runner.endGame). It reports
+// whether the run reaches the end, sharing: it then gives back the slots booked beyond its last
+// rows and asks for the other runs' instances again (Runner.reachEnd).
+//
+// The end is a short claim from the start, or, sharing, a short one after a cursor that returned
+// rows other runs gave back (givenBack): they stand last in the claim order. A short claim after
+// a cursor alone may have missed rows before it; a full one of rows given back is not the end
+// either: runs give rows back when they hand an instance over, and a run that took such a claim
+// for the end gave back its rows and slots seconds before the end. Only endFor of full claims
+// says rows are due again at the end: a claim as small as the end's queue is filled by the rows
+// other runs give back.
+func (e *tableEnd) claimed(batch []store.Claimed, n int, sent, now time.Time, fromStart, sharing, end bool) (reached bool) {
+	switch {
+	case len(batch) < n && (fromStart || !end && sharing && givenBack(batch, sent)):
+		e.drained.Store(true)
+		e.shortAt = now
+	case len(batch) == n && (!end || now.Sub(e.shortAt) >= endFor):
+		e.drained.Store(false)
+	}
+	return !end && sharing && e.drained.Load()
+}
+
 // givenBack reports whether a claim made at sent returned a row given back (or rescheduled) within
 // endFor before it: one that stood at the end of the claim order.
 func givenBack(batch []store.Claimed, sent time.Time) bool {
@@ -519,9 +551,7 @@ func (r *Runner) claim() {
 	// looked is true once a claim found nothing while nothing was held and every result had
 	// been written: one more empty claim then means the run is done.
 	looked := false
-	// shortAt is when a claim from the start last came back short, while other runs kept some of
-	// the run's instances: see endQueue.
-	var shortAt time.Time
+	ends := tableEnd{drained: &r.drained}
 	// again says a claim after the cursor came back short: the next, from the start, goes at
 	// once, whatever room there is, to learn whether anything is left (drained).
 	again := false
@@ -600,31 +630,13 @@ func (r *Runner) claim() {
 		}
 		r.take(batch, sent)
 		fromStart := cursor == (store.Cursor{})
-		again = false
-		if !end && sharing && givenBack(batch, sent) {
-			// Rows other runs gave back moments ago: the end of the table, where they give back
-			// what they hold beyond a short queue. Claimed as usual, this run would hold them all.
-			r.drained.Store(true)
-			shortAt = r.cfg.Now()
-		}
-		if !end && r.endGame() {
+		if ends.claimed(batch, n, sent, r.cfg.Now(), fromStart, sharing, end) {
 			r.reachEnd()
 		}
+		again = len(batch) < n && !fromStart
 		if len(batch) == n {
-			// A claim as small as the end's queue is filled by the rows other runs give back at
-			// their end: only endFor of full ones says rows are due again.
-			if !end || r.cfg.Now().Sub(shortAt) >= endFor {
-				r.drained.Store(false)
-			}
 			cursor = cursor.After(batch)
 		} else {
-			// A claim after the cursor comes back short at the end of the claim order, with rows
-			// perhaps still due before it: only a short one from the start says none is left.
-			if fromStart {
-				r.drained.Store(true)
-				shortAt = r.cfg.Now()
-			}
-			again = !fromStart
 			cursor = store.Cursor{}
 		}
 		if len(batch) > 0 {
