@@ -217,6 +217,24 @@ func (c *controller) waitSlot(ctx context.Context) error {
 		var at time.Time
 		if c.shared == nil {
 			at = c.pace.next(now)
+		} else if c.shared.rescue(now) && !c.shared.keep.gone.Load() {
+			// The block's last slot is met only if the next slot is this run's: ask for it,
+			// unless the instance is being handed over (the guard is widened for that).
+			c.shared.aheadTried = true
+			if c.letGoLocked(now) {
+				c.mu.Unlock()
+				continue
+			}
+			c.shared.reserving = true
+			c.r.reserving.Go(c.reserveAhead)
+			changed := c.changed
+			c.mu.Unlock()
+			select {
+			case <-changed: // the block ahead is back, or none
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			continue
 		} else if next, ok := c.shared.nextSlot(now); ok {
 			at = next
 			// Ahead only while rows wait that no slot is held for: at the end of the rows a block
