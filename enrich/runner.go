@@ -127,9 +127,9 @@ type Runner struct {
 	idle atomic.Bool
 	// finished is set once Run has ended: nothing is left to stall (Health).
 	finished atomic.Bool
-	// drained is set once a claim from the start of the claim order comes back short, and
-	// cleared by a full one: the rows in hand are all the run can expect, and blocks are sized
-	// by them (controller.unreserved).
+	// drained is set once a claim says nothing more is due, and cleared by full ones
+	// (tableEnd.claimed): the rows in hand are all the run can expect, and blocks are sized by
+	// them (controller.unreserved).
 	drained atomic.Bool
 	// handed are the instances the run handed over lately (keep.go).
 	handed handed
