@@ -194,11 +194,7 @@ func (s *shared) nextSlot(now time.Time) (time.Time, bool) {
 		}
 	}
 	for s.next < s.n {
-		slot := s.start.Add(time.Duration(s.next) * s.iv)
-		at := slot
-		if !s.last.IsZero() {
-			at = later(slot, s.last.Add(s.minGap()))
-		}
+		slot, at := s.due()
 		late := s.iv / 2
 		if s.next == s.n-1 && !s.oursNext() {
 			late = blockGuard + s.handedLate // the next slot may be another run's
@@ -210,6 +206,23 @@ func (s *shared) nextSlot(now time.Time) (time.Time, bool) {
 		s.unsent++
 	}
 	return time.Time{}, false
+}
+
+// slot is when the block's slot i comes, on this process's clock; slot(n) is where the block
+// ends.
+func (s *shared) slot(i int) time.Time {
+	return s.start.Add(time.Duration(i) * s.iv)
+}
+
+// due is the next slot, and the earliest its request may leave: at the slot, and minGap after
+// the last request.
+func (s *shared) due() (slot, at time.Time) {
+	slot = s.slot(s.next)
+	at = slot
+	if !s.last.IsZero() {
+		at = later(slot, s.last.Add(s.minGap()))
+	}
+	return slot, at
 }
 
 // minGap is the least time between two of this run's requests: a slot, measured on actual
@@ -275,7 +288,7 @@ func (s *shared) trim(until time.Time) (booked, kept time.Time, cut bool) {
 		s.n = k
 		cut = true
 	}
-	s.endDB = s.start.Add(time.Duration(s.n) * s.iv).Add(-s.offset)
+	s.endDB = s.slot(s.n).Add(-s.offset)
 	if cut {
 		s.aheadTried = false // the block's new last slot may need one ahead (rescue)
 	}
@@ -288,7 +301,7 @@ func (s *shared) lateness() time.Duration {
 	if s.next == 0 || s.last.IsZero() {
 		return 0
 	}
-	return max(0, s.last.Sub(s.start.Add(time.Duration(s.next-1)*s.iv)))
+	return max(0, s.last.Sub(s.slot(s.next-1)))
 }
 
 // oursNext reports whether the slot after the current block is known to be this run's: the
@@ -316,12 +329,8 @@ func (s *shared) rescue(now time.Time) bool {
 	if s.n == 0 || s.next != s.n-1 || s.ahead != nil || s.reserving || s.trimming || s.aheadTried {
 		return false
 	}
-	slot := s.start.Add(time.Duration(s.next) * s.iv)
-	at := later(slot, now)
-	if !s.last.IsZero() {
-		at = later(at, s.last.Add(s.minGap()))
-	}
-	late := at.Sub(slot)
+	slot, at := s.due()
+	late := later(at, now).Sub(slot)
 	return late > blockGuard+s.handedLate && late <= s.iv/2
 }
 

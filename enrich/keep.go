@@ -211,7 +211,7 @@ func (c *controller) letGoLocked(now time.Time) bool {
 	s.handedLate = min(s.lateness(), s.iv/4)
 	p := policy
 	p.Guard += s.handedLate
-	end := s.start.Add(time.Duration(s.n) * s.iv)
+	end := s.slot(s.n)
 	if s.ahead != nil {
 		end = s.ahead.End().Add(s.offset)
 	}
