@@ -52,6 +52,12 @@ type budgetResult struct {
 	GapP99MS    float64 `json:"gap_p99_ms"`
 	// GapsSkipped counts gaps of 1.45 intervals or more: a send slot left unused.
 	GapsSkipped int `json:"gaps_over_1_45_intervals"`
+	// Lost is where the whole run's budget went unspent, in slots of 1/rps.
+	Lost lostSlots `json:"lost_slots"`
+	// EnrichCPUS is the CPU time the enrich processes spent, PostgresCPUS PostgreSQL's, in
+	// seconds: on 2 cores, what one process's sends wait for.
+	EnrichCPUS   float64 `json:"enrich_cpu_s"`
+	PostgresCPUS float64 `json:"postgres_cpu_s"`
 	// PeakRSSMiB is the largest peak RSS of the enrich processes (VmHWM).
 	PeakRSSMiB  float64            `json:"peak_rss_mib"`
 	Summaries   []summary          `json:"summaries"`
@@ -83,6 +89,8 @@ func (e *env) budgetRun(ctx context.Context, n, procs int, rows int, dur time.Du
 	}
 	defer ss.close()
 	ec := enrichConfig{apiURL: ss.url, instances: cfg.Instances, rps: budgetRPS, maxDuration: dur}
+	cpu0 := readCPU()
+	var cpuSum time.Duration
 	var started []*run
 	for range procs {
 		r, err := e.start(ctx, t.url, ec)
@@ -98,6 +106,7 @@ func (e *env) budgetRun(ctx context.Context, n, procs int, rows int, dur time.Du
 			firstErr = err
 		}
 		res.Summaries = append(res.Summaries, rr.sum)
+		cpuSum += rr.cpu
 		res.PeakRSSMiB = max(res.PeakRSSMiB, float64(rr.maxRSS)/(1<<20))
 	}
 	if firstErr != nil {
@@ -105,6 +114,8 @@ func (e *env) budgetRun(ctx context.Context, n, procs int, rows int, dur time.Du
 	}
 	ev := ss.rec.arrivals()
 	res.events = ev
+	d := cpu0.to(readCPU())
+	res.EnrichCPUS, res.PostgresCPUS = cpuSum.Seconds(), d.pg.Seconds()
 	st := ss.sim.Stats()
 	s := measureSteady(ev, e.steadyTrim())
 	budget := budgetRPS * float64(n)
@@ -125,6 +136,7 @@ func (e *env) budgetRun(ctx context.Context, n, procs int, rows int, dur time.Du
 		res.WholeRatio = float64(whole.accepted-1) / (whole.last - whole.first).Seconds() / budget
 	}
 	res.WholePerInstance = whole.rate / budget
+	res.Lost = lost(ev, n, time.Duration(float64(time.Second)/budgetRPS))
 	for _, is := range st.Instances {
 		res.TooMany += is.Methods["getAvatar"].TooMany
 		res.SimMaxIn1s = max(res.SimMaxIn1s, is.MaxInAnySecond)
@@ -132,6 +144,66 @@ func (e *env) budgetRun(ctx context.Context, n, procs int, rows int, dur time.Du
 	res.MaxIn1s = maxInAnySecond(ev)
 	res.GapMedianMS, res.GapMeanMS, res.GapP99MS, res.GapsSkipped = gaps(ev, s.from, s.to, 1.45*1000/budgetRPS)
 	return res, nil
+}
+
+// lostSlots splits the budget a whole run left unspent, from its first accepted getAvatar to
+// its last, whichever instance, into where each instance lost it, in slots of 1/rps: before its
+// own first call, after its own last, in gaps of 1.45 slots or more (a slot skipped), and in the
+// smaller gaps (the pacer's headroom and lateness). Their sum with the calls is the budget, up
+// to one slot per instance, which is why WholeRatio counts intervals.
+type lostSlots struct {
+	Start   float64 `json:"start"`
+	End     float64 `json:"end"`
+	Skipped float64 `json:"skipped"`
+	Small   float64 `json:"small_gaps"`
+	// Of is the whole run's budget in slots: instances × (last - first) × rps.
+	Of float64 `json:"of"`
+}
+
+func (l lostSlots) String() string {
+	return fmt.Sprintf("slots lost of %.0f: %.0f before each instance's first call, %.0f after its last, %.0f skipped, %.0f in smaller gaps",
+		l.Of, l.Start, l.End, l.Skipped, l.Small)
+}
+
+// lost measures lostSlots for n instances with slots of iv (an instance that never answered
+// loses the whole run at its start).
+func lost(ev []arrival, n int, iv time.Duration) lostSlots {
+	var l lostSlots
+	first, last := time.Duration(-1), time.Duration(-1)
+	type span struct{ first, last time.Duration }
+	per := map[string]*span{}
+	for _, a := range ev {
+		if !a.accepted {
+			continue
+		}
+		if first < 0 {
+			first = a.at
+		}
+		last = a.at
+		s := per[a.instance]
+		if s == nil {
+			per[a.instance] = &span{a.at, a.at}
+			continue
+		}
+		g := float64(a.at-s.last)/float64(iv) - 1
+		if g >= 0.45 {
+			l.Skipped += g
+		} else {
+			l.Small += g
+		}
+		s.last = a.at
+	}
+	if first < 0 {
+		return l
+	}
+	slots := func(d time.Duration) float64 { return float64(d) / float64(iv) }
+	l.Of = float64(n) * slots(last-first)
+	for _, s := range per {
+		l.Start += slots(s.first - first)
+		l.End += slots(last - s.last)
+	}
+	l.Start += float64(n-len(per)) * slots(last-first)
+	return l
 }
 
 // gaps are the median, mean and 99th percentile of the time between consecutive accepted
@@ -333,9 +405,11 @@ func (e *env) pods(ctx context.Context, d *details) ([]Figure, error) {
 	one, many := res[0], res[1]
 	return []Figure{
 		Figure{Scenario: "pods", Name: "1 process: whole run ÷ budget", Value: one.WholeRatio, Unit: "ratio", N: 1,
-			Note: fmt.Sprintf("each instance from its own first call to its last %.3f; steady window %.3f; 429s %d", one.WholePerInstance, one.Ratio, one.TooMany)},
+			Note: fmt.Sprintf("each instance from its own first call to its last %.3f; steady window %.3f; 429s %d; %v; CPU: enrich %.1f s, PostgreSQL %.1f s",
+				one.WholePerInstance, one.Ratio, one.TooMany, one.Lost, one.EnrichCPUS, one.PostgresCPUS)},
 		Figure{Scenario: "pods", Name: fmt.Sprintf("%d processes: whole run ÷ budget", procs), Value: many.WholeRatio, Unit: "ratio", N: 1,
-			Note: fmt.Sprintf("each instance from its own first call to its last %.3f; steady window %.3f; 429s %d; most getAvatar in any 1 s %d", many.WholePerInstance, many.Ratio, many.TooMany, many.MaxIn1s)},
+			Note: fmt.Sprintf("each instance from its own first call to its last %.3f; steady window %.3f; 429s %d; most getAvatar in any 1 s %d; %v; CPU: enrich %.1f s, PostgreSQL %.1f s",
+				many.WholePerInstance, many.Ratio, many.TooMany, many.MaxIn1s, many.Lost, many.EnrichCPUS, many.PostgresCPUS)},
 		Figure{Scenario: "pods", Name: fmt.Sprintf("%d processes ÷ 1 process", procs), Value: many.WholeRatio / one.WholeRatio, Unit: "ratio", N: 1}.target(">=", 1),
 	}, nil
 }
