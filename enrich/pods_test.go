@@ -409,3 +409,61 @@ func TestCappedInstanceIsNotKept(t *testing.T) {
 		}
 	})
 }
+
+// countingStore counts the claims that found nothing due, and when they came.
+type countingStore struct {
+	*memstore.Store
+	mu    sync.Mutex
+	empty []time.Time
+}
+
+func (s *countingStore) ClaimAfter(ctx context.Context, owner string, token int64, n int, lease time.Duration, after store.Cursor) ([]store.Claimed, error) {
+	got, err := s.Store.ClaimAfter(ctx, owner, token, n, lease, after)
+	if err == nil && len(got) == 0 {
+		s.mu.Lock()
+		s.empty = append(s.empty, time.Now())
+		s.mu.Unlock()
+	}
+	return got, err
+}
+
+// TestFewEmptyClaimsAtTheEnd: once nothing more is due, a run with hundreds of rows still in
+// hand looks at the table at most every 50 ms (a claim after its cursor and one from the start),
+// not whenever a row is answered. Every answer woke the claimer: one run on 20 instances made
+// two empty claims per answer over the last rows, about 600 in 3 s, on the database the
+// answers' writes and the other runs' claims need.
+func TestFewEmptyClaimsAtTheEnd(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		const n, rows = 20, 2000
+		st := &countingStore{Store: table(rows)}
+		cfg := enrich.Config{Owner: "pod-0", Budget: memstore.NewBudget(nil), ProgressInterval: -1, Rand: enrich.LockedRand(1)}
+		sent := &sentAt{}
+		for i := range n {
+			// Answers spread over the slot, as real latencies spread them: in step, the
+			// instances' answers would wake the claimer together.
+			latency := 300*time.Millisecond + time.Duration(i)*5*time.Millisecond
+			api := timedAPI{slowAPI{id: fmt.Sprintf("1101%06d", i), latency: latency}, sent}
+			cfg.Instances = append(cfg.Instances, enrich.Instance{API: api, RPS: 10})
+		}
+		r, err := enrich.NewRunner(st, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sum, err := r.Run(context.Background()); err != nil || sum.Done != rows {
+			t.Fatalf("run: %v (%+v)", err, sum)
+		}
+		if len(sent.times) != rows {
+			t.Fatalf("%d calls for %d rows", len(sent.times), rows)
+		}
+		if len(st.empty) == 0 {
+			t.Fatal("no claim found the table empty: the run cannot have known it was done")
+		}
+		tail := st.empty[len(st.empty)-1].Sub(st.empty[0])
+		most := 2*int(tail/(50*time.Millisecond)) + 4
+		t.Logf("%d empty claims over the last %v (at most %d allowed)", len(st.empty), tail, most)
+		if len(st.empty) > most {
+			t.Errorf("%d claims found nothing due within %v, want at most %d: two every 50 ms", len(st.empty), tail, most)
+		}
+	})
+}

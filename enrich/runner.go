@@ -535,6 +535,11 @@ const resultsMax = 4
 // one with no room to claim looks whether suspects can be settled.
 const claimPoll = time.Second
 
+// emptyLookGap is the least time between two claims that find nothing due while the run still
+// has rows in hand: half a slot at 10 rps, so rows other runs give back at the end of the table
+// are claimed before their instances' next slot.
+const emptyLookGap = 50 * time.Millisecond
+
 // claim keeps the queue fed ahead of the workers, within claimLimit: it claims the next batch
 // while rows are still queued, so the instances never wait on a database round trip. It closes
 // the queue when it ends: nothing due and nothing held, the limit, or a stop.
@@ -653,6 +658,10 @@ func (r *Runner) claim() {
 		if held, inHand, _ := r.rows.counts(); inHand > 0 {
 			looked = false
 			r.waitWake(claimPoll)
+			// Every row resolved wakes the claimer: at the end of the table, with hundreds of
+			// rows a second in hand, each woke an empty claim, hundreds a second per run on a
+			// database that the last calls' writes and the other runs' claims need.
+			_ = r.cfg.Sleep(r.stop, emptyLookGap-r.cfg.Now().Sub(sent))
 			continue
 		} else if held > 0 {
 			if held, _, _ := r.rows.counts(); !r.w.flush() || held > 0 {
