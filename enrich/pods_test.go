@@ -544,3 +544,82 @@ func TestFewAsksForKeptInstances(t *testing.T) {
 		}
 	})
 }
+
+// stateCounted is slowAPI that counts its GetStateInstance calls, which answer after its
+// latency too.
+type stateCounted struct {
+	slowAPI
+	states *atomic.Int32
+}
+
+func (a stateCounted) GetStateInstance(ctx context.Context) (string, error) {
+	a.states.Add(1)
+	select {
+	case <-time.After(a.latency):
+		return a.slowAPI.GetStateInstance(ctx)
+	case <-ctx.Done():
+		return "", ctx.Err()
+	}
+}
+
+// firstClaims records when each run first claimed rows: its state checks were over.
+type firstClaims struct {
+	*memstore.Store
+	mu    sync.Mutex
+	first map[string]time.Time
+}
+
+func (s *firstClaims) ClaimAfter(ctx context.Context, owner string, token int64, n int, lease time.Duration, after store.Cursor) ([]store.Claimed, error) {
+	s.mu.Lock()
+	if _, ok := s.first[owner]; !ok {
+		s.first[owner] = time.Now()
+	}
+	s.mu.Unlock()
+	return s.Store.ClaimAfter(ctx, owner, token, n, lease, after)
+}
+
+// TestOneStateCheckForManyRuns: six runs that start together on the same instances check each
+// instance's state about once between them, not once each: GetStateInstance is one request a
+// second per instance, shared, and each run waited for a check of its own, the last ones 5 s
+// after the first, where the first check, once it said authorized, speaks for all
+// (stateOrAlive). Every run claims its first rows within 1.5 s.
+func TestOneStateCheckForManyRuns(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		const n, runs, rows = 10, 6, 600
+		st := &firstClaims{Store: table(rows), first: map[string]time.Time{}}
+		budget := memstore.NewBudget(nil)
+		var states atomic.Int32
+		t0 := time.Now()
+		var wg sync.WaitGroup
+		for p := range runs {
+			cfg := enrich.Config{Owner: fmt.Sprintf("pod-%d", p), Budget: budget, ProgressInterval: -1, Rand: enrich.LockedRand(uint64(p + 1))}
+			for i := range n {
+				api := stateCounted{slowAPI{id: fmt.Sprintf("1101%06d", i), latency: 300 * time.Millisecond}, &states}
+				cfg.Instances = append(cfg.Instances, enrich.Instance{API: api, RPS: 10})
+			}
+			r, err := enrich.NewRunner(st, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			wg.Go(func() {
+				if sum, err := r.Run(context.Background()); err != nil {
+					t.Errorf("run %d: %v (%+v)", p, err, sum)
+				}
+			})
+		}
+		wg.Wait()
+		t.Logf("%d GetStateInstance calls for %d instances and %d runs", states.Load(), n, runs)
+		if got := int(states.Load()); got > 2*n {
+			t.Errorf("%d state checks for %d instances, want at most %d: one, or two when a look came just before the first check's answer", got, n, 2*n)
+		}
+		for owner, at := range st.first {
+			if d := at.Sub(t0); d > 1500*time.Millisecond {
+				t.Errorf("%s first claimed rows %v after the start, want within 1.5 s", owner, d)
+			}
+		}
+		if len(st.first) != runs {
+			t.Errorf("%d runs claimed rows, want %d", len(st.first), runs)
+		}
+	})
+}
