@@ -518,7 +518,7 @@ func (c *controller) askBlock() (req store.BudgetRequest, gen int, g store.Grant
 	cfg := &c.r.cfg
 	c.mu.Lock()
 	req = c.shared.request(c.id, c.perDay, c.unreserved(), cfg.Now())
-	req.Kept, req.Ending = c.r.kept(), c.r.endGame()
+	req.Kept = c.r.kept()
 	gen = c.shared.gen
 	c.shared.asking = req.Want
 	c.shared.publish()

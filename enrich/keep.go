@@ -42,10 +42,6 @@ const (
 	// handedFresh is how long an instance handed over counts as on its way to the run that
 	// wanted it: its count does not show it until the blocks booked on it end.
 	handedFresh = 2 * time.Second
-	// askIdle is how long a run waits before asking again for an instance another run keeps
-	// and would not hand it (store.Grant.KeeperKept): the longest such an instance may stand
-	// idle after its keeper was killed mid-table.
-	askIdle = 3 * time.Second
 	// keepTurn is how long a run keeps an instance another run wants when there are more runs
 	// than instances, and shares cannot be even: the runs take turns of this length.
 	keepTurn = 30 * time.Second
@@ -70,9 +66,6 @@ type keeping struct {
 	wanted, since time.Time
 	wantedBy      string
 	wantedKept    int
-	// deferred says the run put off asking for the instance by askIdle, as its keeper would not
-	// hand it over: askAgain asks at once. Under the controller's lock.
-	deferred bool
 }
 
 // away is how long to wait before asking for the instance's slots again: 0 when this run keeps
@@ -137,21 +130,6 @@ func (r *Runner) kept() int {
 	return n
 }
 
-// owned is how many instances the run has had a block of and keeps: kept counts those it does
-// not know to be another run's yet too.
-func (r *Runner) owned() int {
-	n := 0
-	for _, c := range r.instances {
-		if c.shared == nil {
-			continue
-		}
-		if k := &c.shared.keep; k.ours.Load() && !k.gone.Load() && !k.out.Load() {
-			n++
-		}
-	}
-	return n
-}
-
 // sharing reports whether the run keeps some of its instances and other runs the rest: rows
 // claimed beyond what its instances can call soon are better called by the others. A run that
 // keeps none waits for its turn (more runs than instances) or its share with the rows it holds.
@@ -191,20 +169,10 @@ func (c *controller) keptLocked(g store.Grant) {
 		// this run may not know yet (a read before its first block); never sooner than a fifth
 		// of yieldAhead, so that the run does not ask again at once, again and again.
 		at := now.Add(g.Start.Sub(g.Now) - yieldAhead)
-		deferred := false
-		switch owned := c.r.owned(); {
-		case c.r.endGame():
+		if c.r.endGame() {
 			at = now.Add(g.Start.Sub(g.Now)) // at the end of the rows, had only once they end (endYield)
-		case owned > 0 && g.KeeperKept > 0 && g.KeeperKept < owned+handOverGap:
-			// The keeper would not hand it to this run (letGoLocked): asking at each of its blocks
-			// would only load the database, six pods on 50 instances 250 times a second. Asked
-			// again later, the instance is had once the keeper stops booking it: at the end of
-			// the rows at once (the keeper's blocks say it keeps none then, store.BudgetRequest.Ending,
-			// and this run asks again once it is there too, reachEnd), killed within askIdle.
-			at, deferred = later(at, now.Add(askIdle)), true
 		}
 		k.leave(later(at, now.Add(yieldAhead/5)))
-		k.deferred = deferred
 	case g.Slots > 0:
 		if k.gone.Load() || k.since.IsZero() {
 			k.since = now
@@ -263,26 +231,6 @@ func (c *controller) letGoLocked(now time.Time) bool {
 	})
 	c.r.wakeClaimer() // the rows claimed for it may go back
 	return true
-}
-
-// askAgain has the run ask at once for the instances it put off asking for (askIdle): it claimed
-// rows other runs gave back, as they do when they hand instances over or reach the end of the
-// rows, and stop booking theirs. Without it, a run that took such rows before it knew it was at
-// the end left the others' instances idle for seconds while it called them on its own.
-func (r *Runner) askAgain() {
-	now := r.cfg.Now()
-	for _, c := range r.instances {
-		if c.shared == nil {
-			continue
-		}
-		c.mu.Lock()
-		if k := &c.shared.keep; k.deferred && k.gone.Load() {
-			k.deferred = false
-			k.until.Store(now.UnixNano())
-			c.changedLocked()
-		}
-		c.mu.Unlock()
-	}
 }
 
 // endGame reports whether nothing more is due and other runs share the run's instances: the rows
@@ -380,7 +328,7 @@ func (c *controller) peek(ctx context.Context) {
 	c.mu.Lock()
 	s := c.shared
 	req := store.BudgetRequest{Instance: c.id, Owner: s.owner, MaxRPS: s.max, Refunded: s.refunded, PerDay: c.perDay, Day: s.day,
-		Kept: c.r.kept(), Ending: c.r.endGame()}
+		Kept: c.r.kept()}
 	c.mu.Unlock()
 	dctx, cancel := context.WithTimeout(ctx, cfg.DatabaseTimeout)
 	g, err := cfg.Budget.Reserve(dctx, req, c.r.reservePolicy())

@@ -634,9 +634,6 @@ func (r *Runner) claim() {
 			e.Int("rows", len(batch)).Int("asked", n).Int("in_hand", inHand).Dur("took", r.cfg.Now().Sub(sent)).Msg("claimed")
 		}
 		r.take(batch, sent)
-		if sharing && givenBack(batch, sent) {
-			r.askAgain()
-		}
 		fromStart := cursor == (store.Cursor{})
 		if ends.claimed(batch, n, sent, r.cfg.Now(), fromStart, sharing, end) {
 			r.reachEnd()

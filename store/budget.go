@@ -76,13 +76,8 @@ type BudgetRequest struct {
 	Refunded int64
 	// PerDay caps the slots handed out on one day; 0 means no cap.
 	PerDay int64
-	// Kept is how many instances the run keeps, recorded with a refusal (Grant.WantedKept) and,
-	// unless Ending, with a block (Grant.KeeperKept).
+	// Kept is how many instances the run keeps, recorded with a refusal (Grant.WantedKept).
 	Kept int
-	// Ending says the run is at the end of its rows and keeps the instance only while they
-	// last: its block records that it keeps none (Grant.KeeperKept 0), so a run it refuses asks
-	// again as soon as its bookings end, not later.
-	Ending bool
 	// Day says when the day turns.
 	Day DayStart
 }
@@ -110,10 +105,6 @@ type Grant struct {
 	WantedBy   string
 	WantedAt   time.Time
 	WantedKept int
-	// KeeperKept is how many instances the run whose block came last kept when it booked it (0
-	// when unknown): a run refused the instance (Busy) that keeps so many that it could not be
-	// handed the instance need not ask again soon.
-	KeeperKept int
 	// AnsweredAt is the last time any run had a real answer from the instance, or a state check
 	// that said authorized.
 	AnsweredAt time.Time
@@ -146,13 +137,13 @@ func (s *Store) Reserve(ctx context.Context, req BudgetRequest, p BudgetPolicy) 
 	want := min(req.Want, maxGrant)
 	args := []any{s.clock(), req.Instance, req.MaxRPS, want, req.Refund, req.PerDay, zone, req.Day.Offset.Microseconds(),
 		p.Headroom, p.Quiet.Microseconds(), p.Step, p.StepEvery.Microseconds(), req.Owner, p.Guard.Microseconds(), req.Answered,
-		p.HeadroomStep, p.HeadroomEase.Microseconds(), req.Refunded, p.Yield.Microseconds(), req.Kept, req.Ending}
+		p.HeadroomStep, p.HeadroomEase.Microseconds(), req.Refunded, p.Yield.Microseconds(), req.Kept}
 	for attempt := 0; ; attempt++ {
 		var g Grant
 		var intervalUS int64
 		var wantedBy *string
 		err := s.pool.QueryRow(ctx, s.q.reserve, args...).
-			Scan(&g.Start, &g.Now, &intervalUS, &g.Slots, &g.Rate, &g.Headroom, &g.Used, &g.QuotaSpent, &g.AnsweredAt, &g.Busy, &wantedBy, &g.WantedAt, &g.WantedKept, &g.KeeperKept)
+			Scan(&g.Start, &g.Now, &intervalUS, &g.Slots, &g.Rate, &g.Headroom, &g.Used, &g.QuotaSpent, &g.AnsweredAt, &g.Busy, &wantedBy, &g.WantedAt, &g.WantedKept)
 		if errors.Is(err, pgx.ErrNoRows) && attempt == 0 {
 			// The instance's first use: make its row, then reserve.
 			if _, err := s.pool.Exec(ctx, s.q.budgetInsert, s.clock(), req.Instance, req.MaxRPS); err != nil {

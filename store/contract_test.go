@@ -135,7 +135,7 @@ func budgetLockstep(t *testing.T, b *bundle, m *memstore.Budget, seed uint64, op
 			} else {
 				req = store.BudgetRequest{Instance: inst(), Owner: owners[pick(len(owners))], Answered: pick(3) == 0,
 					MaxRPS: []float64{10, 10, 5, 2.5, 1000}[pick(5)], Want: pick(16), PerDay: []int64{0, 30, 100}[pick(3)],
-					Day: days[pick(len(days))], Kept: pick(4), Ending: pick(4) == 0}
+					Day: days[pick(len(days))], Kept: pick(4)}
 				if pick(3) == 0 {
 					req.Refund = 1 + pick(5)
 				}
@@ -153,7 +153,7 @@ func budgetLockstep(t *testing.T, b *bundle, m *memstore.Budget, seed uint64, op
 			same(what+": wanted at", dg.WantedAt, mg.WantedAt)
 			if dg.Interval != mg.Interval || dg.Slots != mg.Slots || dg.Rate != mg.Rate || dg.Headroom != mg.Headroom ||
 				dg.Used != mg.Used || dg.QuotaSpent != mg.QuotaSpent || dg.Busy != mg.Busy || dg.WantedBy != mg.WantedBy ||
-				dg.WantedKept != mg.WantedKept || dg.KeeperKept != mg.KeeperKept {
+				dg.WantedKept != mg.WantedKept {
 				t.Fatalf("%s: the database grants %+v, the model %+v", what, dg, mg)
 			}
 			if dg.Slots > 0 {

@@ -171,7 +171,7 @@ const sqlCheck = `
 SELECT t.id, t.phone_number, t.chat_id, t.status, t.exists_whatsapp, t.avatar_available, t.url_avatar, t.reason,
        t.attempts, t.next_attempt_at, t.checked_at, t.locked_by, t.locked_until, t.lease_token, t.created_at,
        t.updated_at, t.exists_source, t.url_expires_at, t.avatar_sha256, b.instance_id, b.tat, b.tat_owner, b.state_tat, b.answered_at, b.rate, b.cut_at, b.raised_at,
-       b.not_before, b.day, b.used, b.quota_day, b.headroom, b.wanted_by, b.wanted_at, b.wanted_kept, b.kept_by_owner, r.id, r.table_name, r.owner, r.host, r.version, r.started_at,
+       b.not_before, b.day, b.used, b.quota_day, b.headroom, b.wanted_by, b.wanted_at, b.wanted_kept, r.id, r.table_name, r.owner, r.host, r.version, r.started_at,
        r.seen_at, r.finished_at, r.outcome, r.stop, r.exit_code, r.done, r.failed, r.rescheduled, r.released,
        r.claimed, r.rate_limited, r.calls, r.error, f.instance_id, f.owner, f.refunded, f.prev, f.seen_at
 FROM %[1]s AS t, (SELECT * FROM %[2]s LIMIT 0) AS b, (SELECT * FROM %[3]s LIMIT 0) AS r,
@@ -230,9 +230,7 @@ ON CONFLICT (instance_id) DO NOTHING`
 // last gets no slots while that run has booked more than $19 µs ahead (busy): it gives way, the
 // start says when the other's bookings end, and the refusal of a run ($13 not empty: not a read
 // before a run) is recorded (wanted_by, wanted_at, and wanted_kept, $20: how many instances the
-// caller keeps) for the run that keeps the instance to see; a block records how many the run it
-// goes to keeps (kept_by_owner, $20; 0 when $21 says the run is at the end of its rows), for the
-// runs it refuses to see.
+// caller keeps) for the run that keeps the instance to see.
 //
 // The clock is read after the row lock (lk, then t: clock_timestamp() of the locked row), not
 // now(), the transaction's start: a reservation that waited for another's lock would otherwise
@@ -305,25 +303,21 @@ SET rate       = g.rate,
     wanted_by  = CASE WHEN g.busy AND $13::text <> '' THEN $13::text ELSE b.wanted_by END,
     wanted_at  = CASE WHEN g.busy AND $13::text <> '' THEN g.now ELSE b.wanted_at END,
     wanted_kept = CASE WHEN g.busy AND $13::text <> '' THEN $20::int ELSE b.wanted_kept END,
-    kept_by_owner = CASE WHEN g.granted = 0 THEN b.kept_by_owner WHEN $21::boolean THEN 0 ELSE $20::int END,
     day        = g.today,
     used       = g.used0 + g.granted,
     updated_at = g.now
 FROM g
 WHERE b.instance_id = g.instance_id
 RETURNING g.start, g.now, g.iv_us, g.granted, g.rate, g.headroom, g.used0 + g.granted, g.quota_day IS NOT DISTINCT FROM g.today,
-          g.answered_at, g.busy, b.wanted_by, b.wanted_at, b.wanted_kept, b.kept_by_owner`
+          g.answered_at, g.busy, b.wanted_by, b.wanted_at, b.wanted_kept`
 
 // sqlHandOver makes the instance's schedule $4's, the run that wanted it, if it is still $3's: the
 // blocks $3 booked stand, and $4's first block starts $5 µs after them, as another run's would.
-// Everyone else gives way to $4 while those blocks last, as they did to $3. $4 keeps one more
-// instance than it said when it was refused this one, or, if another run was refused since, an
-// unknown number (0) until its first block.
+// Everyone else gives way to $4 while those blocks last, as they did to $3.
 const sqlHandOver = `
 UPDATE %[2]s AS b
 SET tat_owner  = $4::text,
     tat        = b.tat + $5::bigint * interval '1 microsecond',
-    kept_by_owner = CASE WHEN b.wanted_by = $4::text THEN b.wanted_kept + 1 ELSE 0 END,
     updated_at = coalesce($1::timestamptz, now())
 WHERE b.instance_id = $2 AND b.tat_owner = $3::text`
 

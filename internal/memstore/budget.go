@@ -66,8 +66,6 @@ type BudgetRow struct {
 	WantedBy   string
 	WantedAt   int64
 	WantedKept int
-	// KeptByOwner is how many instances TatOwner kept when it booked its last block.
-	KeptByOwner int
 }
 
 // refund is one row of enrich_refunds.
@@ -357,10 +355,6 @@ func (b *Budget) reserve(now int64, req store.BudgetRequest, want int64, loc *ti
 	if granted > 0 {
 		r.Tat = start + granted*iv
 		r.TatOwner, r.HasTatOwner = req.Owner, true
-		r.KeptByOwner = req.Kept
-		if req.Ending {
-			r.KeptByOwner = 0
-		}
 	}
 	r.AnsweredAt = answeredAt
 	if busy && req.Owner != "" {
@@ -370,8 +364,7 @@ func (b *Budget) reserve(now int64, req store.BudgetRequest, want int64, loc *ti
 	r.Used = used0 + granted
 	return store.Grant{Start: usTime(start), Now: usTime(now), Interval: time.Duration(iv) * time.Microsecond, Slots: int(granted),
 		Rate: rate, Headroom: headroom, Used: used0 + granted, QuotaSpent: r.HasQuotaDay && r.QuotaDay == curToday,
-		AnsweredAt: usTime(answeredAt), Busy: busy, WantedBy: r.WantedBy, WantedAt: usTime(r.WantedAt), WantedKept: r.WantedKept,
-		KeeperKept: r.KeptByOwner}, nil
+		AnsweredAt: usTime(answeredAt), Busy: busy, WantedBy: r.WantedBy, WantedAt: usTime(r.WantedAt), WantedKept: r.WantedKept}, nil
 }
 
 // HandOver makes the instance's schedule to's if from still keeps it, as store.Store.HandOver
@@ -385,10 +378,6 @@ func (b *Budget) HandOver(ctx context.Context, instance, from, to string, p stor
 	r, ok := b.rows[instance]
 	if !ok || !r.HasTatOwner || r.TatOwner != from {
 		return false, nil
-	}
-	r.KeptByOwner = 0
-	if r.WantedBy == to {
-		r.KeptByOwner = r.WantedKept + 1
 	}
 	r.TatOwner = to
 	r.Tat += mulUS(float64(p.Guard.Microseconds()))

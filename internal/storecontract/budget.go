@@ -160,8 +160,7 @@ func budgetBlocks(t *testing.T, s Subject) {
 // more than Yield ahead (Busy, Start where the other's bookings end and its own block would
 // start), while the run that booked last goes on; once those bookings end within Yield of now,
 // the instance is anyone's. A busy answer changes no schedule, yet takes a refund, and records
-// who was refused and when, which every later grant of the instance tells (WantedBy, WantedAt);
-// every grant tells how many instances the run that booked last kept (KeeperKept).
+// who was refused and when, which every later grant of the instance tells (WantedBy, WantedAt).
 func budgetYield(t *testing.T, s Subject) {
 	b := budgetOf(t, s)
 	p := Policy
@@ -169,7 +168,7 @@ func budgetYield(t *testing.T, s Subject) {
 	day := store.DayStart{Zone: "UTC"}
 	now := s.Now()
 	s.Advance(time.Date(now.Year(), now.Month(), now.Day(), 12, 0, 0, 0, time.UTC).Add(24 * time.Hour).Sub(now))
-	a1 := reserve(t, b, store.BudgetRequest{Owner: "run-a", Want: 10, PerDay: 100, Day: day, Kept: 4}, p)
+	a1 := reserve(t, b, store.BudgetRequest{Owner: "run-a", Want: 10, PerDay: 100, Day: day}, p)
 	if a1.Slots != 10 || a1.Busy {
 		t.Fatalf("the first grant %+v; want 10 slots: nobody kept the instance", a1)
 	}
@@ -178,9 +177,8 @@ func budgetYield(t *testing.T, s Subject) {
 	}
 	asked := s.Now()
 	b1 := reserve(t, b, store.BudgetRequest{Owner: "run-b", Want: 10, PerDay: 100, Day: day, Refund: 2, Kept: 3}, p)
-	if b1.Slots != 0 || !b1.Busy || !b1.Start.Equal(a1.End().Add(p.Guard)) || b1.Used != 8 || b1.KeeperKept != 4 {
-		t.Fatalf("another run's grant %+v; want none, busy until %v, its 2 given back (8 used), and the keeper keeping 4",
-			b1, a1.End().Add(p.Guard))
+	if b1.Slots != 0 || !b1.Busy || !b1.Start.Equal(a1.End().Add(p.Guard)) || b1.Used != 8 {
+		t.Fatalf("another run's grant %+v; want none, busy until %v, and its 2 given back: 8 used", b1, a1.End().Add(p.Guard))
 	}
 	s.Advance(time.Millisecond)
 	a2 := reserve(t, b, store.BudgetRequest{Owner: "run-a", Want: 5, PerDay: 100, Day: day}, p)
@@ -201,9 +199,8 @@ func budgetYield(t *testing.T, s Subject) {
 	if b2.Slots != 3 || b2.Busy || !b2.Start.Equal(a2.End().Add(p.Guard)) {
 		t.Fatalf("run-b's grant %v before run-a's bookings end: %+v; want 3 slots from %v", p.Yield, b2, a2.End().Add(p.Guard))
 	}
-	if a3 := reserve(t, b, store.BudgetRequest{Owner: "run-a", Want: 5, PerDay: 100, Day: day, Kept: 2}, p); a3.Slots != 0 || !a3.Busy ||
-		!a3.Start.Equal(b2.End().Add(p.Guard)) || a3.KeeperKept != 0 {
-		t.Fatalf("run-a's grant once run-b keeps the instance: %+v; want none, busy until %v, run-b keeping 0 (its request said none)", a3, b2.End().Add(p.Guard))
+	if a3 := reserve(t, b, store.BudgetRequest{Owner: "run-a", Want: 5, PerDay: 100, Day: day}, p); a3.Slots != 0 || !a3.Busy || !a3.Start.Equal(b2.End().Add(p.Guard)) {
+		t.Fatalf("run-a's grant once run-b keeps the instance: %+v; want none, busy until %v", a3, b2.End().Add(p.Guard))
 	}
 	// run-b hands the instance over to run-a: its block stands, run-a's comes a guard after it,
 	// and a third run gives way to run-a meanwhile. A hand-over by a run that no longer keeps the
@@ -214,21 +211,11 @@ func budgetYield(t *testing.T, s Subject) {
 	if ok, err := b.HandOver(ctx, inst, "run-b", "run-c", p); err != nil || ok {
 		t.Fatalf("run-b hands the instance over again, to run-c: %v, %v; want nothing done", ok, err)
 	}
-	if c := reserve(t, b, store.BudgetRequest{Owner: "run-c", Want: 1, Day: day}, p); c.Slots != 0 || !c.Busy || c.KeeperKept != 3 {
-		t.Fatalf("a third run's grant after the hand-over: %+v; want none, busy, run-a keeping 3: the 2 it kept when refused, and this one", c)
+	if c := reserve(t, b, store.BudgetRequest{Owner: "run-c", Want: 1, Day: day}, p); c.Slots != 0 || !c.Busy {
+		t.Fatalf("a third run's grant after the hand-over: %+v; want none, busy", c)
 	}
-	a5 := reserve(t, b, store.BudgetRequest{Owner: "run-a", Want: 2, PerDay: 100, Day: day}, p)
-	if a5.Slots != 2 || a5.Busy || !a5.Start.Equal(b2.End().Add(p.Guard)) {
+	if a5 := reserve(t, b, store.BudgetRequest{Owner: "run-a", Want: 2, PerDay: 100, Day: day}, p); a5.Slots != 2 || a5.Busy || !a5.Start.Equal(b2.End().Add(p.Guard)) {
 		t.Fatalf("run-a's grant once handed the instance: %+v; want 2 slots from a guard after run-b's block, %v", a5, b2.End().Add(p.Guard))
-	}
-	// A run at the end of its rows keeps the instance only while they last: its block says it
-	// keeps none.
-	s.Advance(a5.End().Sub(s.Now()))
-	if a6 := reserve(t, b, store.BudgetRequest{Owner: "run-a", Want: 5, PerDay: 100, Day: day, Kept: 5, Ending: true}, p); a6.Slots != 5 {
-		t.Fatalf("run-a's grant at the end of its rows: %+v; want 5 slots", a6)
-	}
-	if c := reserve(t, b, store.BudgetRequest{Owner: "run-c", Want: 1, Day: day}, p); !c.Busy || c.KeeperKept != 0 {
-		t.Fatalf("a third run's grant while run-a ends its rows: %+v; want none, busy, run-a keeping none for long (0)", c)
 	}
 	// Without a Yield nobody gives way.
 	if a4 := reserve(t, b, store.BudgetRequest{Owner: "run-a", Want: 1, PerDay: 100, Day: day}, Policy); a4.Slots != 1 || a4.Busy {
