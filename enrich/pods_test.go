@@ -410,6 +410,30 @@ func TestCappedInstanceIsNotKept(t *testing.T) {
 	})
 }
 
+// runTogether runs runs at once on st and budget, each with n instances at 10 rps made by api
+// (run p, instance i), until each ends, and fails the test for any run's error. It must be
+// called in a synctest bubble.
+func runTogether(t *testing.T, st enrich.Store, budget enrich.Budget, runs, n int, api func(p, i int) enrich.API) {
+	t.Helper()
+	var wg sync.WaitGroup
+	for p := range runs {
+		cfg := enrich.Config{Owner: fmt.Sprintf("pod-%d", p), Budget: budget, ProgressInterval: -1, Rand: enrich.LockedRand(uint64(p + 1))}
+		for i := range n {
+			cfg.Instances = append(cfg.Instances, enrich.Instance{API: api(p, i), RPS: 10})
+		}
+		r, err := enrich.NewRunner(st, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Go(func() {
+			if sum, err := r.Run(context.Background()); err != nil {
+				t.Errorf("run %d: %v (%+v)", p, err, sum)
+			}
+		})
+	}
+	wg.Wait()
+}
+
 // countingStore counts the claims that found nothing due, and when they came.
 type countingStore struct {
 	*memstore.Store
@@ -437,22 +461,13 @@ func TestFewEmptyClaimsAtTheEnd(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const n, rows = 20, 2000
 		st := &countingStore{Store: table(rows)}
-		cfg := enrich.Config{Owner: "pod-0", Budget: memstore.NewBudget(nil), ProgressInterval: -1, Rand: enrich.LockedRand(1)}
 		sent := &sentAt{}
-		for i := range n {
+		runTogether(t, st, memstore.NewBudget(nil), 1, n, func(_, i int) enrich.API {
 			// Answers spread over the slot, as real latencies spread them: in step, the
 			// instances' answers would wake the claimer together.
 			latency := 300*time.Millisecond + time.Duration(i)*5*time.Millisecond
-			api := timedAPI{slowAPI{id: fmt.Sprintf("1101%06d", i), latency: latency}, sent}
-			cfg.Instances = append(cfg.Instances, enrich.Instance{API: api, RPS: 10})
-		}
-		r, err := enrich.NewRunner(st, cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if sum, err := r.Run(context.Background()); err != nil || sum.Done != rows {
-			t.Fatalf("run: %v (%+v)", err, sum)
-		}
+			return timedAPI{slowAPI{id: fmt.Sprintf("1101%06d", i), latency: latency}, sent}
+		})
 		if len(sent.times) != rows {
 			t.Fatalf("%d calls for %d rows", len(sent.times), rows)
 		}
@@ -514,24 +529,9 @@ func TestOneStateCheckForManyRuns(t *testing.T) {
 		budget := memstore.NewBudget(nil)
 		var states atomic.Int32
 		t0 := time.Now()
-		var wg sync.WaitGroup
-		for p := range runs {
-			cfg := enrich.Config{Owner: fmt.Sprintf("pod-%d", p), Budget: budget, ProgressInterval: -1, Rand: enrich.LockedRand(uint64(p + 1))}
-			for i := range n {
-				api := stateCounted{slowAPI{id: fmt.Sprintf("1101%06d", i), latency: 300 * time.Millisecond}, &states}
-				cfg.Instances = append(cfg.Instances, enrich.Instance{API: api, RPS: 10})
-			}
-			r, err := enrich.NewRunner(st, cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			wg.Go(func() {
-				if sum, err := r.Run(context.Background()); err != nil {
-					t.Errorf("run %d: %v (%+v)", p, err, sum)
-				}
-			})
-		}
-		wg.Wait()
+		runTogether(t, st, budget, runs, n, func(_, i int) enrich.API {
+			return stateCounted{slowAPI{id: fmt.Sprintf("1101%06d", i), latency: 300 * time.Millisecond}, &states}
+		})
 		t.Logf("%d GetStateInstance calls for %d instances and %d runs", states.Load(), n, runs)
 		if got := int(states.Load()); got > 2*n {
 			t.Errorf("%d state checks for %d instances, want at most %d: one, or two when a look came just before the first check's answer", got, n, 2*n)
