@@ -575,57 +575,6 @@ func (c *controller) stateSlot(ctx context.Context) error {
 	})
 }
 
-// stateLook is how often a run waiting for its state check before the run looks whether another
-// run's check (or answer) has said the instance is alive meanwhile.
-const stateLook = 500 * time.Millisecond
-
-// stateOrAlive waits for the instance's next GetStateInstance slot before the run, shared by
-// every run, and reports whether another run learned meanwhile that the instance is alive (its
-// state check said authorized, or it had an answer, within aliveFresh): then no check of this
-// run's is needed. Six pods starting together each waited for a check of its own, a second
-// apart, the last ones 5 s, where the first check speaks for all.
-func (c *controller) stateOrAlive(ctx context.Context) (alive bool, err error) {
-	cfg := &c.r.cfg
-	dctx, cancel := context.WithTimeout(ctx, cfg.DatabaseTimeout)
-	slot, now, err := cfg.Budget.ReserveState(dctx, c.id, c.shared.max, policy)
-	received := cfg.Now()
-	cancel()
-	if err != nil {
-		return false, err
-	}
-	at := received.Add(slot.Sub(now))
-	for {
-		wait := at.Sub(cfg.Now())
-		if wait <= stateLook {
-			return false, cfg.Sleep(ctx, wait)
-		}
-		if err := cfg.Sleep(ctx, stateLook); err != nil {
-			return false, err
-		}
-		dctx, cancel := context.WithTimeout(ctx, cfg.DatabaseTimeout)
-		g, err := cfg.Budget.Reserve(dctx, c.read(false), policy)
-		cancel()
-		if err == nil && g.Now.Sub(g.AnsweredAt) < aliveFresh {
-			return true, nil
-		}
-	}
-}
-
-// tellAlive tells every run that the instance is alive (its state check said authorized), so that
-// runs waiting for their own check start at once (stateOrAlive). A failure changes nothing: they
-// ask their own.
-func (c *controller) tellAlive(ctx context.Context) {
-	dctx, cancel := context.WithTimeout(ctx, c.r.cfg.DatabaseTimeout)
-	defer cancel()
-	_, _ = c.r.cfg.Budget.Reserve(dctx, c.read(true), policy)
-}
-
-// read is a request that takes no slot, refunds nothing and records no run: a look at the
-// instance's budget, which with answered says the instance is alive.
-func (c *controller) read(answered bool) store.BudgetRequest {
-	return store.BudgetRequest{Instance: c.id, MaxRPS: c.shared.max, PerDay: c.perDay, Day: c.r.cfg.Day, Answered: answered}
-}
-
 // waitReserved reserves one slot of a one-at-a-time schedule in the budget (within
 // DatabaseTimeout) and sleeps until it comes: the slot is on the budget's clock, so the wait is
 // the slot less the budget's now, less the time the answer took since.

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/enrich-dev/enrich/greenapi"
+	"github.com/enrich-dev/enrich/store"
 	"golang.org/x/time/rate"
 )
 
@@ -637,11 +638,6 @@ func (c *controller) getState(ctx context.Context) (string, error) {
 	} else if err := c.stateLimit.Wait(ctx); err != nil {
 		return "", err
 	}
-	return c.askState(ctx)
-}
-
-// askState asks GetStateInstance now: the caller waited for its slot.
-func (c *controller) askState(ctx context.Context) (string, error) {
 	start := c.r.cfg.Now()
 	state, err := c.api.GetStateInstance(ctx)
 	c.r.stats.call(c.id, "getStateInstance", err, start, c.r.cfg.Now())
@@ -655,7 +651,8 @@ func (c *controller) askState(ctx context.Context) (string, error) {
 func (c *controller) preflight(ctx context.Context) {
 	if c.shared != nil {
 		// The day's cap and a 466 recorded today are known without a call.
-		g, err := c.r.cfg.Budget.Reserve(ctx, c.read(false), policy)
+		g, err := c.r.cfg.Budget.Reserve(ctx, store.BudgetRequest{Instance: c.id, MaxRPS: c.shared.max,
+			PerDay: c.perDay, Day: c.r.cfg.Day}, policy)
 		switch {
 		case err != nil:
 			c.r.log.Warn().Str("instance", c.id).Err(err).Msg("reading the instance's budget before the run failed; going on")
@@ -682,21 +679,7 @@ func (c *controller) preflight(ctx context.Context) {
 			c.mu.Unlock()
 		}
 	}
-	var state string
-	var err error
-	if c.shared != nil {
-		var alive bool
-		if alive, err = c.stateOrAlive(ctx); alive {
-			return // another run's check, or answer, said it
-		}
-		if err == nil {
-			if state, err = c.askState(ctx); err == nil && state == greenapi.StateAuthorized {
-				c.tellAlive(ctx)
-			}
-		}
-	} else {
-		state, err = c.getState(ctx)
-	}
+	state, err := c.getState(ctx)
 	switch {
 	case greenapi.ClassOf(err) == greenapi.ClassUnusable:
 		c.r.instanceDown(c, unusableError(c.id, err))

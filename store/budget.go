@@ -57,9 +57,8 @@ type BudgetRequest struct {
 	// Owner is the run asking (its locked_by), so that a block following another run's block
 	// keeps BudgetPolicy.Guard away from it.
 	Owner string
-	// Answered says the run had a real answer from the instance since its last request, or a
-	// state check that said authorized: the instance is alive, and runs starting beside it need
-	// no state check.
+	// Answered says the run had a real answer from the instance since its last request: the
+	// instance is alive, and runs starting beside it need no state check.
 	Answered bool
 	// MaxRPS is the configured rate: the ceiling the shared rate climbs back to.
 	MaxRPS float64
@@ -105,8 +104,7 @@ type Grant struct {
 	WantedBy   string
 	WantedAt   time.Time
 	WantedKept int
-	// AnsweredAt is the last time any run had a real answer from the instance, or a state check
-	// that said authorized.
+	// AnsweredAt is the last time any run had a real answer from the instance.
 	AnsweredAt time.Time
 }
 
