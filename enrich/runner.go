@@ -599,6 +599,20 @@ func (r *Runner) claim() {
 		// Claim a batch when there is room for half of one, or at once when the workers have
 		// nothing left to take.
 		if n <= 0 || (inHand > 0 && n < half && waiting > 0 && !again) {
+			if n <= 0 && held == 0 && !r.cfg.Follow {
+				// No room, as none of the run's instances can send (other runs keep them, or
+				// they are paused), and nothing in hand: with nothing due either the run is done,
+				// as after two empty claims. A run whose only instance another run kept while
+				// that run held every row waited for its turn until the stall watchdog ended it.
+				if r.nothingDue() {
+					if looked {
+						return
+					}
+					looked = true
+				} else {
+					looked = false
+				}
+			}
 			r.settleIfIdle()
 			// Polled too: a row held back as a suspect wakes nobody, and when it is the only row
 			// in hand only settleIfIdle, once its worker is done with it, lets the run go on.
@@ -683,6 +697,15 @@ func (r *Runner) claim() {
 		}
 		looked = true
 	}
+}
+
+// nothingDue reports whether the table has no row due now, as far as the database says within
+// DatabaseTimeout (an error says nothing).
+func (r *Runner) nothingDue() bool {
+	ctx, cancel := context.WithTimeout(r.stop, r.cfg.DatabaseTimeout)
+	defer cancel()
+	due, err := r.store.Due(ctx)
+	return err == nil && due == 0
 }
 
 // settleIfIdle fails the rows held back as suspects when no row waits or is in a call and the

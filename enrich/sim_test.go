@@ -739,7 +739,12 @@ func (w *world) dbFault(ctx context.Context) error {
 }
 
 // simStore is one run's view of the model, through the database's faults, with bookkeeping.
-type simStore struct{ w *world }
+// simStore is one run's view of the seed's model through the database's faults; owner is the
+// run, for the counts it asks without naming itself (Due).
+type simStore struct {
+	w     *world
+	owner string
+}
 
 func (s simStore) ClaimAfter(ctx context.Context, owner string, token int64, n int, lease time.Duration, after store.Cursor) ([]store.Claimed, error) {
 	if err := s.w.dbFault(ctx); err != nil {
@@ -853,7 +858,16 @@ func (s simStore) Due(ctx context.Context) (int64, error) {
 	if err := s.w.dbFault(ctx); err != nil {
 		return 0, fmt.Errorf("count due: %w", err)
 	}
-	return s.w.model.Due(ctx)
+	s.w.mu.Lock()
+	defer s.w.mu.Unlock()
+	n, err := s.w.model.Due(ctx)
+	if err == nil {
+		// A count is a look at the whole table, as a claim from the start is: a run that ends
+		// saying no due rows are left may have ended on a count of none.
+		b := s.w.book(s.owner)
+		b.lastClaim, b.lastFromStart, b.lastClaimNone = time.Now(), true, n == 0
+	}
+	return n, err
 }
 
 // simBudget is one run's view of the seed's shared budget, through the database's faults: a
@@ -1359,7 +1373,7 @@ func simulate(t *testing.T, seed uint64, tally *simTally) {
 			}
 			runs.Go(func() {
 				time.Sleep(rp.start)
-				r, err := enrich.NewRunner(simStore{w}, cfg)
+				r, err := enrich.NewRunner(simStore{w, rp.owner}, cfg)
 				if err != nil {
 					w.mu.Lock()
 					w.violate("%s: NewRunner: %v", rp.owner, err)
@@ -1661,8 +1675,8 @@ func (w *world) check(results []*runResult) {
 				w.violate("%s says it reached max_duration %v after %v", rp.owner, rp.cfg.MaxDuration, res.ended.Sub(res.started))
 			}
 		case "no due rows left":
-			// Its last claim, from the start of the order, found nothing, and it had nothing in
-			// hand then: it wrote nothing after.
+			// Its last claim, from the start of the order, or its last count of the rows due
+			// found nothing, and it had nothing in hand then: it wrote nothing after.
 			if !b.lastFromStart || !b.lastClaimNone {
 				w.violate("%s says no due rows are left, but its last claim (from the start: %v) was not empty", rp.owner, b.lastFromStart)
 			}
