@@ -289,6 +289,19 @@ func (s *shared) trim(until time.Time) (booked, kept time.Time, cut bool) {
 		cut = true
 	}
 	s.endDB = s.slot(s.n).Add(-s.offset)
+	// Every slot kept is sent, the last one late: a block's last slot leaves up to half a slot
+	// late when the block after it is this run's (rescue), and giving that block up here would
+	// have the next run's first request, a guard after the slots kept, come less than a slot
+	// after it (two runs in one second at 2 rps, 3 requests). The slots given back begin a slot,
+	// less the guard, after it.
+	if s.next == s.n && !s.last.IsZero() {
+		if least := s.last.Add(s.iv - blockGuard).Add(-s.offset); least.After(s.endDB) {
+			s.endDB = least
+			if booked.Before(least) {
+				s.endDB = booked // nothing to give back
+			}
+		}
+	}
 	if cut {
 		s.aheadTried = false // the block's new last slot may need one ahead (rescue)
 	}

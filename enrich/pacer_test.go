@@ -521,3 +521,39 @@ func TestRescueTheLastSlot(t *testing.T) {
 		})
 	}
 }
+
+// TestTrimAfterALateLastSlot: a block's last slot rescued (sent late, up to half a slot, because
+// the block reserved after it is this run's) and then the run reaches the end of the rows and
+// gives that block back (trim): the slots given back begin a slot after the late request, less
+// the guard, so that the next run's first request, a guard after them, comes a slot after it.
+// They began where the block ended: at 2 rps a request 166 ms late and the next run's 349 ms
+// after it, three requests within a second (simulation seed 936964).
+func TestTrimAfterALateLastSlot(t *testing.T) {
+	t.Parallel()
+	t0 := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	iv := 505 * time.Millisecond
+	for _, late := range []time.Duration{0, blockGuard, 166 * time.Millisecond, iv / 2} {
+		t.Run(late.String(), func(t *testing.T) {
+			t.Parallel()
+			s := newShared("me", 2, store.DayStart{})
+			s.refill(store.Grant{Start: t0, Now: t0, Interval: iv, Slots: 1, Rate: 2, Headroom: paceHeadroom}, t0, 0)
+			s.ahead = new(store.Grant{Start: t0.Add(iv), Now: t0, Interval: iv, Slots: 1, Rate: 2, Headroom: paceHeadroom})
+			sentAt := t0.Add(late)
+			if at, ok := s.nextSlot(sentAt); !ok || !at.Equal(sentAt) {
+				t.Fatalf("the last slot, %v late, block ahead ours: %v %v; want sent", late, at.Sub(t0), ok)
+			}
+			s.sent(sentAt)
+			booked, kept, _ := s.trim(sentAt.Add(endAhead))
+			if !booked.Equal(t0.Add(2 * iv)) {
+				t.Fatalf("booked until %v, want %v", booked.Sub(t0), 2*iv)
+			}
+			if next := kept.Add(blockGuard); next.Sub(sentAt) < iv {
+				t.Errorf("slots given back from %v: the next run's first request %v after this run's last, want at least %v",
+					kept.Sub(t0), next.Sub(sentAt), iv)
+			}
+			if want := later(t0.Add(iv), sentAt.Add(iv-blockGuard)); !kept.Equal(want) {
+				t.Errorf("slots given back from %v, want %v: no later than needed", kept.Sub(t0), want.Sub(t0))
+			}
+		})
+	}
+}
