@@ -482,3 +482,26 @@ func TestFewEmptyClaimsAtTheEnd(t *testing.T) {
 		}
 	})
 }
+
+// TestRunWithNothingToDoEnds: a run that starts beside one that keeps its only instance and
+// holds every row has nothing to claim and nothing in hand: it ends at once, saying no due rows
+// are left, exit 0, as a run that finds the table empty does. It waited for its turn on the
+// instance instead, until the other run ended or its stall watchdog stopped it (simulation seed
+// 923323, where the other run's calls met 429s for minutes).
+func TestRunWithNothingToDoEnds(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		const rows = 200 // 20 s at 10 rps
+		res := runPods(t, 1, rows, []pod{{}, {start: 2 * time.Second}})
+		if res.errs[0] != nil || res.sums[0].Done != rows || res.due != 0 {
+			t.Fatalf("the first run: %v, %+v, %d still due; want every row done", res.errs[0], res.sums[0], res.due)
+		}
+		second := res.sums[1]
+		if res.errs[1] != nil || second.Stop != "no due rows left" || second.Claimed != 0 {
+			t.Fatalf("the second run: %v, %+v; want no due rows left, nothing claimed", res.errs[1], second)
+		}
+		if elapsed := second.Elapsed; elapsed > 5*time.Second {
+			t.Errorf("the second run took %v to see it had nothing to do, want at most 5 s (the first ran %v)", elapsed, res.sums[0].Elapsed)
+		}
+	})
+}
