@@ -1651,8 +1651,9 @@ func (w *world) check(results []*runResult) {
 		}
 		// A run whose every instance spent its daily cap says so, without an error: it did its
 		// day's work; unless one was taken out for a fault first (ErrNoInstance), the run
-		// stopped for another reason before, or it had no row left anyway (the block it was
-		// refused may have been one asked for ahead). One that says so had every instance spent.
+		// stopped for another reason before, it had no row left anyway (the block it was refused
+		// may have been one asked for ahead), or it had claimed its --limit of rows, which the
+		// cap let through to the last. One that says so had every instance spent.
 		switch {
 		case sum.Stop == "daily cap reached" && !allCapped:
 			var spent []string
@@ -1660,7 +1661,8 @@ func (w *world) check(results []*runResult) {
 				spent = append(spent, fmt.Sprintf("%s:%v", ip.id, w.capped[runKey(rp.owner, ip.id)]))
 			}
 			w.violate("%s says its daily caps were reached, but not every instance was told it spent its cap: %v", rp.owner, spent)
-		case allCapped && sum.Stop != "daily cap reached" && sum.Stop != "no due rows left" && class != "interrupted" && class != "database" &&
+		case allCapped && sum.Stop != "daily cap reached" && sum.Stop != "no due rows left" && sum.Stop != "limit reached" &&
+			class != "interrupted" && class != "database" &&
 			class != "stalled" && class != "configuration" && sum.Stop != "max_duration reached" &&
 			(class != "no_instance" || !fault):
 			w.violate("every instance of %s spent its daily cap, but it ended with %q (%v)", rp.owner, sum.Stop, err)
