@@ -3,7 +3,9 @@
 //
 // The files are applied in name order by store.Migrate, each in its own transaction, and recorded
 // in enrich_schema_migrations. A file is named NNNN_what.sql; NNNN is its version and never
-// changes once released: add a new file instead of editing an old one.
+// changes once released: add a new file instead of editing an old one. Version 0018 is taken:
+// 0018_keeper_kept.sql (a column kept_by_owner in the instances' budget) was on main for an
+// hour on 2026-12-03 and reverted; a database migrated then records it, so the next file is 0019.
 //
 // The table name is chosen by the user, so the SQL cannot name it. The files use placeholders
 // that store.Migrate replaces with quoted identifiers before running them:
