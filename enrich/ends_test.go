@@ -278,3 +278,49 @@ func TestShortRunSettlesTheBudget(t *testing.T) {
 		t.Fatalf("the budget after a 5-row run: used %d, last answer %v; want 5 and just now", used, answered)
 	}
 }
+
+// TestNothingDueEndsBesideAKeeper: TestRunWithNothingToDoEnds on PostgreSQL and its shared
+// budget: a run that starts while another keeps their only instance and has claimed every row
+// asks the table whether any row is due (Store.DueUpTo, one row's walk, not 100,000), hears
+// none, and ends with no due rows left, long before the other has called its rows.
+func TestNothingDueEndsBesideAKeeper(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	const rows = 20 // 20 s at 1 rps
+	b.insertPhones(t, phones(rows)...)
+	first := make(chan struct{})
+	var once sync.Once
+	answer := func(greenapi.Target, int) (greenapi.Avatar, error) {
+		once.Do(func() { close(first) })
+		return greenapi.Avatar{Available: yes()}, nil
+	}
+	keeper, late := newFake("1", answer), newFake("1", answer)
+	cfg := func(owner string, api enrich.API) enrich.Config {
+		c := config(api)
+		c.Owner, c.Budget, c.Instances[0].RPS = owner, b.store, 1
+		return c
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	kept := make(chan error, 1)
+	r, err := enrich.NewRunner(b.store, cfg("keeper", keeper))
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		_, err := r.Run(ctx)
+		kept <- err
+	}()
+	<-first
+	sum, err := runBounded(t, b, cfg("late", late), 30*time.Second)
+	if err != nil || sum.Stop != "no due rows left" || sum.Claimed != 0 || late.totalCalls() != 0 {
+		t.Fatalf("the late run: %v, %+v after %d calls; want no due rows left, nothing claimed or called", err, sum, late.totalCalls())
+	}
+	if n := keeper.totalCalls(); n >= rows {
+		t.Errorf("the late run ended only after the keeper had called all %d rows", n)
+	}
+	cancel()
+	if err := <-kept; err != nil && !errors.Is(err, enrich.ErrInterrupted) {
+		t.Errorf("the keeper: %v", err)
+	}
+}
