@@ -82,6 +82,12 @@ func table(rows int) *memstore.Store {
 	return st
 }
 
+// podConfig is run p's configuration on the shared budget: owner pod-p, its own randomness, no
+// progress lines; the caller adds the instances.
+func podConfig(p int, budget enrich.Budget) enrich.Config {
+	return enrich.Config{Owner: fmt.Sprintf("pod-%d", p), Budget: budget, ProgressInterval: -1, Rand: enrich.LockedRand(uint64(p + 1))}
+}
+
 // runPods runs pods on one table of rows rows and one shared budget, each with the same n
 // instances at 10 rps answering after 300 ms, until each ends. It must be called in a synctest
 // bubble.
@@ -94,8 +100,7 @@ func runPods(t *testing.T, n, rows int, pods []pod) podsRun {
 	var runs sync.WaitGroup
 	for p, pd := range pods {
 		sent := &sentAt{}
-		cfg := enrich.Config{Owner: fmt.Sprintf("pod-%d", p), Budget: budget, ProgressInterval: -1,
-			Rand: enrich.LockedRand(uint64(p + 1))}
+		cfg := podConfig(p, budget)
 		for i := range n {
 			api := timedAPI{slowAPI{id: fmt.Sprintf("1101%06d", i), latency: 300 * time.Millisecond}, sent}
 			cfg.Instances = append(cfg.Instances, enrich.Instance{API: api, RPS: 10})
@@ -339,8 +344,8 @@ func TestWaitingRunEndsWhenTheDatabaseGoesAway(t *testing.T) {
 		errs := make([]error, 2)
 		var runs sync.WaitGroup
 		for p := range 2 {
-			cfg := enrich.Config{Owner: fmt.Sprintf("pod-%d", p), Budget: budget, ProgressInterval: -1, RetryFor: 30 * time.Second,
-				Rand: enrich.LockedRand(uint64(p + 1))}
+			cfg := podConfig(p, budget)
+			cfg.RetryFor = 30 * time.Second
 			cfg.Instances = []enrich.Instance{{API: slowAPI{id: "1101000001", latency: 300 * time.Millisecond}, RPS: 10}}
 			r, err := enrich.NewRunner(st, cfg)
 			if err != nil {
@@ -380,8 +385,7 @@ func TestCappedInstanceIsNotKept(t *testing.T) {
 		t0 := time.Now()
 		var runs sync.WaitGroup
 		for p := range 2 {
-			cfg := enrich.Config{Owner: fmt.Sprintf("pod-%d", p), Budget: budget, ProgressInterval: -1,
-				Rand: enrich.LockedRand(uint64(p + 1))}
+			cfg := podConfig(p, budget)
 			cfg.Instances = []enrich.Instance{
 				{API: timedAPI{slowAPI{id: "1101000001", latency: 300 * time.Millisecond}, sents[p]}, RPS: 10, MaxPerDay: 1},
 				{API: timedAPI{slowAPI{id: "1101000002", latency: 300 * time.Millisecond}, sents[p]}, RPS: 10},
@@ -417,7 +421,7 @@ func runTogether(t *testing.T, st enrich.Store, budget enrich.Budget, runs, n in
 	t.Helper()
 	var wg sync.WaitGroup
 	for p := range runs {
-		cfg := enrich.Config{Owner: fmt.Sprintf("pod-%d", p), Budget: budget, ProgressInterval: -1, Rand: enrich.LockedRand(uint64(p + 1))}
+		cfg := podConfig(p, budget)
 		for i := range n {
 			cfg.Instances = append(cfg.Instances, enrich.Instance{API: api(p, i), RPS: 10})
 		}

@@ -738,9 +738,8 @@ func (w *world) dbFault(ctx context.Context) error {
 	return clock.Sleep(ctx, d.latency)
 }
 
-// simStore is one run's view of the model, through the database's faults, with bookkeeping.
-// simStore is one run's view of the seed's model through the database's faults; owner is the
-// run, for the counts it asks without naming itself (Due).
+// simStore is one run's view of the seed's model, through the database's faults, with
+// bookkeeping; owner is the run, for the counts it asks without naming itself (Due).
 type simStore struct {
 	w     *world
 	owner string
