@@ -2,6 +2,7 @@ package enrich
 
 import (
 	"context"
+	"fmt"
 	"time"
 )
 
@@ -11,12 +12,13 @@ import (
 func (r *Runner) renewLoop(done <-chan struct{}) {
 	t := time.NewTicker(r.cfg.Lease / 3)
 	defer t.Stop()
+	var failing dbRetry
 	for {
 		select {
 		case <-done:
 			return
 		case <-t.C:
-			r.renew()
+			r.renew(&failing)
 		}
 	}
 }
@@ -25,8 +27,11 @@ func (r *Runner) renewLoop(done <-chan struct{}) {
 // lost: if it waits in the queue it is dropped, never called; if it is out (in a call, a
 // backoff, held back as a suspect), whoever hands it back drops it (rows.giveBack), and an answer
 // already received is fenced off by the store. A failed renewal changes nothing: rows whose lease
-// runs short are simply not started (rows.callable) until a renewal succeeds.
-func (r *Runner) renew() {
+// runs short are simply not started (rows.callable) until a renewal succeeds. Renewals that fail
+// for RetryFor (or with an error no retry mends) stop the run with ErrDatabase, as claims and
+// writes do: when every row in hand waits for a renewal, nothing else meets the database, and
+// the run waited for the stall watchdog.
+func (r *Runner) renew(failing *dbRetry) {
 	if r.dbCtx.Err() != nil {
 		return
 	}
@@ -44,9 +49,18 @@ func (r *Runner) renew() {
 	cancel()
 	r.w.flushing.Unlock()
 	if err != nil {
-		r.log.Warn().Err(err).Int("rows", len(leases)).
-			Msg("renewing the leases of rows in hand failed; no call starts on a row whose lease runs short")
+		if _, retry := failing.failed(err, r.cfg.Now(), r.cfg.RetryFor, r.cfg.Rand); !retry {
+			r.cancelStop(fmt.Errorf("%w: %w", ErrDatabase, err))
+			return
+		}
+		if failing.n == 1 {
+			r.log.Warn().Err(err).Int("rows", len(leases)).Str("retry_for", r.cfg.RetryFor.String()).
+				Msg("renewing the leases of rows in hand failed; retrying, and no call starts on a row whose lease runs short")
+		}
 		return
+	}
+	if down := failing.ok(r.cfg.Now()); down > 0 {
+		r.log.Info().Str("after", down.Round(time.Millisecond).String()).Msg("the database is back: leases renewed")
 	}
 	renewed := make(map[int64]bool, len(ids))
 	for _, id := range ids {

@@ -466,3 +466,71 @@ func TestLateAnswerSaysNothingAfterItLeft(t *testing.T) {
 		}
 	})
 }
+
+// downFromRenewal is the model whose database goes away at the first lease renewal: that
+// renewal and every later claim, renewal and write fail as a connection that cannot be made does.
+type downFromRenewal struct {
+	*memstore.Store
+	down     atomic.Bool
+	renewals atomic.Int64
+}
+
+func (d *downFromRenewal) ClaimAfter(ctx context.Context, owner string, token int64, n int, lease time.Duration, after store.Cursor) ([]store.Claimed, error) {
+	if d.down.Load() {
+		return nil, errRefused
+	}
+	return d.Store.ClaimAfter(ctx, owner, token, n, lease, after)
+}
+
+func (d *downFromRenewal) Renew(ctx context.Context, owner string, leases []store.Lease, lease time.Duration) ([]int64, error) {
+	d.down.Store(true)
+	d.renewals.Add(1)
+	return nil, fmt.Errorf("renew leases: %w", errRefused) // as store.Store says it
+}
+
+func (d *downFromRenewal) Write(ctx context.Context, owner string, b store.Batch) (store.Written, error) {
+	if d.down.Load() {
+		return store.Written{}, errRefused
+	}
+	return d.Store.Write(ctx, owner, b)
+}
+
+// TestRenewalsFailingEndTheRun (simulation seed 1003549): the database goes away while every
+// row in hand waits for a retry, so nothing is called, claimed or written, and only the lease
+// renewals meet the outage. They end the run with ErrDatabase once the database has been away
+// for RetryFor, as claims and writes do. Before, a renewal's failure was only logged: the run
+// waited, its rows never callable again, until the stall watchdog ended it as stalled.
+func TestRenewalsFailingEndTheRun(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		m := &downFromRenewal{Store: memstore.New(nil)}
+		for _, p := range phones(30) {
+			m.Enqueue(store.NewContact{PhoneNumber: p})
+		}
+		api := newFake("1", func(greenapi.Target, int) (greenapi.Avatar, error) {
+			return greenapi.Avatar{}, apiErr(greenapi.ClassTransient, 503, "")
+		})
+		cfg := config(api)
+		cfg.Sleep = nil
+		cfg.Workers = 1
+		cfg.BatchSize = 10
+		cfg.Instances[0].RPS = 1 // the run holds rate × lease / 2 = 4 rows, and claims no more
+		cfg.Lease = 9 * time.Second
+		cfg.Retry = enrich.Backoff{Base: 20 * time.Second, Max: 20 * time.Second}
+		cfg.RetryInRun = 5
+		cfg.RetryFor = 30 * time.Second
+		start := time.Now()
+		sum, err := runOnce(t, context.Background(), m, cfg)
+		if !errors.Is(err, enrich.ErrDatabase) || !strings.Contains(err.Error(), "renew") {
+			t.Fatalf("err = %v (stop %q), want ErrDatabase from the renewals", err, sum.Stop)
+		}
+		// The first renewal fails a third of a lease in (3 s); the run ends at the first one
+		// RetryFor after it, at most a third of a lease later.
+		if took := time.Since(start); took > 3*time.Second+cfg.RetryFor+cfg.Lease/3 {
+			t.Fatalf("the run ended after %v, want within RetryFor (%v) of the first failed renewal", took, cfg.RetryFor)
+		}
+		if n := m.renewals.Load(); n < 10 {
+			t.Fatalf("%d renewals: the run ended before the database had been away for RetryFor", n)
+		}
+	})
+}
