@@ -495,9 +495,10 @@ func (d *downFromRenewal) Write(ctx context.Context, owner string, b store.Batch
 	return d.Store.Write(ctx, owner, b)
 }
 
-// TestRenewalsFailingEndTheRun (simulation seed 1003549): the database goes away while every
-// row in hand waits for a retry, so nothing is called, claimed or written, and only the lease
-// renewals meet the outage. They end the run with ErrDatabase once the database has been away
+// TestRenewalsFailingEndTheRun (simulation seed 1003549): the database goes away at the first
+// renewal while the run holds all the rows it may (4) and their calls fail with 503s: their leases
+// run short, so nothing is called, claimed or written, and only the lease renewals meet the
+// outage. They end the run with ErrDatabase once the database has been away
 // for RetryFor, as claims and writes do. Before, a renewal's failure was only logged: the run
 // waited, its rows never callable again, until the stall watchdog ended it as stalled.
 func TestRenewalsFailingEndTheRun(t *testing.T) {
