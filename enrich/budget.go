@@ -493,15 +493,12 @@ func (c *controller) reserve(ctx context.Context) error {
 // before the next, or, once the database has stayed away for RetryFor (or the error is not worth
 // retrying), stops the run and returns ErrDatabase. Only the instance's dispatcher calls it.
 func (c *controller) budgetFailed(err error) (time.Duration, error) {
-	cfg := &c.r.cfg
-	wait, retry := c.budgetRetry.failed(err, cfg.Now(), cfg.RetryFor, cfg.Rand)
-	if !retry {
-		err = fmt.Errorf("%w: %w", ErrDatabase, err)
-		c.r.cancelStop(err)
-		return 0, err
+	wait, first, stop := c.r.databaseFailed(&c.budgetRetry, err)
+	if stop != nil {
+		return 0, stop
 	}
-	if c.budgetRetry.n == 1 {
-		c.r.log.Warn().Str("instance", c.id).Err(err).Str("retry_for", cfg.RetryFor.String()).
+	if first {
+		c.r.log.Warn().Str("instance", c.id).Err(err).Str("retry_for", c.r.cfg.RetryFor.String()).
 			Msg("reserving the instance's budget failed: no call leaves until the database is back")
 	}
 	return wait, nil

@@ -3,6 +3,7 @@ package enrich
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -66,6 +67,21 @@ func (d *dbRetry) failed(err error, now time.Time, retryFor time.Duration, rnd f
 	wait := dbBackoff.Full(d.n, rnd)
 	d.n++
 	return wait, true
+}
+
+// databaseFailed records err, a failure of the kind of database call d follows, and says how long
+// to wait before the next try and whether it is the first of a run of failures (to warn once);
+// once the database has stayed away for RetryFor (or the error is not worth retrying) it stops
+// the run and returns the ErrDatabase it stopped it with. The claimer, the lease renewer and each
+// instance's budget use it; the writer keeps its answers and says how many it could not write.
+func (r *Runner) databaseFailed(d *dbRetry, err error) (wait time.Duration, first bool, stop error) {
+	wait, retry := d.failed(err, r.cfg.Now(), r.cfg.RetryFor, r.cfg.Rand)
+	if !retry {
+		stop = fmt.Errorf("%w: %w", ErrDatabase, err)
+		r.cancelStop(stop)
+		return 0, false, stop
+	}
+	return wait, d.n == 1, nil
 }
 
 // ok records a success and reports how long the database had been failing (0 if it was not).

@@ -2,7 +2,6 @@ package enrich
 
 import (
 	"context"
-	"fmt"
 	"time"
 )
 
@@ -49,11 +48,7 @@ func (r *Runner) renew(failing *dbRetry) {
 	cancel()
 	r.w.flushing.Unlock()
 	if err != nil {
-		if _, retry := failing.failed(err, r.cfg.Now(), r.cfg.RetryFor, r.cfg.Rand); !retry {
-			r.cancelStop(fmt.Errorf("%w: %w", ErrDatabase, err))
-			return
-		}
-		if failing.n == 1 {
+		if _, first, stop := r.databaseFailed(failing, err); stop == nil && first {
 			r.log.Warn().Err(err).Int("rows", len(leases)).Str("retry_for", r.cfg.RetryFor.String()).
 				Msg("renewing the leases of rows in hand failed; retrying, and no call starts on a row whose lease runs short")
 		}

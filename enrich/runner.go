@@ -628,12 +628,11 @@ func (r *Runner) claim() {
 			if r.stop.Err() != nil {
 				return // a stop cut the claim: PostgreSQL was asked to cancel it
 			}
-			wait, retry := failing.failed(err, r.cfg.Now(), r.cfg.RetryFor, r.cfg.Rand)
-			if !retry {
-				r.cancelStop(fmt.Errorf("%w: %w", ErrDatabase, err))
+			wait, first, stop := r.databaseFailed(&failing, err)
+			if stop != nil {
 				return
 			}
-			if failing.n == 1 {
+			if first {
 				r.log.Warn().Err(err).Str("retry_for", r.cfg.RetryFor.String()).
 					Msg("claiming rows failed; retrying while the calls in hand go on")
 			}
