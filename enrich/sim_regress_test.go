@@ -533,5 +533,12 @@ func TestRenewalsFailingEndTheRun(t *testing.T) {
 		if n := m.renewals.Load(); n < 10 {
 			t.Fatalf("%d renewals: the run ended before the database had been away for RetryFor", n)
 		}
+		// The database's fault costs no row anything: none is failed or charged an attempt.
+		for _, row := range m.Rows() {
+			if row.Status != store.StatusPending || row.Attempts != 0 || row.Writes != 0 {
+				t.Errorf("row %d after the outage: %s, %d attempts, %d writes; want pending and untouched",
+					row.ID, row.Status, row.Attempts, row.Writes)
+			}
+		}
 	})
 }
