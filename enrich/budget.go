@@ -134,8 +134,8 @@ type shared struct {
 	blockDay time.Time
 	// keep is whether this run keeps the instance, or another does (keep.go).
 	keep keeping
-	// handedLate widens the guard after the block when the run hands the instance over: how late
-	// its sends ran then (keep.go).
+	// handedLate widens the guard after the block when the run hands the instance over (keep.go)
+	// or gives back the slots after it (trim): how late its sends ran then.
 	handedLate time.Duration
 	// trimTo is a trim asked for while a reservation was in flight (asking), done once it is back
 	// (controller.trimLocked): the budget trims bookings only where the run saw them end.
@@ -301,6 +301,15 @@ func (s *shared) trim(until time.Time) (booked, kept time.Time, cut bool) {
 				s.endDB = booked // nothing to give back
 			}
 		}
+	}
+	// Slots kept and still to send leave as late as the sends run (a late send is made up only
+	// slowly, catchUp), and the last of them, with no block of this run's after it any more,
+	// must be met within the guard: at the end of the rows a run whose sends ran 15 ms late
+	// skipped it. As at a hand-over (letGoLocked), the guard after the slots kept is widened by
+	// that lateness and the last slot may leave that late.
+	if cut && s.next < s.n {
+		s.handedLate = min(s.lateness(), s.iv/2)
+		s.endDB = s.endDB.Add(s.handedLate)
 	}
 	if cut {
 		s.aheadTried = false // the block's new last slot may need one ahead (rescue)

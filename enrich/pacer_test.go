@@ -557,3 +557,51 @@ func TestTrimAfterALateLastSlot(t *testing.T) {
 		})
 	}
 }
+
+// TestTrimKeepsALateLastSlot: a run whose sends run late reaches the end of the rows and gives
+// back the block reserved ahead (trim): the last slot it keeps, no longer followed by a block of
+// its own, would have to be met within the guard, and a run 15 ms late skipped it (six processes
+// on 2 cores: about ten slots a run). The slots given back begin that much later, so the last
+// slot kept is sent and the next run's first request still comes a slot after it.
+func TestTrimKeepsALateLastSlot(t *testing.T) {
+	t.Parallel()
+	t0 := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	iv := 101 * time.Millisecond
+	for _, late := range []time.Duration{0, blockGuard / 2, 15 * time.Millisecond, 30 * time.Millisecond} {
+		t.Run(late.String(), func(t *testing.T) {
+			t.Parallel()
+			s := newShared("me", 10, store.DayStart{})
+			s.refill(store.Grant{Start: t0, Now: t0, Interval: iv, Slots: 3, Rate: 10, Headroom: paceHeadroom}, t0, 0)
+			s.ahead = new(store.Grant{Start: t0.Add(3 * iv), Now: t0, Interval: iv, Slots: 10, Rate: 10, Headroom: paceHeadroom})
+			sentAt := t0.Add(late)
+			if at, ok := s.nextSlot(sentAt); !ok || !at.Equal(sentAt) {
+				t.Fatalf("the first slot, %v late: %v %v", late, at.Sub(t0), ok)
+			}
+			s.sent(sentAt)
+			booked, kept, cut := s.trim(t0.Add(2 * iv)) // the rows end with the block
+			if !cut || !booked.Equal(t0.Add(13*iv)) || s.ahead != nil || s.n != 3 {
+				t.Fatalf("trim: cut %v, booked until %v, ahead %v, %d slots kept; want the block ahead given back, 3 kept",
+					cut, booked.Sub(t0), s.ahead, s.n)
+			}
+			last := sentAt
+			for i := 1; i < 3; i++ {
+				at, ok := s.nextSlot(last)
+				if !ok {
+					t.Fatalf("slot %d of 3 skipped, the sends %v late", i+1, late)
+				}
+				if gap := at.Sub(last); gap < s.minGap() {
+					t.Fatalf("slot %d %v after the one before: less than the least gap %v", i+1, gap, s.minGap())
+				}
+				s.sent(at)
+				last = at
+			}
+			if next := kept.Add(blockGuard); next.Sub(last) < iv {
+				t.Errorf("slots given back from %v: the next run's first request %v after this run's last, want at least %v",
+					kept.Sub(t0), next.Sub(last), iv)
+			}
+			if kept.After(t0.Add(3 * iv).Add(late)) {
+				t.Errorf("slots given back from %v: later than the block's end and the lateness, %v", kept.Sub(t0), 3*iv+late)
+			}
+		})
+	}
+}
