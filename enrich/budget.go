@@ -307,11 +307,10 @@ func (s *shared) trim(until time.Time) (booked, kept time.Time, cut bool) {
 	// must be met within the guard: at the end of the rows a run whose sends ran 15 ms late
 	// skipped it. As at a hand-over (letGoLocked), the guard after the slots kept is widened by
 	// that lateness and the last slot may leave that late.
-	if cut && s.next < s.n {
-		s.handedLate = min(s.lateness(), s.iv/2)
-		s.endDB = s.endDB.Add(s.handedLate)
-	}
 	if cut {
+		if s.next < s.n {
+			s.endDB = s.endDB.Add(s.widenGuard())
+		}
 		s.aheadTried = false // the block's new last slot may need one ahead (rescue)
 	}
 	return booked, s.endDB, cut
@@ -324,6 +323,15 @@ func (s *shared) lateness() time.Duration {
 		return 0
 	}
 	return max(0, s.last.Sub(s.slot(s.next-1)))
+}
+
+// widenGuard widens the guard after the block by how late the sends run, when the block's last
+// slot may be followed by another run's (a hand-over, a trim), and returns the widening: the
+// last slot may then leave that late, and the other run begins that much later. A rescued last
+// slot leaves up to half a slot late, so never more than that.
+func (s *shared) widenGuard() time.Duration {
+	s.handedLate = min(s.lateness(), s.iv/2)
+	return s.handedLate
 }
 
 // oursNext reports whether the slot after the current block is known to be this run's: the

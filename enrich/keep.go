@@ -208,9 +208,8 @@ func (c *controller) letGoLocked(now time.Time) bool {
 	// running late, and a late send is made up only slowly (catchUp): the block's last slot would
 	// miss the guard and be skipped, a slot lost at every hand-over. The guard is widened by how
 	// late they run, so the slot is sent instead, and the other run starts that much later.
-	s.handedLate = min(s.lateness(), s.iv/2) // a rescued last slot leaves up to half a slot late
 	p := policy
-	p.Guard += s.handedLate
+	p.Guard += s.widenGuard()
 	end := s.slot(s.n)
 	if s.ahead != nil {
 		end = s.ahead.End().Add(s.offset)
