@@ -115,6 +115,9 @@ func (c *controller) next(ctx context.Context) (*held, time.Time, error) {
 		if h == nil {
 			continue // another instance took it: the slot stays this instance's
 		}
+		if c.r.endGame() {
+			c.r.wakeClaimer() // a row to claim again at once (Runner.claim)
+		}
 		sentAt, err := c.sent()
 		if err != nil {
 			rs.giveBack(h)

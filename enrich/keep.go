@@ -159,6 +159,10 @@ func (c *controller) keptLocked(g store.Grant) {
 	k := &c.shared.keep
 	if g.WantedBy != "" && g.WantedBy != c.r.cfg.Owner && g.Now.Sub(g.WantedAt) < wantedFresh {
 		k.wanted, k.wantedBy, k.wantedKept = now, g.WantedBy, g.WantedKept
+		c.r.shared.Store(true)
+	}
+	if g.Busy && !g.QuotaSpent {
+		c.r.shared.Store(true)
 	}
 	switch {
 	case g.Busy && !g.QuotaSpent:
@@ -232,13 +236,16 @@ func (c *controller) letGoLocked(now time.Time) bool {
 	return true
 }
 
-// endGame reports whether nothing more is due and other runs share the run's instances: the rows
-// in hand are the last, and shares need no evening out. Another run's rows then take an instance
-// only once its keeper has stopped booking it (endYield), not whenever the keeper's bookings end
-// within yieldAhead: at the end of the rows every run books small blocks, and the instances
-// would pass from run to run, a guard lost at each pass.
+// endGame reports whether nothing more is due and other runs share the run's instances
+// (Runner.shared, which stays set while for a moment the run sees none of them kept by another:
+// at the end of the rows keepers stop booking one after another, and a run that took itself for
+// alone claimed a full batch and gave it back 150 ms later): the rows in hand are the last, and
+// shares need no evening out. Another run's rows then take an instance only once its keeper has
+// stopped booking it (endYield), not whenever the keeper's bookings end within yieldAhead: at the
+// end of the rows every run books small blocks, and the instances would pass from run to run, a
+// guard lost at each pass.
 func (r *Runner) endGame() bool {
-	return r.drained.Load() && r.sharing()
+	return r.drained.Load() && r.shared.Load()
 }
 
 // reachEnd is the run's entering the end of the rows (endGame). On every instance it keeps it

@@ -133,6 +133,9 @@ type Runner struct {
 	drained atomic.Bool
 	// handed are the instances the run handed over lately (keep.go).
 	handed handed
+	// shared says another run kept or wanted one of the run's instances since the run began
+	// (keep.go): the run shares them, even at a moment when it keeps them all (Runner.endGame).
+	shared atomic.Bool
 }
 
 // NewRunner checks cfg and prepares a run over st.
@@ -478,12 +481,6 @@ const (
 	// nothing more is due (endQueue): longer than a claim's round trip, or its instances wait
 	// for the claims.
 	endAhead = 200 * time.Millisecond
-	// endRefill is how much of its queue's sending (endQueue) a run at the end of the table waits
-	// for before it claims again, a part of endAhead: when the table runs dry, the runs' queues
-	// differ by about that, and so do their instances' last calls. Claiming at half the queue,
-	// one logged run of six processes had one process's instances end about 100 ms (up to 206
-	// ms) before another's.
-	endRefill = 50 * time.Millisecond
 	// endFor is how long the claims of a run at the end of the table must come back full before
 	// it takes them for rows due again and claims as usual (Runner.drained).
 	endFor = 2 * time.Second
@@ -498,8 +495,8 @@ type tableEnd struct {
 }
 
 // claimed records what a claim for n rows, sent at sent from the start of the claim order or
-// not, returned at now, says of the end of the table; sharing says other runs keep some of the
-// run's instances, end that the run was at the end when it claimed (Runner.endGame). It reports
+// not, returned at now, says of the end of the table; sharing says other runs share the run's
+// instances (Runner.shared), end that the run was at the end when it claimed (Runner.endGame). It reports
 // whether the run reaches the end, sharing: it then gives back the slots booked beyond its last
 // rows and asks for the other runs' instances again (Runner.reachEnd).
 //
@@ -580,7 +577,7 @@ func (r *Runner) claim() {
 			queue = r.endQueue()
 			over, least = max(over, waiting-queue), queue/2
 		}
-		if sharing && over > least {
+		if (sharing || end) && over > least {
 			hs := r.rows.surplus(over)
 			r.log.Debug().Int("rows", len(hs)).Int("kept", r.kept()).Bool("end", end).Msg("giving back rows that other runs' instances will call")
 			r.w.release(hs)
@@ -591,7 +588,11 @@ func (r *Runner) claim() {
 		n := min(r.cfg.BatchSize, limit-inHand, limit+resultsMax*r.cfg.BatchSize-held)
 		half := min(r.cfg.BatchSize, limit) / 2
 		if end {
-			n, half = min(n, queue-waiting), max(1, queue/int(endAhead/endRefill))
+			// Every row that leaves the queue is claimed again at once (the dispatcher wakes the
+			// claimer, Runner.endGame): each of the last rows is claimed a queue's length before
+			// the slot it fills, whichever run's, so the runs' rows run out in the order of their
+			// slots, as one run's do.
+			n, half = min(n, queue-waiting), 1
 		}
 		if r.cfg.Limit > 0 {
 			if claimed >= r.cfg.Limit {
@@ -654,7 +655,7 @@ func (r *Runner) claim() {
 		}
 		r.take(batch, sent)
 		fromStart := cursor == (store.Cursor{})
-		if ends.claimed(batch, n, sent, r.cfg.Now(), fromStart, sharing, end) {
+		if ends.claimed(batch, n, sent, r.cfg.Now(), fromStart, r.shared.Load(), end) {
 			r.reachEnd()
 		}
 		again = len(batch) < n && !fromStart
