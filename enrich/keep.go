@@ -161,11 +161,9 @@ func (c *controller) keptLocked(g store.Grant) {
 		k.wanted, k.wantedBy, k.wantedKept = now, g.WantedBy, g.WantedKept
 		c.r.shared.Store(true)
 	}
-	if g.Busy && !g.QuotaSpent {
-		c.r.shared.Store(true)
-	}
 	switch {
 	case g.Busy && !g.QuotaSpent:
+		c.r.shared.Store(true) // another run keeps it
 		if !k.gone.Load() {
 			c.r.wakeClaimer() // the rows claimed for it may go back
 		}

@@ -496,9 +496,9 @@ type tableEnd struct {
 
 // claimed records what a claim for n rows, sent at sent from the start of the claim order or
 // not, returned at now, says of the end of the table; sharing says other runs share the run's
-// instances (Runner.shared), end that the run was at the end when it claimed (Runner.endGame). It reports
-// whether the run reaches the end, sharing: it then gives back the slots booked beyond its last
-// rows and asks for the other runs' instances again (Runner.reachEnd).
+// instances (Runner.shared), end that the run was at the end when it claimed (Runner.endGame).
+// It reports whether the run reaches the end, sharing: it then gives back the slots booked beyond
+// its last rows and asks for the other runs' instances again (Runner.reachEnd).
 //
 // The end is a short claim from the start, or, sharing, a short one after a cursor that returned
 // rows other runs gave back (givenBack): they stand last in the claim order. A short claim after
