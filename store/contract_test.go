@@ -82,6 +82,7 @@ func budgetLockstep(t *testing.T, b *bundle, m *memstore.Budget, seed uint64, op
 		return instances[pick(2)]
 	}
 	owners := []string{"run-1", "run-2", "run-3", ""}
+	tables := []string{`"public"."contacts"`, `"public"."contacts"`, `"crm"."customers_enrich"`, ""}
 	days := []store.DayStart{{}, {Zone: "UTC"}, {Zone: "Europe/Berlin", Offset: 2*time.Hour + 30*time.Minute},
 		{Zone: "Europe/Moscow", Offset: 3 * time.Hour}, {Zone: "America/New_York", Offset: 23*time.Hour + 59*time.Minute},
 		{Zone: "Asia/Kolkata", Offset: 90 * time.Second}}
@@ -135,7 +136,7 @@ func budgetLockstep(t *testing.T, b *bundle, m *memstore.Budget, seed uint64, op
 			} else {
 				req = store.BudgetRequest{Instance: inst(), Owner: owners[pick(len(owners))], Answered: pick(3) == 0,
 					MaxRPS: []float64{10, 10, 5, 2.5, 1000}[pick(5)], Want: pick(16), PerDay: []int64{0, 30, 100}[pick(3)],
-					Day: days[pick(len(days))], Kept: pick(4)}
+					Day: days[pick(len(days))], Kept: pick(4), Table: tables[pick(len(tables))], Standby: pick(4) == 0}
 				if pick(3) == 0 {
 					req.Refund = 1 + pick(5)
 				}
@@ -153,7 +154,8 @@ func budgetLockstep(t *testing.T, b *bundle, m *memstore.Budget, seed uint64, op
 			same(what+": wanted at", dg.WantedAt, mg.WantedAt)
 			if dg.Interval != mg.Interval || dg.Slots != mg.Slots || dg.Rate != mg.Rate || dg.Headroom != mg.Headroom ||
 				dg.Used != mg.Used || dg.QuotaSpent != mg.QuotaSpent || dg.Busy != mg.Busy || dg.WantedBy != mg.WantedBy ||
-				dg.WantedKept != mg.WantedKept {
+				dg.WantedKept != mg.WantedKept || dg.WantedTable != mg.WantedTable || dg.Keeper != mg.Keeper ||
+				dg.KeeperTable != mg.KeeperTable || dg.KeeperKept != mg.KeeperKept {
 				t.Fatalf("%s: the database grants %+v, the model %+v", what, dg, mg)
 			}
 			if dg.Slots > 0 {
@@ -196,6 +198,25 @@ func budgetLockstep(t *testing.T, b *bundle, m *memstore.Budget, seed uint64, op
 			mOK, mErr := m.HandOver(b.ctx, id, from, to, p)
 			if sameErr(what, dErr, mErr) && dOK != mOK {
 				t.Fatalf("%s: the database says %v, the model %v", what, dOK, mOK)
+			}
+		case op < 93:
+			ids := []string{inst(), inst(), "1101000009"}[:pick(4)] // the last never has a row
+			table := tables[pick(len(tables))]
+			what = fmt.Sprintf("op %d: keepers of %v and of table %q", i, ids, table)
+			dk, dErr := b.store.Keepers(b.ctx, table, ids)
+			mk, mErr := m.Keepers(b.ctx, table, ids)
+			if !sameErr(what, dErr, mErr) {
+				continue
+			}
+			if len(dk) != len(mk) {
+				t.Fatalf("%s: the database says %+v, the model %+v", what, dk, mk)
+			}
+			for j := range dk {
+				same(what+": until", dk[j].Until, mk[j].Until)
+				same(what+": now", dk[j].Now, mk[j].Now)
+				if dk[j].Instance != mk[j].Instance || dk[j].Owner != mk[j].Owner || dk[j].Table != mk[j].Table {
+					t.Fatalf("%s: the database says %+v, the model %+v", what, dk[j], mk[j])
+				}
 			}
 		default:
 			id := inst()

@@ -100,7 +100,7 @@ type Run struct {
 
 // runQueries are the runs table's statements with the tables filled in.
 type runQueries struct {
-	start, heartbeat, progress, finish, trim, last string
+	start, heartbeat, progress, finish, trim, last, earlier string
 }
 
 // newRunQueries fills in the runs table beside table t (%[1]s) and the runs table (%[2]s).
@@ -108,7 +108,7 @@ func newRunQueries(t, runs string) runQueries {
 	f := func(q string) string { return fmt.Sprintf(q, t, runs) }
 	return runQueries{
 		start: f(sqlRunStart), heartbeat: f(sqlRunHeartbeat), progress: f(sqlRunProgress), finish: f(sqlRunFinish),
-		trim: f(sqlRunTrim), last: f(sqlRunLast),
+		trim: f(sqlRunTrim), last: f(sqlRunLast), earlier: f(sqlRunEarlier),
 	}
 }
 
@@ -163,6 +163,14 @@ WHERE id = $2::bigint AND finished_at IS NULL`
 DELETE FROM %[2]s
 WHERE table_name = $1::text
   AND id < (SELECT id FROM %[2]s WHERE table_name = $1::text ORDER BY id DESC OFFSET $2::int - 1 LIMIT 1)`
+
+	// sqlRunEarlier counts the runs of table $2 that started before run $3 (a smaller id) and
+	// still run: not finished, with a heartbeat within $4 µs.
+	sqlRunEarlier = `
+SELECT count(*)
+FROM %[2]s
+WHERE table_name = $2::text AND id < $3::bigint AND finished_at IS NULL
+  AND seen_at >= coalesce($1::timestamptz, now()) - $4::bigint * interval '1 microsecond'`
 
 	// sqlRunLast lists the $3 newest runs of table $2, newest first, with their state: their
 	// outcome once finished, else running or, without a heartbeat for $4 µs, lost.
@@ -235,6 +243,18 @@ func (s *Store) FinishRun(ctx context.Context, id RunID, e RunEnd) error {
 		return fmt.Errorf("finish run %d: %w", id, err)
 	}
 	return nil
+}
+
+// EarlierRuns is how many runs of the contacts table started before run id and still run (not
+// finished, a heartbeat within RunLostAfter): a run that is not the first stands by while the
+// first keeps the instances (enrich.Runner.StandBy), rather than race it for them as they start
+// together.
+func (s *Store) EarlierRuns(ctx context.Context, id RunID) (int, error) {
+	var n int
+	if err := s.pool.QueryRow(ctx, s.runs.earlier, s.clock(), bareName(s.table), int64(id), RunLostAfter.Microseconds()).Scan(&n); err != nil {
+		return 0, fmt.Errorf("count earlier runs: %w", err)
+	}
+	return n, nil
 }
 
 // LastRuns returns the n (at most RunsMax) newest runs of the contacts table, newest first, each

@@ -176,3 +176,52 @@ func TestProgressRun(t *testing.T) {
 		t.Fatalf("a late heartbeat after the end: %+v, %v; want the end's counts %+v", runs, err, end)
 	}
 }
+
+// TestEarlierRuns counts the runs of the table that started before a run and still run: not one
+// that finished, nor one lost (no heartbeat for RunLostAfter), nor a later one, nor another
+// table's.
+func TestEarlierRuns(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	start := func(st *store.Store, owner string) store.RunID {
+		t.Helper()
+		id, err := st.StartRun(b.ctx, store.RunStart{Owner: owner, Host: "h", Version: "v"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	other, err := store.New(b.pool, store.Config{Table: "other"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lost := start(b.store, "h:1:lost")
+	b.clock.Advance(time.Second)
+	live, done := start(b.store, "h:2:live"), start(b.store, "h:3:done")
+	start(other, "h:4:other")
+	b.clock.Advance(store.RunLostAfter - time.Second)
+	if err := b.store.HeartbeatRun(b.ctx, live); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.store.FinishRun(b.ctx, done, store.RunEnd{Outcome: "finished"}); err != nil {
+		t.Fatal(err)
+	}
+	// lost's heartbeat is RunLostAfter old: it no longer counts; live's is fresh.
+	b.clock.Advance(time.Second)
+	me := start(b.store, "h:5:me")
+	later := start(b.store, "h:6:later")
+	for _, tc := range []struct {
+		name string
+		id   store.RunID
+		want int
+	}{
+		{"the first run", lost, 0},
+		{"beside the live one", live, 0},
+		{"after the live one", me, 1},
+		{"after the live one and me", later, 2},
+	} {
+		if n, err := b.store.EarlierRuns(b.ctx, tc.id); err != nil || n != tc.want {
+			t.Errorf("%s: EarlierRuns = %d, %v; want %d", tc.name, n, err, tc.want)
+		}
+	}
+}

@@ -171,7 +171,8 @@ const sqlCheck = `
 SELECT t.id, t.phone_number, t.chat_id, t.status, t.exists_whatsapp, t.avatar_available, t.url_avatar, t.reason,
        t.attempts, t.next_attempt_at, t.checked_at, t.locked_by, t.locked_until, t.lease_token, t.created_at,
        t.updated_at, t.exists_source, t.url_expires_at, t.avatar_sha256, b.instance_id, b.tat, b.tat_owner, b.state_tat, b.answered_at, b.rate, b.cut_at, b.raised_at,
-       b.not_before, b.day, b.used, b.quota_day, b.headroom, b.wanted_by, b.wanted_at, b.wanted_kept, r.id, r.table_name, r.owner, r.host, r.version, r.started_at,
+       b.not_before, b.day, b.used, b.quota_day, b.headroom, b.wanted_by, b.wanted_at, b.wanted_kept,
+       b.tat_table, b.tat_kept, b.wanted_table, r.id, r.table_name, r.owner, r.host, r.version, r.started_at,
        r.seen_at, r.finished_at, r.outcome, r.stop, r.exit_code, r.done, r.failed, r.rescheduled, r.released,
        r.claimed, r.rate_limited, r.calls, r.error, f.instance_id, f.owner, f.refunded, f.prev, f.seen_at
 FROM %[1]s AS t, (SELECT * FROM %[2]s LIMIT 0) AS b, (SELECT * FROM %[3]s LIMIT 0) AS r,
@@ -229,8 +230,10 @@ ON CONFLICT (instance_id) DO NOTHING`
 // the record has not counted (ref). With $19 > 0, a run other than the one whose block came
 // last gets no slots while that run has booked more than $19 µs ahead (busy): it gives way, the
 // start says when the other's bookings end, and the refusal of a run ($13 not empty: not a read
-// before a run) is recorded (wanted_by, wanted_at, and wanted_kept, $20: how many instances the
-// caller keeps) for the run that keeps the instance to see.
+// before a run, nor $22: a run standing by) is recorded (wanted_by, wanted_at, wanted_kept, $20:
+// how many instances the caller keeps, and wanted_table, $21: the table it works on) for the run
+// that keeps the instance to see. A grant records who took it, with $20 and $21 (tat_owner,
+// tat_kept, tat_table): a refused run learns who keeps the instance.
 //
 // The clock is read after the row lock (lk, then t: clock_timestamp() of the locked row), not
 // now(), the transaction's start: a reservation that waited for another's lock would otherwise
@@ -291,7 +294,8 @@ WITH ref AS (
            CASE WHEN cur.quota_day = cur.today OR cur.busy THEN 0
                 WHEN $6::bigint > 0 THEN greatest(0, least($4::bigint, $6::bigint - cur.used0))
                 ELSE $4::bigint
-           END::int AS granted
+           END::int AS granted,
+           cur.busy AND $13::text <> '' AND NOT $22::boolean AS wants
     FROM cur
 )
 UPDATE %[2]s AS b
@@ -299,24 +303,39 @@ SET rate       = g.rate,
     raised_at  = CASE WHEN g.rate > b.rate THEN g.now ELSE b.raised_at END,
     tat        = CASE WHEN g.granted > 0 THEN g.start + g.granted * g.iv_us * interval '1 microsecond' ELSE b.tat END,
     tat_owner  = CASE WHEN g.granted > 0 THEN $13::text ELSE b.tat_owner END,
+    tat_table  = CASE WHEN g.granted > 0 THEN nullif($21::text, '') ELSE b.tat_table END,
+    tat_kept   = CASE WHEN g.granted > 0 THEN $20::int ELSE b.tat_kept END,
     answered_at = g.answered_at,
-    wanted_by  = CASE WHEN g.busy AND $13::text <> '' THEN $13::text ELSE b.wanted_by END,
-    wanted_at  = CASE WHEN g.busy AND $13::text <> '' THEN g.now ELSE b.wanted_at END,
-    wanted_kept = CASE WHEN g.busy AND $13::text <> '' THEN $20::int ELSE b.wanted_kept END,
+    wanted_by  = CASE WHEN g.wants THEN $13::text ELSE b.wanted_by END,
+    wanted_at  = CASE WHEN g.wants THEN g.now ELSE b.wanted_at END,
+    wanted_kept = CASE WHEN g.wants THEN $20::int ELSE b.wanted_kept END,
+    wanted_table = CASE WHEN g.wants THEN nullif($21::text, '') ELSE b.wanted_table END,
     day        = g.today,
     used       = g.used0 + g.granted,
     updated_at = g.now
 FROM g
 WHERE b.instance_id = g.instance_id
 RETURNING g.start, g.now, g.iv_us, g.granted, g.rate, g.headroom, g.used0 + g.granted, g.quota_day IS NOT DISTINCT FROM g.today,
-          g.answered_at, g.busy, b.wanted_by, b.wanted_at, b.wanted_kept`
+          g.answered_at, g.busy, b.wanted_by, b.wanted_at, b.wanted_kept, b.wanted_table, b.tat_owner, b.tat_table, b.tat_kept`
+
+// sqlKeepers reads who keeps each instance of $2 that has a row, and each instance a run on
+// table $3 took the last block of: the run whose block came last, its table, where its bookings
+// end, and the budget's clock. It locks and writes nothing.
+const sqlKeepers = `
+SELECT instance_id, coalesce(tat_owner, ''), coalesce(tat_table, ''), tat, coalesce($1::timestamptz, clock_timestamp())
+FROM %[2]s
+WHERE instance_id = ANY($2::text[]) OR tat_table = nullif($3::text, '')
+ORDER BY instance_id`
 
 // sqlHandOver makes the instance's schedule $4's, the run that wanted it, if it is still $3's: the
 // blocks $3 booked stand, and $4's first block starts $5 µs after them, as another run's would.
-// Everyone else gives way to $4 while those blocks last, as they did to $3.
+// Everyone else gives way to $4 while those blocks last, as they did to $3. $4's table and count
+// are known from its first block.
 const sqlHandOver = `
 UPDATE %[2]s AS b
 SET tat_owner  = $4::text,
+    tat_table  = NULL,
+    tat_kept   = 0,
     tat        = b.tat + $5::bigint * interval '1 microsecond',
     updated_at = coalesce($1::timestamptz, now())
 WHERE b.instance_id = $2 AND b.tat_owner = $3::text`

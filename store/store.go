@@ -105,7 +105,7 @@ type queries struct {
 	enqueue, check                                 string
 	statusCounts, statusReasons, statusQueue       string
 	budgetInsert, reserve, reserveState, throttled string
-	quotaSpent, handOver, trim                     string
+	quotaSpent, handOver, trim, keepers            string
 	saveAvatar                                     string
 	instances                                      string // instances.go
 }
@@ -163,6 +163,7 @@ func New(pool *pgxpool.Pool, cfg Config) (*Store, error) {
 			quotaSpent:    f(sqlQuotaSpent),
 			handOver:      f(sqlHandOver),
 			trim:          f(sqlTrim),
+			keepers:       f(sqlKeepers),
 			saveAvatar:    fmt.Sprintf(sqlSaveAvatar, sharedIdentifier(id, avatarsTable).Sanitize()),
 			instances:     f(sqlInstances),
 		},

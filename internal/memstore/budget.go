@@ -18,7 +18,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
+	"slices"
 	"sync"
 	"time"
 
@@ -41,10 +43,13 @@ func (d Date) String() string { return d.Time().Format(time.DateOnly) }
 // Has… field false.
 type BudgetRow struct {
 	Instance string
-	// Tat is the next free slot; TatOwner took the block that ends there.
+	// Tat is the next free slot; TatOwner took the block that ends there, working on TatTable
+	// ("": NULL) and keeping TatKept instances.
 	Tat         int64
 	TatOwner    string
 	HasTatOwner bool
+	TatTable    string
+	TatKept     int
 	// StateTat is the next free slot of the one-at-a-time schedule (GetStateInstance, or
 	// CheckWhatsapp on a CheckKey row).
 	StateTat   int64
@@ -62,10 +67,11 @@ type BudgetRow struct {
 	// Headroom is what the last cut left (0: the policy's least).
 	Headroom float64
 	// WantedBy is the last run refused as busy, at WantedAt ("" and epoch: none), keeping
-	// WantedKept instances.
-	WantedBy   string
-	WantedAt   int64
-	WantedKept int
+	// WantedKept instances, working on WantedTable ("": NULL).
+	WantedBy    string
+	WantedAt    int64
+	WantedKept  int
+	WantedTable string
 }
 
 // refund is one row of enrich_refunds.
@@ -354,17 +360,38 @@ func (b *Budget) reserve(now int64, req store.BudgetRequest, want int64, loc *ti
 	r.Rate = rate
 	if granted > 0 {
 		r.Tat = start + granted*iv
-		r.TatOwner, r.HasTatOwner = req.Owner, true
+		r.TatOwner, r.HasTatOwner, r.TatTable, r.TatKept = req.Owner, true, req.Table, req.Kept
 	}
 	r.AnsweredAt = answeredAt
-	if busy && req.Owner != "" {
-		r.WantedBy, r.WantedAt, r.WantedKept = req.Owner, now, req.Kept
+	if busy && req.Owner != "" && !req.Standby {
+		r.WantedBy, r.WantedAt, r.WantedKept, r.WantedTable = req.Owner, now, req.Kept, req.Table
 	}
 	r.Day, r.HasDay = curToday, true
 	r.Used = used0 + granted
 	return store.Grant{Start: usTime(start), Now: usTime(now), Interval: time.Duration(iv) * time.Microsecond, Slots: int(granted),
 		Rate: rate, Headroom: headroom, Used: used0 + granted, QuotaSpent: r.HasQuotaDay && r.QuotaDay == curToday,
-		AnsweredAt: usTime(answeredAt), Busy: busy, WantedBy: r.WantedBy, WantedAt: usTime(r.WantedAt), WantedKept: r.WantedKept}, nil
+		AnsweredAt: usTime(answeredAt), Busy: busy, WantedBy: r.WantedBy, WantedAt: usTime(r.WantedAt), WantedKept: r.WantedKept,
+		WantedTable: r.WantedTable, Keeper: r.TatOwner, KeeperTable: r.TatTable, KeeperKept: r.TatKept}, nil
+}
+
+// Keepers reads who keeps each of the instances that has a row, and each instance a run on
+// table took the last block of, as store.Store.Keepers does (sqlKeepers).
+func (b *Budget) Keepers(ctx context.Context, table string, instances []string) ([]store.Keeping, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("read the instances' keepers: %w", err)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	now := us(b.now())
+	var ks []store.Keeping
+	for _, id := range slices.Sorted(maps.Keys(b.rows)) {
+		r := b.rows[id]
+		if !slices.Contains(instances, id) && (table == "" || r.TatTable != table) {
+			continue
+		}
+		ks = append(ks, store.Keeping{Instance: id, Owner: r.TatOwner, Table: r.TatTable, Until: usTime(r.Tat), Now: usTime(now)})
+	}
+	return ks, nil
 }
 
 // HandOver makes the instance's schedule to's if from still keeps it, as store.Store.HandOver
@@ -379,7 +406,7 @@ func (b *Budget) HandOver(ctx context.Context, instance, from, to string, p stor
 	if !ok || !r.HasTatOwner || r.TatOwner != from {
 		return false, nil
 	}
-	r.TatOwner = to
+	r.TatOwner, r.TatTable, r.TatKept = to, "", 0
 	r.Tat += mulUS(float64(p.Guard.Microseconds()))
 	return true, nil
 }
