@@ -33,6 +33,9 @@ type Budget interface {
 	// its bookings are still the last and still end at end, reporting whether it did (keep.go: the
 	// end of the rows).
 	Trim(ctx context.Context, instance, owner string, end, at time.Time) (bool, error)
+	// Keepers reads who keeps each of the instances, and each instance whose last block a run
+	// on table took, taking and locking nothing (keep.go: a run's look).
+	Keepers(ctx context.Context, table string, instances []string) ([]store.Keeping, error)
 }
 
 // policy is the pacing policy of pacer.go, for the shared budget.
@@ -545,7 +548,7 @@ func (c *controller) askBlock() (req store.BudgetRequest, gen int, g store.Grant
 	cfg := &c.r.cfg
 	c.mu.Lock()
 	req = c.shared.request(c.id, c.perDay, c.unreserved(), cfg.Now())
-	req.Kept = c.r.kept()
+	req.Kept, req.Table = c.r.holds(), cfg.Table
 	gen = c.shared.gen
 	c.shared.asking = req.Want
 	c.shared.publish()

@@ -89,6 +89,13 @@ type Config struct {
 	// Owner names this run in locked_by, so its leases are fenced from every other run's.
 	// Required; unique per run (the CLI uses host:pid:random).
 	Owner string
+	// Table names the rows the run works on (the CLI gives the contacts table, schema-qualified),
+	// so that runs sharing an instance's budget know whether they call the same rows: runs on one
+	// table gather their instances in one run, the others standing by, and share them evenly only
+	// with runs on other tables (keep.go). Which of two runs on one table calls its rows changes
+	// nothing, and every hand-over costs the budget. Default "": not said, taken for a table no
+	// other run works on.
+	Table string
 	// Instances are the Green API instances to spend. At least one.
 	Instances []Instance
 	// Workers is the number of concurrent calls per instance. Default 16.

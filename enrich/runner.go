@@ -133,9 +133,11 @@ type Runner struct {
 	drained atomic.Bool
 	// handed are the instances the run handed over lately (keep.go).
 	handed handed
-	// shared says another run kept or wanted one of the run's instances since the run began
-	// (keep.go): the run shares them, even at a moment when it keeps them all (Runner.endGame).
-	shared atomic.Bool
+	// behind says a run on this run's table started before it and still runs (StandBy).
+	behind atomic.Bool
+	// sharedAt is when, in Unix nanoseconds, a grant last said a run on this run's table kept one
+	// of its instances (Runner.sharesTable); 0: never.
+	sharedAt atomic.Int64
 }
 
 // NewRunner checks cfg and prepares a run over st.
@@ -209,6 +211,7 @@ func (r *Runner) Run(ctx context.Context) (Summary, error) {
 	if r.cfg.ProgressInterval > 0 {
 		bg.Go(r.progress)
 	}
+	r.waitBehind()
 	r.preflight()
 	// The rows due are counted before the first claim, so that Due is what this run has to do;
 	// the count has DatabaseTimeout, past which Due stays unknown rather than hold the run.
@@ -223,11 +226,15 @@ func (r *Runner) Run(ctx context.Context) (Summary, error) {
 	claimDone := make(chan struct{})
 	go func() { defer close(claimDone); r.claim() }()
 
-	var dispatchers sync.WaitGroup
+	var dispatchers, looker sync.WaitGroup
 	for _, c := range r.instances {
 		dispatchers.Go(func() { r.dispatch(c) })
 	}
+	lookDone := make(chan struct{})
+	looker.Go(func() { r.lookLoop(lookDone) })
 	dispatchers.Wait()
+	close(lookDone)
+	looker.Wait()
 	r.retries.Wait()
 	close(r.workersDone)
 	// Every call has ended, so either the claimer is done or the run is stopping.
@@ -490,13 +497,24 @@ const (
 // (Runner.drained), and since when it knows so.
 type tableEnd struct {
 	drained *atomic.Bool
-	// shortAt is when the last claim said nothing more is due: see endFor.
-	shortAt time.Time
+	// shortAt is when the last claim said nothing more is due: see endFor. lookedAt is when a
+	// run with no room to claim last asked whether anything is (noneDue).
+	shortAt, lookedAt time.Time
+}
+
+// noneDue records that nothing was due at now, as a run with no room to claim found without a
+// claim, while runs on its table keep other instances. It reports whether the run reaches the
+// end (Runner.reachEnd), as claimed does.
+func (e *tableEnd) noneDue(now time.Time) (reached bool) {
+	reached = !e.drained.Load()
+	e.drained.Store(true)
+	e.shortAt = now
+	return reached
 }
 
 // claimed records what a claim for n rows, sent at sent from the start of the claim order or
 // not, returned at now, says of the end of the table; sharing says other runs share the run's
-// instances (Runner.shared), end that the run was at the end when it claimed (Runner.endGame).
+// instances (Runner.sharesTable), end that the run was at the end when it claimed (Runner.endGame).
 // It reports whether the run reaches the end, sharing: it then gives back the slots booked beyond
 // its last rows and asks for the other runs' instances again (Runner.reachEnd).
 //
@@ -577,6 +595,9 @@ func (r *Runner) claim() {
 			queue = r.endQueue()
 			over, least = max(over, waiting-queue), queue/2
 		}
+		if sharing && r.kept() == 0 {
+			least = 0 // none of them can be called here (Runner.sharing)
+		}
 		if (sharing || end) && over > least {
 			hs := r.rows.surplus(over)
 			r.log.Debug().Int("rows", len(hs)).Int("kept", r.kept()).Bool("end", end).Msg("giving back rows that other runs' instances will call")
@@ -619,6 +640,15 @@ func (r *Runner) claim() {
 				} else {
 					looked = false
 				}
+			} else if held > 0 && !end && r.sharesTable() && r.cfg.Now().Sub(ends.lookedAt) >= claimPoll {
+				// Beside runs on the table that keep other instances, a run with no room claims
+				// nothing, and would not learn that nothing more is due: a run that kept 2 of 20
+				// instances held 5 s of their rows when the table ran dry, and called them for
+				// 2.6 s after the others had ended.
+				ends.lookedAt = r.cfg.Now()
+				if r.nothingDue() && ends.noneDue(r.cfg.Now()) {
+					r.reachEnd()
+				}
 			}
 			r.settleIfIdle()
 			// Polled too: a row held back as a suspect wakes nobody, and when it is the only row
@@ -655,7 +685,7 @@ func (r *Runner) claim() {
 		}
 		r.take(batch, sent)
 		fromStart := cursor == (store.Cursor{})
-		if ends.claimed(batch, n, sent, r.cfg.Now(), fromStart, r.shared.Load(), end) {
+		if ends.claimed(batch, n, sent, r.cfg.Now(), fromStart, r.sharesTable(), end) {
 			r.reachEnd()
 		}
 		again = len(batch) < n && !fromStart

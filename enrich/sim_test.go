@@ -267,8 +267,10 @@ type budgetPlan struct {
 	// id, none for an instance not named.
 	day  store.DayStart
 	caps map[string]int64
-	// shared says the second run spends the first run's instances, with the same scripts.
-	shared bool
+	// shared says the second run spends the first run's instances, with the same scripts; then
+	// oneTable that the runs say they work on one table (Config.Table), and behind that the
+	// second is told a run of its table started first (Runner.StandBy).
+	shared, oneTable, behind bool
 }
 
 func (b *budgetPlan) String() string {
@@ -277,8 +279,8 @@ func (b *budgetPlan) String() string {
 	for i, id := range ids {
 		caps[i] = fmt.Sprintf("%s:%d", id, b.caps[id])
 	}
-	return fmt.Sprintf("budget clock starts at %s, day %+v, caps %v, shared instances %v",
-		simEpoch.Add(b.shift).Format(time.RFC3339Nano), b.day, caps, b.shared)
+	return fmt.Sprintf("budget clock starts at %s, day %+v, caps %v, shared instances %v (one table %v, the second told it is behind %v)",
+		simEpoch.Add(b.shift).Format(time.RFC3339Nano), b.day, caps, b.shared, b.oneTable, b.behind)
 }
 
 // simEpoch is where a synctest bubble's clock starts.
@@ -520,6 +522,11 @@ func drawBudget(s *scenario) {
 				}
 			}
 		}
+	}
+	// Drawn last, so that the draws above are the ones seeds made before these.
+	if b.shared {
+		b.oneTable = chance(0.7)
+		b.behind = b.oneTable && chance(0.5)
 	}
 }
 
@@ -1001,6 +1008,15 @@ func (b simBudget) Trim(ctx context.Context, instance, owner string, end, at tim
 	return ok, nil
 }
 
+func (b simBudget) Keepers(ctx context.Context, table string, instances []string) ([]store.Keeping, error) {
+	if err := b.w.dbFault(ctx); err != nil {
+		return nil, fmt.Errorf("read the instances' keepers: %w", err)
+	}
+	b.w.mu.Lock()
+	defer b.w.mu.Unlock()
+	return b.w.budget.Keepers(ctx, table, instances)
+}
+
 func (b simBudget) HandOver(ctx context.Context, instance, from, to string, p store.BudgetPolicy) (bool, error) {
 	if err := b.w.dbFault(ctx); err != nil {
 		return false, fmt.Errorf("hand %s over to %s: %w", instance, to, err)
@@ -1347,6 +1363,9 @@ func simulate(t *testing.T, seed uint64, tally *simTally) {
 			cfg.Logger = &runLog
 			if b := sc.budget; b != nil {
 				cfg.Budget, cfg.Day = simBudget{w: w, owner: rp.owner}, b.day
+				if b.oneTable {
+					cfg.Table = "contacts"
+				}
 			}
 			for _, ip := range rp.insts {
 				api := &simAPI{w: w, owner: rp.owner, plan: ip, cfg: cfg, n: map[int64]int{}}
@@ -1379,6 +1398,9 @@ func simulate(t *testing.T, seed uint64, tally *simTally) {
 					res.returned = true
 					w.mu.Unlock()
 					return
+				}
+				if b := sc.budget; b != nil && b.behind && rp.owner != sc.runs[0].owner {
+					r.StandBy()
 				}
 				res.started = time.Now()
 				sum, err := r.Run(ctx)

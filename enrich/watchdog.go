@@ -50,10 +50,15 @@ func (r *Runner) watch(done <-chan struct{}) {
 }
 
 // stalled is how long nothing has moved, and whether that is longer than StallTimeout allows.
-// An idle follower (nothing held, nothing due, waiting for a notification or its poll) is never
-// stalled: it has nothing that could move.
+// An idle follower (nothing held, nothing due, waiting for a notification or its poll) and a run
+// standing by (Runner.standingBy: other runs keep its instances) are never stalled: they have
+// nothing that could move. A standby's wait counts from when it stops standing by.
 func (r *Runner) stalled() (time.Duration, bool) {
 	if r.idle.Load() {
+		return 0, false
+	}
+	if r.standingBy() {
+		r.moved()
 		return 0, false
 	}
 	idle := r.cfg.Now().Sub(time.Unix(0, r.lastMove.Load()))

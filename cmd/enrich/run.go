@@ -117,9 +117,12 @@ func (a *app) runRound(ctx context.Context, st *store.Store, m *metrics.Metrics,
 	}
 	m.Follow(r.Snapshot)
 	live.set(r)
-	finish := a.recordRun(ctx, st, owner, func() enrich.Summary { return r.Snapshot().Summary })
+	finish, earlier := a.recordRun(ctx, st, owner, func() enrich.Summary { return r.Snapshot().Summary })
+	if earlier > 0 {
+		r.StandBy() // the first run keeps the instances; this one takes those it finds free
+	}
 	ev := a.log.Info().Str("run", owner).Str("table", st.Table()).Int("instances", len(a.cfg.GreenAPI.Instances)).
-		Int("workers", a.cfg.Run.Workers)
+		Int("workers", a.cfg.Run.Workers).Int("earlier_runs", earlier)
 	if a.cfg.Run.Follow {
 		ev = ev.Bool("follow", true).Str("poll_interval", a.cfg.Run.PollInterval.String()).Bool("listening", wake != nil)
 	}
@@ -226,7 +229,7 @@ func (a *app) newRunner(st *store.Store, obs enrich.Observer, show display, wake
 	}
 	owner := runID()
 	r, err := enrich.NewRunner(st, enrich.Config{
-		Owner: owner, Instances: instances,
+		Owner: owner, Table: st.Table(), Instances: instances,
 		Workers: c.Run.Workers, BatchSize: c.Run.BatchSize, Lease: c.Run.Lease.Duration,
 		MaxAttempts: c.Run.MaxAttempts, MaxDuration: c.Run.MaxDuration.Duration, Limit: c.Run.Limit,
 		ShutdownGrace: c.Run.ShutdownGrace.Duration, StartingTimeout: c.Run.StartingTimeout.Duration,

@@ -27,19 +27,20 @@ const (
 
 // recordRun records a run in the runs table, for `enrich status`: its start now, a heartbeat
 // every store.RunHeartbeat (10 s) with the counts progress gives so far (nil: no counts) until
-// finish is called, and its end when it is. Every write is on a
+// finish is called, and its end when it is. earlier is how many runs of the table started before
+// it and still run (store.EarlierRuns; 0 when that cannot be told). Every write is on a
 // context a SIGTERM does not cut, bounded by runRecordTimeout. The record never changes the
 // run: a database error is logged as a warning (status will then not show the run, or show it
 // as lost) and the run goes on. finish stops the heartbeat and records the end once; calling it
 // again does nothing.
-func (a *app) recordRun(ctx context.Context, st *store.Store, owner string, progress func() enrich.Summary) (finish func(sum enrich.Summary, err error, exitCode int)) {
+func (a *app) recordRun(ctx context.Context, st *store.Store, owner string, progress func() enrich.Summary) (finish func(sum enrich.Summary, err error, exitCode int), earlier int) {
 	return a.recordRunEvery(ctx, st, owner, progress, store.RunHeartbeat, nil)
 }
 
 // recordRunEvery is recordRun with the heartbeat's interval, and beat (when not nil) called
 // after each heartbeat with its error, so tests can wait for one.
 func (a *app) recordRunEvery(ctx context.Context, st *store.Store, owner string, progress func() enrich.Summary,
-	every time.Duration, beat func(error)) (finish func(sum enrich.Summary, err error, exitCode int)) {
+	every time.Duration, beat func(error)) (finish func(sum enrich.Summary, err error, exitCode int), earlier int) {
 	bg := context.WithoutCancel(ctx)
 	host, err := os.Hostname()
 	if err != nil || host == "" {
@@ -47,11 +48,17 @@ func (a *app) recordRunEvery(ctx context.Context, st *store.Store, owner string,
 	}
 	sctx, cancel := context.WithTimeout(bg, runRecordTimeout)
 	id, err := st.StartRun(sctx, store.RunStart{Owner: owner, Host: host, Version: buildVersion().Short()})
-	cancel()
 	if err != nil {
+		cancel()
 		a.log.Warn().Err(err).Str("run", owner).Msg("could not record the run's start in the runs table " +
 			"(enrich_runs; `enrich migrate` creates it): status will not list this run")
-		return func(enrich.Summary, error, int) {}
+		return func(enrich.Summary, error, int) {}, 0
+	}
+	earlier, err = st.EarlierRuns(sctx, id)
+	cancel()
+	if err != nil {
+		a.log.Warn().Err(err).Str("run", owner).Msg("could not tell from the runs table whether another run of the table " +
+			"started first: this run takes the instances it finds free as it starts")
 	}
 
 	stop, stopped := make(chan struct{}), make(chan struct{})
@@ -86,7 +93,7 @@ func (a *app) recordRunEvery(ctx context.Context, st *store.Store, owner string,
 	}()
 
 	var once sync.Once
-	return func(sum enrich.Summary, runErr error, exitCode int) {
+	finish = func(sum enrich.Summary, runErr error, exitCode int) {
 		once.Do(func() {
 			close(stop)
 			<-stopped
@@ -104,6 +111,7 @@ func (a *app) recordRunEvery(ctx context.Context, st *store.Store, owner string,
 			}
 		})
 	}
+	return finish, earlier
 }
 
 // runOutcome is how a run ended, in the words of the runs table.

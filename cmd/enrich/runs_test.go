@@ -69,7 +69,7 @@ func TestRunRecord(t *testing.T) {
 				"failed", "no usable Green API instance left: instance 1101000001: token [redacted] refused"},
 		} {
 			owner := "host:1:" + strings.ReplaceAll(tc.state, " ", "")
-			finish := a.recordRun(ctx, st, owner, nil)
+			finish, _ := a.recordRun(ctx, st, owner, nil)
 			r := last(t)
 			if r.Owner != owner || r.Host != host || r.Version != buildVersion().Short() || r.State != store.RunRunning ||
 				r.FinishedAt != nil {
@@ -90,7 +90,7 @@ func TestRunRecord(t *testing.T) {
 
 	t.Run("heartbeat", func(t *testing.T) {
 		beats := make(chan error, 1)
-		finish := a.recordRunEvery(ctx, st, "host:1:beat", nil, 10*time.Millisecond, func(err error) {
+		finish, _ := a.recordRunEvery(ctx, st, "host:1:beat", nil, 10*time.Millisecond, func(err error) {
 			select {
 			case beats <- err:
 			default:
@@ -124,7 +124,7 @@ func TestRunRecord(t *testing.T) {
 		progress := func() enrich.Summary {
 			return enrich.Summary{Claimed: 1500, Done: 1499, Failed: 1, Calls: map[string]int64{"getAvatar ok": 1499, "getAvatar bad_request": 1}}
 		}
-		finish := a.recordRunEvery(ctx, st, "host:1:live", progress, 10*time.Millisecond, func(err error) {
+		finish, _ := a.recordRunEvery(ctx, st, "host:1:live", progress, 10*time.Millisecond, func(err error) {
 			select {
 			case beats <- err:
 			default:
@@ -150,7 +150,7 @@ func TestRunRecord(t *testing.T) {
 
 	t.Run("a signal does not cut the record", func(t *testing.T) {
 		sctx, cancel := context.WithCancel(ctx)
-		finish := a.recordRun(sctx, st, "host:1:sigterm", nil)
+		finish, _ := a.recordRun(sctx, st, "host:1:sigterm", nil)
 		cancel() // SIGTERM: the run winds down and then records its end
 		finish(enrich.Summary{Stop: "interrupted"}, enrich.ErrInterrupted, 143)
 		if r := last(t); r.Owner != "host:1:sigterm" || r.State != "interrupted" {
@@ -164,7 +164,7 @@ func TestRunRecord(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		finish := a.recordRun(ctx, dst, "host:1:dbdown", nil)
+		finish, _ := a.recordRun(ctx, dst, "host:1:dbdown", nil)
 		down.Close() // the end cannot be written
 		finish(enrich.Summary{Stop: "no due rows left"}, nil, 0)
 		if r := last(t); r.Owner != "host:1:dbdown" || r.State != store.RunRunning {
@@ -174,7 +174,7 @@ func TestRunRecord(t *testing.T) {
 			t.Errorf("no warning for the end not recorded:\n%s", logs.String())
 		}
 		// And a start that cannot be written: a warning, and a finish that does nothing.
-		finish = a.recordRun(ctx, dst, "host:1:nostart", nil)
+		finish, _ = a.recordRun(ctx, dst, "host:1:nostart", nil)
 		finish(enrich.Summary{}, nil, 0)
 		if !strings.Contains(logs.String(), "could not record the run's start") {
 			t.Errorf("no warning for the start not recorded:\n%s", logs.String())
