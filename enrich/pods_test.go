@@ -239,6 +239,22 @@ func (p podsRun) left() int64 {
 	return n
 }
 
+// done fails the test unless every run ended without an error and the runs called each of rows
+// rows once, leaving none due; it returns every call, in order.
+func (p podsRun) done(t *testing.T, rows int) []time.Time {
+	t.Helper()
+	for r, err := range p.errs {
+		if err != nil {
+			t.Fatalf("run %d: %v (%+v)", r, err, p.sums[r])
+		}
+	}
+	all := p.all()
+	if p.left() != 0 || len(all) != rows {
+		t.Fatalf("%d rows still due, %d calls for %d rows", p.left(), len(all), rows)
+	}
+	return all
+}
+
 // podsShare is what one run of shareOfBudget measured.
 type podsShare struct {
 	// whole is the calls sent a second from the first to the last ÷ the budget: ramp-up and tail
@@ -389,14 +405,7 @@ func TestLastRowsTakeTheFirstSlots(t *testing.T) {
 			for range tc.runs {
 				synctest.Test(t, func(t *testing.T) {
 					res := runPods(t, n, rows, pods)
-					for p, err := range res.errs {
-						if err != nil {
-							t.Fatalf("run %d: %v", p, err)
-						}
-					}
-					if res.left() != 0 || len(res.all()) != rows {
-						t.Fatalf("%d rows still due, %d calls for %d rows", res.left(), len(res.all()), rows)
-					}
+					res.done(t, rows)
 					late = append(late, res.lateEnd())
 				})
 			}
@@ -500,15 +509,7 @@ func TestRunBehindWaitsForTheFirst(t *testing.T) {
 		const n, rows = 20, 4000
 		half := func(i int) bool { return i < n/2 }
 		res := runPods(t, n, rows, []pod{{lists: half}, {behind: true}})
-		for p, err := range res.errs {
-			if err != nil {
-				t.Fatalf("run %d: %v", p, err)
-			}
-		}
-		all := res.all()
-		if res.left() != 0 || len(all) != rows {
-			t.Fatalf("%d rows still due, %d calls for %d rows", res.left(), len(all), rows)
-		}
+		res.done(t, rows)
 		firstEnd := res.sends[0][len(res.sends[0])-1]
 		var onFirsts int
 		for i, at := range res.sends[1] {
@@ -548,15 +549,7 @@ func TestRunsOnOneTableGather(t *testing.T) {
 			return 0
 		}
 		res := runPods(t, n, rows, []pod{{starting: late}, {start: 500 * time.Millisecond}})
-		for p, err := range res.errs {
-			if err != nil {
-				t.Fatalf("run %d: %v", p, err)
-			}
-		}
-		all := res.all()
-		if res.left() != 0 || len(all) != rows {
-			t.Fatalf("%d rows still due, %d calls for %d rows", res.left(), len(all), rows)
-		}
+		all := res.done(t, rows)
 		both := res.in(res.sends[1], 0, 3*time.Second)
 		passes := res.passes()
 		t.Logf("the second run called %d rows before the first run's instances were ready; %d hand-overs; calls by run: %d, %d",
@@ -605,15 +598,7 @@ func TestFewInstancesManyRuns(t *testing.T) {
 					pods[i].table = fmt.Sprintf("table%d", i)
 				}
 				res := runPods(t, tc.n, tc.rows, pods)
-				for p, err := range res.errs {
-					if err != nil {
-						t.Fatalf("run %d: %v", p, err)
-					}
-				}
-				all := res.all()
-				if res.left() != 0 || len(all) != tc.rows*tc.runs {
-					t.Fatalf("%d rows still due, %d calls for %d rows", res.left(), len(all), tc.rows*tc.runs)
-				}
+				all := res.done(t, tc.rows*tc.runs)
 				spent := float64(len(all)-1) / all[len(all)-1].Sub(all[0]).Seconds() / (10 * float64(tc.n) / 1.01)
 				firstDone := all[len(all)-1]
 				for _, s := range res.sends {
