@@ -380,9 +380,9 @@ func (p podsRun) lateEnd() time.Duration {
 // Runs on one table now gather the instances they share in one run (keep.go), which calls the
 // last rows from its one queue. When each run lists half of the instances, each instance listed
 // by three runs, every run keeps some to the end, and their queues still split the last rows:
-// over 20 runs the last call came 0 ms late in 9, up to 200 ms in 4 more, and 350 ms to 1.3 s
-// in 7 (when the runs evened their instances out instead of gathering them: 0–10 ms in 17 of 20,
-// 111 ms in one, 2.4 s in two). A run that kept all the instances it listed learned of the
+// over 20 runs the last call came at most 3 ms late in 8, 53–212 ms late in 4, and 0.5–1.0 s
+// late in 8 (when the runs evened their instances out instead of gathering them: 0–10 ms in 17
+// of 20, 111 ms in one, 2.4 s in two). A run that kept all the instances it listed learned of the
 // others only from its look at the budget (Runner.look), and one with no room to claim asks
 // whether anything is still due (tableEnd.noneDue): without either, the last call came 1–4 s
 // late.
