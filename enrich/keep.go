@@ -149,16 +149,23 @@ func (h *handed) count(owner string, now time.Time) int {
 	return len(ts)
 }
 
-// kept is how many of the run's instances it keeps: still in the run, and kept by no other run.
-func (r *Runner) kept() int {
+// mine reports whether the instance is the run's, as far as it knows: still in the run, and kept
+// by no other run.
+func (k *keeping) mine() bool { return !k.gone.Load() && !k.out.Load() }
+
+// count is how many of the run's instances have no shared budget (nothing to keep) or match.
+func (r *Runner) count(match func(k *keeping) bool) int {
 	n := 0
 	for _, c := range r.instances {
-		if c.shared == nil || !c.shared.keep.gone.Load() && !c.shared.keep.out.Load() {
+		if c.shared == nil || match(&c.shared.keep) {
 			n++
 		}
 	}
 	return n
 }
+
+// kept is how many of the run's instances it keeps: still in the run, and kept by no other run.
+func (r *Runner) kept() int { return r.count((*keeping).mine) }
 
 // holds is how many of the run's instances it has had a block of since it last gave way: the
 // count it tells other runs (store.BudgetRequest.Kept), and weighs against theirs (gathers,
@@ -167,13 +174,7 @@ func (r *Runner) kept() int {
 // handed instances to whichever counted more for a moment, 122 hand-overs before they had
 // gathered them in one.
 func (r *Runner) holds() int {
-	n := 0
-	for _, c := range r.instances {
-		if c.shared == nil || c.shared.keep.ours.Load() && !c.shared.keep.gone.Load() && !c.shared.keep.out.Load() {
-			n++
-		}
-	}
-	return n
+	return r.count(func(k *keeping) bool { return k.ours.Load() && k.mine() })
 }
 
 // sharing reports whether other runs keep some of the run's instances: rows claimed beyond what
@@ -217,14 +218,12 @@ func (r *Runner) waitBehind() {
 		if r.cfg.Sleep(r.stop, standbyLook) != nil {
 			return
 		}
-		ctx, cancel := context.WithTimeout(r.stop, r.cfg.DatabaseTimeout)
-		ks, err := r.cfg.Budget.Keepers(ctx, r.cfg.Table, nil)
-		cancel()
+		ks, err := r.keepers(nil)
 		if err != nil {
 			return
 		}
 		for _, k := range ks {
-			if k.Owner != r.cfg.Owner && k.Until.After(k.Now) {
+			if r.mateKeeps(k, 0) {
 				return
 			}
 		}
@@ -276,22 +275,17 @@ func (r *Runner) look() {
 		}
 		c.mu.Unlock()
 	}
-	ctx, cancel := context.WithTimeout(r.stop, r.cfg.DatabaseTimeout)
-	ks, err := r.cfg.Budget.Keepers(ctx, r.cfg.Table, ids)
-	cancel()
+	ks, err := r.keepers(ids)
 	if r.stop.Err() != nil {
 		return
 	}
 	now := r.cfg.Now()
 	kept := make(map[string]bool, len(ks))
 	for _, k := range ks {
-		if k.Owner == "" || k.Owner == r.cfg.Owner || !r.ourTable(k.Table) {
-			continue
-		}
-		if k.Until.After(k.Now) {
+		if r.mateKeeps(k, 0) {
 			r.sharedAt.Store(now.UnixNano())
 		}
-		kept[k.Instance] = k.Until.Add(standbyGrace).After(k.Now)
+		kept[k.Instance] = r.mateKeeps(k, standbyGrace)
 	}
 	for _, c := range cs {
 		if err == nil && kept[c.id] {
@@ -304,6 +298,20 @@ func (r *Runner) look() {
 		}
 		c.mu.Unlock()
 	}
+}
+
+// keepers reads, within DatabaseTimeout, who keeps the instances ids and which instances runs
+// on this run's table keep (Budget.Keepers).
+func (r *Runner) keepers(ids []string) ([]store.Keeping, error) {
+	ctx, cancel := context.WithTimeout(r.stop, r.cfg.DatabaseTimeout)
+	defer cancel()
+	return r.cfg.Budget.Keepers(ctx, r.cfg.Table, ids)
+}
+
+// mateKeeps reports whether k says another run on this run's table keeps the instance: its
+// bookings end after the budget's now, or less than grace before it.
+func (r *Runner) mateKeeps(k store.Keeping, grace time.Duration) bool {
+	return k.Owner != "" && k.Owner != r.cfg.Owner && r.ourTable(k.Table) && k.Until.Add(grace).After(k.Now)
 }
 
 // standingBy reports whether other runs keep every instance still in the run, and the run holds
@@ -333,13 +341,7 @@ func (r *Runner) standingBy() bool {
 // available is how many of the run's instances no other run is known to keep as of now: kept,
 // or kept by another run whose bookings may have ended.
 func (r *Runner) available(now time.Time) int {
-	n := 0
-	for _, c := range r.instances {
-		if c.shared == nil || !c.shared.keep.out.Load() && (!c.shared.keep.gone.Load() || c.shared.keep.away(now) == 0) {
-			n++
-		}
-	}
-	return n
+	return r.count(func(k *keeping) bool { return !k.out.Load() && (!k.gone.Load() || k.away(now) == 0) })
 }
 
 // keptLocked learns from a grant who keeps the instance and who wants it. c.mu must be held.

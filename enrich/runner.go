@@ -226,15 +226,12 @@ func (r *Runner) Run(ctx context.Context) (Summary, error) {
 	claimDone := make(chan struct{})
 	go func() { defer close(claimDone); r.claim() }()
 
-	var dispatchers, looker sync.WaitGroup
+	var dispatchers sync.WaitGroup
 	for _, c := range r.instances {
 		dispatchers.Go(func() { r.dispatch(c) })
 	}
-	lookDone := make(chan struct{})
-	looker.Go(func() { r.lookLoop(lookDone) })
+	bg.Go(func() { r.lookLoop(r.workersDone) })
 	dispatchers.Wait()
-	close(lookDone)
-	looker.Wait()
 	r.retries.Wait()
 	close(r.workersDone)
 	// Every call has ended, so either the claimer is done or the run is stopping.
